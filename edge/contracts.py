@@ -11,7 +11,7 @@ and what InfluxDB stores at ``precision=ms``.
 ...             sensor="P-15", quantity="pressure", value=42.5, unit="m")
 >>> r.time.isoformat()
 '2023-11-14T22:13:20+00:00'
->>> Reading(time_ms=0, site="net3", gateway="gw-01", sensor="P-15",
+>>> Reading(time_ms=1_700_000_000_000, site="net3", gateway="gw-01", sensor="P-15",
 ...         quantity="pressure", value=42.5, unit="bar").validate()
 Traceback (most recent call last):
 ...

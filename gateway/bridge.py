@@ -1,0 +1,223 @@
+"""The MQTT -> InfluxDB bridge: decode, validate, write, and only then acknowledge.
+
+A message is acknowledged to the broker (paho ``manual_ack``) only after its points
+are in InfluxDB, and the session is persistent (fixed client id, MQTT v5 session
+expiry), so a bridge or database outage leaves the messages with the broker instead
+of losing them. A payload that cannot be used is counted, logged and republished on
+``<prefix>/deadletter`` with the reason, then acknowledged: one bad message never
+blocks the good ones behind it.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import influx_points, payloads
+from gateway import topics as T
+from gateway.influx_writer import InfluxV1Writer, WriteError
+from gateway.publisher import MqttSettings, make_client, wait_connected
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue a week while the bridge is away
+RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may have in flight to us
+LOGGED_PER_REASON = 20  # then one line every 1000, so 10,000 bad payloads do not flood the log
+
+
+@dataclass
+class _Pending:
+    mid: int
+    qos: int
+    lines: list[str]
+    topic: str
+    payload: bytes
+
+
+class Bridge:
+    """Subscribe to every gateway under ``prefix`` and write what arrives to InfluxDB."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        writer: InfluxV1Writer,
+        *,
+        prefix: str = T.DEFAULT_PREFIX,
+        batch_points: int = 5000,
+        flush_interval_s: float = 0.2,
+        max_backoff_s: float = 30.0,
+    ):
+        if not settings.client_id:
+            raise ValueError("the bridge needs a fixed MQTT client id for its persistent session")
+        self.settings = settings
+        self.writer = writer
+        self.prefix = prefix
+        self.batch_points = batch_points
+        self.flush_interval_s = flush_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.counters: Counter[str] = Counter()
+        self.deadletters: Counter[str] = Counter()
+        self._queue: queue.Queue[_Pending] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._last_activity = time.monotonic()
+        self._in_writer = 0
+        self._writer_thread = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
+        self.client = make_client(settings, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = lambda *a: self._connected.clear()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> "Bridge":
+        self._writer_thread.start()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+        wait_connected(self.client, self.settings, self._connected, timeout_s)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop taking messages, finish the writes in hand, disconnect."""
+        self.wait_idle(quiet_s=0.0, timeout_s=timeout_s)
+        self._stop.set()
+        self._writer_thread.join(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def wait_idle(self, quiet_s: float = 1.0, timeout_s: float = 60.0) -> bool:
+        """True once nothing arrived for ``quiet_s`` and every message taken is written and acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = not self._queue.empty() or self._in_writer
+            if not busy and time.monotonic() - self._last_activity >= quiet_s:
+                return True
+            time.sleep(0.05)
+        return False
+
+    # --- MQTT side (paho's network thread) ---------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the bridge: %s", reason_code)
+            return
+        self._connected.set()
+        # Re-subscribing on every connect is harmless and covers a broker that lost the session.
+        client.subscribe(T.bridge_subscription(self.prefix), qos=1)
+        log.info("bridge connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
+                 flags.session_present)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
+        self._last_activity = time.monotonic()
+        self.counters["messages"] += 1
+        received_ms = int(time.time() * 1000)
+        try:
+            decoded = payloads.decode(self.prefix, message.topic, message.payload)
+            lines = influx_points.to_line_protocol(decoded, received_ms)
+        except payloads.PayloadError as exc:
+            self._deadletter(message.topic, message.payload, exc.reason, str(exc))
+            client.ack(message.mid, message.qos)
+            return
+        self._queue.put(_Pending(message.mid, message.qos, lines, message.topic, message.payload))
+
+    def _deadletter(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        self.deadletters[reason] += 1
+        n = self.deadletters[reason]
+        if n <= LOGGED_PER_REASON or n % 1000 == 0:
+            log.warning("dead-lettered message %d with reason %s on %r: %s", n, reason, topic, detail)
+        try:
+            text, encoding = payload[:4096].decode(), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(payload[:4096]).decode(), "base64"
+        body = json.dumps({"v": 1, "reason": reason, "detail": detail[:500], "topic": topic,
+                           "payload": text, "encoding": encoding, "bytes": len(payload)},
+                          separators=(",", ":"))
+        self.client.publish(T.deadletter_topic(self.prefix), body, qos=1)
+
+    # --- InfluxDB side (writer thread) -------------------------------------
+
+    def _write_loop(self) -> None:
+        backoff = 0.5
+        batch: list[_Pending] = []
+        while not (self._stop.is_set() and not batch and self._queue.empty()):
+            if not batch:
+                batch = self._take_batch()
+                if not batch:
+                    continue
+            try:
+                self._write_batch(batch)
+            except WriteError as exc:
+                self.counters["write_failures"] += 1
+                log.warning("InfluxDB write failed, retrying in %.1f s (messages stay unacknowledged): %s",
+                            backoff, exc)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            backoff = 0.5
+            for item in batch:
+                self.client.ack(item.mid, item.qos)
+            self._in_writer = 0
+            batch = []
+
+    def _take_batch(self) -> list[_Pending]:
+        try:
+            first = self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        self._in_writer = 1
+        batch, points = [first], len(first.lines)
+        deadline = time.monotonic() + self.flush_interval_s
+        while points < self.batch_points:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            batch.append(item)
+            points += len(item.lines)
+        return batch
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            self.writer.write([line for item in batch for line in item.lines])
+        except WriteError as exc:
+            if exc.status == 404:  # database missing (first start, or dropped): create it, then retry
+                try:
+                    self.writer.ensure_database()
+                except WriteError:
+                    pass
+            if exc.retryable:
+                raise
+            # The database refused the data itself: find the culprits one message at a time.
+            self._write_one_by_one(batch)
+            return
+        self.counters["points_written"] += sum(len(item.lines) for item in batch)
+        self.counters["messages_written"] += len(batch)
+
+    def _write_one_by_one(self, batch: list[_Pending]) -> None:
+        for item in batch:
+            try:
+                self.writer.write(item.lines)
+            except WriteError as exc:
+                if exc.retryable:
+                    raise
+                self._deadletter(item.topic, item.payload, "rejected_by_database", str(exc))
+                continue
+            self.counters["points_written"] += len(item.lines)
+            self.counters["messages_written"] += 1

@@ -1,0 +1,122 @@
+"""How contract objects become InfluxDB points (the schema in docs/contracts.md).
+
+One Reading is one point of measurement ``reading``; tags are the low-cardinality
+identity (site, gateway, sensor, quantity, unit), fields the value and its quality.
+Points are keyed by series + millisecond time, so writing the same message twice
+overwrites the same points: writes are idempotent.
+
+>>> from edge.contracts import Reading
+>>> r = Reading(1_772_409_600_000, "net3", "gw-01", "P-15", "pressure", 42.5, "m")
+>>> to_line_protocol(r)
+['reading,gateway=gw-01,quantity=pressure,sensor=P-15,site=net3,unit=m quality="ok",value=42.5 1772409600000']
+"""
+from __future__ import annotations
+
+from influxdb_client import Point, WritePrecision
+
+from edge.contracts import Alert, Detection, Quality, Reading
+from gateway.payloads import GatewayStatus
+
+PRECISION = "ms"
+
+READING = "reading"
+DETECTION = "detection"
+ALERT = "alert"
+GATEWAY_STATUS = "gateway_status"
+MEASUREMENTS = (READING, DETECTION, ALERT, GATEWAY_STATUS)
+
+
+def reading_point(r: Reading) -> Point:
+    p = (
+        Point(READING)
+        .tag("site", r.site)
+        .tag("gateway", r.gateway)
+        .tag("sensor", r.sensor)
+        .tag("quantity", r.quantity)
+        .tag("unit", r.unit)
+        .field("quality", str(r.quality))
+        .time(r.time_ms, WritePrecision.MS)
+    )
+    if r.quality != Quality.UNKNOWN:
+        p.field("value", float(r.value))
+    return p
+
+
+def detection_point(d: Detection) -> Point:
+    p = (
+        Point(DETECTION)
+        .tag("site", d.site)
+        .tag("gateway", d.gateway)
+        .tag("kind", d.kind)
+        .tag("model", d.model)
+        .tag("model_version", d.model_version)
+        .field("label", d.label)
+        .field("score", float(d.score))
+        .field("severity", str(d.severity))
+        .field("window_start_ms", int(d.window_start_ms))
+        .field("window_end_ms", int(d.window_end_ms))
+        .time(d.time_ms, WritePrecision.MS)
+    )
+    _explanation_fields(p, d.explanation)
+    return p
+
+
+def alert_point(a: Alert) -> Point:
+    p = (
+        Point(ALERT)
+        .tag("site", a.site)
+        .tag("gateway", a.gateway)
+        .tag("kind", a.kind)
+        .tag("state", str(a.state))
+        .field("alert_id", a.alert_id)
+        .field("label", a.label)
+        .field("severity", str(a.severity))
+        .field("score", float(a.score))
+        .field("message", a.message)
+        .field("model", a.model)
+        .field("model_version", a.model_version)
+        .field("since_ms", int(a.since_ms))
+        .time(a.time_ms, WritePrecision.MS)
+    )
+    _explanation_fields(p, a.explanation)
+    return p
+
+
+def status_point(s: GatewayStatus, received_ms: int) -> Point:
+    p = (
+        Point(GATEWAY_STATUS)
+        .tag("site", s.site)
+        .tag("gateway", s.gateway)
+        .field("state", s.state)
+        .field("online", 1 if s.state == "online" else 0)
+        # The will carries no time: the broker publishes it when the gateway is gone.
+        .time(s.time_ms if s.time_ms is not None else received_ms, WritePrecision.MS)
+    )
+    for name, value in s.counters.items():
+        p.field(name, float(value))
+    return p
+
+
+def _explanation_fields(p: Point, explanation: dict) -> None:
+    # Prefixed so an explanation key can never overwrite a contract field.
+    for key, value in explanation.items():
+        p.field(f"x_{key}", ",".join(value) if isinstance(value, list) else value)
+
+
+def to_points(obj, received_ms: int = 0) -> list[Point]:
+    """Points for one decoded payload (a list of readings, a detection, an alert, a status)."""
+    if isinstance(obj, Reading):
+        return [reading_point(obj)]
+    if isinstance(obj, list):
+        return [reading_point(r) for r in obj]
+    if isinstance(obj, Detection):
+        return [detection_point(obj)]
+    if isinstance(obj, Alert):
+        return [alert_point(obj)]
+    if isinstance(obj, GatewayStatus):
+        return [status_point(obj, received_ms)]
+    raise TypeError(f"no InfluxDB mapping for {type(obj).__name__}")
+
+
+def to_line_protocol(obj, received_ms: int = 0) -> list[str]:
+    return [p.to_line_protocol() for p in to_points(obj, received_ms)]

@@ -1,0 +1,237 @@
+"""MQTT payload encoding (compact JSON with a schema version) and strict decoding.
+
+Site, gateway, sensor and detection kind travel in the topic, not the payload: the
+broker's ACL vouches for the topic (a gateway may publish only under its own
+prefix), and the bytes are not repeated in every message.
+
+>>> from edge.contracts import Reading
+>>> rs = [Reading(1_772_409_600_000, "net3", "gw-01", "P-15", "pressure", 42.5, "m"),
+...       Reading(1_772_409_660_000, "net3", "gw-01", "P-15", "pressure", 42.25, "m")]
+>>> encode_readings(rs)
+b'{"v":1,"quantity":"pressure","unit":"m","readings":[[1772409600000,42.5],[1772409660000,42.25]]}'
+>>> decode("frugalsense", "frugalsense/net3/gw-01/readings/P-15", encode_readings(rs)) == rs
+True
+>>> decode("frugalsense", "frugalsense/net3/gw-01/readings/P-15", b'{"v":9}')
+Traceback (most recent call last):
+...
+gateway.payloads.PayloadError: schema_version: payload schema version 9 is not supported (this bridge reads 1)
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from edge.contracts import (
+    SCHEMA_VERSION,
+    Alert,
+    AlertState,
+    ContractError,
+    Detection,
+    Quality,
+    Reading,
+    Severity,
+    check_time,
+)
+from gateway import topics as T
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 5000
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class PayloadError(ValueError):
+    """A payload the bridge cannot use. ``reason`` is a short code for counters."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """Availability and health of one gateway, retained on its status topic."""
+
+    site: str
+    gateway: str
+    state: str  # "online" | "offline"
+    time_ms: int | None = None  # absent in the will: the broker sends it, not the gateway
+    counters: dict[str, int | float] = field(default_factory=dict)
+
+
+# --- encoding -----------------------------------------------------------------
+
+
+def encode_readings(readings: list[Reading]) -> bytes:
+    """One message for a batch of readings of one sensor (same quantity and unit)."""
+    first = readings[0]
+    rows = []
+    for r in readings:
+        if r.quality == Quality.OK:
+            rows.append([r.time_ms, r.value])
+        else:
+            rows.append([r.time_ms, r.value, str(r.quality)])
+    return _dumps({"v": SCHEMA_VERSION, "quantity": first.quantity, "unit": first.unit, "readings": rows}).encode()
+
+
+def encode_detection(d: Detection) -> bytes:
+    return _dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "time": d.time_ms,
+            "label": d.label,
+            "score": d.score,
+            "severity": str(d.severity),
+            "model": d.model,
+            "model_version": d.model_version,
+            "window": [d.window_start_ms, d.window_end_ms],
+            "explanation": d.explanation,
+        }
+    ).encode()
+
+
+def encode_alert(a: Alert) -> bytes:
+    return _dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "time": a.time_ms,
+            "kind": a.kind,
+            "alert_id": a.alert_id,
+            "state": str(a.state),
+            "label": a.label,
+            "severity": str(a.severity),
+            "score": a.score,
+            "message": a.message,
+            "model": a.model,
+            "model_version": a.model_version,
+            "since": a.since_ms,
+            "explanation": a.explanation,
+        }
+    ).encode()
+
+
+def encode_status(state: str, time_ms: int | None = None, counters: dict | None = None) -> bytes:
+    body: dict = {"v": SCHEMA_VERSION, "state": state}
+    if time_ms is not None:
+        body["time"] = time_ms
+    if counters:
+        body["counters"] = counters
+    return _dumps(body).encode()
+
+
+# --- decoding -----------------------------------------------------------------
+
+
+def decode(prefix: str, topic: str, payload: bytes) -> list[Reading] | Detection | Alert | GatewayStatus:
+    """Decode and validate one message; raise PayloadError with a reason otherwise."""
+    try:
+        parts = T.parse_topic(prefix, topic)
+    except T.TopicError as exc:
+        raise PayloadError("bad_topic", str(exc)) from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")  # explicit: json.loads(bytes) would guess UTF-16/32 from a BOM
+    except UnicodeDecodeError:
+        raise PayloadError("not_utf8", "payload is not UTF-8 text") from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise PayloadError("not_json", f"payload is not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise PayloadError("bad_shape", "payload must be a JSON object")
+    version = body.get("v")
+    if version != SCHEMA_VERSION:
+        raise PayloadError(
+            "schema_version", f"payload schema version {version} is not supported (this bridge reads {SCHEMA_VERSION})"
+        )
+    try:
+        if parts.channel == T.READINGS:
+            return _decode_readings(parts, body)
+        if parts.channel == T.DETECTIONS:
+            return _decode_detection(parts, body)
+        if parts.channel == T.ALERTS:
+            return _decode_alert(parts, body)
+        return _decode_status(parts, body)
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise PayloadError("invalid", detail) from None
+
+
+def _decode_readings(parts: T.TopicParts, body: dict) -> list[Reading]:
+    quantity, unit, rows = body["quantity"], body["unit"], body["readings"]
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("readings must be a non-empty list")
+    if len(rows) > MAX_READINGS_PER_MESSAGE:
+        raise ValueError(f"{len(rows)} readings in one message, at most {MAX_READINGS_PER_MESSAGE}")
+    out = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) not in (2, 3):
+            raise ValueError(f"reading {row!r} must be [time_ms, value] or [time_ms, value, quality]")
+        quality = Quality(row[2]) if len(row) == 3 else Quality.OK
+        value = row[1]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out.append(
+            Reading(row[0], parts.site, parts.gateway, parts.name, quantity, value, unit, quality).validate()
+        )
+    return out
+
+
+def _decode_detection(parts: T.TopicParts, body: dict) -> Detection:
+    start, end = body["window"]
+    return Detection(
+        time_ms=body["time"],
+        site=parts.site,
+        gateway=parts.gateway,
+        kind=parts.name,
+        label=body["label"],
+        score=_number(body["score"]),
+        severity=Severity(body["severity"]),
+        model=body["model"],
+        model_version=str(body["model_version"]),
+        window_start_ms=start,
+        window_end_ms=end,
+        explanation=body.get("explanation", {}),
+    ).validate()
+
+
+def _decode_alert(parts: T.TopicParts, body: dict) -> Alert:
+    return Alert(
+        time_ms=body["time"],
+        site=parts.site,
+        gateway=parts.gateway,
+        kind=body["kind"],
+        alert_id=body["alert_id"],
+        state=AlertState(body["state"]),
+        label=body["label"],
+        severity=Severity(body["severity"]),
+        score=_number(body["score"]),
+        message=body["message"],
+        model=body["model"],
+        model_version=str(body["model_version"]),
+        since_ms=body["since"],
+        explanation=body.get("explanation", {}),
+    ).validate()
+
+
+def _decode_status(parts: T.TopicParts, body: dict) -> GatewayStatus:
+    state = body["state"]
+    if state not in ("online", "offline"):
+        raise ValueError(f"status state must be online or offline, got {state!r}")
+    time_ms = body.get("time")
+    if time_ms is not None:
+        check_time("status", time_ms)
+    counters = body.get("counters", {})
+    if not isinstance(counters, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in counters.values()
+    ):
+        raise ValueError("status counters must map names to finite numbers")
+    return GatewayStatus(parts.site, parts.gateway, state, time_ms, counters)
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
