@@ -1,0 +1,491 @@
+"""The gateway config schema: what a technician may write in ``firmware_configs/*.yaml``.
+
+Defaults live here and only here. Every check raises its own plain-words message (with
+a "did you mean" where a name was misspelt) so `validate.py` can show it as is.
+Checks that span sections (a model naming a sensor, duplicate ids) are in
+``cross_section_issues`` so all of them can be reported at once, each at its own key.
+
+Sensor drivers and model types are registries: a new driver is a ``SensorBase``
+subclass with ``driver: Literal["name"]`` decorated with ``@sensor_driver``, defined
+before ``GatewayConfig`` is built (i.e. in this module or one it imports).
+
+>>> cfg = GatewayConfig.model_validate({
+...     "site": "net3-north", "gateway": "gw-01", "mqtt": {"host": "127.0.0.1"},
+...     "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
+...     "sources": {"replay": {"file": "net3.npz"}}})
+>>> cfg.mqtt.client_id, cfg.sensors[0].unit, cfg.sensors[0].column
+('frugalsense-gw-01', 'L/s', 'F-lake')
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+from edge.contracts import QUANTITY_UNITS, ContractError, check_id
+
+# validate.py runs the cross-section checks itself (to report them all, each at its
+# own line); code calling model_validate directly gets the first one as an error.
+CONTEXT_CROSS_CHECKS = "cross_checks"
+CONTEXT_PATH = "path"
+
+
+def suggest(word: object, choices: Iterable[str]) -> str | None:
+    """The closest known name to a misspelt one, ignoring case.
+
+    >>> suggest("presure", QUANTITY_UNITS), suggest("xyz", ["mqtt"])
+    ('pressure', None)
+    """
+    if not isinstance(word, str):
+        return None
+    lowered = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def describe(value: object) -> str:
+    """A value as a technician typed it, for 'got ...' in messages."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a section of keys"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def format_path(loc: Iterable[str | int]) -> str:
+    """``('sensors', 0, 'id')`` -> ``'sensors[0].id'``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def fail(message: str, suggestion: str | None = None) -> PydanticCustomError:
+    # The message goes through the context so braces in a typed value stay literal.
+    return PydanticCustomError("config", "{message}", {"message": message, "suggestion": suggestion})
+
+
+# ---- value types ---------------------------------------------------------------------
+
+def _text(value: object) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise fail(f"must be text, got the number {value}: write it in quotes, \"{value}\"")
+    if not isinstance(value, str) or not value.strip():
+        raise fail(f"must be text, got {describe(value)}")
+    return value
+
+
+def _identifier(value: object) -> str:
+    text = _text(value)
+    try:
+        return check_id("value", text)
+    except ContractError:
+        raise fail("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                   f"got {text!r}") from None
+
+
+def _one_of(choices: Iterable[str]) -> Callable[[object], str]:
+    names = list(choices)
+
+    def check(value: object) -> str:
+        if value not in names:
+            raise fail(f"must be one of {', '.join(names)}; got {describe(value)}", suggest(value, names))
+        return value  # type: ignore[return-value]
+    return check
+
+
+def whole(low: int, high: int) -> Any:
+    """A whole number in ``low..high``; true/false and 1.5 are refused, not converted."""
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise fail(f"must be a whole number between {low} and {high}, got {describe(value)}")
+        return value
+    return Annotated[int, BeforeValidator(check)]
+
+
+def number(low: float, high: float | None = None, low_open: bool = False) -> Any:
+    """A number ``> low`` (``low_open``) or ``>= low``, and ``<= high`` if given."""
+    bound = f"greater than {low}" if low_open else f"at least {low}"
+    if high is not None:
+        bound += f" and at most {high}"
+
+    def check(value: object) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        if not ok:
+            raise fail(f"must be a number {bound}, got {describe(value)}")
+        return float(value)  # type: ignore[arg-type]
+    return Annotated[float, BeforeValidator(check)]
+
+
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _clock_time(value: object) -> str:
+    if not isinstance(value, str) or not _CLOCK.match(value):
+        raise fail(f"must be a time of day HH:MM (24-hour), like \"02:00\", got {describe(value)}")
+    return value
+
+
+def _timezone(value: object) -> str:
+    name = _text(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail(f"unknown time zone {name!r}: use an IANA name like 'Europe/Paris' or 'UTC'",
+                   suggest(name, available_timezones() | {"UTC"})) from None
+    return name
+
+
+def _topic_prefix(value: object) -> str:
+    text = _text(value)
+    if re.search(r"[+#\s\x00]", text) or text.startswith(("/", "$")) or text.endswith("/") or "//" in text:
+        raise fail("must be MQTT topic levels separated by '/', without '+', '#', spaces, "
+                   f"empty levels, or a leading '/' or '$', got {text!r}")
+    return text
+
+
+def _host(value: object) -> str:
+    text = _text(value)
+    if "://" in text or "/" in text or re.search(r"\s", text):
+        raise fail(f"must be a host name or IP address only (no 'mqtt://', path or spaces), got {text!r}")
+    return text
+
+
+def _env_var(value: object) -> str:
+    text = _text(value)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", text):
+        raise fail(f"must be the name of an environment variable (letters, digits, '_'), got {text!r}")
+    return text
+
+
+def _client_id(value: object) -> str:
+    text = _text(value)
+    if len(text) > 128 or re.search(r"\s", text):
+        raise fail(f"must be at most 128 characters without spaces, got {text!r}")
+    return text
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+Identifier = Annotated[str, BeforeValidator(_identifier)]
+Quantity = Annotated[str, BeforeValidator(_one_of(QUANTITY_UNITS))]
+ClockTime = Annotated[str, BeforeValidator(_clock_time)]
+TimeZoneName = Annotated[str, BeforeValidator(_timezone)]
+FilePath = Annotated[Path, BeforeValidator(_text)]
+
+
+class Section(BaseModel):
+    """A block of keys; unknown keys are errors (a typo must never be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Keys refused with a specific explanation instead of "unknown key".
+    refused_keys: ClassVar[dict[str, str]] = {}
+
+
+# ---- sensors -------------------------------------------------------------------------
+
+SENSOR_DRIVERS: dict[str, type["SensorBase"]] = {}
+MODEL_TYPES: dict[str, type["ModelBase"]] = {}
+
+
+def _tag_of(cls: type[BaseModel], key: str) -> str:
+    return cls.model_fields[key].annotation.__args__[0]  # type: ignore[union-attr]
+
+
+def sensor_driver(cls: type["SensorBase"]) -> type["SensorBase"]:
+    SENSOR_DRIVERS[_tag_of(cls, "driver")] = cls
+    return cls
+
+
+def model_type(cls: type["ModelBase"]) -> type["ModelBase"]:
+    MODEL_TYPES[_tag_of(cls, "type")] = cls
+    return cls
+
+
+class SensorBase(Section):
+    """What every sensor has, whatever its driver."""
+
+    id: Identifier
+    quantity: Quantity
+    unit: Text | None = None  # filled with the canonical unit of the quantity
+
+    @field_validator("unit")
+    @classmethod
+    def _canonical_unit(cls, unit: str | None, info: ValidationInfo) -> str | None:
+        quantity = info.data.get("quantity")
+        if unit is not None and quantity is not None and unit != QUANTITY_UNITS[quantity]:
+            raise fail(f"{unit!r} is not the unit of {quantity}: use {QUANTITY_UNITS[quantity]!r} "
+                       "(or leave unit out)")
+        return unit
+
+    @model_validator(mode="after")
+    def _fill_unit(self) -> "SensorBase":
+        if self.unit is None:
+            self.unit = QUANTITY_UNITS[self.quantity]
+        return self
+
+
+@sensor_driver
+class ReplaySensor(SensorBase):
+    """A sensor replayed from a recorded or simulated dataset (``sources.replay``)."""
+
+    driver: Literal["replay"]
+    column: Text | None = None  # element name in the dataset; filled with the sensor id
+
+    @model_validator(mode="after")
+    def _fill_column(self) -> "ReplaySensor":
+        if self.column is None:
+            self.column = self.id
+        return self
+
+
+# ---- models --------------------------------------------------------------------------
+
+class ModelBase(Section):
+    name: Identifier
+
+
+def _sign(value: object) -> int:
+    if isinstance(value, bool) or value not in (1, -1):
+        raise fail(f"must be 1 (flow into the zone) or -1 (flow out of the zone), got {describe(value)}")
+    return int(value)  # type: ignore[call-overload]
+
+
+class InflowTerm(Section):
+    """One metered pipe of a zone's inflow: +1 into the zone, -1 out of it."""
+
+    sensor: Identifier
+    sign: Annotated[int, BeforeValidator(_sign)] = 1
+
+
+@model_type
+class MnfModel(ModelBase):
+    """Minimum Night Flow leak detector over one zone's metered inflow."""
+
+    type: Literal["mnf"]
+    zone_inflow: list[InflowTerm] = Field(min_length=1)
+    night_start: ClockTime = "02:00"  # local time (the config's timezone)
+    # validate_default: the default end must still come after a start given in the file
+    night_end: ClockTime = Field(default="04:00", validate_default=True)
+    threshold: number(0, 5, low_open=True) = 0.2  # relative rise over the baseline
+    history_days: whole(2, 60) = 10
+    raise_after: whole(1, 7) = 1
+    clear_after: whole(1, 14) = 2
+
+    @field_validator("night_end")
+    @classmethod
+    def _after_start(cls, end: str, info: ValidationInfo) -> str:
+        start = info.data.get("night_start")
+        if start is not None and end <= start:
+            raise fail(f"must be after night_start ({start}), got {end!r} "
+                       "(a night window may not cross midnight)")
+        return end
+
+    def detector_params(self, timezone: str) -> dict[str, Any]:
+        """Keyword arguments for the night-flow detector, in its own parameter names."""
+        return {
+            "zone_inflow": [(term.sensor, term.sign) for term in self.zone_inflow],
+            "night_start": self.night_start, "night_end": self.night_end,
+            "threshold": self.threshold, "history_days": self.history_days,
+            "raise_after": self.raise_after, "clear_after": self.clear_after,
+            "timezone": timezone,
+        }
+
+
+def _tagged_union(registry: dict[str, type[BaseModel]], key: str) -> Any:
+    return Annotated[Union[tuple(registry.values())], Field(discriminator=key)]  # noqa: UP007
+
+
+SensorConfig = _tagged_union(SENSOR_DRIVERS, "driver")
+ModelConfig = _tagged_union(MODEL_TYPES, "type")
+
+
+# ---- sources, mqtt, storage ----------------------------------------------------------
+
+class ReplaySource(Section):
+    file: FilePath  # relative to the config file's folder
+    speed: number(0) = 0.0  # 0 = as fast as possible, N = N times real time
+
+
+class SourcesConfig(Section):
+    replay: ReplaySource | None = None
+
+
+class TlsConfig(Section):
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = Field(default=None, validate_default=True)  # checked against cert_file
+
+    @field_validator("key_file")
+    @classmethod
+    def _pair(cls, key_file: Path | None, info: ValidationInfo) -> Path | None:
+        if (key_file is None) != (info.data.get("cert_file") is None) and "cert_file" in info.data:
+            raise fail("cert_file and key_file go together: give both or neither")
+        return key_file
+
+
+class MqttConfig(Section):
+    refused_keys: ClassVar[dict[str, str]] = {
+        "password": "a password must not be written in the config file: put it in an environment "
+                    "variable named by password_env, or in a file named by password_file",
+    }
+
+    host: Annotated[str, BeforeValidator(_host)]
+    port: whole(1, 65535) = 1883
+    client_id: Annotated[str, BeforeValidator(_client_id)] | None = None  # filled: frugalsense-<gateway>
+    keepalive_s: whole(5, 3600) = 30
+    topic_prefix: Annotated[str, BeforeValidator(_topic_prefix)] = "frugalsense"
+    readings_batch: whole(1, 1000) = 50
+    username: Text | None = None
+    password_env: Annotated[str, BeforeValidator(_env_var)] | None = None
+    password_file: FilePath | None = None
+    tls: TlsConfig | None = None
+
+    @field_validator("password_file")
+    @classmethod
+    def _one_password(cls, password_file: Path | None, info: ValidationInfo) -> Path | None:
+        if password_file is not None and info.data.get("password_env") is not None:
+            raise fail("give password_env or password_file, not both")
+        return password_file
+
+
+class StorageConfig(Section):
+    data_dir: FilePath = Path("/var/lib/frugalsense")  # outbox and detector state
+    outbox_max_mb: whole(1, 4096) = 64
+
+
+# ---- the whole file ------------------------------------------------------------------
+
+class GatewayConfig(Section):
+    """One gateway: where it is, what it reads, what it runs, where it sends."""
+
+    site: Identifier
+    gateway: Identifier
+    timezone: TimeZoneName = "UTC"  # night windows are in this local time
+    sensors: list[SensorConfig] = Field(min_length=1)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    mqtt: MqttConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _finish(self, info: ValidationInfo) -> "GatewayConfig":
+        context = info.context or {}
+        if self.mqtt.client_id is None:
+            self.mqtt.client_id = f"frugalsense-{self.gateway}"
+        if context.get(CONTEXT_PATH) is not None:
+            self._path = Path(context[CONTEXT_PATH]).absolute()
+        if context.get(CONTEXT_CROSS_CHECKS, True):
+            issues = cross_section_issues(self.model_dump())
+            if issues:
+                raise fail(f"{format_path(issues[0].loc)}: {issues[0].message}", issues[0].suggestion)
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The config file this was loaded from (absolute), or None if built in code."""
+        return self._path
+
+    def resolve_path(self, path: str | os.PathLike) -> Path:
+        """A path from the config, relative ones taken from the config file's folder.
+
+        >>> cfg = GatewayConfig.model_validate(
+        ...     {"site": "s", "gateway": "g", "mqtt": {"host": "h"},
+        ...      "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}],
+        ...      "sources": {"replay": {"file": "a.npz"}}},
+        ...     context={"path": "/etc/frugalsense/gw.yaml"})
+        >>> cfg.resolve_path("../data/a.npz"), cfg.resolve_path("/abs/b.npz")
+        (PosixPath('/etc/data/a.npz'), PosixPath('/abs/b.npz'))
+        """
+        path = Path(path).expanduser()
+        if path.is_absolute():
+            return path
+        base = self._path.parent if self._path is not None else Path.cwd()
+        return Path(os.path.normpath(base / path))
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+# ---- checks across sections ----------------------------------------------------------
+
+class CrossIssue(NamedTuple):
+    loc: tuple[str | int, ...]
+    message: str
+    suggestion: str | None = None
+
+
+def _entries(data: dict, key: str) -> list[tuple[int, dict]]:
+    items = data.get(key)
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _duplicates(data: dict, section: str, key: str, what: str,
+                where: Callable[[tuple], str]) -> list[CrossIssue]:
+    issues, first = [], {}
+    for i, item in _entries(data, section):
+        value = item.get(key)
+        if not isinstance(value, str):
+            continue
+        if value in first:
+            issues.append(CrossIssue((section, i, key), f"{what} {value!r} is already used ({where(first[value])})"))
+        else:
+            first[value] = (section, i, key)
+    return issues
+
+
+def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path) -> list[CrossIssue]:
+    """Checks that span sections, on plain (possibly invalid) config data.
+
+    Parts that are malformed are skipped: their own checks already report them.
+    ``where(loc)`` says where another key is, e.g. ``"line 12"``.
+    """
+    issues = _duplicates(data, "sensors", "id", "sensor id", where)
+    issues += _duplicates(data, "models", "name", "model name", where)
+    sensors: dict[str, dict] = {}
+    for _, item in _entries(data, "sensors"):
+        if isinstance(item.get("id"), str):
+            sensors.setdefault(item["id"], item)  # a duplicate is reported above; the first one counts
+
+    sources = data.get("sources")
+    replay_users = [i for i, item in _entries(data, "sensors") if item.get("driver") == "replay"]
+    if replay_users and not (isinstance(sources, dict) and sources.get("replay")):
+        more = f" (the first of {len(replay_users)} replay sensors)" if len(replay_users) > 1 else ""
+        issues.append(CrossIssue(("sensors", replay_users[0], "driver"),
+                                 "driver 'replay' needs a sources.replay section with the dataset file, "
+                                 f"and there is none{more}"))
+
+    for m, model in _entries(data, "models"):
+        seen: set[str] = set()
+        for t, term in _entries(model, "zone_inflow"):
+            name = term.get("sensor")
+            if not isinstance(name, str):
+                continue
+            loc = ("models", m, "zone_inflow", t, "sensor")
+            if name not in sensors:
+                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+            elif (quantity := sensors[name].get("quantity")) in QUANTITY_UNITS and quantity != "flow":
+                issues.append(CrossIssue(loc, f"sensor {name!r} measures {quantity}; "
+                                              "a zone inflow must be a flow sensor"))
+            elif name in seen:
+                issues.append(CrossIssue(loc, f"sensor {name!r} is already in this zone_inflow"))
+            seen.add(name)
+    return issues

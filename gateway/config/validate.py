@@ -1,0 +1,206 @@
+"""Load a gateway config file and report every problem as ``FILE:LINE: key: what is wrong``.
+
+>>> load_config_text("site: s\\ngateway: g\\nsensors: []\\nmqqt: {host: h}\\n", "gw.yaml")
+Traceback (most recent call last):
+...
+gateway.config.validate.ConfigError: gw.yaml:1: mqtt: is required
+gw.yaml:3: sensors: must have at least 1 entry
+gw.yaml:4: mqqt: unknown key, did you mean 'mqtt'?
+"""
+from __future__ import annotations
+
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from gateway.config.schema import (CONTEXT_CROSS_CHECKS, CONTEXT_PATH, GatewayConfig, Section,
+                                   cross_section_issues, describe, format_path, suggest)
+from gateway.config.yaml_lines import LoadedYaml, YamlSyntaxError, load_yaml_text
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a config file, where it is, and the likely intended name."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:" if self.line else f"{self.file}:"
+        key = f" {self.key}:" if self.key else ""
+        hint = f", did you mean {self.suggestion!r}?" if self.suggestion else ""
+        return f"{where}{key} {self.message}{hint}"
+
+
+class ConfigError(Exception):
+    """A config file is not usable; ``problems`` lists everything found, by line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigUnreadable(ConfigError):
+    """The file could not be read at all (missing, a folder, no permission)."""
+
+
+def load_config(path: str | os.PathLike) -> GatewayConfig:
+    """Read and validate one gateway config file; raise ``ConfigError`` listing all problems."""
+    name = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigUnreadable([Problem(name, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([Problem(name, line, "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                                   "save the file as UTF-8")]) from None
+    return load_config_text(text, name, path=Path(path))
+
+
+def load_config_text(text: str, name: str = "<config>", path: Path | None = None) -> GatewayConfig:
+    """Validate config text; ``name`` is shown in messages, ``path`` anchors relative paths."""
+    try:
+        doc = load_yaml_text(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError([Problem(name, exc.line, "", exc.message)]) from None
+    problems = [Problem(name, issue.line, format_path(issue.path), issue.message) for issue in doc.issues]
+    if not isinstance(doc.data, dict):
+        got = "an empty file" if doc.data is None else describe(doc.data)
+        problems.append(Problem(name, doc.first_line, "",
+                                f"a gateway config must be `key: value` lines (site:, gateway:, ...), got {got}"))
+        raise ConfigError(problems)
+
+    config = None
+    try:
+        config = GatewayConfig.model_validate(doc.data, context={CONTEXT_CROSS_CHECKS: False, CONTEXT_PATH: path})
+    except ValidationError as exc:
+        problems += [_translate(error, doc, name) for error in exc.errors()]
+    for issue in cross_section_issues(doc.data, where=lambda loc: f"line {doc.line_of(loc)}"):
+        problems.append(Problem(name, doc.line_of(issue.loc), format_path(issue.loc), issue.message, issue.suggestion))
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+# ---- pydantic errors in plain words ----------------------------------------------------
+
+_MAPPING_TYPES = {"model_type", "model_attributes_type", "dict_type"}
+
+
+def _translate(error: dict[str, Any], doc: LoadedYaml, name: str) -> Problem:
+    loc, section = _locate(error["loc"])
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    suggestion = None
+    if kind == "config":
+        message, suggestion = ctx["message"], ctx.get("suggestion")
+    elif kind == "missing":
+        message = "is required"
+    elif kind == "extra_forbidden":
+        known = list(section.model_fields) if section else []
+        refused = section.refused_keys if section and issubclass(section, Section) else {}
+        if loc[-1] in refused:
+            message = refused[loc[-1]]
+        else:
+            suggestion = suggest(loc[-1], known)
+            message = "unknown key" if suggestion or not known else f"unknown key (known here: {', '.join(known)})"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        key = ctx["discriminator"].strip("'")
+        tags = re.findall(r"'([^']*)'", ctx.get("expected_tags", ""))
+        loc = loc + (key,)
+        if kind == "union_tag_not_found":
+            message = "is required" + (f" (one of {', '.join(tags)})" if tags else "")
+        else:
+            message = f"must be one of {', '.join(tags)}; got {describe(ctx.get('tag'))}"
+            suggestion = suggest(ctx.get("tag"), tags)
+    elif kind in _MAPPING_TYPES:
+        message = f"must be a section of `key: value` lines, got {describe(value)}"
+    elif kind == "list_type":
+        message = f"must be a list (one '- ' line per entry), got {describe(value)}"
+    elif kind == "too_short":
+        count = ctx.get("min_length", 1)
+        message = f"must have at least {count} entr{'y' if count == 1 else 'ies'}"
+    elif kind == "literal_error":
+        tags = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        message = f"must be one of {ctx.get('expected')}; got {describe(value)}"
+        suggestion = suggest(value, tags)
+    elif kind == "string_type":
+        message = f"must be text, got {describe(value)}"
+    elif kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    else:  # not expected from this schema; keep pydantic's words rather than hide it
+        message = f"is not valid ({error['msg']}), got {describe(value)}"
+    return Problem(name, doc.line_of(loc), format_path(loc), message, suggestion)
+
+
+def _locate(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """Drop the union tags pydantic puts in error paths; find the section holding the last key."""
+    clean: list = []
+    annotation: Any = GatewayConfig
+    section: type[BaseModel] | None = None
+    discriminated = False
+    for part in loc:
+        annotation, discriminated_here = _unwrap(annotation)
+        discriminated = discriminated or discriminated_here
+        members = _models_of(annotation)
+        if discriminated and isinstance(part, str) and len(members) >= 1 and part not in members[0].model_fields:
+            chosen = [m for m in members if part in _tags(m)]
+            if chosen:  # `part` is the tag pydantic inserted, not a key the technician wrote
+                annotation, discriminated = chosen[0], False
+                continue
+        discriminated = False
+        clean.append(part)
+        if isinstance(part, int):
+            args = typing.get_args(annotation)
+            annotation = args[0] if typing.get_origin(annotation) is list and args else None
+        elif len(members) == 1 and part in members[0].model_fields:
+            section, annotation = members[0], members[0].model_fields[part].annotation
+        else:
+            section = members[0] if len(members) == 1 else None
+            annotation = None
+    return tuple(clean), section
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """Strip Annotated[...] and Optional[...]; say whether a discriminator was attached."""
+    discriminated = False
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            args = typing.get_args(annotation)
+            discriminated = discriminated or any(isinstance(m, FieldInfo) and m.discriminator for m in args[1:])
+            annotation = args[0]
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation, discriminated
+            annotation = members[0]
+        else:
+            return annotation, discriminated
+
+
+def _models_of(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return []
+
+
+def _tags(model: type[BaseModel]) -> set[str]:
+    tags: set[str] = set()
+    for field in model.model_fields.values():
+        if typing.get_origin(field.annotation) is typing.Literal:
+            tags.update(a for a in typing.get_args(field.annotation) if isinstance(a, str))
+    return tags
