@@ -72,4 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import so `python -m gateway.cli` shares UserError with the command modules.
+    from gateway.cli import main as _main
+
+    sys.exit(_main())
