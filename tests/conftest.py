@@ -22,3 +22,19 @@ def vm_services(tmp_path_factory):
     with LocalServices(tmp_path_factory.mktemp("vm_services"), mosquitto=False, influxdb=False,
                        victoriametrics=True) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def leak_run():
+    """The demo's two simulated weeks of Net3 with the default leak (seed 7); simulated once per session."""
+    from training.water_zone import simulate_zone
+
+    return simulate_zone(seed=7, progress=False)
+
+
+@pytest.fixture(scope="session")
+def leak_free_run():
+    """The same two weeks and demands without the leak."""
+    from training.water_zone import simulate_zone
+
+    return simulate_zone(seed=7, leak=None, progress=False)

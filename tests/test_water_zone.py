@@ -18,16 +18,6 @@ MAPPING = ([(f"F-{c}", c, "flow") for c in INFLOW_LINKS]
            + [(f"P-{c}", c, "pressure") for c in PRESSURE_NODES])
 
 
-@pytest.fixture(scope="session")
-def leak_run() -> ZoneDataset:
-    return simulate_zone(seed=7, progress=False)
-
-
-@pytest.fixture(scope="session")
-def leak_free_run() -> ZoneDataset:
-    return simulate_zone(seed=7, leak=None, progress=False)
-
-
 def run_detector(dataset: ZoneDataset) -> list[Detection | Alert]:
     detector = MinimumNightFlowDetector("net3", "gw-01", INFLOW_SENSORS)
     return [out for reading in ReplaySource(dataset, "net3", "gw-01", MAPPING) for out in detector.update(reading)]
