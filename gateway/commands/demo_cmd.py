@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -165,7 +166,10 @@ def _keep_running(services) -> None:
     say(f"  mosquitto_sub -h 127.0.0.1 -p {services.mqtt_port} -v -t 'frugalsense/#'")
     host, port = services.influx_url.rsplit("//", 1)[1].split(":")
     say(f"  influx -host {host} -port {port} -database {DATABASE} -execute 'SHOW MEASUREMENTS'")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
-        say("stopping services")
+        pass
+    say("stopping services")
