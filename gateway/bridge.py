@@ -6,6 +6,10 @@ expiry), so a bridge or database outage leaves the messages with the broker inst
 of losing them. A payload that cannot be used is counted, logged and republished on
 ``<prefix>/deadletter`` with the reason, then acknowledged: one bad message never
 blocks the good ones behind it.
+
+Several bridges can share the load: give each its own fixed client id and the same
+``share_group``; they then subscribe to ``$share/<group>/<prefix>/+/+/#`` and the
+broker hands each message to one of them (docs/scaling.md).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import base64
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -24,7 +29,7 @@ from paho.mqtt.properties import Properties
 
 from gateway import influx_points, payloads
 from gateway import topics as T
-from gateway.influx_writer import InfluxV1Writer, WriteError
+from gateway.influx_writer import InfluxWriter, WriteError
 from gateway.publisher import MqttSettings, make_client, wait_connected
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,29 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue a week while the bridge is away
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may have in flight to us
 LOGGED_PER_REASON = 20  # then one line every 1000, so 10,000 bad payloads do not flood the log
+
+
+def subscription(prefix: str, share_group: str | None = None) -> str:
+    """The bridge's topic filter, shared among the workers of ``share_group`` if given.
+
+    >>> subscription("frugalsense"), subscription("frugalsense", "bridges")
+    ('frugalsense/+/+/#', '$share/bridges/frugalsense/+/+/#')
+    >>> subscription("frugalsense", "a/b")
+    Traceback (most recent call last):
+    ...
+    ValueError: share group 'a/b' must be letters, digits, '.', '_' or '-' (it becomes one topic level)
+    """
+    topic = T.bridge_subscription(prefix)
+    if share_group is None:
+        return topic
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", share_group):
+        raise ValueError(f"share group {share_group!r} must be letters, digits, '.', '_' or '-' "
+                         "(it becomes one topic level)")
+    return f"$share/{share_group}/{topic}"
+
+
+class SubscriptionRefused(ConnectionError):
+    """The broker did not accept the bridge's subscription (an ACL, or no answer)."""
 
 
 @dataclass
@@ -49,9 +77,10 @@ class Bridge:
     def __init__(
         self,
         settings: MqttSettings,
-        writer: InfluxV1Writer,
+        writer: InfluxWriter,
         *,
         prefix: str = T.DEFAULT_PREFIX,
+        share_group: str | None = None,
         batch_points: int = 5000,
         flush_interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
@@ -61,6 +90,8 @@ class Bridge:
         self.settings = settings
         self.writer = writer
         self.prefix = prefix
+        self.share_group = share_group
+        self.subscription = subscription(prefix, share_group)
         self.batch_points = batch_points
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
@@ -69,12 +100,15 @@ class Bridge:
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._subscribe_refused: str | None = None
         self._last_activity = time.monotonic()
         self._in_writer = 0
         self._writer_thread = threading.Thread(target=self._write_loop, name="bridge-writer", daemon=True)
         self.client = make_client(settings, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = lambda *a: self._connected.clear()
 
     # --- lifecycle ----------------------------------------------------------
@@ -88,6 +122,15 @@ class Bridge:
                                   clean_start=False, properties=props)
         self.client.loop_start()
         wait_connected(self.client, self.settings, self._connected, timeout_s)
+        # Messages published before the broker has our subscription are not queued for us.
+        if not self._subscribed.wait(timeout_s) or self._subscribe_refused:
+            self.client.disconnect()
+            self.client.loop_stop()
+            self._stop.set()
+            why = self._subscribe_refused or f"no answer within {timeout_s:.0f} s"
+            raise SubscriptionRefused(f"MQTT broker {self.settings.host}:{self.settings.port} did not accept the "
+                                      f"bridge's subscription {self.subscription!r}: {why} "
+                                      "(check the broker ACL for this user)")
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -116,9 +159,19 @@ class Bridge:
             return
         self._connected.set()
         # Re-subscribing on every connect is harmless and covers a broker that lost the session.
-        client.subscribe(T.bridge_subscription(self.prefix), qos=1)
+        client.subscribe(self.subscription, qos=1)
         log.info("bridge connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
                  flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            # Usually the broker's ACL: the bridge's user may not read the gateways' topics.
+            self.counters["subscribe_refused"] += 1
+            self._subscribe_refused = str(refused[0])
+            log.error("broker refused the bridge's subscription %r: %s (check the broker ACL for this user)",
+                      self.subscription, refused[0])
+        self._subscribed.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
         self._last_activity = time.monotonic()

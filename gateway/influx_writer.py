@@ -1,7 +1,9 @@
-"""Writes line protocol to InfluxDB 1.x over its ``/write`` HTTP API.
+"""Writes line protocol to InfluxDB 1.x over its ``/write`` HTTP API; picks the v1 or v2 writer.
 
 Debian's and Raspberry Pi OS's ``influxdb`` is 1.6: it has no ``/api/v2/write``
-(field notes), so the v1 endpoint is the one every gateway owner can count on.
+(field notes), so the v1 endpoint is the one every gateway owner can count on; the
+v2 writer (``gateway.influx_v2``) serves InfluxDB 1.8+, 2.x, 3.x and Cloud.
+``make_influx_writer`` is the one switch between them.
 Errors are sorted into *retryable* (server down, 5xx, timeouts: keep the batch and
 try again) and *rejected* (4xx: the data itself is wrong; retrying cannot help).
 """
@@ -11,8 +13,10 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Protocol
 
 PRECISION = "ms"
+INFLUX_APIS = ("v1", "v2")
 
 
 class WriteError(RuntimeError):
@@ -22,8 +26,56 @@ class WriteError(RuntimeError):
         self.status = status
 
 
+def is_retryable_status(status: int) -> bool:
+    """5xx and a few 4xx mean "not now" rather than "never" (404: database or bucket not there yet).
+
+    >>> [is_retryable_status(s) for s in (204, 400, 401, 404, 413, 429, 503)]
+    [False, False, False, True, False, True, True]
+    """
+    return status >= 500 or status in (404, 408, 429)
+
+
+class InfluxWriter(Protocol):
+    """What the bridge needs from a database writer, whichever API it speaks."""
+
+    api: str
+
+    def write(self, lines: list[str]) -> None: ...
+
+    def ensure_database(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_influx_writer(api: str, url: str, *, database: str = "frugalsense", bucket: str | None = None,
+                       org: str | None = None, token: str | None = None, username: str | None = None,
+                       password: str | None = None, timeout_s: float = 10.0) -> InfluxWriter:
+    """The writer for ``api`` ("v1": ``/write?db=database``; "v2": ``/api/v2/write`` to ``bucket``).
+
+    ``bucket`` defaults to ``database``, so switching API keeps the data in the same place on
+    InfluxDB 1.8 (whose v2 endpoint maps a bucket to ``database/retention_policy``).
+
+    >>> make_influx_writer("v1", "http://127.0.0.1:8086", database="water").database
+    'water'
+    >>> make_influx_writer("v3", "http://127.0.0.1:8086")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown InfluxDB API 'v3': use v1 (InfluxDB 1.x /write) or v2 (/api/v2/write: InfluxDB 1.8+, 2.x, 3.x, Cloud)
+    """
+    if api == "v1":
+        return InfluxV1Writer(url, database, username=username, password=password, timeout_s=timeout_s)
+    if api == "v2":
+        from gateway.influx_v2 import ANY_ORG, InfluxV2Writer  # influxdb-client only when asked for
+
+        return InfluxV2Writer(url, bucket or database, org=org or ANY_ORG, token=token, timeout_s=timeout_s)
+    raise ValueError(f"unknown InfluxDB API {api!r}: use v1 (InfluxDB 1.x /write) or "
+                     "v2 (/api/v2/write: InfluxDB 1.8+, 2.x, 3.x, Cloud)")
+
+
 class InfluxV1Writer:
     """``write(lines)`` posts one batch; raises WriteError on failure."""
+
+    api = "v1"
 
     def __init__(self, url: str, database: str, *, username: str | None = None, password: str | None = None,
                  timeout_s: float = 10.0, retention_policy: str | None = None):
@@ -53,12 +105,15 @@ class InfluxV1Writer:
                 response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            retryable = exc.code >= 500 or exc.code in (404, 408, 429)  # 404: database not (yet) there
-            raise WriteError(f"InfluxDB {self.url} answered {exc.code}: {detail}", retryable=retryable,
+            raise WriteError(f"InfluxDB {self.url} answered {exc.code}: {detail}",
+                             retryable=is_retryable_status(exc.code),
                              status=exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise WriteError(f"InfluxDB {self.url} unreachable: {reason}", retryable=True) from None
+
+    def close(self) -> None:
+        """Nothing to release: each write is its own HTTP request."""
 
     def query(self, q: str) -> list[dict]:
         """Run an InfluxQL query; return the list of series of the first statement."""

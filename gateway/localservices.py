@@ -526,3 +526,16 @@ class LocalServices:
         status, raw = http_request("GET", self.vm_url + "/internal/force_flush")
         if status != 200:
             raise ServiceError(f"victoriametrics: force_flush answered {status}: {raw[:200]!r}")
+
+    def vm_export(self, match: str) -> list[dict]:
+        """Raw samples of the series matching ``match`` (a PromQL selector), after a flush.
+
+        Export returns every stored sample, so a point written twice shows twice here
+        (VictoriaMetrics does not deduplicate unless ``-dedup.minScrapeInterval`` is set).
+        """
+        self.flush_victoriametrics()
+        query = urllib.parse.urlencode({"match[]": match})
+        status, raw = http_request("GET", f"{self.vm_url}/api/v1/export?{query}", timeout_s=10.0)
+        if status != 200:
+            raise ServiceError(f"victoriametrics: export {match!r} answered {status}: {raw[:200]!r}")
+        return [json.loads(row) for row in raw.splitlines() if row.strip()]
