@@ -3,8 +3,7 @@
 >>> load_config_text("site: s\\ngateway: g\\nsensors: []\\nmqqt: {host: h}\\n", "gw.yaml")
 Traceback (most recent call last):
 ...
-gateway.config.validate.ConfigError: gw.yaml:1: mqtt: is required
-gw.yaml:3: sensors: must have at least 1 entry
+gateway.config.validate.ConfigError: gw.yaml:3: sensors: must have at least 1 entry
 gw.yaml:4: mqqt: unknown key, did you mean 'mqtt'?
 """
 from __future__ import annotations
@@ -91,8 +90,21 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
     for issue in cross_section_issues(doc.data, where=lambda loc: f"line {doc.line_of(loc)}"):
         problems.append(Problem(name, doc.line_of(issue.loc), format_path(issue.loc), issue.message, issue.suggestion))
     if problems or config is None:
-        raise ConfigError(problems)
+        raise ConfigError(_without_explained_missing(problems))
     return config
+
+
+def _without_explained_missing(problems: list[Problem]) -> list[Problem]:
+    """Drop ``x: is required`` where a misspelt key next to it already says ``did you mean 'x'``.
+
+    One mistake, one line: the technician fixes the typo and both go away.
+    """
+    def parent(key: str) -> str:
+        return key.rpartition(".")[0]
+
+    explained = {(parent(p.key), p.suggestion) for p in problems if p.suggestion and p.message.startswith("unknown key")}
+    return [p for p in problems
+            if not (p.message == "is required" and (parent(p.key), p.key.rpartition(".")[2]) in explained)]
 
 
 # ---- pydantic errors in plain words ----------------------------------------------------
