@@ -1,0 +1,1 @@
+"""Air-quality computations shared by the gateway and training: humidity correction, EAQI bands, physical limits."""
