@@ -1,0 +1,65 @@
+"""The interface every model runtime offers: raw feature rows in, float outputs out.
+
+A backend owns one model file. ``predict`` checks and standardises the rows with the
+manifest, runs the file (quantising and dequantising inside when the file is int8)
+and returns ``(n, k)`` float32: class probabilities or regression values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge.runtime.manifest import ModelFile, ModelManifest
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime a format needs is not installed on this gateway."""
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement ``_run(scaled_rows) -> raw outputs``."""
+
+    name = "base"
+
+    def __init__(self, entry: ModelFile, num_threads: int = 1):
+        if entry.manifest is None:
+            raise ValueError(f"{entry.path}: a model file must come from a manifest")
+        self.entry = entry
+        self.manifest: ModelManifest = entry.manifest
+        self.num_threads = num_threads
+
+    @property
+    def format(self) -> str:
+        return self.entry.key
+
+    def predict(self, X) -> np.ndarray:
+        scaled = self.manifest.prepare(X)
+        if len(scaled) == 0:
+            return np.zeros((0, len(self.manifest.output_names)), dtype=np.float32)
+        return self.manifest.finish(self._run(scaled))
+
+    def decide(self, X) -> np.ndarray:
+        return self.manifest.decide(self.predict(X))
+
+    def _run(self, scaled: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.manifest.name} v{self.manifest.version} {self.format} on {self.name}>"
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float -> int8 with the file's input scale and zero point (round half to even, as TFLite).
+
+    >>> quantize(np.array([0.0, 0.5, 100.0]), 0.01, -3).tolist()
+    [-3, 47, 127]
+    """
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32.
+
+    >>> dequantize(np.array([-128, 0, 127], dtype=np.int8), 1 / 256, -128).tolist()
+    [0.0, 0.5, 0.99609375]
+    """
+    return ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)

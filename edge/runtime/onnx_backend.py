@@ -1,0 +1,45 @@
+"""The onnxruntime backend: runs the ``onnx_float`` and ``onnx_int8`` files (float in, float out)."""
+from __future__ import annotations
+
+import numpy as np
+
+from edge.runtime.base import Backend, RuntimeUnavailable
+from edge.runtime.manifest import ManifestError, ModelFile
+
+
+def runtime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, entry: ModelFile, num_threads: int = 1):
+        super().__init__(entry, num_threads)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable("onnxruntime is not installed on this gateway "
+                                     "(no wheel for 32-bit ARM): use the numpy or litert backend") from None
+        opts = ort.SessionOptions()
+        # Gateways run several services on few cores: one thread per model unless told otherwise.
+        opts.intra_op_num_threads = num_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(entry.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            raise ManifestError(f"{entry.path}: onnxruntime cannot load this model ({e})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = entry.info.get("output", outputs[0])
+        if self.output_name not in outputs:
+            raise ManifestError(f"{entry.path}: has no output '{self.output_name}' (it has {outputs})")
+
+    def _run(self, scaled):
+        return self.session.run([self.output_name], {self.input_name: scaled})[0]
