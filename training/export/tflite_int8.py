@@ -35,8 +35,8 @@ _OP_VERSION = {"fc": 4, "logistic": 2, "softmax": 2, "tanh": 2}
 def activation_quant(lo: float, hi: float) -> tuple[float, int]:
     """Asymmetric int8 (scale, zero point) covering [lo, hi] and 0 exactly.
 
-    >>> activation_quant(0.0, 2.55)
-    (0.01, -128)
+    >>> activation_quant(0.0, 25.5)
+    (0.1, -128)
     >>> activation_quant(-1.0, 1.0)
     (0.00784313725490196, 0)
     """
