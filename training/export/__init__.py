@@ -8,6 +8,7 @@ model directory, usually ``models/<name>/``. See ``docs/models.md``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,13 +22,22 @@ from training.export.network import Extracted, UnsupportedModelError, extract
 from training.export.onnx_export import onnx_float_bytes, onnx_int8_bytes
 from training.export.tflite_int8 import build_tflite
 
-__all__ = ["DEFAULT_FORMATS", "EXPORTERS", "ExportError", "Exporter", "UnsupportedModelError",
+__all__ = ["DEFAULT_FORMATS", "EXPORTERS", "ExportError", "ExportWarning", "Exporter", "UnsupportedModelError",
            "export_model"]
 
 # Parity sample kept next to the model: enough rows for a 99 % agreement check to mean
 # something, few enough that the file stays a few KB.
 PARITY_ROWS = 1000
 PARITY_MAX_VALUES = 16_000
+
+
+# The parity targets (docs/models.md); export warns when a file misses them.
+INT8_MEAN_ERROR = 0.02  # mean |output - reference| as a fraction of the output range
+DECISION_AGREEMENT = 0.99
+
+
+class ExportWarning(UserWarning):
+    """An exported file runs but strays from the float model more than the parity targets allow."""
 
 
 class ExportError(ValueError):
@@ -121,7 +131,46 @@ def export_model(model, X_calib, out_dir, name: str, version: str | int, *,
         "files": files,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest["export_check"] = _check_files(ModelManifest.read(out))
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return ModelManifest.read(out)
+
+
+def _check_files(manifest: ModelManifest) -> dict:
+    """Run each written file on its runtime against the parity sample; warn when int8 loses too much.
+
+    Recorded in the manifest (``export_check``) so a model card can quote it.
+    """
+    from edge.runtime import RuntimeUnavailable, available_backends, load
+    from edge.runtime.manifest import FORMAT_RUNTIMES
+    with np.load(manifest.files["parity"].path, allow_pickle=False) as z:
+        X, ref = z["X"], z["outputs"].astype(np.float64)
+    span = 1.0 if manifest.task == "classification" else float(max(1.0, np.ptp(ref)))
+    decides = manifest.task == "classification" or manifest.decision is not None
+    checks = {}
+    for fmt in manifest.formats:
+        runtime = next((r for r in FORMAT_RUNTIMES[fmt] if r in available_backends()), None)
+        if runtime is None:
+            checks[fmt] = {"runtime": None}
+            continue
+        try:
+            out = load(manifest.files[fmt], runtime).predict(X)
+        except RuntimeUnavailable:
+            checks[fmt] = {"runtime": None}
+            continue
+        err = np.abs(out - ref)
+        check = {"runtime": runtime, "rows": int(len(X)), "max_abs_error": round(float(err.max()), 6),
+                 "mean_abs_error": round(float(err.mean()), 6)}
+        if decides:
+            check["decision_agreement"] = round(float(np.mean(manifest.decide(out) == manifest.decide(ref))), 4)
+        checks[fmt] = check
+        if err.mean() > INT8_MEAN_ERROR * span or check.get("decision_agreement", 1.0) < DECISION_AGREEMENT:
+            warnings.warn(ExportWarning(
+                f"{manifest.name}: {fmt} on {runtime} is far from the float model on the parity "
+                f"rows (mean error {err.mean():.3g}, decisions agree on "
+                f"{check.get('decision_agreement', float('nan')):.1%}): put a StandardScaler in the "
+                f"Pipeline, or ship a float format"), stacklevel=3)
+    return checks
 
 
 def _decision(ex: Extracted, threshold):

@@ -48,11 +48,13 @@ def activation_quant(lo: float, hi: float) -> tuple[float, int]:
     return scale, zero_point
 
 
-def weight_quant(W: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 weights in TFLite layout (units, inputs) and their scale(s)."""
+def weight_quant(W: np.ndarray, per_channel: bool, min_scale=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weights in TFLite layout (units, inputs) and their scale(s) (at least ``min_scale``)."""
     Wt = np.asarray(W, dtype=np.float64).T
     amax = np.abs(Wt).max(axis=1) if per_channel else np.full(Wt.shape[0], np.abs(Wt).max())
-    scales = np.where(amax > 0, amax / 127.0, 1.0)
+    scales = np.maximum(np.where(amax > 0, amax / 127.0, 1.0), min_scale)
+    if not per_channel:
+        scales = np.full_like(scales, scales.max())
     q = np.clip(np.round(Wt / scales[:, None]), -127, 127).astype(np.int8)
     return q, (scales if per_channel else scales[:1])
 
@@ -142,7 +144,10 @@ def build_tflite(net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = Tr
     first = x
     for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
         units = W.shape[1]
-        qW, s_w = weight_quant(W, per_channel)
+        # A unit with near-zero weights but a bias would overflow int32 at s_in * s_w: widen
+        # its weight scale until the bias fits (onnxruntime's quantiser does the same).
+        min_s_w = np.abs(np.asarray(b, dtype=np.float64)) / (s_in * 2.0 ** 30)
+        qW, s_w = weight_quant(W, per_channel, min_s_w)
         s_b = s_in * s_w
         qb = np.round(np.asarray(b, dtype=np.float64) / np.broadcast_to(s_b, (units,))).astype(np.int32)
         w = g.tensor(f"dense_{i}/weight", list(qW.shape), tfl.TensorType.INT8, s_w,
