@@ -38,3 +38,144 @@ def leak_free_run():
     from training.water_zone import simulate_zone
 
     return simulate_zone(seed=7, leak=None, progress=False)
+
+
+# ---- serial lines: pty pairs stand in for the cable, real device software on the far end ----
+
+class NullModem:
+    """Two ptys whose master sides are cross-connected: a serial cable with two ends (``device``, ``gateway``).
+
+    Linux ptys refuse even/odd parity (tcsetattr EINVAL), so devices on it are set to 8N1.
+    """
+
+    def __init__(self):
+        import os
+        import threading
+        import tty
+
+        self._fds = []
+        ends = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            self._fds += [master, slave]  # the slave stays open: reads on the master never see EIO
+            ends.append((master, os.ttyname(slave)))
+        (self._a, self.device), (self._b, self.gateway) = ends
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, name="null-modem", daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        import os
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._a, self._b], [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                    os.write(self._b if fd == self._a else self._a, data)
+                except OSError:
+                    continue
+
+    def close(self) -> None:
+        import os
+
+        self._stop.set()
+        self._thread.join(2)
+        for fd in self._fds:
+            os.close(fd)
+
+
+class ModbusDevice:
+    """pymodbus' own RTU server on one end of a line: ``registers`` maps device id -> (holding, input) blocks.
+
+    A block is ``{first_address: [register, ...]}``. pymodbus answers ids not listed with exception 4
+    (device failure), where a real bus stays silent: ``close()`` is the silent transmitter.
+    """
+
+    def __init__(self, port: str, registers: dict[int, tuple[dict[int, list[int]], dict[int, list[int]]]],
+                 baudrate: int = 9600):
+        import asyncio
+        import threading
+
+        from pymodbus import FramerType
+        from pymodbus.server import ModbusSerialServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        def blocks(spec):
+            return [SimData(address, values=list(values), datatype=DataType.REGISTERS)
+                    for address, values in spec.items()] or [SimData(60000, values=[0], datatype=DataType.REGISTERS)]
+
+        bits = [SimData(0, values=[0], datatype=DataType.BITS)]
+        devices = [SimDevice(id=i, simdata=(bits, bits, blocks(holding), blocks(inputs)))
+                   for i, (holding, inputs) in registers.items()]
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve():
+            asyncio.set_event_loop(self._loop)
+            async def listen():  # pymodbus builds its transport on the running loop
+                self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=port, baudrate=baudrate,
+                                                  parity="N", ignore_missing_devices=True)
+                await self._server.serve_forever(background=True)
+
+            try:
+                self._loop.run_until_complete(listen())
+            except BaseException as exc:  # reported to the test below, not lost in the thread
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="modbus-device", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or failure:
+            raise RuntimeError(f"pymodbus server did not start on {port}: {failure}")
+
+    def close(self) -> None:
+        import asyncio
+
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def null_modem():
+    line = NullModem()
+    yield line
+    line.close()
+
+
+@pytest.fixture
+def modbus_device(null_modem):
+    """Start pymodbus' RTU server on ``null_modem.device``: ``modbus_device(registers)``; the gateway uses
+    ``null_modem.gateway``."""
+    started = []
+
+    def start(registers, baudrate: int = 9600) -> ModbusDevice:
+        device = ModbusDevice(null_modem.device, registers, baudrate)
+        started.append(device)
+        return device
+
+    yield start
+    for device in started:
+        device.close()
+
+
+@pytest.fixture
+def silent_port():
+    """A pty nobody writes to: a sensor that is plugged in but says nothing (dead, wrong baud rate)."""
+    import os
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    yield os.ttyname(slave)
+    os.close(slave)
+    os.close(master)

@@ -31,6 +31,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from pydantic_core import PydanticCustomError
 
 from edge.contracts import QUANTITY_UNITS, ContractError, check_id
+from edge.drivers.modbus_rtu import BUS as MODBUS_BUS
+from edge.drivers.modbus_rtu import DATA_TYPES as MODBUS_DATA_TYPES
+from edge.drivers.modbus_rtu import UNIT_FACTORS as MODBUS_UNIT_FACTORS
 
 # validate.py runs the cross-section checks itself (to report them all, each at its
 # own line); code calling model_validate directly gets the first one as an error.
@@ -254,6 +257,79 @@ class ReplaySensor(SensorBase):
         return self
 
 
+def _serial_port(value: object) -> str:
+    text = _text(value)
+    if not text.startswith("/dev/"):
+        raise fail(f"must be a serial device path, preferably under /dev/serial/by-id/ (stable across reboots), "
+                   f"got {text!r}")
+    return text
+
+
+def _finite(nonzero: bool) -> Any:
+    def check(value: object) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+            and abs(value) != float("inf") and not (nonzero and value == 0)
+        if not ok:
+            raise fail(f"must be a{' non-zero' if nonzero else ''} number, got {describe(value)}")
+        return float(value)  # type: ignore[arg-type]
+    return Annotated[float, BeforeValidator(check)]
+
+
+def _choice(*choices: Any) -> Any:
+    """One of a few values written as is (numbers stay numbers: 3, not "3")."""
+    def check(value: object) -> Any:
+        if isinstance(value, bool) or value not in choices:
+            names = [str(c) for c in choices]
+            raise fail(f"must be one of {', '.join(names)}; got {describe(value)}", suggest(str(value), names))
+        return value
+    return BeforeValidator(check)
+
+
+@sensor_driver
+class ModbusRtuSensor(SensorBase):
+    """A pressure or flow transmitter on a Modbus RTU (RS-485) line; the register map is on its datasheet."""
+
+    driver: Literal["modbus_rtu"]
+    port: Annotated[str, BeforeValidator(_serial_port)]  # e.g. /dev/serial/by-id/usb-FTDI_FT232R_A10K1234-if00-port0
+    baudrate: Annotated[int, _choice(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)] = MODBUS_BUS.baudrate
+    bytesize: Annotated[int, _choice(7, 8)] = MODBUS_BUS.bytesize
+    parity: Annotated[str, _choice("N", "E", "O")] = MODBUS_BUS.parity  # N none, E even, O odd
+    stopbits: Annotated[int, _choice(1, 2)] = int(MODBUS_BUS.stopbits)
+    device_id: whole(1, 247) = 1  # the transmitter's Modbus address (slave id)
+    function: Annotated[int, _choice(3, 4)] = 3  # 3 = read holding registers, 4 = read input registers
+    address: whole(0, 65535)  # first register of the value, 0-based as on the wire (40001 on a datasheet is 0)
+    data_type: Annotated[str, BeforeValidator(_one_of(MODBUS_DATA_TYPES))] = "float32"
+    word_order: Annotated[str, BeforeValidator(_one_of(("big", "little")))] = "big"  # 32-bit values: high word first?
+    scale: _finite(nonzero=True) = 1.0  # value = raw * scale + offset, in register_unit
+    offset: _finite(nonzero=False) = 0.0
+    register_unit: Text | None = Field(default=None, validate_default=True)  # unit the device reports; default: unit
+    timeout_s: number(0.05, 10) = 1.0  # no answer within this: the reading is 'unknown'
+    poll_s: number(0.5, 86400) = 10.0  # one read of every sensor on this port per poll_s
+
+    @field_validator("quantity")
+    @classmethod
+    def _transmitter_quantity(cls, quantity: str) -> str:
+        if quantity not in MODBUS_UNIT_FACTORS:
+            raise fail(f"a Modbus transmitter here measures {' or '.join(MODBUS_UNIT_FACTORS)}, got {quantity!r}")
+        return quantity
+
+    @field_validator("register_unit")
+    @classmethod
+    def _known_unit(cls, unit: str | None, info: ValidationInfo) -> str | None:
+        quantity = info.data.get("quantity")
+        units = MODBUS_UNIT_FACTORS.get(quantity, {})
+        if unit is not None and units and unit not in units:
+            raise fail(f"{quantity} cannot be converted from {unit!r}: use one of {', '.join(units)}",
+                       suggest(unit, units))
+        return unit
+
+    @model_validator(mode="after")
+    def _fits(self) -> "ModbusRtuSensor":
+        if self.address + MODBUS_DATA_TYPES[self.data_type][0] - 1 > 65535:
+            raise fail(f"address {self.address} leaves no room for a {self.data_type} (two registers)")
+        return self
+
+
 # ---- models --------------------------------------------------------------------------
 
 class ModelBase(Section):
@@ -367,6 +443,22 @@ class MqttConfig(Section):
 class StorageConfig(Section):
     data_dir: FilePath = Path("/var/lib/frugalsense")  # outbox and detector state
     outbox_max_mb: whole(1, 4096) = 64
+    # Readings and status older than this are dropped from the outbox (alerts and detections
+    # never are): past a database's retention they would be dropped there anyway.
+    outbox_max_age_days: whole(1, 3650) = 30
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise fail(f"must be true or false, got {describe(value)}")
+    return value
+
+
+class HomeAssistantConfig(Section):
+    """Home Assistant MQTT discovery: sensors, leak detections and the gateway appear in Home Assistant."""
+
+    enabled: Annotated[bool, BeforeValidator(_flag)] = False
+    prefix: Annotated[str, BeforeValidator(_topic_prefix)] = "homeassistant"  # Home Assistant's discovery_prefix
 
 
 # ---- the whole file ------------------------------------------------------------------
@@ -382,6 +474,7 @@ class GatewayConfig(Section):
     models: list[ModelConfig] = Field(default_factory=list)
     mqtt: MqttConfig
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -452,6 +545,30 @@ def _duplicates(data: dict, section: str, key: str, what: str,
     return issues
 
 
+# Settings every sensor on one serial port must agree on: they share one line.
+_LINE_KEYS = ("baudrate", "bytesize", "parity", "stopbits", "timeout_s", "poll_s")
+
+
+def _shared_line_issues(data: dict, where: Callable[[tuple], str]) -> list[CrossIssue]:
+    issues, first = [], {}
+    for i, item in _entries(data, "sensors"):
+        if item.get("driver") != "modbus_rtu" or not isinstance(item.get("port"), str):
+            continue
+        port = item["port"]
+        if port not in first:
+            first[port] = (i, item)
+            continue
+        j, other = first[port]
+        defaults = ModbusRtuSensor.model_fields
+        for key in _LINE_KEYS:
+            mine, theirs = item.get(key, defaults[key].default), other.get(key, defaults[key].default)
+            if mine != theirs:
+                issues.append(CrossIssue(("sensors", i, key if key in item else "port"),
+                                         f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on the "
+                                         f"same port ({where(('sensors', j, 'port'))}): one line has one setting"))
+    return issues
+
+
 def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path) -> list[CrossIssue]:
     """Checks that span sections, on plain (possibly invalid) config data.
 
@@ -472,6 +589,8 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
         issues.append(CrossIssue(("sensors", replay_users[0], "driver"),
                                  "driver 'replay' needs a sources.replay section with the dataset file, "
                                  f"and there is none{more}"))
+
+    issues += _shared_line_issues(data, where)
 
     for m, model in _entries(data, "models"):
         seen: set[str] = set()
