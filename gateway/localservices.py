@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.security.broker import BrokerSecurity
+
 MOSQUITTO = "mosquitto"
 INFLUXDB = "influxdb"
 VICTORIAMETRICS = "victoriametrics"
@@ -86,11 +88,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def mosquitto_config_lines(port: int, log_path: Path, *, persistence_dir: Path | None = None,
-                           user: str | None = None, extra_lines: Sequence[str] = ()) -> list[str]:
+                           user: str | None = None, extra_lines: Sequence[str] = (),
+                           listener_lines: Sequence[str] | None = None) -> list[str]:
     """Lines of a Mosquitto 2.0 config: one anonymous loopback listener, a log file, options.
 
-    ``extra_lines`` are appended as given (TLS, ACL...). ``user`` keeps Mosquitto from
-    dropping root privileges to the ``mosquitto`` user, who could not write our folders.
+    ``listener_lines`` replace the anonymous listener (``BrokerSecurity.config_lines``:
+    TLS only, passwords, ACL). ``extra_lines`` are appended as given. ``user`` keeps
+    Mosquitto from dropping root privileges to the ``mosquitto`` user, who could not
+    write our folders.
 
     >>> mosquitto_config_lines(18830, Path("/tmp/m.log"), persistence_dir=Path("/tmp/p"), user="root")
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -105,7 +110,10 @@ def mosquitto_config_lines(port: int, log_path: Path, *, persistence_dir: Path |
     if persistence_dir is not None:
         # Mosquitto 2.0 adds the slash before the file name itself.
         lines += ["persistence true", f"persistence_location {persistence_dir}"]
-    lines += [f"listener {port} {LOOPBACK}", "allow_anonymous true"]
+    if listener_lines is None:
+        lines += [f"listener {port} {LOOPBACK}", "allow_anonymous true"]
+    else:
+        lines += list(listener_lines)
     lines += list(extra_lines)
     return lines
 
@@ -166,21 +174,28 @@ def http_request(method: str, url: str, *, data: bytes | None = None, timeout_s:
         return exc.code, exc.read()
 
 
-def mqtt_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """True if an MQTT broker at host:port accepts a CONNECT (CONNACK with success)."""
+def mqtt_answers(host: str, port: int, timeout_s: float = 2.0, *, ca_file: Path | None = None) -> bool:
+    """True if an MQTT broker at host:port accepts a CONNECT (CONNACK with success).
+
+    With ``ca_file`` it connects over TLS, anonymously, and any CONNACK counts: a
+    secured broker answering "not authorized" is up.
+    """
     import paho.mqtt.client as mqtt  # only needed when Mosquitto is asked for
 
     result: dict[str, bool] = {}
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"frugalsense-probe-{os.getpid()}")
-    client.on_connect = lambda c, u, flags, reason, props: result.setdefault("ok", not reason.is_failure)
+    client.on_connect = lambda c, u, flags, reason, props: result.setdefault(
+        "ok", ca_file is not None or not reason.is_failure)
     try:
+        if ca_file is not None:
+            client.tls_set(ca_certs=str(ca_file))
         client.connect(host, port, keepalive=10)
         deadline = time.monotonic() + timeout_s
         while "ok" not in result and time.monotonic() < deadline:
             client.loop(timeout=0.1)
         client.disconnect()
         client.loop(timeout=0.1)  # lets paho close its socket
-    except OSError:
+    except (OSError, ValueError):  # ssl.SSLError is an OSError; ValueError: TLS files unreadable
         return False
     return result.get("ok", False)
 
@@ -320,25 +335,28 @@ class _Mosquitto(_Service):
     name, binary, apt_package, env_var = MOSQUITTO, "mosquitto", "mosquitto", "FRUGALSENSE_MOSQUITTO_BIN"
 
     def __init__(self, root: Path, binary_override: str | None, *, persistence: bool,
-                 extra_config: Sequence[str]):
+                 extra_config: Sequence[str], security: BrokerSecurity | None = None):
         super().__init__(root, binary_override)
         self.persistence = persistence
         self.extra_config = list(extra_config)
+        self.security = security
+        self.port_count = security.port_count if security else 1
         self.config_path = self.dir / "mosquitto.conf"
 
     @property
     def url(self) -> str:
-        return f"mqtt://{LOOPBACK}:{self.ports[0]}"
+        return f"{'mqtts' if self.security else 'mqtt'}://{LOOPBACK}:{self.ports[0]}"
 
     def command(self, binary: str) -> list[str]:
+        listeners = self.security.config_lines(self.ports, LOOPBACK) if self.security else None
         lines = mosquitto_config_lines(
             self.ports[0], self.log_path, persistence_dir=self.data_dir if self.persistence else None,
-            user=_current_user(), extra_lines=self.extra_config)
+            user=_current_user(), extra_lines=self.extra_config, listener_lines=listeners)
         self.config_path.write_text("\n".join(lines) + "\n")
         return [binary, "-c", str(self.config_path)]
 
     def answers(self) -> bool:
-        return mqtt_answers(LOOPBACK, self.ports[0])
+        return mqtt_answers(LOOPBACK, self.ports[0], ca_file=self.security.ca_file if self.security else None)
 
 
 class _InfluxDB(_Service):
@@ -383,14 +401,17 @@ class LocalServices:
 
     ``binaries`` maps a service name ("mosquitto", "influxdb", "victoriametrics") to a
     program path, overriding PATH and the environment variables.
-    ``mosquitto_extra_config`` lines are appended to the broker config (TLS, ACL...).
+    ``mosquitto_extra_config`` lines are appended to the broker config.
+    ``mosquitto_security`` makes the broker TLS-only with passwords, an ACL and, if
+    asked, a second listener for client certificates (``mqtt_client_cert_port``).
     A service still running ``stop_timeout_s`` after SIGTERM has its process group killed.
     """
 
     def __init__(self, root: Path, *, mosquitto: bool = True, influxdb: bool = True,
                  victoriametrics: bool = False, mosquitto_persistence: bool = False,
                  startup_timeout_s: float = 20.0, binaries: Mapping[str, str] | None = None,
-                 mosquitto_extra_config: Sequence[str] = (), stop_timeout_s: float = STOP_TIMEOUT_S):
+                 mosquitto_extra_config: Sequence[str] = (), stop_timeout_s: float = STOP_TIMEOUT_S,
+                 mosquitto_security: BrokerSecurity | None = None):
         self.root = Path(root).resolve()
         self.startup_timeout_s = startup_timeout_s
         binaries = dict(binaries or {})
@@ -402,7 +423,8 @@ class LocalServices:
         if mosquitto:
             self._services[MOSQUITTO] = _Mosquitto(self.root, binaries.get(MOSQUITTO),
                                                    persistence=mosquitto_persistence,
-                                                   extra_config=mosquitto_extra_config)
+                                                   extra_config=mosquitto_extra_config,
+                                                   security=mosquitto_security)
         if influxdb:
             self._services[INFLUXDB] = _InfluxDB(self.root, binaries.get(INFLUXDB))
         if victoriametrics:
@@ -475,6 +497,15 @@ class LocalServices:
     @property
     def mqtt_port(self) -> int:
         return self._started(MOSQUITTO).ports[0]
+
+    @property
+    def mqtt_client_cert_port(self) -> int:
+        """The TLS listener that requires a client certificate (``client_cert_listener=True``)."""
+        service = self._started(MOSQUITTO)
+        if len(service.ports) < 2:
+            raise ServiceError("mosquitto: no client-certificate listener; "
+                               "pass mosquitto_security=BrokerSecurity(..., client_cert_listener=True)")
+        return service.ports[1]
 
     @property
     def influx_url(self) -> str:

@@ -1,0 +1,122 @@
+"""Mosquitto's side of fleet security: TLS-only listeners, the password file, and a per-gateway ACL.
+
+A gateway's MQTT user is ``<site>/<gateway>`` (its password user, or the Common Name
+of its client certificate), so one ACL line gives every gateway its own topic prefix
+and nothing else: ``pattern write frugalsense/%u/#``. The bridge's user reads every
+gateway and writes the dead-letter topic.
+
+>>> print(acl_text("frugalsense", "frugalsense-bridge"))  # doctest: +NORMALIZE_WHITESPACE
+# frugalsense broker ACL: anything not granted here is refused.
+# A gateway (user "<site>/<gateway>") may publish only under its own prefix.
+pattern write frugalsense/%u/#
+<BLANKLINE>
+# The bridge reads every gateway and reports what it cannot use.
+user frugalsense-bridge
+topic read frugalsense/#
+topic write frugalsense/deadletter
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.contracts import ContractError, check_id
+from gateway import topics as T
+from gateway.security.secrets import write_private_file
+
+DEFAULT_BRIDGE_USER = "frugalsense-bridge"
+MQTTS_PORT = 8883  # the registered port for MQTT over TLS
+
+
+def gateway_user(site: str, gateway: str) -> str:
+    """The MQTT user of one gateway; the ACL pattern turns it into the gateway's topic prefix.
+
+    >>> gateway_user("net3-north", "gw-01")
+    'net3-north/gw-01'
+    >>> gateway_user("net3", "gw/01")
+    Traceback (most recent call last):
+    ...
+    ValueError: gateway 'gw/01' must be 1-64 letters, digits, '.', '_' or '-'
+    """
+    for what, value in (("site", site), ("gateway", gateway)):
+        try:
+            check_id(what, value)
+        except ContractError:
+            # A '/', '+' or '#' here would widen the ACL pattern to other gateways' topics.
+            raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-'") from None
+    return f"{site}/{gateway}"
+
+
+def acl_text(prefix: str = T.DEFAULT_PREFIX, bridge_user: str = DEFAULT_BRIDGE_USER) -> str:
+    return f"""\
+# frugalsense broker ACL: anything not granted here is refused.
+# A gateway (user "<site>/<gateway>") may publish only under its own prefix.
+pattern write {prefix}/%u/#
+
+# The bridge reads every gateway and reports what it cannot use.
+user {bridge_user}
+topic read {prefix}/#
+topic write {T.deadletter_topic(prefix)}
+"""
+
+
+def write_password_file(path: Path, users: Mapping[str, str], *, mosquitto_passwd: str | None = None) -> None:
+    """Mosquitto's password file for ``users`` (name -> password), hashed by ``mosquitto_passwd -U``.
+
+    The clear text goes into a 0600 file that ``-U`` hashes in place, so no password is
+    ever on a command line (where ``ps`` would show it).
+    """
+    tool = mosquitto_passwd or shutil.which("mosquitto_passwd") or shutil.which(
+        "mosquitto_passwd", path="/usr/sbin:/usr/local/bin:/usr/local/sbin")
+    if tool is None:
+        raise FileNotFoundError("mosquitto_passwd not found: install it with 'apt-get install mosquitto'")
+    for name, password in users.items():
+        if ":" in name or "\n" in name or "\n" in password or not password:
+            raise ValueError(f"user {name!r}: names may not contain ':' or line breaks, passwords not be empty")
+    write_private_file(path, "".join(f"{name}:{password}\n" for name, password in users.items()))
+    done = subprocess.run([tool, "-U", os.fspath(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        path.unlink(missing_ok=True)  # never leave the clear text behind
+        raise RuntimeError(f"mosquitto_passwd -U {path} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """Files of a TLS-only Mosquitto: server certificate, CA for clients, passwords, ACL.
+
+    ``client_cert_listener`` adds a second TLS listener that requires a client
+    certificate and takes its Common Name as the user (no password there).
+    """
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    client_cert_listener: bool = False
+
+    def config_lines(self, ports: Sequence[int], bind: str = "") -> list[str]:
+        """Mosquitto 2.0 lines: global auth settings, then one TLS listener per port (never plaintext)."""
+        lines = ["per_listener_settings false", "allow_anonymous false"]
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        lines += self._listener(ports[0], bind, client_certs=False)
+        if self.client_cert_listener:
+            lines += self._listener(ports[1], bind, client_certs=True)
+        return lines
+
+    def _listener(self, port: int, bind: str, *, client_certs: bool) -> list[str]:
+        return [f"listener {port} {bind}".rstrip(), f"cafile {self.ca_file}", f"certfile {self.cert_file}",
+                f"keyfile {self.key_file}", "tls_version tlsv1.2",
+                f"require_certificate {'true' if client_certs else 'false'}",
+                f"use_identity_as_username {'true' if client_certs else 'false'}"]
+
+    @property
+    def port_count(self) -> int:
+        return 2 if self.client_cert_listener else 1
