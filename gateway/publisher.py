@@ -1,13 +1,17 @@
-"""Publishes a gateway's readings, detections, alerts and status over MQTT (paho 2.x).
+"""Publishes a gateway's readings, detections, alerts and status over MQTT (paho 2.x), through the outbox.
 
 Readings are batched per sensor (at most ``readings_batch`` per message, and never
-held longer than ``max_delay_s``) to save bandwidth; detections and alerts go out at
-once. Status is retained: ``online`` on connect, ``offline`` as the will and on a
-clean stop, so a dashboard knows which gateways are alive.
+held longer than ``max_delay_s``) to save bandwidth; detections and alerts are
+stored at once. Every message goes into the outbox (gateway/outbox.py) first; a
+sender thread takes it from there, publishes it at QoS 1 with its stream sequence
+number (MQTT v5 user property ``seq``), and deletes it only when the broker's PUBACK
+comes back. So the gateway works offline: with the broker down, messages wait in the
+outbox (on disk, if the outbox has a file) and leave when it is back.
 
-Everything is published at QoS 1. Messages that the broker has not yet acknowledged
-are kept by paho in memory only; the durable outbox (gateway/outbox) is what keeps
-them across a reboot.
+Status is retained: ``online`` on connect, ``offline`` as the will and on a clean
+stop, so a dashboard knows which gateways are alive. Those two are published
+directly (they describe the link now; replaying an old one would lie); the periodic
+status with counters goes through the outbox like everything else.
 """
 from __future__ import annotations
 
@@ -15,13 +19,17 @@ import logging
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.contracts import Alert, Detection, Reading
 from gateway import payloads
 from gateway import topics as T
+from gateway.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +80,20 @@ def wait_connected(client: mqtt.Client, settings: MqttSettings, connected: threa
         )
 
 
+SENDER_IDLE_S = 0.5  # the sender wakes at least this often even when nobody calls
+DEFAULT_RECONNECT_MAX_S = 30.0  # longest wait between reconnect attempts (paho doubles from 1 s)
+SEQ_PROPERTY = "seq"  # MQTT v5 user property carrying the stream sequence number
+_CHANNEL = {ALERT: T.ALERTS, DETECTION: T.DETECTIONS, STATUS: T.STATUS, READING: T.READINGS}
+
+
 class GatewayPublisher:
-    """One gateway's MQTT link."""
+    """One gateway's MQTT link, fed from its outbox.
+
+    The publisher owns ``outbox`` (an in-memory one if none is given) and closes it
+    in ``close()``. Threads: the caller's (add_reading, publish_*, flush, close),
+    paho's network thread (callbacks, which only record and wake), and the sender
+    thread (the only one that takes from the outbox, publishes and acknowledges).
+    """
 
     def __init__(
         self,
@@ -83,78 +103,178 @@ class GatewayPublisher:
         readings_batch: int = 50,
         max_delay_s: float = 10.0,
         max_inflight: int = 100,
+        outbox: Outbox | None = None,
+        reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S,
     ):
         self.topics = topics
         self.settings = settings
         self.readings_batch = readings_batch
         self.max_delay_s = max_delay_s
+        self.max_inflight = max_inflight
+        self.outbox = outbox if outbox is not None else Outbox(None)
         self._batches: dict[str, list[Reading]] = {}
         self._batch_started: dict[str, float] = {}
-        self._pending: set[int] = set()
-        self._acked_early: set[int] = set()
-        self._lock = threading.Lock()
-        self._all_acked = threading.Condition(self._lock)
         self._connected = threading.Event()
-        self.counters = {"readings_published": 0, "messages_published": 0, "messages_acked": 0}
+        self._was_down_logged = False
+        # Written by paho's network thread, read by the sender: deque appends are atomic,
+        # so a callback never takes a lock of ours (see _on_publish).
+        self._acks: deque[tuple[int, bool]] = deque()
+        self._in_flight: dict[int, int] = {}  # paho mid -> outbox id; the sender thread's alone
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._shrunk = threading.Condition()  # notified when acknowledged messages left the outbox
+        self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
+        self._started = False
+        self._counters_lock = threading.Lock()
+        self.counters = {"readings_published": 0, "messages_published": 0, "messages_sent": 0,
+                         "messages_acked": 0, "messages_refused": 0, "readings_dropped_full": 0}
 
         self.client = make_client(settings)
+        self.client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
         self.client.max_inflight_messages_set(max_inflight)
-        self.client.max_queued_messages_set(0)  # paho queues without bound while offline
+        self.client.max_queued_messages_set(0)  # bounded by us: never more than max_inflight handed over
         self.client.will_set(topics.status, payloads.encode_status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
 
     # --- connection ---------------------------------------------------------
 
-    def connect(self, timeout_s: float = 10.0) -> "GatewayPublisher":
+    def start(self) -> "GatewayPublisher":
+        """Start connecting in the background and return at once; the outbox holds messages meanwhile."""
         try:
             self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
         except (OSError, ValueError) as exc:
             raise BrokerUnreachable(f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}") from exc
-        self.client.loop_start()
-        wait_connected(self.client, self.settings, self._connected, timeout_s)
+        self.client.loop_start()  # retries the first connection too, with the backoff above
+        if not self._started:
+            self._started = True
+            self._sender.start()
         return self
+
+    def connect(self, timeout_s: float = 10.0) -> "GatewayPublisher":
+        """Start, and wait until the broker accepted us (BrokerUnreachable otherwise)."""
+        self.start()
+        try:
+            wait_connected(self.client, self.settings, self._connected, timeout_s)
+        except BrokerUnreachable:
+            self._stop_sender()
+            raise
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
-            log.error("broker refused connection: %s", reason_code)
+            log.error("broker %s:%s refused the gateway: %s", self.settings.host, self.settings.port, reason_code)
             return
-        log.info("connected to %s:%s", self.settings.host, self.settings.port)
+        log.info("connected to %s:%s; %d messages wait in the outbox", self.settings.host, self.settings.port,
+                 len(self.outbox))
+        self._was_down_logged = False
         self._connected.set()
-        self._publish(self.topics.status, payloads.encode_status("online", _now_ms(), self.counters_snapshot()), T.STATUS)
+        self._wake.set()
+        # Directly, not through the outbox: "online" is about now.
+        client.publish(self.topics.status, payloads.encode_status("online", _now_ms(), self._own_counters()),
+                       qos=1, retain=True)
+
+    def _on_connect_fail(self, client, userdata):
+        if not self._was_down_logged:  # once per outage, not at every retry
+            self._was_down_logged = True
+            log.warning("MQTT broker %s:%s unreachable; messages wait in the outbox and go when it is back",
+                        self.settings.host, self.settings.port)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
-        if reason_code != 0:
-            log.warning("disconnected from broker (%s); paho reconnects with backoff", reason_code)
+        if reason_code != 0 and not self._stopping.is_set():
+            log.warning("disconnected from broker (%s); reconnecting with backoff, the outbox keeps messages",
+                        reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        with self._lock:
-            if mid in self._pending:
-                self._pending.discard(mid)
-                self.counters["messages_acked"] += 1
-            else:
-                self._acked_early.add(mid)
-            if not self._pending:
-                self._all_acked.notify_all()
+        # paho calls this holding its own mutexes: record and wake, nothing else. Taking a
+        # lock here that a thread holds while calling paho would deadlock (lock order).
+        self._acks.append((mid, bool(getattr(reason_code, "is_failure", False))))
+        self._wake.set()
 
-    # --- publishing ---------------------------------------------------------
+    # --- the sender thread ----------------------------------------------------
 
-    def _publish(self, topic: str, payload: bytes, channel: str) -> None:
-        qos, retain = T.QOS[channel]
-        # Not under self._lock: paho's network thread holds its own mutex while it
-        # calls _on_publish, and publish() needs that mutex (lock-order deadlock).
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise RuntimeError(f"paho refused to queue a message on {topic}: {mqtt.error_string(info.rc)}")
-        with self._lock:
-            self.counters["messages_published"] += 1
-            if info.mid in self._acked_early:  # the PUBACK beat us here
-                self._acked_early.discard(info.mid)
-                self.counters["messages_acked"] += 1
+    def _send_loop(self) -> None:
+        while True:
+            self._wake.wait(SENDER_IDLE_S)
+            self._wake.clear()
+            try:
+                self._settle_acks()
+                if self._stopping.is_set():
+                    return
+                if self._connected.is_set():
+                    self._send_more()
+            except OutboxError as exc:  # disk full or I/O error: keep trying, never die silently
+                log.error("outbox: %s", exc)
+                self._stopping.wait(1.0)
+
+    def _settle_acks(self) -> None:
+        acked, refused = [], []
+        while self._acks:
+            mid, failed = self._acks.popleft()
+            row = self._in_flight.pop(mid, None)
+            if row is None:  # the online/offline status, published directly
+                continue
+            (refused if failed else acked).append(row)
+        if not acked and not refused:
+            return
+        self.outbox.ack(acked, refused=refused)
+        with self._counters_lock:
+            self.counters["messages_acked"] += len(acked)
+            self.counters["messages_refused"] += len(refused)
+        if refused:
+            log.error("the broker refused %d messages (not authorised to publish there?); they are dropped",
+                      len(refused))
+        with self._shrunk:
+            self._shrunk.notify_all()
+
+    def _send_more(self) -> None:
+        room = self.max_inflight - len(self._in_flight)
+        for message in self.outbox.take(room):
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = (SEQ_PROPERTY, str(message.seq))
+            try:
+                info = self.client.publish(message.stream, message.payload, qos=1, retain=message.retain,
+                                           properties=props)
+            except ValueError as exc:  # a topic or payload MQTT can never carry: retrying cannot help
+                log.error("cannot publish a message on %r, dropping it: %s", message.stream, exc)
+                self.outbox.ack([], refused=[message.id])
+                continue
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho resends it
+                log.error("paho did not queue a message on %s (%s); it is sent again after a restart",
+                          message.stream, mqtt.error_string(info.rc))
+                continue
+            # paho numbers mids 1..65535 in turn, so an old PUBACK cannot hit a reused mid
+            # before this one is recorded: acks are settled by this thread only.
+            self._in_flight[info.mid] = message.id
+            with self._counters_lock:
+                self.counters["messages_sent"] += 1
+
+    def _stop_sender(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._started and self._sender.is_alive():
+            self._sender.join(10.0)
+
+    # --- publishing -----------------------------------------------------------
+
+    def _store(self, topic: str, payload: bytes, kind: str, *, items: int = 1, data_time_ms: int | None = None) -> None:
+        retain = T.QOS[_CHANNEL[kind]][1]
+        seq = self.outbox.put(topic, payload, kind, items=items, data_time_ms=data_time_ms, retain=retain)
+        with self._counters_lock:
+            if seq is None:
+                self.counters["readings_dropped_full"] += items if kind == READING else 0
             else:
-                self._pending.add(info.mid)
+                self.counters["messages_published"] += 1
+                if kind == READING:
+                    self.counters["readings_published"] += items
+        self._wake.set()
 
     def add_reading(self, reading: Reading) -> None:
         batch = self._batches.get(reading.sensor)
@@ -166,7 +286,7 @@ class GatewayPublisher:
             self._send_batch(reading.sensor)
 
     def flush_due(self) -> None:
-        """Send batches older than ``max_delay_s``; call this from the main loop's tick."""
+        """Store batches older than ``max_delay_s``; call this from the main loop's tick."""
         now = time.monotonic()
         for sensor, started in list(self._batch_started.items()):
             if now - started >= self.max_delay_s:
@@ -179,46 +299,63 @@ class GatewayPublisher:
     def _send_batch(self, sensor: str) -> None:
         batch = self._batches.pop(sensor)
         self._batch_started.pop(sensor, None)
-        self._publish(self.topics.readings(sensor), payloads.encode_readings(batch), T.READINGS)
-        self.counters["readings_published"] += len(batch)
+        self._store(self.topics.readings(sensor), payloads.encode_readings(batch), READING, items=len(batch),
+                    data_time_ms=max(r.time_ms for r in batch))
 
     def publish_detection(self, detection: Detection) -> None:
-        self._publish(self.topics.detections(detection.kind), payloads.encode_detection(detection), T.DETECTIONS)
+        self._store(self.topics.detections(detection.kind), payloads.encode_detection(detection), DETECTION,
+                    data_time_ms=detection.time_ms)
 
     def publish_alert(self, alert: Alert) -> None:
-        self._publish(self.topics.alerts, payloads.encode_alert(alert), T.ALERTS)
+        self._store(self.topics.alerts, payloads.encode_alert(alert), ALERT, data_time_ms=alert.time_ms)
 
     def publish_status(self, counters: dict | None = None) -> None:
         body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot())
-        self._publish(self.topics.status, body, T.STATUS)
+        self._store(self.topics.status, body, STATUS)
 
-    def counters_snapshot(self) -> dict[str, int]:
-        return dict(self.counters)
+    def _own_counters(self) -> dict[str, int]:
+        with self._counters_lock:
+            return dict(self.counters)
+
+    def counters_snapshot(self) -> dict[str, int | float]:
+        """The publisher's counters and the outbox's (backlog, drops...), for the status message."""
+        return {**self._own_counters(), **self.outbox.stats()}
 
     # --- shutdown -----------------------------------------------------------
 
     def wait_acked(self, timeout_s: float) -> bool:
-        """True once the broker acknowledged everything published so far."""
+        """True once the outbox is empty: the broker acknowledged everything stored so far."""
         deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while self._pending:
+        with self._shrunk:
+            while len(self.outbox):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._all_acked.wait(left)
+                self._shrunk.wait(min(left, SENDER_IDLE_S))
         return True
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Flush, wait for acknowledgements, say ``offline`` and disconnect. True if nothing was left unacked."""
+        """Flush, wait up to ``timeout_s`` for the outbox to empty, say ``offline``, disconnect.
+
+        True if nothing was left; otherwise what is left stays in the outbox for the next start.
+        """
         self.flush()
-        done = self.wait_acked(timeout_s)
+        done = self.wait_acked(timeout_s) if self._started else len(self.outbox) == 0
         if self._connected.is_set():
-            self._publish(self.topics.status, payloads.encode_status("offline", _now_ms()), T.STATUS)
-            done = self.wait_acked(5.0) and done
+            info = self.client.publish(self.topics.status, payloads.encode_status("offline", _now_ms()),
+                                       qos=1, retain=True)
+            try:
+                info.wait_for_publish(5.0)
+            except (RuntimeError, ValueError):
+                pass
+        self._stopping.set()
         self.client.disconnect()
         self.client.loop_stop()
+        self._stop_sender()
+        left = len(self.outbox)
+        self.outbox.close()
         if not done:
-            log.warning("%d messages were not acknowledged by the broker before shutdown", len(self._pending))
+            log.warning("%d messages are not acknowledged yet; they stay in the outbox for the next start", left)
         return done
 
 

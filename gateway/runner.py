@@ -1,8 +1,15 @@
-"""The gateway service loop: sources -> detectors -> publisher, built from a gateway config.
+"""The gateway service loop: sources -> detectors -> outbox -> MQTT, built from a gateway config.
 
 Every reading is checked against its contract before anything else sees it; one
 that fails is counted and logged and the loop goes on (a bad value never stops the
 gateway and never reaches a detector).
+
+The loop never waits for the broker: everything goes into the outbox
+(``storage.data_dir``) and a sender thread publishes it when the broker is there.
+With ``resume=True`` (what ``frugalsense run`` does), a replay restarted after a crash
+goes on where the outbox left off: readings, detections and alerts at or before the
+latest data time already stored on their stream are fed to the detectors (to rebuild
+their state) but not published again.
 """
 from __future__ import annotations
 
@@ -19,30 +26,39 @@ from edge.detectors.night_flow import MinimumNightFlowDetector
 from edge.sources.replay import ReplaySource
 from gateway import topics as T
 from gateway.config import GatewayConfig
+from gateway.outbox import SYNC_FULL, Outbox, OutboxError, outbox_path
 from gateway.publisher import GatewayPublisher, MqttSettings
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 60.0
-TICK_EVERY_READINGS = 256  # how often the loop checks batch age and the stop flag
+TICK_S = 0.2  # how often the loop flushes old batches, sends status and looks at the stop flag
+DRAIN_TIMEOUT_S = 30.0  # at the end, how long to wait for the outbox to empty
+STOP_DRAIN_S = 5.0  # when asked to stop: the outbox keeps the rest, no need to linger
+DEFAULT_MAX_AGE_DAYS = 30
+LOGGED_ERRORS = 10
 
 
 @dataclass
 class RunSummary:
-    readings: int = 0
+    readings: int = 0  # readings published by this run
     detections: list[Detection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)
-    all_acknowledged: bool = False
+    all_acknowledged: bool = False  # the outbox was empty at the end
+    resumed: int = 0  # readings a previous run had already stored (resume): detectors saw them, MQTT did not
+    outbox_left: int = 0  # messages still in the outbox at the end; they go at the next start
+    outbox_errors: int = 0  # messages the outbox could not store (disk full, I/O error)
 
 
 def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
+    """The configured sources, unpaced (the runner paces replays to ``sources.replay.speed``)."""
     replayed = [s for s in config.sensors if s.driver == "replay"]
     sources: list[Iterable[Reading]] = []
     if replayed:
         replay = config.sources.replay
         sources.append(ReplaySource(config.resolve_path(replay.file), config.site, config.gateway,
-                                    [(s.id, s.column, s.quantity) for s in replayed], speed=replay.speed))
+                                    [(s.id, s.column, s.quantity) for s in replayed], speed=0))
     return sources
 
 
@@ -80,66 +96,147 @@ def mqtt_settings(config: GatewayConfig, *, host: str | None = None, port: int |
     )
 
 
+def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:
+    """The gateway's outbox in ``storage.data_dir``, bounded as the config says."""
+    storage = config.storage
+    max_age_days = getattr(storage, "outbox_max_age_days", DEFAULT_MAX_AGE_DAYS)
+    return Outbox(outbox_path(config.resolve_path(storage.data_dir)), max_bytes=storage.outbox_max_mb * 1024 * 1024,
+                  max_age_s=max_age_days * 86_400, sync=sync)
+
+
+class _Pacer:
+    """Holds readings back to ``speed`` times real time, counted from the first one it is shown."""
+
+    def __init__(self, speed: float, idle: Callable[[], bool]):
+        self.speed = speed
+        self.idle = idle  # called while waiting; returns True to stop waiting
+        self._origin: tuple[float, int] | None = None
+
+    def wait_for(self, time_ms: int) -> None:
+        if self.speed <= 0:
+            return
+        if self._origin is None:
+            self._origin = (time.monotonic(), time_ms)
+            return
+        due = self._origin[0] + (time_ms - self._origin[1]) / 1000.0 / self.speed
+        while (left := due - time.monotonic()) > 0:
+            time.sleep(min(left, TICK_S))
+            if self.idle():
+                return
+
+
 class GatewayRunner:
     def __init__(self, config: GatewayConfig, publisher: GatewayPublisher,
-                 sources: list[Iterable[Reading]], detectors: list):
+                 sources: list[Iterable[Reading]], detectors: list, *, resume: bool = False, speed: float = 0.0):
         self.config = config
         self.publisher = publisher
         self.sources = sources
         self.detectors = detectors
+        self.resume = resume
+        self.speed = speed
+        self._stop: threading.Event = threading.Event()
+        self._next_tick = 0.0
+        self._next_status = 0.0
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, *, mqtt_host: str | None = None,
-                    mqtt_port: int | None = None) -> "GatewayRunner":
+    def from_config(cls, config: GatewayConfig, *, mqtt_host: str | None = None, mqtt_port: int | None = None,
+                    resume: bool = False, outbox_sync: str = SYNC_FULL) -> "GatewayRunner":
+        """Build the runner; this opens (and locks) the outbox, which ``run()`` closes at its end."""
         topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
-        publisher = GatewayPublisher(topics, mqtt_settings(config, host=mqtt_host, port=mqtt_port),
-                                     readings_batch=config.mqtt.readings_batch)
-        return cls(config, publisher, build_sources(config), build_detectors(config))
+        settings = mqtt_settings(config, host=mqtt_host, port=mqtt_port)
+        sources, detectors = build_sources(config), build_detectors(config)
+        publisher = GatewayPublisher(topics, settings, readings_batch=config.mqtt.readings_batch,
+                                     outbox=open_outbox(config, sync=outbox_sync))
+        speed = config.sources.replay.speed if config.sources.replay else 0.0
+        return cls(config, publisher, sources, detectors, resume=resume, speed=speed)
 
-    def run(self, *, stop: threading.Event | None = None,
-            on_reading: Callable[[Reading], None] | None = None) -> RunSummary:
-        """Connect, stream every source to its end (or until ``stop``), then flush and disconnect."""
+    def run(self, *, stop: threading.Event | None = None, on_reading: Callable[[Reading], None] | None = None,
+            drain_timeout_s: float = DRAIN_TIMEOUT_S) -> RunSummary:
+        """Stream every source to its end (or until ``stop``), then wait up to ``drain_timeout_s`` for delivery.
+
+        Never waits for the broker to start: with the broker down the outbox fills.
+        """
         summary = RunSummary()
-        self.publisher.connect()
-        last_status = time.monotonic()
+        self._stop = stop if stop is not None else threading.Event()
+        marks = self.publisher.outbox.marks() if self.resume else {}
+        if self.publisher.outbox.replayed:
+            log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
+        self.publisher.start()
+        pacer = _Pacer(self.speed, idle=lambda: self._tick(summary))
+        self._next_status = time.monotonic() + STATUS_EVERY_S
         try:
             for source in self.sources:
-                for n, reading in enumerate(source, 1):
-                    self._handle(reading, summary)
+                for reading in source:
+                    fresh = reading.time_ms > marks.get(self.publisher.topics.readings(reading.sensor), -1)
+                    if fresh:
+                        pacer.wait_for(reading.time_ms)
+                    if self._stop.is_set():
+                        break
+                    self._handle(reading, summary, fresh, marks)
                     if on_reading is not None:
                         on_reading(reading)
-                    if n % TICK_EVERY_READINGS == 0:
-                        self.publisher.flush_due()
-                        if stop is not None and stop.is_set():
-                            break
-                        if time.monotonic() - last_status >= STATUS_EVERY_S:
-                            self.publisher.publish_status(self._counters(summary))
-                            last_status = time.monotonic()
-            self.publisher.publish_status(self._counters(summary))
+                    if time.monotonic() >= self._next_tick:
+                        self._tick(summary)
+                if self._stop.is_set():
+                    break
+            self.publisher.flush()
+            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
         finally:
-            summary.all_acknowledged = self.publisher.close()
+            timeout = min(drain_timeout_s, STOP_DRAIN_S) if self._stop.is_set() else drain_timeout_s
+            summary.all_acknowledged = self.publisher.close(timeout)
+            summary.outbox_left = len(self.publisher.outbox)
+        if summary.resumed:
+            log.info("resumed: %d readings were already stored by a previous run", summary.resumed)
         return summary
 
-    def _handle(self, reading: Reading, summary: RunSummary) -> None:
+    def _tick(self, summary: RunSummary) -> bool:
+        """Periodic work; True if the loop should stop."""
+        now = time.monotonic()
+        self._next_tick = now + TICK_S
+        self._store(summary, self.publisher.flush_due)
+        if now >= self._next_status:
+            self._next_status = now + STATUS_EVERY_S
+            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
+        return self._stop.is_set()
+
+    def _handle(self, reading: Reading, summary: RunSummary, fresh: bool, marks: dict[str, int]) -> None:
         try:
             reading.validate()
         except ContractError as exc:
             summary.rejected[reading.sensor] += 1
-            if summary.rejected[reading.sensor] <= 10:
+            if summary.rejected[reading.sensor] <= LOGGED_ERRORS:
                 log.warning("rejected a reading: %s", exc)
             return
-        summary.readings += 1
-        self.publisher.add_reading(reading)
+        if fresh:
+            summary.readings += 1
+            self._store(summary, lambda: self.publisher.add_reading(reading))
+        else:
+            summary.resumed += 1
+        topics = self.publisher.topics
         for detector in self.detectors:
             for out in detector.update(reading):
                 if isinstance(out, Alert):
+                    if out.time_ms <= marks.get(topics.alerts, -1):
+                        continue
                     summary.alerts.append(out)
-                    self.publisher.publish_alert(out)
+                    self._store(summary, lambda: self.publisher.publish_alert(out))
                     log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
                 else:
+                    if out.time_ms <= marks.get(topics.detections(out.kind), -1):
+                        continue
                     summary.detections.append(out)
-                    self.publisher.publish_detection(out)
+                    self._store(summary, lambda: self.publisher.publish_detection(out))
 
-    def _counters(self, summary: RunSummary) -> dict[str, int]:
+    def _store(self, summary: RunSummary, action: Callable[[], None]) -> None:
+        # A full disk must not stop the detectors: count, log the first few, go on.
+        try:
+            action()
+        except OutboxError as exc:
+            summary.outbox_errors += 1
+            if summary.outbox_errors <= LOGGED_ERRORS:
+                log.error("%s", exc)
+
+    def _counters(self, summary: RunSummary) -> dict[str, int | float]:
         return {**self.publisher.counters_snapshot(), "readings_rejected": sum(summary.rejected.values()),
-                "detections": len(summary.detections), "alerts": len(summary.alerts)}
+                "readings_resumed": summary.resumed, "detections": len(summary.detections),
+                "alerts": len(summary.alerts), "outbox_errors": summary.outbox_errors}

@@ -1,0 +1,442 @@
+"""The gateway's durable outbox: a message is on disk before it is published and leaves only after the broker's PUBACK.
+
+One SQLite file in WAL mode (stdlib ``sqlite3``). Each message belongs to a stream
+(its MQTT topic) and gets the stream's next sequence number; it carries a class
+(``alert``, ``detection``, ``status``, ``reading``) that decides what happens when the
+outbox is full. The sender ``take``s messages, publishes them at QoS 1 and ``ack``s
+them when the PUBACK arrives; only then are they deleted. Messages taken but not
+acknowledged when the process dies are taken again by the next process, in order.
+
+Bounds, and what they cost (docs/outbox.md has the reasoning and the measurements):
+
+- size: ``max_bytes`` of queued messages (payload + topic + a fixed row overhead);
+- age: status and readings older than ``max_age_s`` are dropped (a database with a
+  one-month retention would drop them anyway);
+- when full, the oldest status messages go first, then the oldest readings; alerts
+  and detections are never dropped, even if that takes the outbox over its size.
+  Every drop is counted (``outbox_dropped_readings`` counts readings, not messages).
+
+Durability: ``sync="full"`` (the default) makes SQLite fsync the WAL at every commit,
+so a message ``put`` has returned for survives a power cut; ``"normal"`` survives a
+crash or ``kill -9`` but may lose the last commits on a power cut.
+
+>>> box = Outbox(None, max_bytes=1_000)           # None: in memory, for tests and tools
+>>> box.put("fs/s/g/alerts", b'{"state":"raised"}', ALERT)
+1
+>>> [box.put("fs/s/g/readings/F-1", b"x" * 300, READING, items=50) for _ in range(3)]
+[1, 2, 3]
+>>> box.stats()["outbox_backlog"], box.stats()["outbox_dropped_readings"]  # reading 1 made room for 3
+(3, 50)
+>>> sent = box.take(10); [(m.kind, m.seq) for m in sent]
+[('alert', 1), ('reading', 2), ('reading', 3)]
+>>> box.ack(m.id for m in sent); len(box)
+0
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - gateways run Linux; elsewhere there is no second-process guard
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+ALERT, DETECTION, STATUS, READING = "alert", "detection", "status", "reading"
+# Lower is more important: with a backlog, alerts leave first and readings last.
+PRIORITY = {ALERT: 0, DETECTION: 1, STATUS: 2, READING: 3}
+KINDS = tuple(PRIORITY)
+NEVER_DROPPED = (ALERT, DETECTION)
+DROP_ORDER = (STATUS, READING)  # who makes room when the outbox is full, oldest first
+
+SYNC_FULL, SYNC_NORMAL = "full", "normal"
+SYNC_POLICIES = (SYNC_FULL, SYNC_NORMAL)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_AGE_S = 30 * 86_400
+FILE_NAME = "outbox.sqlite3"
+# Counted per message on top of payload and topic (row header, index entries), so a
+# flood of tiny messages still reaches the bound.
+ROW_OVERHEAD_BYTES = 64
+# Below this many untaken messages they leave in the order they were made; above it
+# (a backlog after an outage) alerts and detections jump the queue of readings.
+BACKLOG_MESSAGES = 100
+AGE_CHECK_EVERY_S = 60.0
+WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is truncated back to this after a checkpoint
+_FILE_FORMAT = 1  # PRAGMA user_version
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused, even after a delete
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_priority ON messages (priority, id);
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL,
+    mark_ms INTEGER          -- latest data time stored on this stream (resume point)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# Counters kept in the file, so drops are still counted after a restart.
+DROPPED_READINGS = "dropped_readings"
+DROPPED_READING_MESSAGES = "dropped_reading_messages"
+DROPPED_STATUS = "dropped_status"
+REFUSED = "refused"
+OVER_BOUND = "over_bound"
+_PERSISTED = (DROPPED_READINGS, DROPPED_READING_MESSAGES, DROPPED_STATUS, REFUSED, OVER_BOUND)
+
+
+class OutboxError(RuntimeError):
+    """The outbox cannot be opened or written; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    stream: str
+    seq: int
+    kind: str
+    payload: bytes
+    created_ms: int
+    retain: bool
+    items: int
+    size: int
+
+
+def outbox_path(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / FILE_NAME
+
+
+class Outbox:
+    """A durable queue of MQTT messages; thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: str | os.PathLike | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_age_s: float = DEFAULT_MAX_AGE_S, sync: str = SYNC_FULL,
+                 clock: Callable[[], float] = time.time):
+        if sync not in SYNC_POLICIES:
+            raise ValueError(f"outbox sync policy must be one of {', '.join(SYNC_POLICIES)}, got {sync!r}")
+        if max_bytes < 1 or max_age_s <= 0:
+            raise ValueError("outbox max_bytes and max_age_s must be positive")
+        self.path = Path(path) if path is not None else None
+        self.max_bytes = int(max_bytes)
+        self.max_age_s = float(max_age_s)
+        self.sync = sync
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._lock_file = None
+        self._taken: dict[int, int] = {}  # id -> size, taken and not yet acknowledged
+        self._cursor = {p: 0 for p in PRIORITY.values()}  # every row of that priority with id <= cursor is taken
+        self._next_age_check = 0.0
+        self._db = self._open()
+        self._load_state()
+
+    # --- opening ------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            db.executescript(_SCHEMA)
+            return db
+        where = self.path.parent
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        except OSError as exc:
+            raise OutboxError(f"cannot create the outbox in {where}: {exc.strerror or exc}; "
+                              "set storage.data_dir to a folder this user can write") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lock_file.close()
+                raise OutboxError(f"another gateway process is using the outbox {self.path}; "
+                                  "stop it first (two processes would send the same messages)") from None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise OutboxError(f"the outbox {self.path} cannot use SQLite WAL mode (got {mode!r}); "
+                                  "put storage.data_dir on a local disk, not a network share")
+            db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, _FILE_FORMAT):
+                raise OutboxError(f"the outbox {self.path} has format {version}, this version reads "
+                                  f"{_FILE_FORMAT}; deliver it with the version that wrote it")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={_FILE_FORMAT}")
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            raise OutboxError(f"the outbox {self.path} is damaged or not an outbox ({exc}); move it aside to "
+                              "start a new one (the messages in it would not be sent)") from None
+        except OutboxError:
+            self._release_lock()
+            raise
+        return db
+
+    def _load_state(self) -> None:
+        count, total = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        self._count, self._bytes = count, total
+        self._streams = {s: [n, m] for s, n, m in self._db.execute("SELECT stream, next_seq, mark_ms FROM streams")}
+        self._counters = dict.fromkeys(_PERSISTED, 0)
+        self._counters.update(self._db.execute("SELECT name, value FROM counters").fetchall())
+        self.replayed = count  # messages found from a previous process, sent again now
+
+    def _recount(self) -> None:
+        """After a failed transaction: counts as the file has them, not as the cache guessed."""
+        try:
+            self._count, self._bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        except sqlite3.Error:
+            pass
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._release_lock()
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- writing ------------------------------------------------------------
+
+    def put(self, stream: str, payload: bytes, kind: str, *, items: int = 1, data_time_ms: int | None = None,
+            retain: bool = False) -> int | None:
+        """Store a message; return its sequence number in ``stream``, or None if it was dropped (full).
+
+        ``items`` is how many readings the message holds (for the drop counter);
+        ``data_time_ms`` the latest data time in it, remembered per stream (``marks``).
+        """
+        if kind not in PRIORITY:
+            raise ValueError(f"message class must be one of {', '.join(KINDS)}, got {kind!r}")
+        size = len(payload) + len(stream.encode()) + ROW_OVERHEAD_BYTES
+        now_ms = int(self._clock() * 1000)
+        with self._lock, self._transaction() as counters:
+            self._expire_if_due(now_ms, counters)
+            if not self._make_room(size, kind, items, counters):
+                return None
+            next_seq, mark = self._streams.get(stream, (1, None))
+            if data_time_ms is not None and (mark is None or data_time_ms > mark):
+                mark = data_time_ms
+            self._db.execute("INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload))
+            self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms) VALUES (?, ?, ?) "
+                             "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, mark_ms = excluded.mark_ms",
+                             (stream, next_seq + 1, mark))
+        # Only after the commit: a failed transaction leaves the cached state as the file is.
+        self._streams[stream] = [next_seq + 1, mark]
+        self._count += 1
+        self._bytes += size
+        return next_seq
+
+    def _make_room(self, size: int, kind: str, items: int, counters: dict[str, int]) -> bool:
+        over = self._bytes + size - self.max_bytes
+        for victim in DROP_ORDER:
+            if over <= 0:
+                return True
+            over -= self._drop_oldest(victim, over, counters)
+        if over <= 0:
+            return True
+        if kind in NEVER_DROPPED:
+            counters[OVER_BOUND] += 1
+            return True
+        self._count_drop(kind, 1, items, counters)
+        return False
+
+    def _drop_oldest(self, kind: str, wanted: int, counters: dict[str, int]) -> int:
+        """Drop untaken messages of ``kind``, oldest first, until ``wanted`` bytes are free; return bytes freed."""
+        priority = PRIORITY[kind]
+        freed, ids, items = 0, [], 0
+        while freed < wanted:
+            rows = self._db.execute("SELECT id, size, items FROM messages WHERE priority = ? AND id > ? "
+                                    "ORDER BY id LIMIT 256", (priority, max([self._cursor[priority], *ids]))).fetchall()
+            if not rows:
+                break
+            for row_id, row_size, row_items in rows:
+                ids.append(row_id)
+                freed += row_size
+                items += row_items
+                if freed >= wanted:
+                    break
+        if ids:
+            self._delete(ids)
+            self._count_drop(kind, len(ids), items, counters)
+            self._count -= len(ids)
+            self._bytes -= freed
+        return freed
+
+    def _count_drop(self, kind: str, messages: int, items: int, counters: dict[str, int]) -> None:
+        if kind == STATUS:
+            counters[DROPPED_STATUS] += messages
+        else:
+            counters[DROPPED_READINGS] += items
+            counters[DROPPED_READING_MESSAGES] += messages
+
+    def _expire_if_due(self, now_ms: int, counters: dict[str, int]) -> None:
+        if now_ms / 1000 < self._next_age_check:
+            return
+        self._next_age_check = now_ms / 1000 + AGE_CHECK_EVERY_S
+        oldest_kept_ms = now_ms - int(self.max_age_s * 1000)
+        for kind in DROP_ORDER:
+            priority = PRIORITY[kind]
+            rows = self._db.execute("SELECT id, size, items FROM messages WHERE priority = ? AND id > ? "
+                                    "AND created_ms < ?", (priority, self._cursor[priority], oldest_kept_ms)).fetchall()
+            if rows:
+                self._delete([r[0] for r in rows])
+                self._count_drop(kind, len(rows), sum(r[2] for r in rows), counters)
+                self._count -= len(rows)
+                self._bytes -= sum(r[1] for r in rows)
+                log.warning("outbox: dropped %d %s messages older than %.0f days", len(rows), kind,
+                            self.max_age_s / 86_400)
+
+    def _delete(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self._db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def _transaction(self):
+        return _Transaction(self)
+
+    # --- sending ------------------------------------------------------------
+
+    def take(self, limit: int) -> list[Message]:
+        """The next ``limit`` messages not yet taken by this process, in sending order.
+
+        Per stream, always in sequence order. Across streams, in the order they were
+        put, unless more than BACKLOG_MESSAGES wait: then by class (alerts first).
+        """
+        if limit <= 0:
+            return []
+        with self._lock:
+            self._check_open()
+            waiting = self._count - len(self._taken)
+            if waiting <= 0:
+                return []
+            columns = "id, stream, seq, priority, payload, created_ms, retain, items, size"
+            if waiting > BACKLOG_MESSAGES:
+                rows = []
+                for priority in sorted(self._cursor):
+                    if len(rows) >= limit:
+                        break
+                    rows += self._db.execute(f"SELECT {columns} FROM messages WHERE priority = ? AND id > ? "
+                                             "ORDER BY id LIMIT ?",
+                                             (priority, self._cursor[priority], limit - len(rows))).fetchall()
+            else:
+                candidates = self._db.execute(f"SELECT {columns} FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                                              (min(self._cursor.values()), limit + len(self._taken))).fetchall()
+                rows = [r for r in candidates if r[0] > self._cursor[r[3]]][:limit]
+            out = []
+            for row_id, stream, seq, priority, payload, created_ms, retain, items, size in rows:
+                self._cursor[priority] = max(self._cursor[priority], row_id)
+                self._taken[row_id] = size
+                out.append(Message(row_id, stream, seq, KINDS[priority], bytes(payload), created_ms, bool(retain),
+                                   items, size))
+            return out
+
+    def ack(self, ids: Iterable[int], *, refused: Iterable[int] = ()) -> None:
+        """Delete messages the broker acknowledged; ``refused`` ones (PUBACK with an error) are counted."""
+        ids, refused = list(ids), list(refused)
+        with self._lock:
+            self._check_open()
+            gone = [i for i in ids + refused if i in self._taken]
+            if not gone:
+                return
+            with self._transaction() as counters:
+                self._delete(gone)
+                counters[REFUSED] += sum(1 for i in refused if i in self._taken)
+            for i in gone:
+                self._bytes -= self._taken.pop(i)
+            self._count -= len(gone)
+
+    # --- looking ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._taken)
+
+    def marks(self) -> dict[str, int]:
+        """Per stream, the latest data time ever stored: where a replay resumes after a restart."""
+        return {s: m for s, (_, m) in self._streams.items() if m is not None}
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for the status message (all numbers, names prefixed ``outbox_``)."""
+        with self._lock:
+            self._check_open()
+            oldest = self._db.execute("SELECT created_ms FROM messages ORDER BY id LIMIT 1").fetchone()
+            counters = dict(self._counters)
+        age_s = max(0.0, self._clock() - oldest[0] / 1000) if oldest else 0.0
+        return {"outbox_backlog": self._count, "outbox_bytes": self._bytes, "outbox_max_bytes": self.max_bytes,
+                "outbox_oldest_s": round(age_s, 1), "outbox_replayed": self.replayed,
+                **{f"outbox_{name}": value for name, value in counters.items()}}
+
+    def _check_open(self) -> None:
+        if self._db is None:
+            raise OutboxError("the outbox is closed")
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT with counter increments written in the same transaction."""
+
+    def __init__(self, box: Outbox):
+        self.box = box
+        self.deltas = dict.fromkeys(_PERSISTED, 0)
+
+    def __enter__(self) -> dict[str, int]:
+        self.box._check_open()
+        self.box._db.execute("BEGIN IMMEDIATE")
+        return self.deltas
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        db = self.box._db
+        if exc_type is None:
+            try:
+                for name, delta in self.deltas.items():
+                    if delta:
+                        db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                                   "DO UPDATE SET value = value + excluded.value", (name, delta))
+                db.execute("COMMIT")
+            except sqlite3.Error as commit_error:
+                exc_type, exc = type(commit_error), commit_error
+        if exc_type is not None:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self.box._recount()
+            if isinstance(exc, sqlite3.Error):
+                # Disk full, read-only file system, I/O error: say where, not a traceback.
+                raise OutboxError(f"cannot write the outbox {self.box.path or ':memory:'}: {exc}") from None
+            return False
+        for name, delta in self.deltas.items():
+            self.box._counters[name] += delta
+        return False

@@ -1,0 +1,149 @@
+"""Measure what the outbox's fsync policy costs: messages/s for SQLite WAL synchronous=FULL vs NORMAL.
+
+Writes docs/outbox-bench.json. Each policy gets a fresh outbox file in ``--dir`` (put it
+on the disk the gateway will use: an SD card, an SSD...) and three phases:
+
+- put:   store N messages one by one (one transaction each, as the gateway does);
+- ack:   take them 20 at a time and acknowledge them (the PUBACK path);
+- cycle: put, take and ack one message at a time (a gateway keeping up with its broker).
+
+The payload is a real readings message (50 readings of one sensor, JSON as on the wire).
+
+    .venv/bin/python scripts/bench_outbox.py                # 2000 messages per phase, 3 repeats
+    .venv/bin/python scripts/bench_outbox.py --messages 500 --dir /mnt/sdcard/bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.contracts import Reading  # noqa: E402
+from gateway import payloads  # noqa: E402
+from gateway.outbox import READING, SYNC_POLICIES, Outbox  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_772_409_600_000
+ACK_GROUP = 20  # PUBACKs handled together by the sender, as with a window of in-flight messages
+
+
+def readings_payload() -> bytes:
+    batch = [Reading(T0 + i * 60_000, "net3", "gw-01", "F-lake", "flow", 100.0 + i / 7, "L/s") for i in range(50)]
+    return payloads.encode_readings(batch)
+
+
+def bench_once(folder: Path, sync: str, n: int, payload: bytes) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"outbox-{sync}.sqlite3"
+    for leftover in folder.glob(f"outbox-{sync}.sqlite3*"):
+        leftover.unlink()
+    stream = "frugalsense/net3/gw-01/readings/F-lake"
+    with Outbox(path, sync=sync, max_bytes=1 << 30) as box:
+        latencies = []
+        start = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            box.put(stream, payload, READING, items=50)
+            latencies.append(time.perf_counter() - t)
+        put_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        while True:
+            batch = box.take(ACK_GROUP)
+            if not batch:
+                break
+            box.ack(m.id for m in batch)
+        ack_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        for _ in range(n):
+            box.put(stream, payload, READING, items=50)
+            box.ack(m.id for m in box.take(1))
+        cycle_s = time.perf_counter() - start
+    latencies.sort()
+    return {"put_per_s": n / put_s, "ack_per_s": n / ack_s, "cycle_per_s": n / cycle_s,
+            "put_p50_ms": 1000 * latencies[len(latencies) // 2],
+            "put_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount's file system type, from /proc/mounts (longest matching mount point)."""
+    best, fstype = "", "unknown"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount_point, kind, *_ = line.split()
+            if str(path.resolve()).startswith(mount_point) and len(mount_point) > len(best):
+                best, fstype = mount_point, kind
+    except OSError:
+        pass
+    return fstype
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per phase (default 2000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per policy; the median is kept (default 3)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the test outboxes go (default: under .run/)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "outbox-bench.json")
+    args = parser.parse_args(argv)
+    if args.messages < 1 or args.repeats < 1:
+        parser.error("--messages and --repeats must be at least 1")
+
+    (ROOT / ".run").mkdir(exist_ok=True)
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="outbox-bench-", dir=ROOT / ".run"))
+    payload = readings_payload()
+    runs: dict[str, list[dict]] = {sync: [] for sync in SYNC_POLICIES}
+    try:
+        for repeat in range(args.repeats):
+            for sync in SYNC_POLICIES:  # interleaved, so a slow moment of the disk hits both
+                result = bench_once(folder, sync, args.messages, payload)
+                runs[sync].append(result)
+                print(f"run {repeat + 1}/{args.repeats} sync={sync}: " +
+                      ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    results = []
+    for sync, items in runs.items():
+        row = {"sync": sync}
+        for key in items[0]:
+            row[key] = round(statistics.median(r[key] for r in items), 3)
+        results.append(row)
+    full, normal = results
+    report = {
+        "what": "gateway outbox (SQLite WAL): messages/s per fsync policy, median of the repeats",
+        "script": "scripts/bench_outbox.py",
+        "messages_per_phase": args.messages,
+        "repeats": args.repeats,
+        "payload_bytes": len(payload),
+        "readings_per_message": 50,
+        "ack_group": ACK_GROUP,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
+                    "filesystem": filesystem_of(folder if args.dir else ROOT / ".run")},
+        "results": results,
+        "full_vs_normal": {key: round(full[key] / normal[key], 3) for key in ("put_per_s", "ack_per_s", "cycle_per_s")},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{'sync':8} {'put/s':>10} {'ack/s':>10} {'cycle/s':>10} {'put p50 ms':>11} {'put p99 ms':>11}")
+    for r in results:
+        print(f"{r['sync']:8} {r['put_per_s']:10.0f} {r['ack_per_s']:10.0f} {r['cycle_per_s']:10.0f} "
+              f"{r['put_p50_ms']:11.3f} {r['put_p99_ms']:11.3f}")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
