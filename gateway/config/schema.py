@@ -34,6 +34,7 @@ from edge.contracts import QUANTITY_UNITS, ContractError, check_id
 from edge.drivers.modbus_rtu import BUS as MODBUS_BUS
 from edge.drivers.modbus_rtu import DATA_TYPES as MODBUS_DATA_TYPES
 from edge.drivers.modbus_rtu import UNIT_FACTORS as MODBUS_UNIT_FACTORS
+from gateway.security.secrets import loose_permissions
 
 # validate.py runs the cross-section checks itself (to report them all, each at its
 # own line); code calling model_validate directly gets the first one as an error.
@@ -402,6 +403,21 @@ class SourcesConfig(Section):
     replay: ReplaySource | None = None
 
 
+def _private_file(path: Path | None, info: ValidationInfo) -> Path | None:
+    """Refuse a secret file (password, private key) that other users can read; a missing one is
+    left to the gateway's start (a config is often checked on a workstation, not on the gateway)."""
+    if path is None:
+        return None
+    full = Path(os.path.expanduser(path))
+    config_path = (info.context or {}).get(CONTEXT_PATH)
+    if not full.is_absolute() and config_path is not None:
+        full = Path(config_path).absolute().parent / full
+    problem = loose_permissions(full)
+    if problem:
+        raise fail(problem)
+    return path
+
+
 class TlsConfig(Section):
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
@@ -413,6 +429,11 @@ class TlsConfig(Section):
         if (key_file is None) != (info.data.get("cert_file") is None) and "cert_file" in info.data:
             raise fail("cert_file and key_file go together: give both or neither")
         return key_file
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file_private(cls, key_file: Path | None, info: ValidationInfo) -> Path | None:
+        return _private_file(key_file, info)
 
 
 class MqttConfig(Section):
@@ -438,6 +459,11 @@ class MqttConfig(Section):
         if password_file is not None and info.data.get("password_env") is not None:
             raise fail("give password_env or password_file, not both")
         return password_file
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_private(cls, password_file: Path | None, info: ValidationInfo) -> Path | None:
+        return _private_file(password_file, info)
 
 
 class StorageConfig(Section):

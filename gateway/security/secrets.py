@@ -7,7 +7,7 @@ file is refused with the command that fixes it.
 >>> path = os.path.join(tempfile.mkdtemp(), "mqtt.pass")
 >>> _ = open(path, "w").write("s3cret\\n")
 >>> os.chmod(path, 0o644)
->>> loose_permissions(path) == f"{path} can be read by other users (mode 0644): run chmod 600 {path}"
+>>> loose_permissions(path) == f"{path} is open to other users (mode 0644): run chmod 600 {path}"
 True
 >>> os.chmod(path, 0o600)
 >>> loose_permissions(path), read_secret_file(path)
@@ -33,7 +33,7 @@ def loose_permissions(path: str | os.PathLike) -> str | None:
     except FileNotFoundError:
         return None
     if mode & GROUP_OR_OTHERS:
-        return (f"{os.fspath(path)} can be read by other users (mode {stat.S_IMODE(mode):04o}): "
+        return (f"{os.fspath(path)} is open to other users (mode {stat.S_IMODE(mode):04o}): "
                 f"run chmod 600 {os.fspath(path)}")
     return None
 
