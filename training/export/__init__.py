@@ -26,9 +26,9 @@ __all__ = ["DEFAULT_FORMATS", "EXPORTERS", "ExportError", "ExportWarning", "Expo
            "export_model"]
 
 # Parity sample kept next to the model: enough rows for a 99 % agreement check to mean
-# something, few enough that the file stays a few KB.
+# something, few enough that the file stays well under the 64 KB a shipped file may take.
 PARITY_ROWS = 1000
-PARITY_MAX_VALUES = 16_000
+PARITY_MAX_VALUES = 10_000
 
 
 # The parity targets (docs/models.md); export warns when a file misses them.
