@@ -1,4 +1,5 @@
-"""Serial sensor drivers, one module each; ``DRIVERS`` maps a config's ``driver:`` name to its declaration."""
+"""Serial sensor drivers, one module each. ``DRIVERS``: the devices that stream frames or lines (read by
+``edge/sources/serial_source.py``), by their config ``driver:`` name; Modbus RTU is polled by its own source."""
 from edge.drivers import line_node, pms5003, sds011
 from edge.drivers.base import Driver
 

@@ -1,0 +1,483 @@
+"""Live Readings from serial air sensors (SDS011, PMS5003, key=value line nodes): one loop for every port.
+
+Each port has one device and one driver (``edge/drivers``). Fan-driven PM sensors are
+put in query mode and asked for a value every ``interval_s`` while awake; with
+``sleep_s`` > 0 the fan runs ``work_s`` seconds (the first ``warmup_s`` of them
+discarded), then sleeps ``sleep_s``. Line nodes report on their own every
+``interval_s``.
+
+What never happens: a stale value published as fresh. A query left unanswered, a
+node silent for 2.5 intervals, or a port unplugged gives readings of quality
+UNKNOWN (no value) for that device's sensors, and a lost port is reopened with
+backoff (1 s doubling to 60 s). A physically impossible value (negative PM, RH above
+100 %) is counted and published as UNKNOWN; a fan-failure code as BAD.
+
+Raw and corrected PM2.5 are separate sensors: ``pm25`` is what the sensor says,
+``pm25_corrected`` the US EPA humidity correction of its CF=1 PM2.5 with the latest
+humidity reading (at most 10 minutes old) of the configured humidity sensor.
+
+    source = SerialSource("city-centre", "gw-air-01", [SerialDevice(
+        port="/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0", driver="sds011",
+        sensors=(SerialSensor("PM25-roof", "pm25"), SerialSensor("PM10-roof", "pm10")))])
+    for reading in source: ...
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from edge.air.correction import DEFAULT_CORRECTION, correct_pm25
+from edge.air.limits import impossible
+from edge.contracts import QUANTITY_UNITS, Quality, Reading, check_id
+from edge.drivers import DRIVERS
+from edge.drivers.base import DecodeError, Driver, Reply, Sample, SerialBus
+from edge.drivers.framing import Frame, Rejection
+from edge.drivers.line_node import to_canonical
+
+log = logging.getLogger(__name__)
+
+SILENCE_FACTOR = 2.5  # a line node quiet for this many intervals is silent
+RECOVER_AFTER_MISSED = 2  # unanswered queries before the wake and mode commands are sent again
+REOPEN_AFTER_MISSED = 5  # unanswered queries (or silent intervals) before the port is reopened
+BACKOFF_S = (1.0, 60.0)
+HUMIDITY_MAX_AGE_S = 600.0
+READ_CHUNK = 4096
+LOGGED_PER_REASON = 5  # then only counted
+
+
+@dataclass(frozen=True, slots=True)
+class SerialSensor:
+    """One configured sensor of a device: which decoded field (or line key) becomes which quantity."""
+
+    id: str
+    quantity: str
+    field: str | None = None  # driver field or line key; default: the quantity's name
+    node_unit: str | None = None  # line nodes: the unit the node prints, if not the canonical one
+    humidity_sensor: str | None = None  # pm25_corrected: the id of the humidity sensor to correct with
+    correction: str = DEFAULT_CORRECTION
+
+    @property
+    def key(self) -> str:
+        return self.field or self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class SerialDevice:
+    port: str  # a stable path: /dev/serial/by-id/...
+    driver: str
+    sensors: tuple[SerialSensor, ...]
+    baudrate: int | None = None  # None: the driver's declared rate
+    interval_s: float = 10.0
+    work_s: float = 0.0
+    sleep_s: float = 0.0  # 0: the fan never sleeps
+    warmup_s: float | None = None  # None: the driver's declared warm-up
+
+    def bus(self) -> SerialBus:
+        bus = DRIVERS[self.driver].bus
+        return bus if self.baudrate is None else SerialBus(self.baudrate, bus.bytesize, bus.parity, bus.stopbits)
+
+
+def open_serial(port: str, bus: SerialBus):
+    """A pyserial port, non-blocking, locked so no other program reads the same sensor."""
+    import serial  # only a gateway with serial sensors needs pyserial
+
+    return serial.Serial(port, baudrate=bus.baudrate, bytesize=bus.bytesize, parity=bus.parity,
+                         stopbits=bus.stopbits, timeout=0, write_timeout=1.0, exclusive=True)
+
+
+@dataclass
+class _Port:
+    """Run-time state of one device."""
+
+    device: SerialDevice
+    driver: Driver
+    warmup_s: float
+    handle: object = None
+    parser: object = None
+    state: str = "closed"  # closed -> warmup -> sampling (-> sleeping -> warmup ...); line nodes: listening
+    next_open: float = 0.0
+    backoff: float = BACKOFF_S[0]
+    phase_end: float = 0.0  # end of warm-up or sleep
+    work_end: float = float("inf")
+    next_query: float = 0.0
+    awaiting: bool = False
+    missed: int = 0
+    unsolicited_seen: int = 0
+    last_seen: dict[str, float] = field(default_factory=dict)  # line nodes: sensor -> last value time
+    next_unknown: float = float("inf")  # while closed or silent: when to say 'unknown' again
+    counters: Counter = field(default_factory=Counter)
+
+    @property
+    def name(self) -> str:
+        return f"{self.driver.name} at {self.device.port}"
+
+    @property
+    def unknown_every_s(self) -> float:
+        d = self.device
+        return d.interval_s if d.sleep_s <= 0 or self.driver.commands is None else d.work_s + d.sleep_s
+
+
+class SerialSource:
+    """Readings from every serial device of a gateway; iterate it, or call ``poll`` from your own loop."""
+
+    def __init__(self, site: str, gateway: str, devices: Iterable[SerialDevice], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 open_port: Callable[[str, SerialBus], object] = open_serial,
+                 stop: threading.Event | None = None, humidity_max_age_s: float = HUMIDITY_MAX_AGE_S):
+        self.site = check_id("site", site)
+        self.gateway = check_id("gateway", gateway)
+        self._clock, self._wall_ms, self._open_port = clock, wall_ms, open_port
+        self.stop = stop if stop is not None else threading.Event()
+        self.humidity_max_age_s = humidity_max_age_s
+        self._ports = [self._prepare(d) for d in devices]
+        if not self._ports:
+            raise ValueError("a serial source needs at least one device")
+        ports = [p.device.port for p in self._ports]
+        if len(set(ports)) != len(ports):
+            raise ValueError("two devices on one serial port: a port carries one sensor device")
+        ids = [s.id for p in self._ports for s in p.device.sensors]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a sensor id is used twice")
+        humidity_ids = {s.id for p in self._ports for s in p.device.sensors if s.quantity == "humidity"}
+        for p in self._ports:
+            for s in p.device.sensors:
+                if s.quantity == "pm25_corrected" and s.humidity_sensor not in humidity_ids:
+                    raise ValueError(f"sensor {s.id}: humidity_sensor {s.humidity_sensor!r} is not a humidity "
+                                     "sensor of this serial source")
+        self._humidity: dict[str, tuple[float, float]] = {}  # sensor -> (clock time, RH %)
+
+    def _prepare(self, device: SerialDevice) -> _Port:
+        driver = DRIVERS.get(device.driver)
+        if driver is None:
+            raise ValueError(f"unknown serial driver {device.driver!r} (known: {', '.join(DRIVERS)})")
+        if not device.sensors:
+            raise ValueError(f"device at {device.port} has no sensors")
+        if not device.interval_s > 0:
+            raise ValueError(f"device at {device.port}: interval_s must be positive")
+        warmup = driver.warmup_s if device.warmup_s is None else device.warmup_s
+        if device.sleep_s > 0 and device.work_s <= warmup:
+            raise ValueError(f"device at {device.port}: work_s ({device.work_s:g} s) must be longer than the "
+                             f"{warmup:g} s warm-up, or no reading is ever taken")
+        for s in device.sensors:
+            check_id("sensor", s.id)
+            if s.quantity not in QUANTITY_UNITS:
+                raise ValueError(f"sensor {s.id}: unknown quantity {s.quantity!r}")
+            if driver.fields and s.quantity != "pm25_corrected" and s.key not in driver.fields:
+                raise ValueError(f"sensor {s.id}: the {driver.name} gives no {s.key!r} "
+                                 f"(it gives {', '.join(driver.fields)})")
+            if s.quantity == "pm25_corrected" and driver.correction_input is None:
+                raise ValueError(f"sensor {s.id}: pm25_corrected needs a PM sensor driver, not {driver.name}")
+            if s.node_unit is not None:
+                to_canonical(s.quantity, s.node_unit, 0.0)  # raises for an unknown conversion
+        return _Port(device, driver, warmup)
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Reading]:
+        try:
+            while not self.stop.is_set():
+                yield from self.poll(timeout_s=1.0)
+        finally:
+            self.close()
+
+    def poll(self, timeout_s: float = 0.0) -> list[Reading]:
+        """Do what is due, wait up to ``timeout_s`` for bytes (less if something falls due), read and decode."""
+        out: list[Reading] = []
+        now = self._clock()
+        for port in self._ports:
+            out += self._due(port, now)
+        open_ports = [p for p in self._ports if p.handle is not None]
+        wait = max(0.0, min([timeout_s] + [self._next_event(p) - now for p in self._ports]))
+        readable: list[_Port] = []
+        if open_ports:
+            try:
+                ready, _, _ = select.select([p.handle.fileno() for p in open_ports], [], [], wait)
+            except (OSError, ValueError):  # a handle closed under us: read each port to find which
+                ready = [p.handle.fileno() for p in open_ports]
+            readable = [p for p in open_ports if p.handle.fileno() in ready]
+        elif wait > 0:
+            self.stop.wait(wait)
+        now = self._clock()
+        for port in readable:
+            out += self._read(port, now)
+        return out
+
+    def close(self) -> None:
+        for port in self._ports:
+            self._close(port)
+
+    @property
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per port: the parser's counters (bytes, frames, rejections) and the source's (misses, faults...)."""
+        return {p.device.port: {**(p.parser.counters if p.parser is not None else {}), **p.counters}
+                for p in self._ports}
+
+    def _next_event(self, port: _Port) -> float:
+        if port.state == "closed":
+            return min(port.next_open, port.next_unknown)
+        if port.state in ("warmup", "sleeping"):
+            return port.phase_end
+        if port.state == "sampling":
+            return port.next_query if port.awaiting else min(port.next_query, port.work_end)
+        earliest = min(port.last_seen.values(), default=port.next_unknown)
+        return max(port.next_unknown, earliest + SILENCE_FACTOR * port.device.interval_s)
+
+    # ---- schedule ------------------------------------------------------------------
+
+    def _due(self, port: _Port, now: float) -> list[Reading]:
+        if port.state == "closed":
+            if now >= port.next_open:
+                self._open(port, now)
+            if port.state == "closed" and now >= port.next_unknown:
+                port.next_unknown = now + port.unknown_every_s
+                return self._unknown(port, port.device.sensors)
+            return []
+        commands = port.driver.commands
+        if commands is None:
+            return self._check_silence(port, now)
+        out: list[Reading] = []
+        if port.state == "sleeping" and now >= port.phase_end:
+            self._wake(port, now)
+        if port.state == "warmup" and now >= port.phase_end:
+            port.state, port.next_query, port.awaiting = "sampling", now, False
+        if port.state != "sampling":
+            return out
+        if port.awaiting and now >= port.next_query:  # the last query got no usable answer in time
+            out += self._missed(port, now)
+            if port.state == "closed":
+                return out
+        if now >= port.work_end and not port.awaiting:
+            self._write(port, commands.sleep, now)
+            if port.handle is not None:
+                port.state, port.phase_end = "sleeping", now + port.device.sleep_s
+        elif now >= port.next_query and now < port.work_end:
+            if port.counters["unsolicited_frames"] > port.unsolicited_seen:
+                # The sensor still reports on its own (active mode): ask again for query mode.
+                port.unsolicited_seen = port.counters["unsolicited_frames"]
+                self._write(port, commands.passive_mode, now)
+            self._write(port, commands.query, now)
+            port.awaiting = port.handle is not None
+            port.next_query = max(port.next_query + port.device.interval_s, now)
+        return out
+
+    def _missed(self, port: _Port, now: float) -> list[Reading]:
+        port.awaiting = False
+        port.missed += 1
+        port.counters["missed_samples"] += 1
+        out = self._unknown(port, port.device.sensors)
+        if port.missed >= REOPEN_AFTER_MISSED:
+            self._lost(port, now, f"no answer to {port.missed} queries in a row", unknown_now=False)
+        elif port.missed >= RECOVER_AFTER_MISSED:
+            port.counters["recoveries"] += 1
+            self._write(port, port.driver.commands.wake, now)
+            self._write(port, port.driver.commands.passive_mode, now)
+        return out
+
+    def _check_silence(self, port: _Port, now: float) -> list[Reading]:
+        limit = SILENCE_FACTOR * port.device.interval_s
+        silent = [s for s in port.device.sensors if now - port.last_seen.get(s.id, now) >= limit]
+        if not silent or now < port.next_unknown:
+            return []
+        port.counters["silent_intervals"] += 1
+        port.missed += 1
+        port.next_unknown = now + port.device.interval_s
+        out = self._unknown(port, silent)
+        if len(silent) == len(port.device.sensors) and port.missed >= REOPEN_AFTER_MISSED:
+            self._lost(port, now, f"silent for {now - min(port.last_seen.values()):.0f} s", unknown_now=False)
+        return out
+
+    def _open(self, port: _Port, now: float) -> None:
+        try:
+            port.handle = self._open_port(port.device.port, port.device.bus())
+            port.handle.reset_input_buffer()
+        except (OSError, ValueError) as exc:
+            port.counters["open_failures"] += 1
+            if port.counters["open_failures"] == 1 or port.backoff >= BACKOFF_S[1]:
+                log.warning("%s: cannot open the port (%s): is it plugged in? retrying in %.0f s",
+                            port.name, getattr(exc, "strerror", None) or exc, port.backoff)
+            self._close(port)
+            port.next_open = now + port.backoff
+            port.backoff = min(port.backoff * 2, BACKOFF_S[1])
+            if port.next_unknown == float("inf"):  # never opened: a sensor that cannot be reached is unknown
+                port.next_unknown = now
+            return
+        port.counters["opens"] += 1
+        port.next_unknown = float("inf")
+        # A fresh parser for a fresh byte stream (a half frame from before must not glue to new bytes).
+        parser = port.driver.new_parser()
+        if port.parser is not None:
+            parser.counters.update(port.parser.counters)
+        port.parser = parser
+        port.missed = 0
+        log.info("%s: port open (%s)", port.name, port.device.bus().describe())
+        if port.driver.commands is None:
+            port.state = "listening"
+            port.last_seen = {s.id: now for s in port.device.sensors}
+            port.next_unknown = now
+        else:
+            self._wake(port, now)
+
+    def _wake(self, port: _Port, now: float) -> None:
+        commands = port.driver.commands
+        self._write(port, commands.wake, now)  # a sleeping sensor answers nothing but 'wake'
+        self._write(port, commands.passive_mode, now)
+        if port.handle is None:
+            return
+        port.state, port.phase_end, port.awaiting = "warmup", now + port.warmup_s, False
+        port.work_end = now + port.device.work_s if port.device.sleep_s > 0 else float("inf")
+
+    def _write(self, port: _Port, command: bytes, now: float) -> None:
+        if port.handle is None:
+            return
+        try:
+            port.handle.write(command)
+            port.counters["commands_sent"] += 1
+        except (OSError, ValueError) as exc:
+            self._lost(port, now, f"write failed ({exc})")
+
+    def _lost(self, port: _Port, now: float, why: str, unknown_now: bool = True) -> None:
+        port.counters["port_lost"] += 1
+        log.warning("%s: %s: readings are 'unknown' until it is back; reopening in %.0f s",
+                    port.name, why, port.backoff)
+        self._close(port)
+        port.next_open = now + port.backoff
+        port.backoff = min(port.backoff * 2, BACKOFF_S[1])
+        # Say 'unknown' at once, unless the caller just did.
+        port.next_unknown = now if unknown_now else now + port.unknown_every_s
+
+    def _close(self, port: _Port) -> None:
+        if port.handle is not None:
+            try:
+                port.handle.close()
+            except (OSError, ValueError):
+                pass
+        port.handle, port.state, port.awaiting = None, "closed", False
+
+    # ---- bytes to readings ---------------------------------------------------------
+
+    def _read(self, port: _Port, now: float) -> list[Reading]:
+        try:
+            waiting = port.handle.in_waiting
+            data = port.handle.read(min(max(waiting, 1), READ_CHUNK))
+        except (OSError, ValueError) as exc:
+            self._lost(port, now, f"port lost ({exc})")
+            return self._due(port, now)
+        out: list[Reading] = []
+        for item in port.parser.feed(data):
+            if isinstance(item, Rejection):
+                self._note(port, item.reason, f"rejected a frame ({item.reason}): {item.data[:40].hex(' ')}")
+                continue
+            try:
+                decoded = port.driver.decode(item.data)
+            except DecodeError as exc:
+                self._note(port, exc.reason, str(exc))
+                continue
+            if isinstance(decoded, Reply):
+                port.counters["replies"] += 1
+            else:
+                out += self._sample(port, decoded, now)
+        return out
+
+    def _sample(self, port: _Port, sample: Sample, now: float) -> list[Reading]:
+        if port.driver.commands is not None:
+            if port.state == "warmup":
+                port.counters["warmup_frames"] += 1
+                return []
+            if port.state != "sampling" or not port.awaiting:
+                port.counters["unsolicited_frames"] += 1
+                return []
+            port.awaiting = False
+            sensors = list(port.device.sensors)
+        else:
+            sensors = [s for s in port.device.sensors if s.key in sample.values]
+            if not sensors:
+                port.counters["lines_without_configured_key"] += 1
+                return []
+        port.missed = 0
+        port.backoff = BACKOFF_S[0]
+        port.counters["samples"] += 1
+        if sample.fault:
+            self._note(port, sample.fault, f"device reports {sample.fault.replace('_', ' ')}: {sample.values}")
+        t = self._wall_ms()
+        return [self._reading(port, s, sample, t, now) for s in sensors]
+
+    def _reading(self, port: _Port, sensor: SerialSensor, sample: Sample, t: int, now: float) -> Reading:
+        port.last_seen[sensor.id] = now
+        unit = QUANTITY_UNITS[sensor.quantity]
+
+        def unknown(reason: str, message: str) -> Reading:
+            self._note(port, reason, f"{sensor.id}: {message}")
+            if sensor.quantity == "humidity":
+                self._humidity.pop(sensor.id, None)
+            return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, None, unit, Quality.UNKNOWN)
+
+        if sensor.quantity == "pm25_corrected":
+            if sample.fault:
+                return unknown("corrected_of_faulty", "no corrected value from a faulty sample")
+            rh = self._fresh_humidity(sensor.humidity_sensor, now)
+            if rh is None:
+                return unknown("no_humidity", f"no humidity from {sensor.humidity_sensor} in the last "
+                                              f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with")
+            raw = sample.values[port.driver.correction_input]
+            if (why := impossible("pm25", raw)) is not None:
+                return unknown("impossible_values", why)
+            value = correct_pm25(raw, rh, sensor.correction)
+        else:
+            value = sample.values[sensor.key]
+            if sensor.node_unit is not None:
+                value = to_canonical(sensor.quantity, sensor.node_unit, value)
+        if (why := impossible(sensor.quantity, value)) is not None:
+            return unknown("impossible_values", why)
+        quality = Quality.BAD if sample.fault else Quality.OK
+        if sensor.quantity == "humidity" and quality is Quality.OK:
+            self._humidity[sensor.id] = (now, value)
+        return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, float(value), unit, quality)
+
+    def _fresh_humidity(self, sensor_id: str | None, now: float) -> float | None:
+        entry = self._humidity.get(sensor_id) if sensor_id else None
+        if entry is None or now - entry[0] > self.humidity_max_age_s:
+            return None
+        return entry[1]
+
+    def _unknown(self, port: _Port, sensors: Iterable[SerialSensor]) -> list[Reading]:
+        t = self._wall_ms()
+        out = []
+        for s in sensors:
+            if s.quantity == "humidity":
+                self._humidity.pop(s.id, None)
+            port.counters["unknown_published"] += 1
+            out.append(Reading(t, self.site, self.gateway, s.id, s.quantity, None, QUANTITY_UNITS[s.quantity],
+                               Quality.UNKNOWN))
+        return out
+
+    def _note(self, port: _Port, reason: str, message: str) -> None:
+        port.counters[reason] += 1
+        if port.counters[reason] <= LOGGED_PER_REASON:
+            log.warning("%s: %s", port.name, message)
+
+    # ---- from a gateway config -----------------------------------------------------
+
+    @classmethod
+    def from_config_entries(cls, site: str, gateway: str, entries: Iterable[Mapping], **kwargs) -> "SerialSource":
+        """Build from the gateway config's serial sensor entries (``sds011``, ``pms5003``, ``line``) as plain
+        mappings; entries on one port form one device."""
+        devices: dict[str, list[Mapping]] = {}
+        for entry in entries:
+            devices.setdefault(entry["port"], []).append(entry)
+        built = []
+        for port, group in devices.items():
+            first = group[0]
+            sensors = tuple(SerialSensor(e["id"], e["quantity"], field=e.get("key"), node_unit=e.get("node_unit"),
+                                         humidity_sensor=e.get("humidity_sensor"),
+                                         correction=e.get("correction") or DEFAULT_CORRECTION) for e in group)
+            built.append(SerialDevice(port=port, driver=first["driver"], sensors=sensors, baudrate=first.get("baudrate"),
+                                      interval_s=first.get("interval_s", 10.0), work_s=first.get("work_s", 0.0),
+                                      sleep_s=first.get("sleep_s", 0.0), warmup_s=first.get("warmup_s")))
+        return cls(site, gateway, built, **kwargs)
+
