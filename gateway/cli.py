@@ -20,6 +20,10 @@ COMMAND_MODULES = (
     "gateway.commands.bridge_cmd",
     "gateway.commands.services_cmd",
     "gateway.commands.simulate_cmd",
+    "gateway.commands.flash_cmd",
+    "gateway.commands.doctor_cmd",
+    "gateway.commands.status_cmd",
+    "gateway.commands.report_cmd",
 )
 
 
