@@ -1,0 +1,143 @@
+"""Home Assistant MQTT discovery: retained config messages so a gateway's sensors, leak detections and availability appear in Home Assistant.
+
+Enabled per gateway in its config (``homeassistant: {enabled: true, prefix: homeassistant}``).
+The messages point Home Assistant at the gateway's own topics (docs/contracts.md); nothing
+is published twice. Topics are ``<prefix>/<component>/<node_id>/<object_id>/config`` with
+the gateway id as node id, retained so Home Assistant finds them after its own restart.
+
+Readings travel in batches (up to ``mqtt.readings_batch`` per message, at most 10 s
+old): Home Assistant shows the latest reading of each batch. An ``unknown`` reading
+(value null) renders "None", which Home Assistant shows as unknown, never as the last
+value.
+
+>>> from gateway.config import load_config_text
+>>> cfg = load_config_text('''
+... site: dma-7
+... gateway: gw-1
+... sensors: [{id: F-inlet, quantity: flow, driver: replay}]
+... sources: {replay: {file: zone.npz}}
+... models: [{name: mnf-leak, type: mnf, zone_inflow: [{sensor: F-inlet}]}]
+... mqtt: {host: localhost}
+... homeassistant: {enabled: true}
+... ''')
+>>> [topic for topic, _ in discovery_messages(cfg)]  # doctest: +NORMALIZE_WHITESPACE
+['homeassistant/binary_sensor/gw-1/gateway/config', 'homeassistant/sensor/gw-1/outbox_backlog/config',
+ 'homeassistant/sensor/gw-1/F-inlet/config', 'homeassistant/binary_sensor/gw-1/leak/config',
+ 'homeassistant/sensor/gw-1/leak_excess_flow/config']
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from gateway import topics as T
+from gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+ORIGIN = {"name": "frugalsense"}
+# quantity -> (Home Assistant device_class or None, unit as Home Assistant spells it).
+# Pressure head in metres and flow in L/s are not units of HA's pressure / volume_flow_rate
+# classes, so those sensors carry the unit without a class (HA then just plots numbers).
+HA_QUANTITIES: dict[str, tuple[str | None, str]] = {
+    "pressure": (None, "m"),
+    "flow": (None, "L/s"),
+    "pm1": ("pm1", "µg/m³"),
+    "pm25": ("pm25", "µg/m³"),
+    "pm10": ("pm10", "µg/m³"),
+    "pm25_corrected": ("pm25", "µg/m³"),
+    "no2": ("nitrogen_dioxide", "µg/m³"),
+    "o3": ("ozone", "µg/m³"),
+    "temperature": ("temperature", "°C"),
+    "humidity": ("humidity", "%"),
+    "cell_count": (None, "count"),
+}
+# model type -> the detection kind it publishes (the last level of its detections topic).
+DETECTION_KINDS = {"mnf": "leak"}
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _object_id(name: str) -> str:
+    return _NOT_ALLOWED.sub("_", name)
+
+
+def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
+    """``(topic, JSON payload)`` of every discovery config for this gateway (empty if disabled)."""
+    if not config.homeassistant.enabled:
+        return []
+    prefix = config.homeassistant.prefix
+    topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
+    node = _object_id(config.gateway)
+    uid = f"frugalsense_{_object_id(config.site)}_{node}"
+    device = {"identifiers": [uid], "name": f"frugalsense {config.gateway}", "manufacturer": "frugalsense",
+              "model": "edge gateway", "suggested_area": config.site}
+    availability = [{"topic": topics.status, "value_template": "{{ value_json.state }}",
+                     "payload_available": "online", "payload_not_available": "offline"}]
+    out: list[tuple[str, dict]] = []
+
+    def add(component: str, object_id: str, body: dict, available: bool = True) -> None:
+        body = {"unique_id": f"{uid}_{object_id}", "device": device, "origin": ORIGIN, **body}
+        if available:
+            body["availability"] = availability
+        out.append((f"{prefix}/{component}/{node}/{object_id}/config", body))
+
+    # The gateway itself: its retained status says online/offline (the will), so it needs no availability.
+    add("binary_sensor", "gateway", {
+        "name": "Gateway", "device_class": "connectivity", "state_topic": topics.status,
+        "value_template": "{{ 'ON' if value_json.state == 'online' else 'OFF' }}",
+        "json_attributes_topic": topics.status,
+        "json_attributes_template": "{{ (value_json.counters or {}) | tojson }}"}, available=False)
+    add("sensor", "outbox_backlog", {
+        "name": "Outbox backlog", "state_topic": topics.status, "unit_of_measurement": "messages",
+        "state_class": "measurement", "entity_category": "diagnostic",
+        "value_template": "{{ (value_json.counters or {}).get('outbox_backlog', 'None') }}"}, available=False)
+
+    for sensor in config.sensors:
+        device_class, unit = HA_QUANTITIES.get(sensor.quantity, (None, sensor.unit))
+        body = {"name": f"{sensor.id} {sensor.quantity}", "state_topic": topics.readings(sensor.id),
+                "value_template": "{{ value_json.readings[-1][1] }}", "unit_of_measurement": unit,
+                "state_class": "measurement"}
+        if device_class:
+            body["device_class"] = device_class
+        add("sensor", _object_id(sensor.id), body)
+
+    for kind in sorted({DETECTION_KINDS.get(m.type, getattr(m, "kind", None)) for m in config.models} - {None}):
+        state_topic = topics.detections(kind)
+        if kind == "leak":
+            add("binary_sensor", "leak", {
+                "name": "Leak", "device_class": "moisture", "state_topic": state_topic,
+                "value_template": "{{ 'ON' if value_json.label == 'leak' else 'OFF' }}",
+                "json_attributes_topic": state_topic,
+                "json_attributes_template": "{{ value_json.explanation | tojson }}"})
+            add("sensor", "leak_excess_flow", {
+                "name": "Leak estimated flow", "state_topic": state_topic, "unit_of_measurement": "L/s",
+                "state_class": "measurement",
+                "value_template": "{{ value_json.explanation.get('excess_lps', 'None') }}"})
+        else:
+            add("sensor", _object_id(f"{kind}_label"), {
+                "name": f"{kind} detection", "state_topic": state_topic,
+                "value_template": "{{ value_json.label }}"})
+    return [(topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) for topic, body in out]
+
+
+def announce_on_connect(publisher, config: GatewayConfig) -> None:
+    """Publish the discovery messages (retained, QoS 1) each time ``publisher`` connects, if enabled.
+
+    On every connection, not once: a broker that lost its retained store (no persistence)
+    gets them back with the gateway's next connection.
+    """
+    messages = discovery_messages(config)
+    if not messages:
+        return
+    previous = publisher.client.on_connect
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        previous(client, userdata, flags, reason_code, properties)
+        if reason_code.is_failure:
+            return
+        for topic, payload in messages:
+            client.publish(topic, payload, qos=1, retain=True)
+        log.info("Home Assistant discovery: %d entities under %s/", len(messages), config.homeassistant.prefix)
+
+    publisher.client.on_connect = on_connect
