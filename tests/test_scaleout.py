@@ -152,3 +152,28 @@ def test_a_dead_workers_share_waits_in_its_session_until_it_returns(services, vm
         healthy.stop()
         worker_b.send_signal(signal.SIGTERM)
         worker_b.communicate(timeout=20)
+
+
+def test_mosquitto_sends_retained_messages_to_a_new_shared_subscriber(services):
+    """Broker fact docs/scaling.md relies on: each worker start re-delivers every retained status."""
+    i = next(_n)
+    topic = f"fsretained{i}/net3/gw-01/status"
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-pub-{i}", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", services.mqtt_port)
+    pub.loop_start()
+    try:
+        pub.publish(topic, b"offline", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    got = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-sub-{i}", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda client, userdata, message: message.retain and got.set()
+    sub.connect("127.0.0.1", services.mqtt_port)
+    sub.loop_start()
+    try:
+        sub.subscribe(f"$share/g{i}/fsretained{i}/+/+/#", qos=1)
+        assert got.wait(10)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
