@@ -11,8 +11,8 @@ the lower band (10.0 PM2.5 is still ``good``)::
 
 A mean needs 75 % of its window covered (the EU data-capture rule: 18 of 24 hourly
 values, 45 of 60 minutes): the mean is taken over sub-interval means (hourly for a
-24 h window, 5-minute for 1 h), so an hour with many samples does not outweigh one
-with few.
+24 h window, 5-minute for 1 h, or the sensor's reporting interval if longer), so an
+hour with many samples does not outweigh one with few.
 
 >>> band("pm25", 10.0), band("pm25", 10.1), band("no2", 400.0)
 ('good', 'fair', 'extremely_poor')
@@ -87,19 +87,29 @@ def band_indices(pollutant: str, concentrations) -> np.ndarray:
     return np.where(np.isnan(c), -1, index).astype(np.int8)
 
 
-def window_mean(time_ms, values, end_ms: int, hours: int) -> tuple[float, float]:
+def window_mean(time_ms, values, end_ms: int, hours: int, step_ms: int | None = None) -> tuple[float, float]:
     """Mean over ``[end_ms - hours, end_ms)`` of sub-interval means, and the share of sub-intervals covered.
 
-    NaN values are ignored. The mean is NaN when nothing falls in the window.
+    Sub-intervals are hourly for a 24 h window and 5-minute for 1 h, or ``step_ms`` (the
+    sensor's reporting interval) if that is longer, so a sensor reporting every 10
+    minutes or every hour can still cover its window. NaN values are ignored; the mean
+    is NaN when nothing falls in the window.
+
+    >>> t = 1_772_409_600_000 + np.arange(0, 3_600_000, 600_000)  # every 10 minutes
+    >>> window_mean(t[:5], np.full(5, 30.0), 1_772_413_200_000, 1, step_ms=600_000)[1]  # 50 of 60 min
+    0.8333333333333334
     """
     t = np.asarray(time_ms, dtype=np.int64)
     v = np.asarray(values, dtype=float)
+    window_ms = hours * HOUR_MS
     bins = BINS_PER_WINDOW.get(hours, hours)
-    start_ms = end_ms - hours * HOUR_MS
+    if step_ms is not None and step_ms > window_ms // bins:
+        bins = max(1, window_ms // step_ms)
+    start_ms = end_ms - window_ms
     keep = (t >= start_ms) & (t < end_ms) & ~np.isnan(v)
     if not keep.any():
         return float("nan"), 0.0
-    slot = (t[keep] - start_ms) * bins // (hours * HOUR_MS)
+    slot = (t[keep] - start_ms) * bins // window_ms
     sums = np.bincount(slot, weights=v[keep], minlength=bins)
     counts = np.bincount(slot, minlength=bins)
     covered = counts > 0
