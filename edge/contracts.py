@@ -73,6 +73,7 @@ QUANTITY_UNITS: dict[str, str] = {
     "temperature": "degC",
     "humidity": "%",
     "cell_count": "count",
+    "wind_speed": "m/s",  # weather input of the NO2 virtual sensor (dilution ~ 1/wind)
 }
 
 
