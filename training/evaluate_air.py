@@ -1,0 +1,273 @@
+"""Measure the exported air models against their targets on held-out simulated sites, and write their cards.
+
+``python -m training.evaluate_air [--models models] [--quick]`` re-simulates the
+held-out sites of the plan (seeded, so the same as at training), runs every exported
+format on its own runtime, prints targets against measured values, and writes
+``models/<name>/card.json`` (``metrics``, ``targets``, sizes, latency) and
+``card.md``. A target counts as met only when every shipped format meets it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge.features.air_features import NO2_FEATURES, NO2_WEATHER_FEATURES
+from edge.runtime import available_backends, load
+from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest
+from training.train_air import (FAULT_CLASSES, MODEL_NAMES, QUICK, AirPlan, _fit, fault_windows, mlp_regressor,
+                                no2_split, no2_windows, pattern_windows)
+
+SENSOR_WEEK_WINDOWS = 7 * 24  # hourly windows per sensor per week
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    op: str  # ">=" or "<="
+    value: float
+    what: str
+
+    def met(self, measured: float) -> bool:
+        return bool(measured >= self.value if self.op == ">=" else measured <= self.value)
+
+
+TARGETS: dict[str, list[Target]] = {
+    "pattern": [Target("macro_f1", ">=", 0.90, "macro-F1 over the four patterns, held-out simulated days")],
+    "fault": [Target("recall_stuck", ">=", 0.95, "stuck windows flagged as stuck"),
+              Target("recall_spike", ">=", 0.95, "spike windows flagged as spike"),
+              Target("recall_fan_failure", ">=", 0.95, "fan-failure windows flagged as fan_failure"),
+              Target("false_faults_per_sensor_week", "<=", 1.0,
+                     "healthy sensor-hours flagged as any fault, per sensor-week")],
+    "no2": [Target("r2_heldout_weeks", ">=", 0.75, "R2 on held-out weeks of zones seen in training"),
+            Target("r2_heldout_zones", ">=", 0.75, "R2 on held-out weeks of zones never seen (no NO2 sensor)"),
+            Target("r2_gain_over_weather", ">=", 0.20,
+                   "R2 gain over the weather-only baseline, held-out weeks (the smaller of seen/unseen zones)")],
+}
+
+
+# ---- metrics -------------------------------------------------------------------------
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes) -> tuple[float, dict[str, float]]:
+    """Macro-averaged F1 = 2TP / (2TP + FP + FN) per class, and the per-class values.
+
+    >>> macro_f1(np.array(["a", "a", "b"]), np.array(["a", "b", "b"]), ["a", "b"])[0]
+    0.6667
+    """
+    per = {}
+    for c in classes:
+        tp = np.sum((y_pred == c) & (y_true == c))
+        denominator = 2 * tp + np.sum((y_pred == c) & (y_true != c)) + np.sum((y_pred != c) & (y_true == c))
+        per[str(c)] = round(float(2 * tp / denominator), 4) if denominator else 1.0
+    return round(float(np.mean(list(per.values()))), 4), per
+
+
+def r2(y: np.ndarray, p: np.ndarray) -> float:
+    """Coefficient of determination.
+
+    >>> r2(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    0.5
+    """
+    return round(float(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2)), 4)
+
+
+def pattern_metrics(predict, X, y) -> dict:
+    classes = sorted(set(y))
+    pred = predict(X)
+    score, per = macro_f1(y, pred, classes)
+    return {"macro_f1": score, "f1_per_class": per, "windows": int(len(y)),
+            "support": {c: int(np.sum(y == c)) for c in classes}}
+
+
+def fault_metrics(predict, X, y) -> dict:
+    scored = y != -1  # partly faulty windows are not scored
+    pred = np.full(len(y), "", dtype=object)
+    pred[scored] = predict(X[scored])
+    out = {}
+    for i, name in enumerate(FAULT_CLASSES[1:], 1):
+        rows = y == i
+        out[f"recall_{name}"] = round(float(np.mean(pred[rows] == name)), 4) if rows.any() else None
+        out[f"windows_{name}"] = int(rows.sum())
+    healthy = (y == 0) | (y == -2)  # drifting windows are healthy hour by hour: a flag there is false
+    weeks = healthy.sum() / SENSOR_WEEK_WINDOWS
+    false = int(np.sum(pred[healthy] != "ok"))
+    out.update(false_faults=false, sensor_weeks=round(float(weeks), 1),
+               false_faults_per_sensor_week=round(false / weeks, 3))
+    return out
+
+
+def no2_metrics(predict, X, y, split, baselines: dict[str, dict]) -> dict:
+    out = {}
+    for part in ("heldout_weeks", "heldout_zones"):
+        rows = split[part]
+        pred = predict(X[rows])[:, 0]
+        out[f"r2_{part}"] = r2(y[rows], pred)
+        out[f"mae_{part}"] = round(float(np.mean(np.abs(y[rows] - pred))), 3)
+        out[f"windows_{part}"] = int(rows.sum())
+    gains = [out[f"r2_{p}"] - baselines["weather_only"][f"r2_{p}"] for p in ("heldout_weeks", "heldout_zones")]
+    out["r2_gain_over_weather"] = round(float(min(gains)), 4)
+    out["baselines"] = baselines
+    return out
+
+
+def no2_baselines(plan: AirPlan, X, y, split) -> dict[str, dict]:
+    """Weather-only and weather+clock MLPs fitted on the same rows, scored on the same held-out rows."""
+    sets = {"weather_only": list(NO2_WEATHER_FEATURES),
+            "weather_and_clock": list(NO2_WEATHER_FEATURES) + ["hour_sin", "hour_cos", "weekend"]}
+    out = {}
+    for name, features in sets.items():
+        columns = [NO2_FEATURES.index(f) for f in features]
+        model = _fit(mlp_regressor(plan), X[split["train"]][:, columns], y[split["train"]])
+        out[name] = {"features": features, **{f"r2_{p}": r2(y[split[p]], model.predict(X[split[p]][:, columns]))
+                                              for p in ("heldout_weeks", "heldout_zones")}}
+    return out
+
+
+# ---- running the exported files ------------------------------------------------------
+
+def _runners(manifest: ModelManifest):
+    """(format, runtime, backend) for every format whose runtime is installed here."""
+    installed = available_backends()
+    for fmt in manifest.formats:
+        runtime = next((r for r in FORMAT_RUNTIMES[fmt] if r in installed), None)
+        if runtime is not None:
+            yield fmt, runtime, load(manifest.files[fmt], runtime)
+
+
+def _latency_us(backend, row: np.ndarray, runs: int = 200) -> float:
+    import time
+    backend.predict(row)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        backend.predict(row)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e6, 1)
+
+
+def evaluate_model(kind: str, model_dir: Path, data: dict, plan: AirPlan) -> dict:
+    """Measured metrics of every format of one model, targets and whether each is met."""
+    manifest = ModelManifest.read(model_dir)
+    by_format, files = {}, {}
+    for fmt, runtime, backend in _runners(manifest):
+        if kind == "pattern":
+            classes = np.asarray(manifest.classes)
+            metrics = pattern_metrics(lambda X: classes[backend.decide(X)], *data["pattern"])
+        elif kind == "fault":
+            classes = np.asarray(manifest.classes)
+            metrics = fault_metrics(lambda X: classes[backend.decide(X)], *data["fault"])
+        else:
+            metrics = no2_metrics(backend.predict, *data["no2"])
+        by_format[fmt] = metrics
+        files[fmt] = {"runtime": runtime, "bytes": manifest.files[fmt].bytes,
+                      "latency_us_per_window": _latency_us(backend, manifest.mean.reshape(1, -1))}
+    met = {t.metric: all(t.met(m[t.metric]) for m in by_format.values() if m.get(t.metric) is not None)
+           for t in TARGETS[kind]}
+    return {"metrics": by_format, "targets": [asdict(t) for t in TARGETS[kind]], "targets_met": met,
+            "files": files, "manifest": manifest}
+
+
+def simulate_test_data(plan: AirPlan, progress: bool = True) -> dict:
+    print("simulating the held-out sites", flush=True)
+    pattern = pattern_windows(plan.pattern_test.simulate(progress))
+    fault = fault_windows(plan.fault_test.simulate(progress))
+    X, y, week, site = no2_windows(plan.no2_sites.simulate(progress))
+    split = no2_split(week, site, plan)
+    return {"pattern": pattern, "fault": fault, "no2": (X, y, split, no2_baselines(plan, X, y, split))}
+
+
+# ---- cards ---------------------------------------------------------------------------
+
+def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
+    manifest = result["manifest"]
+    train = {"pattern": plan.pattern_train, "fault": plan.fault_train, "no2": plan.no2_sites}[kind]
+    test = {"pattern": plan.pattern_test, "fault": plan.fault_test, "no2": plan.no2_sites}[kind]
+    exported = json.loads((model_dir / "manifest.json").read_text())
+    card = {
+        "name": manifest.name, "version": manifest.version, "task": manifest.task,
+        "description": exported.get("description", ""),
+        "features": manifest.features, "outputs": manifest.output_names,
+        "data": {"simulator": "training/air_sim.py (seeded; see docs/air-models.md)",
+                 "train": asdict(train), "test": asdict(test),
+                 **({"split": f"train: zones 0-{plan.no2_train_sites - 1}, weeks 0-{plan.no2_train_weeks - 1}; "
+                              "held-out weeks: later weeks of those zones; held-out zones: the other zones, "
+                              "later weeks"} if kind == "no2" else {})},
+        "targets": result["targets"], "targets_met": result["targets_met"],
+        "metrics": result["metrics"], "files": result["files"],
+        "export_check": exported.get("export_check", {}),
+        "evaluated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python -m training.evaluate_air",
+        "limits": "Measured on simulated sites only: the simulator's relations are simplified (docs/air-models.md). "
+                  "Expect lower figures on real sites until retrained on local data.",
+    }
+    _json_default = lambda o: o.item() if hasattr(o, "item") else str(o)  # noqa: E731
+    (model_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    (model_dir / "card.md").write_text(card_markdown(card))
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    lines = [f"# {card['name']} v{card['version']}", "", card["description"], "",
+             "## Targets (held-out simulated data)", "", "| target | measured per format | met |", "|---|---|---|"]
+    for t in card["targets"]:
+        measured = ", ".join(f"{fmt} {m[t['metric']]}" for fmt, m in card["metrics"].items())
+        lines.append(f"| {t['what']}: {t['metric']} {t['op']} {t['value']} | {measured} | "
+                     f"{'yes' if card['targets_met'][t['metric']] else 'NO'} |")
+    lines += ["", "## Files", "", "| format | runtime | bytes | latency per window (µs, batch 1, this machine) |",
+              "|---|---|---|---|"]
+    for fmt, f in card["files"].items():
+        lines.append(f"| {fmt} | {f['runtime']} | {f['bytes']} | {f['latency_us_per_window']} |")
+    lines += ["", "## Inputs", "", ", ".join(f"`{f}`" for f in card["features"]), "",
+              "## Data", "", f"Simulator: {card['data']['simulator']}.", "",
+              f"Train: `{card['data']['train']}`", "", f"Test: `{card['data']['test']}`", ""]
+    if "split" in card["data"]:
+        lines += [card["data"]["split"], ""]
+    lines += ["## Limits", "", card["limits"], "", f"Measured by `{card['command']}` on {card['evaluated']}.", ""]
+    return "\n".join(lines)
+
+
+def print_table(kind: str, result: dict) -> None:
+    print(f"\n{MODEL_NAMES[kind]}")
+    for t in TARGETS[kind]:
+        measured = "  ".join(f"{fmt}={m[t.metric]}" for fmt, m in result["metrics"].items())
+        ok = "met" if result["targets_met"][t.metric] else "NOT MET"
+        print(f"  {t.metric:<30} target {t.op} {t.value:<5}  measured {measured}  -> {ok}")
+    if kind == "no2":
+        first = next(iter(result["metrics"].values()))
+        for name, b in first["baselines"].items():
+            print(f"  baseline {name:<21} r2 held-out weeks {b['r2_heldout_weeks']}, zones {b['r2_heldout_zones']}")
+
+
+def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = True) -> bool:
+    """Evaluate every air model under ``models_root``, print and write cards; True if every target is met."""
+    data = simulate_test_data(plan, progress)
+    all_met = True
+    for kind, name in MODEL_NAMES.items():
+        model_dir = Path(models_root) / name
+        if not (model_dir / "manifest.json").exists():
+            print(f"{model_dir}: no exported model (run python -m training.train_air)", file=sys.stderr)
+            all_met = False
+            continue
+        result = evaluate_model(kind, model_dir, data, plan)
+        write_card(kind, result, plan, model_dir)
+        print_table(kind, result)
+        all_met &= all(result["targets_met"].values())
+    print("\nall targets met" if all_met else "\nsome targets NOT met (see above)")
+    return all_met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate_air", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--models", default="models", help="models root (default models/)")
+    parser.add_argument("--quick", action="store_true", help="the small plan of train_air --quick")
+    args = parser.parse_args(argv)
+    return 0 if evaluate_all(Path(args.models), QUICK if args.quick else AirPlan()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
