@@ -1,6 +1,8 @@
 """Shared pytest fixtures: real local services (no mocks of broker or database)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.localservices import LocalServices
@@ -179,3 +181,70 @@ def silent_port():
     yield os.ttyname(slave)
     os.close(slave)
     os.close(master)
+
+
+# ---- an InfluxDB filled the way production fills it, for dashboards and reports ----------
+
+@pytest.fixture(scope="session")
+def demo_influx(services, leak_run, tmp_path_factory):
+    """Database ``demo_ops``: the Net3 zone with its leak (runner -> MQTT -> bridge) and an air site (publisher ->
+    MQTT -> bridge), one session-wide load shared by the dashboard and report tests."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edge.contracts import Quality, Reading
+    from gateway import topics as T
+    from gateway.bridge import Bridge
+    from gateway.config import load_config
+    from gateway.influx_writer import InfluxV1Writer
+    from gateway.publisher import GatewayPublisher, MqttSettings
+    from gateway.runner import GatewayRunner
+
+    root = tmp_path_factory.mktemp("demo_influx")
+    database, prefix = "demo_ops", "demo-ops"
+    config_text = (Path(__file__).resolve().parents[1] / "firmware_configs" / "net3-demo.yaml").read_text()
+    config_text = (config_text.replace("../.run/demo/net3-leak.npz", str(leak_run.save(root / "zone.npz")))
+                   .replace("../.run/demo/gw-net3-01", str(root / "gw-net3"))
+                   .replace("topic_prefix: frugalsense", f"topic_prefix: {prefix}"))
+    (root / "gateway.yaml").write_text(config_text)
+    config = load_config(root / "gateway.yaml")
+
+    writer = InfluxV1Writer(services.influx_url, database)
+    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-bridge"), writer,
+                    prefix=prefix).start()
+    try:
+        summary = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host,
+                                            mqtt_port=services.mqtt_port).run(drain_timeout_s=60)
+        assert summary.all_acknowledged and summary.alerts
+
+        # An air-quality site over the same two weeks: hourly PM2.5, PM10 and NO2 with a pollution
+        # episode (EAQI 'poor') on days 9-10 and one hour where the PM sensor link was down.
+        air = GatewayPublisher(T.Topics(prefix, "city-centre", "gw-air-01"),
+                               MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-air"))
+        air.start()
+        rng = np.random.default_rng(11)
+        start = int(leak_run.time_ms[0])
+        for hour in range(14 * 24):
+            t = start + hour * 3_600_000
+            day, hod = hour // 24, hour % 24
+            pm25 = 8 + 4 * math.sin(hod / 24 * 2 * math.pi) + rng.normal(0, 1) + (50 if day in (9, 10) else 0)
+            no2 = 25 + (40 if hod in (8, 9, 18, 19) else 0) + rng.normal(0, 3)
+            if hour == 100:
+                air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm25", "pm25", None, "ug/m3",
+                                        Quality.UNKNOWN))
+            else:
+                air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm25", "pm25", round(pm25, 2), "ug/m3"))
+            air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm10", "pm10", round(1.6 * pm25, 2),
+                                    "ug/m3"))
+            air.add_reading(Reading(t, "city-centre", "gw-air-01", "NO2-1", "no2", round(no2, 2), "ug/m3"))
+        air.publish_status()
+        assert air.close(30)
+        assert bridge.wait_idle(quiet_s=1.0, timeout_s=60)
+    finally:
+        bridge.stop()
+    return SimpleNamespace(url=services.influx_url, database=database, writer=writer,
+                           start_ms=int(leak_run.time_ms[0]), end_ms=int(leak_run.time_ms[-1]),
+                           water_site=config.site, water_gateway=config.gateway, air_site="city-centre",
+                           air_gateway="gw-air-01", alerts=summary.alerts, leak_start_ms=leak_run.meta["leak_start_ms"])
