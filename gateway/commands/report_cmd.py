@@ -1,0 +1,68 @@
+"""`frugalsense report`: a site's readings, alerts, night-flow trend and EAQI bands from InfluxDB, as PNG and HTML."""
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8086"
+DEFAULT_DATABASE = "frugalsense"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="render a site report (PNG + HTML) from InfluxDB: readings with alerts, night flow, EAQI",
+        description="Read one site's readings, alerts and night-flow decisions between T1 and T2 from InfluxDB 1.x "
+                    "and write <site>-report.png and <site>-report.html to DIR. Times are ISO 8601 "
+                    "(2026-03-01 or 2026-03-01T06:00), UTC unless they carry an offset. "
+                    "Exit code 0 when the report is written, 2 if there is nothing to report or InfluxDB cannot "
+                    "be read.")
+    p.add_argument("--site", required=True, help="site id as in the gateway configs (e.g. dma-hillside)")
+    p.add_argument("--from", dest="start", required=True, metavar="T1", help="start of the period")
+    p.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the period")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the PNG and HTML")
+    p.add_argument("--influx-url", default=DEFAULT_URL, metavar="URL", help=f"InfluxDB 1.x (default {DEFAULT_URL})")
+    p.add_argument("--database", default=DEFAULT_DATABASE, metavar="DB", help=f"default {DEFAULT_DATABASE}")
+    p.add_argument("--username", default=None, help="InfluxDB user, if authentication is on")
+    p.add_argument("--password-env", default=None, metavar="VAR", help="environment variable holding its password")
+    p.set_defaults(func=run)
+
+
+def parse_time(text: str, option: str) -> int:
+    """UTC milliseconds of an ISO 8601 date or date-time (UTC when it has no offset)."""
+    from gateway.cli import UserError
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a date: write it as 2026-03-01 or 2026-03-01T06:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.cli import UserError
+    from gateway.influx_writer import InfluxV1Writer, WriteError
+    from gateway.site_report import ReportError, fetch_site, write_report
+
+    start_ms, end_ms = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise UserError(f"--password-env: environment variable {args.password_env} is not set")
+    reader = InfluxV1Writer(args.influx_url, args.database, username=args.username, password=password)
+    try:
+        data = fetch_site(reader.query, args.site, start_ms, end_ms)
+        png, page = write_report(data, args.out)
+    except ReportError as exc:
+        raise UserError(f"report: {exc}") from None
+    except WriteError as exc:
+        raise UserError(f"report: {exc} (check --influx-url and --database)") from None
+    except OSError as exc:
+        raise UserError(f"report: cannot write to {args.out}: {exc.strerror or exc}") from None
+    raised = sum(a["state"] == "raised" for a in data.alerts)
+    print(f"{png}\n{page}\n  {len(data.series)} series, {raised} alert(s) raised, {len(data.nights)} night decisions")
+    return 0
