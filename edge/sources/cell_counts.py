@@ -32,7 +32,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,6 +132,32 @@ class CellCountSource:
         self.stop = stop if stop is not None else threading.Event()
         self._done: set[str] = set()
         self._counters: Counter[str] = Counter()
+
+    @classmethod
+    def from_config_entries(cls, site: str, gateway: str, entries: Iterable[dict], *,
+                            resolve: Callable[[str], Path] = Path, timezone: str = "UTC",
+                            stop: threading.Event | None = None) -> list["CellCountSource"]:
+        """Sources for the gateway config's ``cell_counts`` sensor entries (plain mappings): one per file and k,
+        so a file is read once whatever the number of zones and modes it feeds."""
+        groups: dict[tuple, list[ZoneCount]] = {}
+        for e in entries:
+            if e.get("cells") is not None:
+                cells = set(e["cells"])
+            else:
+                path = resolve(e["cell_map"])
+                try:
+                    zones = read_cell_map(path)
+                except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                    raise CellFileError(f"sensor {e['id']}: cannot read cell_map {path}: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from None
+                if e["zone"] not in zones:
+                    raise CellFileError(f"sensor {e['id']}: cell_map {path} has no zone {e['zone']!r} "
+                                        f"(it has {', '.join(sorted(zones)) or 'none'})")
+                cells = zones[e["zone"]]
+            key = (str(resolve(e["file"])), e.get("k", DEFAULT_K), e.get("follow", False), e.get("poll_s", 60.0))
+            groups.setdefault(key, []).append(ZoneCount(e["id"], cells, e.get("mode")))
+        return [cls(path, site, gateway, zones, k=k, timezone=timezone, follow=follow, poll_s=poll_s, stop=stop)
+                for (path, k, follow, poll_s), zones in groups.items()]
 
     @property
     def counters(self) -> Counter:
