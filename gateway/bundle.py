@@ -241,7 +241,7 @@ def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> tuple[di
             models.append(written.as_posix())
             plan.update(_model_files(manifest, written.as_posix()))
         elif source.is_dir():
-            raise BundleError(f"{key}: {source} is a folder without {MANIFEST_FILE}; name a file or a model folder")
+            continue  # a data folder the gateway fills or watches (e.g. operator files), not ours to copy
         else:
             plan[written.as_posix()] = source
     for directory in extra_models:

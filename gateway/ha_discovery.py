@@ -54,7 +54,7 @@ HA_QUANTITIES: dict[str, tuple[str | None, str]] = {
     "cell_count": (None, "count"),
 }
 # model type -> the detection kind it publishes (the last level of its detections topic).
-DETECTION_KINDS = {"mnf": "leak"}
+DETECTION_KINDS = {"mnf": "leak", "eaqi": "aqi"}
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -115,9 +115,12 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
                 "state_class": "measurement",
                 "value_template": "{{ value_json.explanation.get('excess_lps', 'None') }}"})
         else:
+            # e.g. the air-quality index: the label is the band (good ... extremely_poor).
             add("sensor", _object_id(f"{kind}_label"), {
                 "name": f"{kind} detection", "state_topic": state_topic,
-                "value_template": "{{ value_json.label }}"})
+                "value_template": "{{ value_json.label }}",
+                "json_attributes_topic": state_topic,
+                "json_attributes_template": "{{ value_json.explanation | tojson }}"})
     return [(topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) for topic, body in out]
 
 
