@@ -19,8 +19,8 @@ import pytest
 from edge.air.correction import epa_piecewise
 from edge.contracts import Quality
 from edge.drivers import pms5003, sds011
-from edge.sources.serial_source import (RECOVER_AFTER_MISSED, REOPEN_AFTER_MISSED, SerialDevice, SerialSensor,
-                                        SerialSource)
+from edge.drivers.schedule import RECOVER_AFTER_MISSED, REOPEN_AFTER_MISSED
+from edge.sources.serial_source import SerialDevice, SerialSensor, SerialSource
 
 BASE_MS = 1_772_409_600_000
 WAIT_S = 5.0  # upper bound for bytes to cross the pty; a test fails rather than hangs

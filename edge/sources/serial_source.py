@@ -36,14 +36,12 @@ from edge.air.limits import impossible
 from edge.contracts import QUANTITY_UNITS, Quality, Reading, check_id
 from edge.drivers import DRIVERS
 from edge.drivers.base import DecodeError, Driver, Reply, Sample, SerialBus
-from edge.drivers.framing import Frame, Rejection
+from edge.drivers.framing import Rejection
 from edge.drivers.line_node import to_canonical
+from edge.drivers.schedule import FOREVER, REOPEN_AFTER_MISSED, QuerySchedule, SilenceWatch
 
 log = logging.getLogger(__name__)
 
-SILENCE_FACTOR = 2.5  # a line node quiet for this many intervals is silent
-RECOVER_AFTER_MISSED = 2  # unanswered queries before the wake and mode commands are sent again
-REOPEN_AFTER_MISSED = 5  # unanswered queries (or silent intervals) before the port is reopened
 BACKOFF_S = (1.0, 60.0)
 HUMIDITY_MAX_AGE_S = 600.0
 READ_CHUNK = 4096
@@ -92,24 +90,16 @@ def open_serial(port: str, bus: SerialBus):
 
 @dataclass
 class _Port:
-    """Run-time state of one device."""
+    """Run-time state of one device: its line, its parser, and its schedule."""
 
     device: SerialDevice
     driver: Driver
-    warmup_s: float
+    schedule: QuerySchedule | SilenceWatch
     handle: object = None
     parser: object = None
-    state: str = "closed"  # closed -> warmup -> sampling (-> sleeping -> warmup ...); line nodes: listening
     next_open: float = 0.0
     backoff: float = BACKOFF_S[0]
-    phase_end: float = 0.0  # end of warm-up or sleep
-    work_end: float = float("inf")
-    next_query: float = 0.0
-    awaiting: bool = False
-    missed: int = 0
-    unsolicited_seen: int = 0
-    last_seen: dict[str, float] = field(default_factory=dict)  # line nodes: sensor -> last value time
-    next_unknown: float = float("inf")  # while closed or silent: when to say 'unknown' again
+    next_unknown: float = FOREVER  # while the port is closed: when to say 'unknown' again
     counters: Counter = field(default_factory=Counter)
 
     @property
@@ -117,9 +107,8 @@ class _Port:
         return f"{self.driver.name} at {self.device.port}"
 
     @property
-    def unknown_every_s(self) -> float:
-        d = self.device
-        return d.interval_s if d.sleep_s <= 0 or self.driver.commands is None else d.work_s + d.sleep_s
+    def repeat_s(self) -> float:
+        return self.schedule.repeat_s if isinstance(self.schedule, QuerySchedule) else self.device.interval_s
 
 
 class SerialSource:
@@ -160,10 +149,14 @@ class SerialSource:
             raise ValueError(f"device at {device.port} has no sensors")
         if not device.interval_s > 0:
             raise ValueError(f"device at {device.port}: interval_s must be positive")
-        warmup = driver.warmup_s if device.warmup_s is None else device.warmup_s
-        if device.sleep_s > 0 and device.work_s <= warmup:
-            raise ValueError(f"device at {device.port}: work_s ({device.work_s:g} s) must be longer than the "
-                             f"{warmup:g} s warm-up, or no reading is ever taken")
+        if driver.commands is not None:
+            warmup = driver.warmup_s if device.warmup_s is None else device.warmup_s
+            try:
+                schedule = QuerySchedule(driver.commands, device.interval_s, device.work_s, device.sleep_s, warmup)
+            except ValueError as exc:
+                raise ValueError(f"device at {device.port}: {exc}") from None
+        else:
+            schedule = SilenceWatch([s.id for s in device.sensors], device.interval_s)
         for s in device.sensors:
             check_id("sensor", s.id)
             if s.quantity not in QUANTITY_UNITS:
@@ -175,7 +168,7 @@ class SerialSource:
                 raise ValueError(f"sensor {s.id}: pm25_corrected needs a PM sensor driver, not {driver.name}")
             if s.node_unit is not None:
                 to_canonical(s.quantity, s.node_unit, 0.0)  # raises for an unknown conversion
-        return _Port(device, driver, warmup)
+        return _Port(device, driver, schedule)
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -215,81 +208,47 @@ class SerialSource:
     @property
     def counters(self) -> dict[str, dict[str, int]]:
         """Per port: the parser's counters (bytes, frames, rejections) and the source's (misses, faults...)."""
-        return {p.device.port: {**(p.parser.counters if p.parser is not None else {}), **p.counters}
-                for p in self._ports}
+        out = {}
+        for p in self._ports:
+            out[p.device.port] = {**(p.parser.counters if p.parser is not None else {}), **p.counters,
+                                  "recoveries": p.schedule.recoveries}
+        return out
 
     def _next_event(self, port: _Port) -> float:
-        if port.state == "closed":
+        if port.handle is None:
             return min(port.next_open, port.next_unknown)
-        if port.state in ("warmup", "sleeping"):
-            return port.phase_end
-        if port.state == "sampling":
-            return port.next_query if port.awaiting else min(port.next_query, port.work_end)
-        earliest = min(port.last_seen.values(), default=port.next_unknown)
-        return max(port.next_unknown, earliest + SILENCE_FACTOR * port.device.interval_s)
+        return port.schedule.next_event()
 
     # ---- schedule ------------------------------------------------------------------
 
     def _due(self, port: _Port, now: float) -> list[Reading]:
-        if port.state == "closed":
+        if port.handle is None:
             if now >= port.next_open:
                 self._open(port, now)
-            if port.state == "closed" and now >= port.next_unknown:
-                port.next_unknown = now + port.unknown_every_s
+            if port.handle is None and now >= port.next_unknown:
+                port.next_unknown = now + port.repeat_s
                 return self._unknown(port, port.device.sensors)
             return []
-        commands = port.driver.commands
-        if commands is None:
-            return self._check_silence(port, now)
-        out: list[Reading] = []
-        if port.state == "sleeping" and now >= port.phase_end:
-            self._wake(port, now)
-        if port.state == "warmup" and now >= port.phase_end:
-            port.state, port.next_query, port.awaiting = "sampling", now, False
-        if port.state != "sampling":
+        if isinstance(port.schedule, SilenceWatch):
+            silent = set(port.schedule.due(now))
+            if not silent:
+                return []
+            port.counters["silent_intervals"] += 1
+            out = self._unknown(port, [s for s in port.device.sensors if s.id in silent])
+            if port.schedule.missed_run >= REOPEN_AFTER_MISSED:
+                self._lost(port, now, f"silent for {port.schedule.missed_run} intervals", unknown_now=False)
             return out
-        if port.awaiting and now >= port.next_query:  # the last query got no usable answer in time
-            out += self._missed(port, now)
-            if port.state == "closed":
+        commands, missed = port.schedule.due(now)
+        out: list[Reading] = []
+        if missed:  # the last query got no usable answer in time
+            port.counters["missed_samples"] += 1
+            out = self._unknown(port, port.device.sensors)
+            if port.schedule.missed_run >= REOPEN_AFTER_MISSED:
+                self._lost(port, now, f"no answer to {port.schedule.missed_run} queries in a row",
+                           unknown_now=False)
                 return out
-        if now >= port.work_end and not port.awaiting:
-            self._write(port, commands.sleep, now)
-            if port.handle is not None:
-                port.state, port.phase_end = "sleeping", now + port.device.sleep_s
-        elif now >= port.next_query and now < port.work_end:
-            if port.counters["unsolicited_frames"] > port.unsolicited_seen:
-                # The sensor still reports on its own (active mode): ask again for query mode.
-                port.unsolicited_seen = port.counters["unsolicited_frames"]
-                self._write(port, commands.passive_mode, now)
-            self._write(port, commands.query, now)
-            port.awaiting = port.handle is not None
-            port.next_query = max(port.next_query + port.device.interval_s, now)
-        return out
-
-    def _missed(self, port: _Port, now: float) -> list[Reading]:
-        port.awaiting = False
-        port.missed += 1
-        port.counters["missed_samples"] += 1
-        out = self._unknown(port, port.device.sensors)
-        if port.missed >= REOPEN_AFTER_MISSED:
-            self._lost(port, now, f"no answer to {port.missed} queries in a row", unknown_now=False)
-        elif port.missed >= RECOVER_AFTER_MISSED:
-            port.counters["recoveries"] += 1
-            self._write(port, port.driver.commands.wake, now)
-            self._write(port, port.driver.commands.passive_mode, now)
-        return out
-
-    def _check_silence(self, port: _Port, now: float) -> list[Reading]:
-        limit = SILENCE_FACTOR * port.device.interval_s
-        silent = [s for s in port.device.sensors if now - port.last_seen.get(s.id, now) >= limit]
-        if not silent or now < port.next_unknown:
-            return []
-        port.counters["silent_intervals"] += 1
-        port.missed += 1
-        port.next_unknown = now + port.device.interval_s
-        out = self._unknown(port, silent)
-        if len(silent) == len(port.device.sensors) and port.missed >= REOPEN_AFTER_MISSED:
-            self._lost(port, now, f"silent for {now - min(port.last_seen.values()):.0f} s", unknown_now=False)
+        for command in commands:
+            self._write(port, command, now)
         return out
 
     def _open(self, port: _Port, now: float) -> None:
@@ -304,33 +263,19 @@ class SerialSource:
             self._close(port)
             port.next_open = now + port.backoff
             port.backoff = min(port.backoff * 2, BACKOFF_S[1])
-            if port.next_unknown == float("inf"):  # never opened: a sensor that cannot be reached is unknown
+            if port.next_unknown == FOREVER:  # never opened: a sensor that cannot be reached is unknown
                 port.next_unknown = now
             return
         port.counters["opens"] += 1
-        port.next_unknown = float("inf")
+        port.next_unknown = FOREVER
         # A fresh parser for a fresh byte stream (a half frame from before must not glue to new bytes).
         parser = port.driver.new_parser()
         if port.parser is not None:
             parser.counters.update(port.parser.counters)
         port.parser = parser
-        port.missed = 0
         log.info("%s: port open (%s)", port.name, port.device.bus().describe())
-        if port.driver.commands is None:
-            port.state = "listening"
-            port.last_seen = {s.id: now for s in port.device.sensors}
-            port.next_unknown = now
-        else:
-            self._wake(port, now)
-
-    def _wake(self, port: _Port, now: float) -> None:
-        commands = port.driver.commands
-        self._write(port, commands.wake, now)  # a sleeping sensor answers nothing but 'wake'
-        self._write(port, commands.passive_mode, now)
-        if port.handle is None:
-            return
-        port.state, port.phase_end, port.awaiting = "warmup", now + port.warmup_s, False
-        port.work_end = now + port.device.work_s if port.device.sleep_s > 0 else float("inf")
+        for command in port.schedule.start(now):
+            self._write(port, command, now)
 
     def _write(self, port: _Port, command: bytes, now: float) -> None:
         if port.handle is None:
@@ -349,7 +294,7 @@ class SerialSource:
         port.next_open = now + port.backoff
         port.backoff = min(port.backoff * 2, BACKOFF_S[1])
         # Say 'unknown' at once, unless the caller just did.
-        port.next_unknown = now if unknown_now else now + port.unknown_every_s
+        port.next_unknown = now if unknown_now else now + port.repeat_s
 
     def _close(self, port: _Port) -> None:
         if port.handle is not None:
@@ -357,7 +302,8 @@ class SerialSource:
                 port.handle.close()
             except (OSError, ValueError):
                 pass
-        port.handle, port.state, port.awaiting = None, "closed", False
+        port.handle = None
+        port.schedule.stop()
 
     # ---- bytes to readings ---------------------------------------------------------
 
@@ -385,21 +331,19 @@ class SerialSource:
         return out
 
     def _sample(self, port: _Port, sample: Sample, now: float) -> list[Reading]:
-        if port.driver.commands is not None:
-            if port.state == "warmup":
-                port.counters["warmup_frames"] += 1
+        if isinstance(port.schedule, QuerySchedule):
+            verdict = port.schedule.on_sample()
+            if verdict != "sample":
+                port.counters[verdict] += 1
                 return []
-            if port.state != "sampling" or not port.awaiting:
-                port.counters["unsolicited_frames"] += 1
-                return []
-            port.awaiting = False
             sensors = list(port.device.sensors)
         else:
             sensors = [s for s in port.device.sensors if s.key in sample.values]
             if not sensors:
                 port.counters["lines_without_configured_key"] += 1
                 return []
-        port.missed = 0
+            for s in sensors:
+                port.schedule.seen(s.id, now)
         port.backoff = BACKOFF_S[0]
         port.counters["samples"] += 1
         if sample.fault:
@@ -408,7 +352,6 @@ class SerialSource:
         return [self._reading(port, s, sample, t, now) for s in sensors]
 
     def _reading(self, port: _Port, sensor: SerialSensor, sample: Sample, t: int, now: float) -> Reading:
-        port.last_seen[sensor.id] = now
         unit = QUANTITY_UNITS[sensor.quantity]
 
         def unknown(reason: str, message: str) -> Reading:
