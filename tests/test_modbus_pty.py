@@ -117,3 +117,39 @@ def test_a_config_becomes_one_source_per_port_that_polls_on_schedule(null_modem,
     assert all(r.validate().quality is Quality.OK for r in readings)
     assert readings[1].value == pytest.approx(36.0 * 1000 / 3600)
     assert readings[2].time_ms > readings[0].time_ms  # the second poll is a new measurement
+
+
+def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_device, services, tmp_path):
+    import json
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from gateway.runner import GatewayRunner
+
+    modbus_device({1: ({0: encode_value(4.0, "float32", "little")}, {}), 2: ({}, {100: [360]})})
+    text = CONFIG.format(port=null_modem.gateway).replace("{host: 127.0.0.1}", f"{{host: {services.mqtt_host}, "
+                                                          f"port: {services.mqtt_port}, topic_prefix: modbus-e2e, "
+                                                          f"readings_batch: 1}}")
+    config = load_config_text(text + f"storage: {{data_dir: {tmp_path / 'data'}}}\n")
+    received, subscribed = [], threading.Event()
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    watcher.on_connect = lambda c, *_: c.subscribe("modbus-e2e/dma-7/gw-dma-7/readings/#", qos=1)
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.on_message = lambda _c, _u, m: received.append((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+    watcher.connect(services.mqtt_host, services.mqtt_port)
+    watcher.loop_start()
+    assert subscribed.wait(10)
+    stop, seen = threading.Event(), []
+
+    def count(reading):
+        seen.append(reading)
+        if len(seen) >= 4:  # two polls of two transmitters
+            stop.set()
+
+    summary = GatewayRunner.from_config(config).run(stop=stop, on_reading=count, drain_timeout_s=10)
+    watcher.disconnect()
+    watcher.loop_stop()
+    assert summary.readings >= 4 and summary.all_acknowledged
+    values = {sensor: body["readings"][0][1] for sensor, body in received}
+    assert values["P-inlet"] == pytest.approx(4.0 * M_PER_BAR) and values["F-inlet"] == pytest.approx(10.0)
