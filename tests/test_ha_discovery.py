@@ -43,6 +43,11 @@ def run_gateway(services, tmp_path, enabled: bool):
     try:
         summary = GatewayRunner.from_config(config).run(drain_timeout_s=20)
         assert summary.all_acknowledged
+        # The broker acknowledged the gateway's messages; its copies to our watcher may still be on the way.
+        expected = {f"fs-ha-{i}/dma-7/gw-ha-{i}/{t}" for t in ("status", "readings/F-inlet", "readings/P-inlet")}
+        deadline = time.monotonic() + 10
+        while not expected <= published and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         _stop(watcher)
     return i, config, published

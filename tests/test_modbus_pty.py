@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 
 import pytest
 
@@ -148,6 +149,9 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
             stop.set()
 
     summary = GatewayRunner.from_config(config).run(stop=stop, on_reading=count, drain_timeout_s=10)
+    deadline = time.monotonic() + 10  # the broker's copies to our watcher may trail the gateway's acks
+    while {s for s, _ in received} != {"P-inlet", "F-inlet"} and time.monotonic() < deadline:
+        time.sleep(0.02)
     watcher.disconnect()
     watcher.loop_stop()
     assert summary.readings >= 4 and summary.all_acknowledged
