@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors.night_flow import MinimumNightFlowDetector
+from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
+from gateway import ha_discovery
 from gateway import topics as T
 from gateway.config import GatewayConfig
 from gateway.outbox import SYNC_FULL, Outbox, OutboxError, outbox_path
@@ -59,6 +61,8 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
         replay = config.sources.replay
         sources.append(ReplaySource(config.resolve_path(replay.file), config.site, config.gateway,
                                     [(s.id, s.column, s.quantity) for s in replayed], speed=0))
+    # Modbus RTU transmitters: one polling source per serial port (edge/sources/modbus_source.py).
+    sources += modbus_sources(config.site, config.gateway, [s for s in config.sensors if s.driver == "modbus_rtu"])
     return sources
 
 
@@ -161,6 +165,7 @@ class GatewayRunner:
         marks = self.publisher.outbox.marks() if self.resume else {}
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
+        ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
         self.publisher.start()
         pacer = _Pacer(self.speed, idle=lambda: self._tick(summary))
         self._next_status = time.monotonic() + STATUS_EVERY_S
