@@ -174,3 +174,26 @@ def test_a_streaming_sensor_passes_with_frames_and_fails_when_silent(null_modem,
     silent = check_frame_stream(silent_port, DRIVERS["sds011"], sensor_id="PM-1", timeout_s=0.5)
     assert silent.status == FAIL and "no bytes" in silent.detail
     assert "the sensor sends nothing: check its power" in silent.line()
+
+
+def test_status_reads_the_retained_status_from_the_broker_and_the_local_outbox(tmp_path, services, capsys):
+    from gateway import topics as T
+    from gateway.publisher import GatewayPublisher, MqttSettings
+
+    config = doctor_config(tmp_path, "/dev/null", services)
+    config.write_text(config.read_text().replace("port: /dev/null", "port: /dev/serial/by-id/none"))
+    publisher = GatewayPublisher(T.Topics("frugalsense", "dma-7", "gw-dma-7"),
+                                 MqttSettings(services.mqtt_host, services.mqtt_port, client_id="status-test"))
+    publisher.connect()
+    publisher.publish_status({"outbox_backlog": 3})
+    try:
+        assert publisher.wait_acked(10)
+        assert main(["status", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("dma-7/gw-dma-7: online at ") and "outbox_backlog" in out and " 3\n" in out
+    finally:
+        publisher.close(10)
+    assert main(["status", "--config", str(config)]) == 1  # a clean stop leaves 'offline' retained
+    assert "dma-7/gw-dma-7: offline" in capsys.readouterr().out
+    assert main(["status", "--config", str(config), "--local"]) == 1
+    assert "no outbox at" in capsys.readouterr().out
