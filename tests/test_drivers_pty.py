@@ -327,11 +327,14 @@ def test_iterating_the_source_in_real_time_until_stopped(devices):
             time.sleep(0.01)
         node_prints()
     writer = threading.Thread(target=node_prints_once_open)
+    watchdog = threading.Timer(WAIT_S * 2, stop.set)  # a broken source fails the test instead of hanging it
     writer.start()
+    watchdog.start()
     for reading in source:
         readings.append(reading.validate())
         if len(readings) == 3:
             stop.set()
+    watchdog.cancel()
     writer.join()
     assert [r.value for r in readings] == [21.0, 22.5, 24.0]
     assert source.counters[str(node.link)]["opens"] == 1
