@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "gateway.commands.doctor_cmd",
     "gateway.commands.status_cmd",
     "gateway.commands.report_cmd",
+    "gateway.commands.model_cmd",
 )
 
 

@@ -656,6 +656,24 @@ class HomeAssistantConfig(Section):
     prefix: Annotated[str, BeforeValidator(_topic_prefix)] = "homeassistant"  # Home Assistant's discovery_prefix
 
 
+class ModelUpdatesConfig(Section):
+    """Signed model updates over MQTT (docs/model-updates.md): verified, swapped, rolled back if they fail."""
+
+    enabled: Annotated[bool, BeforeValidator(_flag)] = False
+    # Ed25519 public key (PEM) of the fleet's model-signing key: frugalsense model keygen
+    public_key_file: FilePath | None = Field(default=None, validate_default=True)
+    allow_downgrade: Annotated[bool, BeforeValidator(_flag)] = False  # accept a version not newer than the one in service
+    models: list[Identifier] = Field(default_factory=list)  # model names accepted before one is installed
+
+    @field_validator("public_key_file")
+    @classmethod
+    def _key_when_enabled(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None and info.data.get("enabled"):
+            raise fail("model updates need the public key that signs them: set public_key_file "
+                       "(make the key pair with: frugalsense model keygen)")
+        return path
+
+
 # ---- the whole file ------------------------------------------------------------------
 
 class GatewayConfig(Section):
@@ -670,6 +688,7 @@ class GatewayConfig(Section):
     mqtt: MqttConfig
     storage: StorageConfig = Field(default_factory=StorageConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    model_updates: ModelUpdatesConfig = Field(default_factory=ModelUpdatesConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
