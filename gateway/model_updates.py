@@ -598,6 +598,30 @@ def status_topic(topics) -> str:
     return f"{topics.base}/{STATUS_CHANNEL}"
 
 
+DEFAULT_PUSH_USER = "frugalsense-models"
+
+
+def acl_lines(prefix: str = "frugalsense", push_user: str = DEFAULT_PUSH_USER) -> str:
+    """Lines to add to the broker ACL (gateway/security/broker.py): who may send and read model updates.
+
+    A gateway (user ``<site>/<gateway>``) reads only its own update topic; it already
+    writes its models status under its prefix. The model publisher writes every update
+    topic and reads the status (``model push --wait``).
+
+    >>> print(acl_lines())  # doctest: +NORMALIZE_WHITESPACE
+    # Signed model updates: a gateway reads only its own updates; the model publisher sends them.
+    pattern read frugalsense/%u/model-update/#
+    user frugalsense-models
+    topic write frugalsense/+/+/model-update/#
+    topic read frugalsense/+/+/models
+    """
+    return (f"# Signed model updates: a gateway reads only its own updates; the model publisher sends them.\n"
+            f"pattern read {prefix}/%u/{UPDATE_CHANNEL}/#\n"
+            f"user {push_user}\n"
+            f"topic write {prefix}/+/+/{UPDATE_CHANNEL}/#\n"
+            f"topic read {prefix}/+/+/{STATUS_CHANNEL}\n")
+
+
 def encode_status(state: dict, last: UpdateReport | None, time_ms: int | None = None) -> bytes:
     body = {"v": UPDATE_SCHEMA, "time": time_ms or _now_ms(), "models": state}
     if last is not None:

@@ -402,3 +402,74 @@ def test_contracts_doc_lists_the_topics_and_its_status_example_decodes():
     example = re.search(r"\*\*Models status\*\*.*?```jsonc\n(.*?)```", text, flags=re.S).group(1)
     status = decode_status(example.encode())
     assert set(status["last_update"]) == {"model", "version", "outcome", "time", "reason", "detail"}
+
+
+# ---- with the production broker setup: TLS, passwords, per-gateway ACL -------------------------
+
+def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_path):
+    from gateway.localservices import LocalServices
+    from gateway.model_updates import DEFAULT_PUSH_USER, ModelUpdateListener, acl_lines
+    from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
+    from gateway.security.certs import issue_certificate, make_ca, write_pair
+
+    prefix, gw1, gw2 = "frugalsense", gateway_user("net3", "gw-01"), gateway_user("net3", "gw-02")
+    passwords = {gw1: "pw-1", gw2: "pw-2", DEFAULT_PUSH_USER: "pw-push"}
+    ca = make_ca("model updates test CA")
+    write_pair(ca, tmp_path / "ca.pem", tmp_path / "ca.key")
+    write_pair(issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
+               tmp_path / "broker.pem", tmp_path / "broker.key")
+    (tmp_path / "acl").write_text(acl_text(prefix) + "\n" + acl_lines(prefix))
+    write_password_file(tmp_path / "passwd", passwords)
+    security = BrokerSecurity(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "broker.pem",
+                              key_file=tmp_path / "broker.key", password_file=tmp_path / "passwd",
+                              acl_file=tmp_path / "acl")
+
+    def settings(user: str, client_id: str) -> MqttSettings:
+        return MqttSettings(broker.mqtt_host, broker.mqtt_port, client_id=client_id, username=user,
+                            password=passwords[user], ca_file=str(tmp_path / "ca.pem"))
+
+    listeners = []
+    with LocalServices(tmp_path / "services", influxdb=False, mosquitto_security=security) as broker:
+        try:
+            for user, gateway in ((gw1, "gw-01"), (gw2, "gw-02")):
+                receiver = ModelUpdateReceiver(ModelStore(tmp_path / gateway), fleet["key"], models=[NAME],
+                                               backend="numpy")
+                listeners.append(ModelUpdateListener(receiver, T.Topics(prefix, "net3", gateway),
+                                                     settings(user, f"frugalsense-{gateway}")).start())
+                assert listeners[-1].wait_subscribed(WAIT_S)
+            gw1_topics, gw2_topics = listeners[0].topics, listeners[1].topics
+            pusher = settings(DEFAULT_PUSH_USER, "pusher")
+            reports = push_update(pusher, {update_topic(gw1_topics, NAME): status_topic(gw1_topics)},
+                                  payload(fleet, "v2"), model=NAME, version="2", wait_s=WAIT_S)
+            assert reports[update_topic(gw1_topics, NAME)]["outcome"] == "applied"
+            assert listeners[0].receiver.state()[NAME]["version"] == "2" and listeners[1].receiver.state() == {}
+
+            # Another gateway may not send gw-01 an update (v5 PUBACK "not authorized").
+            with pytest.raises(ConnectionError, match="refused the update"):
+                push_update(settings(gw2, "gw-02-intruder"), {update_topic(gw1_topics, NAME): ""},
+                            payload(fleet, "v1"))
+            # ... nor read gw-01's: subscribed to gw-01's topic first, then its own, it gets only its own.
+            push_update(pusher, {update_topic(gw2_topics, NAME): ""}, b"x")
+            seen: list[str] = []
+            own = threading.Event()
+
+            def on_message(client, userdata, message):
+                seen.append(message.topic)
+                if message.topic.startswith(gw2_topics.base):
+                    own.set()
+
+            spy = make_client(settings(gw2, "gw-02-spy"))
+            spy.on_message = on_message
+            spy.on_connect = lambda c, *a: c.subscribe([(update_topic(gw1_topics, NAME), 1),
+                                                        (update_topic(gw2_topics, NAME), 1)])
+            spy.connect(broker.mqtt_host, broker.mqtt_port)
+            spy.loop_start()
+            try:
+                assert own.wait(WAIT_S)
+            finally:
+                spy.disconnect()
+                spy.loop_stop()
+            assert seen == [update_topic(gw2_topics, NAME)]
+        finally:
+            for listener in listeners:
+                listener.stop()
