@@ -22,9 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from edge.contracts import Alert, ContractError, Detection, Reading
+from edge.detectors.aqi import AqiDetector
 from edge.detectors.night_flow import MinimumNightFlowDetector
+from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
+from edge.sources.serial_source import SerialSource
 from gateway import ha_discovery
 from gateway import topics as T
 from gateway.config import GatewayConfig
@@ -61,8 +64,15 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
         replay = config.sources.replay
         sources.append(ReplaySource(config.resolve_path(replay.file), config.site, config.gateway,
                                     [(s.id, s.column, s.quantity) for s in replayed], speed=0))
+    # Cell-count files before the serial sensors: a live serial source never ends.
+    cells = [s.model_dump() for s in config.sensors if s.driver == "cell_counts"]
+    sources += CellCountSource.from_config_entries(config.site, config.gateway, cells, resolve=config.resolve_path,
+                                                   timezone=config.timezone)
     # Modbus RTU transmitters: one polling source per serial port (edge/sources/modbus_source.py).
     sources += modbus_sources(config.site, config.gateway, [s for s in config.sensors if s.driver == "modbus_rtu"])
+    serial = [s.model_dump() for s in config.sensors if s.driver in ("sds011", "pms5003", "line")]
+    if serial:
+        sources.append(SerialSource.from_config_entries(config.site, config.gateway, serial))
     return sources
 
 
@@ -70,6 +80,8 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
 DETECTOR_FACTORIES: dict[str, Callable] = {
     "mnf": lambda config, m: MinimumNightFlowDetector(config.site, config.gateway, model=m.name,
                                                       **m.detector_params(config.timezone)),
+    "eaqi": lambda config, m: AqiDetector(config.site, config.gateway, model=m.name,
+                                          **m.detector_params({s.id: s.quantity for s in config.sensors})),
 }
 
 
