@@ -29,6 +29,7 @@ from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
 from edge.sources.serial_source import SerialSource
 from gateway import ha_discovery
+from gateway import model_updates
 from gateway import topics as T
 from gateway.config import GatewayConfig
 from gateway.outbox import SYNC_FULL, Outbox, OutboxError, outbox_path
@@ -181,7 +182,10 @@ class GatewayRunner:
         self.publisher.start()
         pacer = _Pacer(self.speed, idle=lambda: self._tick(summary))
         self._next_status = time.monotonic() + STATUS_EVERY_S
+        updates = None
         try:
+            # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
+            updates = model_updates.start_for_config(self.config, self.publisher.settings, self.detectors)
             for source in self.sources:
                 for reading in source:
                     fresh = reading.time_ms > marks.get(self.publisher.topics.readings(reading.sensor), -1)
@@ -199,6 +203,8 @@ class GatewayRunner:
             self.publisher.flush()
             self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
         finally:
+            if updates is not None:
+                updates.stop()
             timeout = min(drain_timeout_s, STOP_DRAIN_S) if self._stop.is_set() else drain_timeout_s
             summary.all_acknowledged = self.publisher.close(timeout)
             summary.outbox_left = len(self.publisher.outbox)
