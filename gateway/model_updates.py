@@ -716,6 +716,8 @@ class ModelUpdateListener:
                 log.exception("model updates: update for %s could not be handled", model)
                 report = UpdateReport(REFUSED, model, None, "bad_envelope", f"internal error: {exc}")
                 self.receiver.last_report = report
+            if report.reason == "storage_error":
+                self._seen.pop(model, None)  # a full disk may clear: try the retained copy again at reconnect
             self.handled.append(report)
             if report.outcome != UNCHANGED:
                 self.publish_status()
@@ -740,14 +742,20 @@ def start_for_config(config, settings, detectors=(), *, backend: str = "auto") -
 
     ``settings`` are the gateway's MQTT settings (the listener adds ``-models`` to the client
     id); ``detectors`` that run an exported model (``runtime_``) get each new version, loaded
-    on ``backend``. Returns the running listener (call ``stop()`` at the end), or None when disabled.
+    on ``backend``. Returns the running listener (call ``stop()`` at the end), or None when
+    disabled or when the public key file is unusable (logged as an error).
     """
     from gateway import topics as T
 
     section = getattr(config, "model_updates", None)
     if section is None or not section.enabled:
         return None
-    key = load_public_key(config.resolve_path(section.public_key_file))
+    try:
+        key = load_public_key(config.resolve_path(section.public_key_file))
+    except ModelUpdateConfigError as exc:
+        # Sensing goes on without updates: a gateway that stopped detecting over its key file would be worse.
+        log.error("model updates are off: %s", exc)
+        return None
     store = ModelStore(config.resolve_path(config.storage.data_dir) / "models")
     receiver = ModelUpdateReceiver(store, key, models=section.models, allow_downgrade=section.allow_downgrade,
                                    backend=backend)

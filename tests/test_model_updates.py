@@ -473,3 +473,33 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
         finally:
             for listener in listeners:
                 listener.stop()
+
+
+# ---- the runner starts the receiver when the config enables it ----------------------------------
+
+def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
+    from edge.datasets import ZoneDataset
+    from gateway.runner import GatewayRunner
+
+    t0 = 1_772_409_600_000
+    ZoneDataset(time_ms=t0 + 900_000 * np.arange(4, dtype=np.int64), values=np.full((4, 1), 40.0, np.float32),
+                columns=["F-lake"], quantities=["flow"], units=["L/s"], leak_flow_lps=np.zeros(4, np.float32),
+                meta={}).save(tmp_path / "zone.npz")
+    config = GatewayConfig.model_validate({
+        "site": "net3", "gateway": "gw-run", "mqtt": {"host": services.mqtt_host, "topic_prefix": "mu-runner"},
+        "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
+        "sources": {"replay": {"file": str(tmp_path / "zone.npz")}},
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "model_updates": {"enabled": True, "public_key_file": str(fleet["public"]), "models": [NAME]}})
+    topics = T.Topics("mu-runner", "net3", "gw-run")
+    reports = []
+
+    def during_the_run(reading):
+        if not reports:  # first reading: the receiver is up (its status is retained), send it v2
+            retained_status(services, topics)
+            reports.append(push(services, topics, payload(fleet, "v2")))
+
+    runner = GatewayRunner.from_config(config, mqtt_port=services.mqtt_port)
+    runner.run(on_reading=during_the_run, drain_timeout_s=WAIT_S)
+    assert reports[0]["outcome"] == "applied"
+    assert ModelStore(tmp_path / "data" / "models").pointer(NAME) == Pointer("2", None)
