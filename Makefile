@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test clean services
+.PHONY: setup demo test clean services train-air
 
 setup: $(STAMP) services
 
@@ -26,6 +26,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
+# models/air-*/, measure every format against the targets and write the cards (~2 min).
+train-air: $(STAMP)
+	$(BIN)/python -m training.train_air --out models
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors.aqi import AqiDetector
+from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, SensorFaultDetector
+from edge.detectors.drift import CalibrationDriftDetector
 from edge.detectors.night_flow import MinimumNightFlowDetector
 from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
@@ -83,6 +85,18 @@ DETECTOR_FACTORIES: dict[str, Callable] = {
                                                       **m.detector_params(config.timezone)),
     "eaqi": lambda config, m: AqiDetector(config.site, config.gateway, model=m.name,
                                           **m.detector_params({s.id: s.quantity for s in config.sensors})),
+    "air_pattern": lambda config, m: AirPatternDetector(config.site, config.gateway, model=m.name,
+                                                        **m.detector_params(config)),
+    "sensor_fault": lambda config, m: SensorFaultDetector(config.site, config.gateway, model=m.name,
+                                                          **m.detector_params(config)),
+    "no2_virtual": lambda config, m: No2VirtualSensor(config.site, config.gateway, model=m.name,
+                                                      **m.detector_params(config)),
+    # With estimate_from, the drift detector runs its own copy of that NO2 virtual sensor as its reference.
+    "calibration_drift": lambda config, m: CalibrationDriftDetector(
+        config.site, config.gateway, model=m.name, **m.detector_params(),
+        estimator=None if m.estimate_from is None else No2VirtualSensor(
+            config.site, config.gateway, model=m.estimate_from,
+            **next(x for x in config.models if x.name == m.estimate_from).detector_params(config))),
 }
 
 

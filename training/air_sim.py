@@ -45,9 +45,10 @@ from scipy.signal import lfilter
 
 from edge.datasets import ZoneDataset
 from edge.features.air_features import HOUR_SLOTS, SLOT_MS, hygroscopic_growth
+from edge.sources.cell_counts import DEFAULT_K
 
 DAY_SLOTS = 144
-PRIVACY_K = 11  # statistical offices' minimum count per cell (field notes)
+PRIVACY_K = DEFAULT_K  # the gateway's privacy guard default: statistical offices' minimum per cell
 PATTERNS = ("normal", "traffic_peak", "regional_episode", "local_source")
 FAULTS = ("ok", "stuck", "spike", "drift", "dropout", "fan_failure")
 FAULT_CODE = {name: i for i, name in enumerate(FAULTS)}

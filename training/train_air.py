@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     train_all(Path(args.out), plan)
     if not args.no_evaluate:
         from training.evaluate_air import evaluate_all
-        return 0 if evaluate_all(Path(args.out), plan) else 1
+        return 0 if evaluate_all(Path(args.out), plan, drift_sites=0 if args.quick else 10) else 1
     return 0
 
 

@@ -158,6 +158,8 @@ def pattern_features(series, time_ms, ends, tz: str = "UTC") -> np.ndarray:
     """Rows of PATTERN_FEATURES for the hours ending at ``ends``; NaN where data are insufficient."""
     s, n = _series(series, PATTERN_INPUTS)
     ends = _check_ends(n, ends, CONTEXT_SLOTS)
+    for k in ("pm25", "pm10"):  # a dead fan's code is not air: leave the hour to the fault detector
+        s[k] = np.where(s[k] >= SATURATION, np.nan, s[k])
     pm = dry_pm25(s["pm25"], s["humidity"])
     pm_w, pm_c = _windows(pm, ends, HOUR_SLOTS), _windows(pm, ends, CONTEXT_SLOTS)
     pm_1h = _stat(np.nanmean, pm_w)

@@ -553,6 +553,106 @@ class EaqiModel(ModelBase):
                 "raise_after": self.raise_after, "clear_after": self.clear_after}
 
 
+# Air-site models (edge/detectors/air_models.py, edge/detectors/drift.py, docs/air-models.md).
+_AIR_INPUTS = ("pm25", "pm10", "no2", "temperature", "humidity", "wind_speed", "cell_count")
+_BACKENDS = ("auto", "onnxruntime", "litert", "numpy")
+
+
+class AirInputs(Section):
+    """Which sensor feeds each input of an air model; a sensor must measure that input's quantity."""
+
+    pm25: Identifier | None = None
+    pm10: Identifier | None = None
+    no2: Identifier | None = None
+    temperature: Identifier | None = None
+    humidity: Identifier | None = None
+    wind_speed: Identifier | None = None
+    cell_count: Identifier | None = None
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class _AirModel(ModelBase):
+    model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
+    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    sensors: AirInputs
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _inputs(self) -> "_AirModel":
+        missing = [k for k in self.needs if getattr(self.sensors, k) is None]
+        if missing:
+            raise fail(f"sensors must name a sensor for {', '.join(self.needs)} (missing: {', '.join(missing)})")
+        return self
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        return {"sensors": self.sensors.given(), "model_dir": config.resolve_path(self.model_dir),
+                "backend": self.backend, "timezone": config.timezone}
+
+
+@model_type
+class AirPatternModel(_AirModel):
+    """Hourly air pattern: normal, traffic_peak, regional_episode or local_source."""
+
+    type: Literal["air_pattern"]
+    needs: ClassVar[tuple[str, ...]] = ("pm25", "pm10", "no2", "temperature", "humidity", "cell_count")
+
+
+@model_type
+class SensorFaultModel(_AirModel):
+    """Hourly fault flag per sensor (stuck, spike, dropout, fan_failure) with alerts for lasting faults."""
+
+    type: Literal["sensor_fault"]
+    raise_after: whole(1, 48) = 2  # faulty hours in a row before an alert
+    clear_after: whole(1, 48) = 2  # healthy hours in a row before it clears
+
+    @model_validator(mode="after")
+    def _judged(self) -> "SensorFaultModel":
+        given = self.sensors.given()
+        if not given or set(given) - {"pm25", "pm10", "no2", "temperature", "humidity"}:
+            raise fail("sensors may name pm25, pm10, no2, temperature and humidity sensors (at least one); "
+                       "the fault model does not judge wind_speed or cell_count")
+        return self
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        return {**super().detector_params(config), "raise_after": self.raise_after, "clear_after": self.clear_after}
+
+
+@model_type
+class No2VirtualModel(_AirModel):
+    """NO2 estimated from phones per antenna and weather, for a zone without an NO2 sensor."""
+
+    type: Literal["no2_virtual"]
+    needs: ClassVar[tuple[str, ...]] = ("cell_count", "wind_speed", "temperature", "humidity")
+
+
+@model_type
+class CalibrationDriftModel(ModelBase):
+    """Daily Page-Hinkley test of a sensor's calibration: alert 'recalibration_needed' when it goes stale."""
+
+    type: Literal["calibration_drift"]
+    sensor: Identifier
+    reference: Identifier | None = None  # a co-located reference sensor of the same quantity
+    estimate_from: Identifier | None = None  # or the name of a no2_virtual model of this config
+    calibration_days: whole(3, 90) = 21
+    smoothing_days: whole(1, 30) = 7
+    delta: number(0) = 1.5  # daily shift (in calibration spreads) tolerated without counting
+    threshold: number(0, low_open=True) = 15.0
+    min_sigma: number(0, low_open=True) = 3.0  # smallest calibration spread believed, in the sensor's unit
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> "CalibrationDriftModel":
+        if self.reference is not None and self.estimate_from is not None:
+            raise fail("give reference or estimate_from, not both")
+        return self
+
+    def detector_params(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "reference": self.reference, "calibration_days": self.calibration_days,
+                "smoothing_days": self.smoothing_days, "delta": self.delta, "threshold": self.threshold,
+                "min_sigma": self.min_sigma}
+
+
 def _tagged_union(registry: dict[str, type[BaseModel]], key: str) -> Any:
     return Annotated[Union[tuple(registry.values())], Field(discriminator=key)]  # noqa: UP007
 
@@ -841,6 +941,38 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
     return issues
 
 
+def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
+    """Air-model inputs name existing sensors of the right quantity; a drift estimate names a no2_virtual model."""
+    issues = []
+    models = {item.get("name"): item for _, item in _entries(data, "models") if isinstance(item.get("name"), str)}
+
+    def check(loc, name, quantity):
+        if name not in sensors:
+            issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+        elif (got := sensors[name].get("quantity")) in QUANTITY_UNITS and got != quantity:
+            issues.append(CrossIssue(loc, f"sensor {name!r} measures {got}; this input needs {quantity}"))
+
+    for m, model in _entries(data, "models"):
+        kind = model.get("type")
+        if kind in ("air_pattern", "sensor_fault", "no2_virtual") and isinstance(model.get("sensors"), dict):
+            for role, name in model["sensors"].items():
+                if role in _AIR_INPUTS and isinstance(name, str):
+                    check(("models", m, "sensors", role), name, role)
+        if kind != "calibration_drift" or not isinstance(model.get("sensor"), str):
+            continue
+        if model["sensor"] not in sensors:
+            check(("models", m, "sensor"), model["sensor"], None)
+        quantity = sensors.get(model["sensor"], {}).get("quantity")
+        if isinstance(model.get("reference"), str) and quantity in QUANTITY_UNITS:
+            check(("models", m, "reference"), model["reference"], quantity)
+        estimate = model.get("estimate_from")
+        if isinstance(estimate, str) and (models.get(estimate) or {}).get("type") != "no2_virtual":
+            issues.append(CrossIssue(("models", m, "estimate_from"),
+                                     f"no model of type no2_virtual named {estimate!r} in models",
+                                     suggest(estimate, [n for n, x in models.items() if x.get("type") == "no2_virtual"])))
+    return issues
+
+
 def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path) -> list[CrossIssue]:
     """Checks that span sections, on plain (possibly invalid) config data.
 
@@ -864,6 +996,7 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
 
     issues += _shared_line_issues(data, where)
     issues += _air_issues(data, sensors, where)
+    issues += _air_model_issues(data, sensors)
 
     for m, model in _entries(data, "models"):
         seen: set[str] = set()
