@@ -503,3 +503,11 @@ def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
     runner.run(on_reading=during_the_run, drain_timeout_s=WAIT_S)
     assert reports[0]["outcome"] == "applied"
     assert ModelStore(tmp_path / "data" / "models").pointer(NAME) == Pointer("2", None)
+
+
+def test_docs_explain_every_reason():
+    from gateway.model_updates import REASONS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "model-updates.md").read_text()
+    table = text.split("| reason | what happened | what to do |")[1].split("\n\n")[0]
+    assert re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M) == list(REASONS)
