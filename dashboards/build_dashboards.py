@@ -129,7 +129,7 @@ chart("Table", "Gateways: online now (time = last seen)", "Last status of each g
 chart("Xy", "Outbox backlog", "Messages waiting on each gateway for the broker; growing = uplink or broker down.",
       flux_filter("gateway_status", ["outbox_backlog"]) + '  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)', 6, 0, 6, 4, ylabel="messages")
 chart("Table", "Leak alerts by zone", "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated (L/s).",
-      flux_filter("alert", ["alert_id", "message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group(columns: ["site"])\n  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])', 0, 4, 12, 4)
+      flux_filter("alert", ["message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group(columns: ["site"])\n  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])', 0, 4, 12, 4)
 chart("Xy", "Estimated leak flow by zone", "Night flow above the zone's baseline (L/s), one point per night.",
       flux_filter("detection", ["x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)', 0, 8, 6, 4, ylabel="L/s")
 chart("Xy", "Minimum night flow vs baseline", "The zone's minimum night flow each night and its baseline (L/s).",

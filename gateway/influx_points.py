@@ -67,8 +67,10 @@ def alert_point(a: Alert) -> Point:
         .tag("site", a.site)
         .tag("gateway", a.gateway)
         .tag("kind", a.kind)
+        # A tag, not a field: two alerts of one kind changing state in the same
+        # millisecond (two sensors, two zones) must be two points, not one overwriting the other.
+        .tag("alert_id", a.alert_id)
         .tag("state", str(a.state))
-        .field("alert_id", a.alert_id)
         .field("label", a.label)
         .field("severity", str(a.severity))
         .field("score", float(a.score))

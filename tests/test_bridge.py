@@ -90,7 +90,7 @@ def test_detections_alerts_and_status_land(services, lane):
     assert bridge.wait_idle(quiet_s=0.5, timeout_s=30)
     (det,) = writer.query("SELECT label, score, x_excess_lps, x_sensors FROM detection")
     assert det["values"] == [[T0 + 3_600_000, "leak", 0.31, 14.5, "F-lake,F-river"]]
-    states = writer.query("SELECT count(alert_id) FROM alert GROUP BY state")
+    states = writer.query("SELECT count(message) FROM alert GROUP BY state")
     assert {s["tags"]["state"]: s["values"][0][1] for s in states} == {"raised": 1, "cleared": 1}
     (status,) = writer.query("SELECT state FROM gateway_status")
     assert [v[1] for v in status["values"]] == ["online", "offline"]

@@ -33,7 +33,7 @@ def documented_topic_patterns() -> list[re.Pattern]:
 
 def test_mosquitto_sub_and_influx_cli_see_the_contract(services):
     patterns = documented_topic_patterns()
-    assert len(patterns) == 5
+    assert len(patterns) >= 5  # more channels may be documented than this test publishes
     sub = subprocess.Popen(
         ["mosquitto_sub", "-h", services.mqtt_host, "-p", str(services.mqtt_port), "-v", "-q", "1",
          "-t", f"{PREFIX}/#", "-C", "6", "-W", "20"],

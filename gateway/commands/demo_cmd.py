@@ -133,7 +133,7 @@ def _report(services, summary, bridge, meta) -> bool:
     from gateway import influx_points as P
 
     counts = {}
-    field_of = {P.READING: "quality", P.DETECTION: "label", P.ALERT: "alert_id", P.GATEWAY_STATUS: "state"}
+    field_of = {P.READING: "quality", P.DETECTION: "label", P.ALERT: "message", P.GATEWAY_STATUS: "state"}
     for measurement, field in field_of.items():
         answer = services.influx_query(f'SELECT count("{field}") FROM "{measurement}"', db=DATABASE)
         series = answer["results"][0].get("series", [])
