@@ -22,7 +22,7 @@ Topics (docs/contracts.md, docs/model-updates.md):
 >>> parse_version("v3")
 Traceback (most recent call last):
 ...
-gateway.model_updates.UpdateRefused: bad_manifest: version 'v3' cannot be ordered: use numbers such as 3 or 1.2.0 (a gateway refuses versions older than the one it runs)
+gateway.model_updates.UpdateRefused: bad_manifest: version 'v3' cannot be ordered: use numbers such as 3 or 1.2.0
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,8 +127,8 @@ def parse_version(version: str) -> tuple[int, ...]:
     """A version as numbers, trailing zeros dropped (``"1.2.0"`` == ``"1.2"``), or UpdateRefused."""
     parts = str(version).split(".")
     if not all(p.isdigit() and len(p) <= 9 for p in parts):
-        raise UpdateRefused("bad_manifest", f"version {version!r} cannot be ordered: use numbers such as 3 or 1.2.0 "
-                                            "(a gateway refuses versions older than the one it runs)")
+        # Only an ordered version lets a gateway refuse an older (replayed) model.
+        raise UpdateRefused("bad_manifest", f"version {version!r} cannot be ordered: use numbers such as 3 or 1.2.0")
     numbers = [int(p) for p in parts]
     while len(numbers) > 1 and numbers[-1] == 0:
         numbers.pop()
@@ -537,7 +537,10 @@ class ModelUpdateReceiver:
             older = parse_version(candidate.version) < parse_version(active.version)
         except UpdateRefused:
             older = True  # an in-service version that cannot be ordered: only an explicit allowance goes past it
-        if older and (at_start or not self.allow_downgrade):
+        if older and at_start:
+            raise UpdateRefused("downgrade", f"v{version} is older than v{active.version} from the bundle", name,
+                                version)
+        if older and not self.allow_downgrade:
             raise UpdateRefused("downgrade", f"v{version} is not newer than v{active.version} in service "
                                              "(model_updates.allow_downgrade is false)", name, version)
 
@@ -641,8 +644,6 @@ class ModelUpdateListener:
     """The receiver's MQTT link: its own connection, updates applied one at a time off the network thread."""
 
     def __init__(self, receiver: ModelUpdateReceiver, topics, settings):
-        from dataclasses import replace
-
         self.receiver = receiver
         self.topics = topics
         # Its own client id: the publisher's session and outbox stay as they are.

@@ -511,3 +511,23 @@ def test_docs_explain_every_reason():
     text = (Path(__file__).resolve().parents[1] / "docs" / "model-updates.md").read_text()
     table = text.split("| reason | what happened | what to do |")[1].split("\n\n")[0]
     assert re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M) == list(REASONS)
+
+
+def test_a_newer_bundle_model_wins_over_an_older_installed_update(fleet, tmp_path):
+    store = ModelStore(tmp_path)
+    ModelUpdateReceiver(store, fleet["key"], models=[NAME], backend="numpy").apply(payload(fleet, "v1"))
+    restarted = ModelUpdateReceiver(store, fleet["key"], backend="numpy")
+    restarted.adopt(load_model(ModelManifest.read(fleet["root"] / "v2"), backend="numpy"))  # re-flashed with v2
+    assert restarted.load_installed() == [] and restarted.state()[NAME]["version"] == "2"
+
+
+def test_recorded_windows_are_the_smoke_test(fleet, tmp_path, data):
+    store = ModelStore(tmp_path)
+    receiver = ModelUpdateReceiver(store, fleet["key"], models=[NAME], backend="numpy")
+    receiver.apply(payload(fleet, "v1"))
+    store.record_smoke_windows(NAME, data[0][:20, :2])  # rows this gateway can no longer compute in full
+    report = receiver.apply(payload(fleet, "v2"))
+    assert report.outcome == "rolled_back" and "cannot score the smoke-test windows" in report.detail
+    assert receiver.state()[NAME]["version"] == "1"
+    with pytest.raises(ValueError, match="finite feature rows"):
+        store.record_smoke_windows(NAME, [[1.0, float("nan"), 2.0]])
