@@ -78,6 +78,7 @@ REASONS = {
     "unknown_model": "this gateway does not run a model of that name",
     "downgrade": "the version is not newer than the one in service",
     "features_changed": "the model reads other features than the one in service",
+    "outputs_changed": "the model gives other outputs (task, classes) than the one in service",
     "smoke_test_failed": "the model failed verification, loading or the smoke test on this gateway",
     "storage_error": "the gateway could not write the model to its disk",
 }
@@ -528,6 +529,12 @@ class ModelUpdateReceiver:
             raise UpdateRefused("features_changed", f"v{version} reads {', '.join(candidate.features)}, the model in "
                                                     f"service (v{active.version}) reads {', '.join(active.features)}: "
                                                     "this gateway computes the latter", name, version)
+        if (candidate.task, candidate.output_names) != (active.task, active.output_names):
+            # Detectors read the labels: a new class list needs new detector code, not just a new model.
+            raise UpdateRefused("outputs_changed", f"v{version} is a {candidate.task} with outputs "
+                                                   f"{', '.join(candidate.output_names)}, the model in service "
+                                                   f"(v{active.version}) a {active.task} with outputs "
+                                                   f"{', '.join(active.output_names)}", name, version)
         if candidate.version == active.version:
             if at_start:
                 raise UpdateRefused("downgrade", f"v{version} is already in service", name, version)

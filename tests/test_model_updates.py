@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -60,7 +60,10 @@ def fleet(tmp_path_factory, data):
     manifest["input"]["scaling"]["mean"][0] += 3 * manifest["input"]["scaling"]["scale"][0]
     (root / "v3" / "manifest.json").write_text(json.dumps(manifest, indent=1))
     export_model(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y), X, root / "other", "pipe_burst", "1")
-    for folder in ("v1", "v2", "v3", "other"):
+    # v5: the same features, but a regression (a detector reading class labels could not use it).
+    export_model(make_pipeline(StandardScaler(), LinearRegression()).fit(X, y), X, root / "v5", NAME, "5",
+                 decision_threshold=0.5)
+    for folder in ("v1", "v2", "v3", "v5", "other"):
         sign_model(root / folder, private)
     return {"root": root, "private": private, "public": public, "other_private": other_private,
             "key": load_public_key(public)}
@@ -531,3 +534,11 @@ def test_recorded_windows_are_the_smoke_test(fleet, tmp_path, data):
     assert receiver.state()[NAME]["version"] == "1"
     with pytest.raises(ValueError, match="finite feature rows"):
         store.record_smoke_windows(NAME, [[1.0, float("nan"), 2.0]])
+
+
+def test_a_model_with_other_outputs_is_refused(fleet, tmp_path):
+    receiver = ModelUpdateReceiver(ModelStore(tmp_path), fleet["key"], models=[NAME], backend="numpy")
+    receiver.apply(payload(fleet, "v1"))
+    report = receiver.apply(payload(fleet, "v5"))
+    assert (report.outcome, report.reason) == ("refused", "outputs_changed") and "regression" in report.detail
+    assert receiver.state()[NAME]["version"] == "1" and not (tmp_path / NAME / "5").exists()
