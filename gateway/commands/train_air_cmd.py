@@ -1,0 +1,70 @@
+"""`frugalsense train air-calibration`: retrain a low-cost sensor calibration from a CSV of co-located sensors and a reference.
+
+Trains on the first N days (time order), evaluates on the rest, and writes into
+--out the exported model (float and int8 ONNX, int8 TFLite, numpy, manifest),
+metrics.json (r2, mae, rmse, n_train, n_test, and the same for a linear baseline)
+and report.md with its plots. Reads the UCI "Air Quality" shape (';', decimal
+commas, Date and Time columns, -200 = missing) and plain CSV (',' and one date-time
+column).
+"""
+from __future__ import annotations
+
+import argparse
+
+TRAIN_GROUP = "train"
+
+
+def train_subparsers(subparsers):
+    """The sub-commands of ``frugalsense train``, created once and shared by every module adding one."""
+    parser = subparsers.choices.get(TRAIN_GROUP)
+    if parser is None:
+        parser = subparsers.add_parser(TRAIN_GROUP, help="train or retrain models",
+                                       description="Train or retrain models.")
+        parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+        parser._frugalsense_group = parser.add_subparsers(dest="train_command", metavar="MODEL")
+    group = getattr(parser, "_frugalsense_group", None)
+    if group is None:  # a 'train' parser made elsewhere: find its sub-commands
+        group = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return group
+
+
+def register(subparsers) -> None:
+    p = train_subparsers(subparsers).add_parser(
+        "air-calibration", help="retrain a sensor calibration from a CSV with a reference column",
+        description=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--csv", required=True, metavar="FILE", help="the co-location CSV")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="the reference column to reproduce, e.g. 'NO2(GT)'")
+    p.add_argument("--features", metavar="COL,...",
+                   help="input columns (default: every numeric column but the target and other '(GT)' columns)")
+    p.add_argument("--missing", type=float, default=-200.0, help="the value meaning 'missing' (default -200)")
+    p.add_argument("--train-days", type=float, default=30.0, metavar="N",
+                   help="days, from the first usable row, that train; the rest test (default 30)")
+    p.add_argument("--timezone", default="UTC", help="time zone of times written without an offset (default UTC)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the model, metrics.json and report.md go")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from gateway.cli import UserError
+    from training.air_calibration import CalibrationCsvError, read_calibration_csv, train_calibration
+
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserError(f"unknown time zone {args.timezone!r}: use an IANA name like 'Europe/Rome' or 'UTC'") from None
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    try:
+        table = read_calibration_csv(args.csv, missing=args.missing, tz=args.timezone)
+        result = train_calibration(table, args.target, args.out, features=features, train_days=args.train_days)
+    except CalibrationCsvError as exc:
+        raise UserError(str(exc)) from None
+    m, b = result.metrics, result.metrics["linear_baseline"]
+    print(f"{m['target']} from {', '.join(m['features'])}")
+    print(f"  trained on {m['n_train']} rows (first {m['train_days']:g} days), tested on {m['n_test']}")
+    print(f"  calibration      r2 {m['r2']:.3f}  mae {m['mae']:.3f}  rmse {m['rmse']:.3f}")
+    print(f"  linear baseline  r2 {b['r2']:.3f}  mae {b['mae']:.3f}  rmse {b['rmse']:.3f}")
+    print(f"  written to {result.out_dir}: model files, metrics.json, report.md, "
+          + ", ".join(p.name for p in result.files if p.suffix == ".png"))
+    return 0
