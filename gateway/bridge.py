@@ -8,7 +8,8 @@ of losing them. A payload that cannot be used is counted, logged and republished
 blocks the good ones behind it.
 
 Several bridges can share the load: give each its own fixed client id and the same
-``share_group``; they then subscribe to ``$share/<group>/<prefix>/+/+/#`` and the
+``share_group``; they then subscribe to ``$share/<group>/<prefix>/+/+/readings/+`` (and the
+other channels) and the
 broker hands each message to one of them (docs/scaling.md).
 """
 from __future__ import annotations
@@ -39,23 +40,23 @@ RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may have in flight 
 LOGGED_PER_REASON = 20  # then one line every 1000, so 10,000 bad payloads do not flood the log
 
 
-def subscription(prefix: str, share_group: str | None = None) -> str:
-    """The bridge's topic filter, shared among the workers of ``share_group`` if given.
+def subscriptions(prefix: str, share_group: str | None = None) -> tuple[str, ...]:
+    """The bridge's topic filters, shared among the workers of ``share_group`` if given.
 
-    >>> subscription("frugalsense"), subscription("frugalsense", "bridges")
-    ('frugalsense/+/+/#', '$share/bridges/frugalsense/+/+/#')
-    >>> subscription("frugalsense", "a/b")
+    >>> subscriptions("frugalsense")[1], subscriptions("frugalsense", "bridges")[1]
+    ('frugalsense/+/+/readings/+', '$share/bridges/frugalsense/+/+/readings/+')
+    >>> subscriptions("frugalsense", "a/b")
     Traceback (most recent call last):
     ...
     ValueError: share group 'a/b' must be letters, digits, '.', '_' or '-' (it becomes one topic level)
     """
-    topic = T.bridge_subscription(prefix)
+    topics = T.bridge_subscriptions(prefix)
     if share_group is None:
-        return topic
+        return topics
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", share_group):
         raise ValueError(f"share group {share_group!r} must be letters, digits, '.', '_' or '-' "
                          "(it becomes one topic level)")
-    return f"$share/{share_group}/{topic}"
+    return tuple(f"$share/{share_group}/{topic}" for topic in topics)
 
 
 class SubscriptionRefused(ConnectionError):
@@ -91,7 +92,7 @@ class Bridge:
         self.writer = writer
         self.prefix = prefix
         self.share_group = share_group
-        self.subscription = subscription(prefix, share_group)
+        self.subscriptions = subscriptions(prefix, share_group)
         self.batch_points = batch_points
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
@@ -129,7 +130,7 @@ class Bridge:
             self._stop.set()
             why = self._subscribe_refused or f"no answer within {timeout_s:.0f} s"
             raise SubscriptionRefused(f"MQTT broker {self.settings.host}:{self.settings.port} did not accept the "
-                                      f"bridge's subscription {self.subscription!r}: {why} "
+                                      f"bridge's subscriptions {list(self.subscriptions)}: {why} "
                                       "(check the broker ACL for this user)")
         return self
 
@@ -159,7 +160,7 @@ class Bridge:
             return
         self._connected.set()
         # Re-subscribing on every connect is harmless and covers a broker that lost the session.
-        client.subscribe(self.subscription, qos=1)
+        client.subscribe([(topic, 1) for topic in self.subscriptions])
         log.info("bridge connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
                  flags.session_present)
 
@@ -169,8 +170,8 @@ class Bridge:
             # Usually the broker's ACL: the bridge's user may not read the gateways' topics.
             self.counters["subscribe_refused"] += 1
             self._subscribe_refused = str(refused[0])
-            log.error("broker refused the bridge's subscription %r: %s (check the broker ACL for this user)",
-                      self.subscription, refused[0])
+            log.error("broker refused the bridge's subscriptions %s: %s (check the broker ACL for this user)",
+                      list(self.subscriptions), refused[0])
         self._subscribed.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):

@@ -80,13 +80,18 @@ def deadletter_topic(prefix: str) -> str:
     return f"{prefix}/{DEADLETTER}"
 
 
-def bridge_subscription(prefix: str) -> str:
-    """What the bridge subscribes to: every gateway's channels, not the dead letters.
+def bridge_subscriptions(prefix: str) -> tuple[str, ...]:
+    """What the bridge subscribes to: the four channels it writes to InfluxDB, nothing else.
 
-    ``<prefix>/deadletter`` has one level after the prefix, so ``+/+/#`` never
-    matches it and the bridge cannot feed on its own rejects.
+    Not ``<prefix>/+/+/#``: other channels under a gateway (signed model updates and
+    their status) are not data for the database, and the bridge must not dead-letter
+    them; nor does it see its own ``<prefix>/deadletter``.
+
+    >>> bridge_subscriptions("frugalsense")
+    ('frugalsense/+/+/status', 'frugalsense/+/+/readings/+', 'frugalsense/+/+/detections/+', 'frugalsense/+/+/alerts')
     """
-    return f"{prefix}/+/+/#"
+    return (f"{prefix}/+/+/{STATUS}", f"{prefix}/+/+/{READINGS}/+", f"{prefix}/+/+/{DETECTIONS}/+",
+            f"{prefix}/+/+/{ALERTS}")
 
 
 def parse_topic(prefix: str, topic: str) -> TopicParts:

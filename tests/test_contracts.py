@@ -105,10 +105,15 @@ def test_alert_rejects_long_message():
 def test_deadletter_topic_is_outside_bridge_subscription():
     import paho.mqtt.client as mqtt
 
-    sub = T.bridge_subscription(PREFIX)
-    assert mqtt.topic_matches_sub(sub, T.Topics(PREFIX, "net3", "gw-01").readings("F-lake"))
-    assert mqtt.topic_matches_sub(sub, T.Topics(PREFIX, "net3", "gw-01").status)
-    assert not mqtt.topic_matches_sub(sub, T.deadletter_topic(PREFIX))
+    subs = T.bridge_subscriptions(PREFIX)
+    t = T.Topics(PREFIX, "net3", "gw-01")
+
+    def seen(topic):
+        return any(mqtt.topic_matches_sub(sub, topic) for sub in subs)
+
+    assert all(seen(topic) for topic in (t.readings("F-lake"), t.status, t.detections("leak"), t.alerts))
+    assert not seen(T.deadletter_topic(PREFIX))
+    assert not seen(f"{t.base}/model-update/leak_mlp") and not seen(f"{t.base}/models")
 
 
 @pytest.mark.parametrize(

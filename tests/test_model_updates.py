@@ -411,7 +411,7 @@ def test_contracts_doc_lists_the_topics_and_its_status_example_decodes():
 
 def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_path):
     from gateway.localservices import LocalServices
-    from gateway.model_updates import DEFAULT_PUSH_USER, ModelUpdateListener, acl_lines
+    from gateway.model_updates import DEFAULT_PUSH_USER, ModelUpdateListener
     from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
     from gateway.security.certs import issue_certificate, make_ca, write_pair
 
@@ -421,7 +421,7 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
     write_pair(ca, tmp_path / "ca.pem", tmp_path / "ca.key")
     write_pair(issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
                tmp_path / "broker.pem", tmp_path / "broker.key")
-    (tmp_path / "acl").write_text(acl_text(prefix) + "\n" + acl_lines(prefix))
+    (tmp_path / "acl").write_text(acl_text(prefix))  # acl_text includes the model-update lines
     write_password_file(tmp_path / "passwd", passwords)
     security = BrokerSecurity(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "broker.pem",
                               key_file=tmp_path / "broker.key", password_file=tmp_path / "passwd",

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info("bridge %s running: mqtt %s:%s %s -> %s (influx %s)", args.client_id, args.mqtt_host, args.mqtt_port,
-             bridge.subscription, args.influx_url, args.influx_api)
+             ", ".join(bridge.subscriptions), args.influx_url, args.influx_api)
     try:
         while not stop.wait(args.stats_every):
             log.info("counters: %s dead letters: %s", dict(bridge.counters), dict(bridge.deadletters))

@@ -3,7 +3,7 @@
 A gateway's MQTT user is ``<site>/<gateway>`` (its password user, or the Common Name
 of its client certificate), so one ACL line gives every gateway its own topic prefix
 and nothing else: ``pattern write frugalsense/%u/#``. The bridge's user reads every
-gateway and writes the dead-letter topic.
+gateway and writes the dead-letter topic; the model publisher sends signed updates.
 
 >>> print(acl_text("frugalsense", "frugalsense-bridge"))  # doctest: +NORMALIZE_WHITESPACE
 # frugalsense broker ACL: anything not granted here is refused.
@@ -14,6 +14,12 @@ pattern write frugalsense/%u/#
 user frugalsense-bridge
 topic read frugalsense/#
 topic write frugalsense/deadletter
+<BLANKLINE>
+# Signed model updates: a gateway reads only its own updates; the model publisher sends them.
+pattern read frugalsense/%u/model-update/#
+user frugalsense-models
+topic write frugalsense/+/+/model-update/#
+topic read frugalsense/+/+/models
 """
 from __future__ import annotations
 
@@ -61,7 +67,15 @@ pattern write {prefix}/%u/#
 user {bridge_user}
 topic read {prefix}/#
 topic write {T.deadletter_topic(prefix)}
-"""
+
+{_model_update_lines(prefix)}"""
+
+
+def _model_update_lines(prefix: str) -> str:
+    # Imported here: gateway.model_updates uses gateway.security, not the other way round at import time.
+    from gateway.model_updates import acl_lines
+
+    return acl_lines(prefix)
 
 
 def write_password_file(path: Path, users: Mapping[str, str], *, mosquitto_passwd: str | None = None) -> None:
