@@ -234,3 +234,18 @@ def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
         card = json.loads((tmp_path / name / "card.json").read_text())
         assert set(card["metrics"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
         assert set(card["targets_met"]) == {t["metric"] for t in card["targets"]}
+
+
+def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys):
+    """The air site of `make demo`, on the real broker and database: every reading lands, the models speak."""
+    from gateway.commands.config_cmd import load_gateway_config
+    from gateway.commands.demo_cmd import DATABASE, _air_site
+    services.create_influx_database(DATABASE)
+    water = load_gateway_config(str(REPO / "firmware_configs" / "net3-demo.yaml"))
+    assert _air_site(water, services, tmp_path)
+    out = capsys.readouterr().out
+    assert "readings published 16128, in InfluxDB 16128 -> all landed" in out
+    agree = int(out.split("agrees with the simulation on ")[1].split("%")[0])
+    assert agree >= 85
+    assert "fault-PM25-sds-20260119T1750 fan_failure" in out  # the injected fan failure, raised as an alert
+    assert "NO2 virtual sensor (phones per antenna + weather): R2 0." in out

@@ -43,6 +43,8 @@ from datetime import datetime, timezone
 import numpy as np
 from scipy.signal import lfilter
 
+from edge.air.correction import correct_pm25
+from edge.contracts import QUANTITY_UNITS
 from edge.datasets import ZoneDataset
 from edge.features.air_features import HOUR_SLOTS, SLOT_MS, hygroscopic_growth
 from edge.sources.cell_counts import DEFAULT_K
@@ -131,13 +133,18 @@ class AirSite:
         return self.time_ms[::HOUR_SLOTS][: self.pattern.shape[0]]
 
     def to_dataset(self) -> ZoneDataset:
-        """The measured series as a replayable dataset (columns named after the sensors)."""
+        """The measured series as a replayable dataset (columns named after the sensors).
+
+        Adds ``pm25_corrected``, the US EPA humidity correction of the optical PM2.5 as a
+        gateway computes it (none for a fan-failure code: that is no measurement).
+        """
         names = list(SENSOR_QUANTITIES)
-        from edge.contracts import QUANTITY_UNITS
-        values = np.stack([self.sensors[n] for n in names], axis=1)
-        return ZoneDataset(time_ms=self.time_ms, values=values, columns=names,
-                           quantities=[SENSOR_QUANTITIES[n] for n in names],
-                           units=[QUANTITY_UNITS[SENSOR_QUANTITIES[n]] for n in names],
+        values = [self.sensors[n] for n in names]
+        pm25 = np.where(self.sensors["pm25"] >= FAN_VALUES["pm25"], np.nan, self.sensors["pm25"])
+        values.append(correct_pm25(pm25, self.sensors["humidity"]))
+        quantities = [SENSOR_QUANTITIES[n] for n in names] + ["pm25_corrected"]
+        return ZoneDataset(time_ms=self.time_ms, values=np.stack(values, axis=1), columns=names + ["pm25_corrected"],
+                           quantities=quantities, units=[QUANTITY_UNITS[q] for q in quantities],
                            leak_flow_lps=np.zeros(self.time_ms.shape[0]),
                            meta={"kind": "air-site", **self.meta})
 

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         summary, bridge = _stream(config, services, steps * len(config.sensors))
         say("[5/5] What InfluxDB holds now")
         ok = _report(services, summary, bridge, meta)
+        ok = _air_site(config, services, root) and ok
         if args.keep:
             _keep_running(services)
     return 0 if ok else 1
@@ -158,6 +159,114 @@ def _report(services, summary, bridge, meta) -> bool:
         say(f"      ALERT {alert_id} at {ms_to_datetime(time_ms):%Y-%m-%d %H:%M} UTC{delay}")
         say(f"            {message}")
     return landed_ok and bool(rows) == (leak_start is not None)
+
+
+# ---- an air-quality site next to the water zone (docs/air-models.md) ---------------------
+
+AIR_SITE, AIR_GATEWAY = "city-centre", "gw-air-demo"
+AIR_SEED, AIR_DAYS, AIR_START = 21, 14, "2026-01-12"  # a seed with all four patterns and a few faults
+AIR_SENSORS = {"PM25-sds": "pm25", "PM10-sds": "pm10", "PM25c-sds": "pm25_corrected", "NO2-node": "no2",
+               "T-node": "temperature", "RH-node": "humidity", "WIND-met": "wind_speed", "CC-centre": "cell_count"}
+
+
+def _air_config(water_config, services, dataset_path: Path, root: Path) -> dict:
+    models = Path(__file__).resolve().parents[2] / "models"
+    by_input = {q: sid for sid, q in AIR_SENSORS.items()}
+    inputs = lambda names: {k: by_input[k] for k in names}  # noqa: E731
+    return {
+        "site": AIR_SITE, "gateway": AIR_GATEWAY, "timezone": "UTC",
+        "sensors": [{"id": sid, "quantity": q, "driver": "replay", "column": q} for sid, q in AIR_SENSORS.items()],
+        "sources": {"replay": {"file": str(dataset_path)}},
+        "models": [
+            {"name": "eaqi-centre", "type": "eaqi", "sensors": ["PM25c-sds", "NO2-node"]},
+            # backend numpy: it runs everywhere (a 32-bit Pi too) and prints no runtime banner into the story.
+            {"name": "air-pattern", "type": "air_pattern", "model_dir": str(models / "air-pattern"), "backend": "numpy",
+             "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity", "cell_count"))},
+            {"name": "air-fault", "type": "sensor_fault", "model_dir": str(models / "air-fault"), "backend": "numpy",
+             "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity"))},
+            {"name": "no2-virtual", "type": "no2_virtual", "model_dir": str(models / "air-no2-virtual"),
+             "backend": "numpy",
+             "sensors": inputs(("cell_count", "wind_speed", "temperature", "humidity"))},
+        ],
+        "mqtt": {"host": services.mqtt_host, "port": services.mqtt_port,
+                 "topic_prefix": water_config.mqtt.topic_prefix},
+        "storage": {"data_dir": str(root / AIR_GATEWAY)},
+    }
+
+
+def _air_site(water_config, services, root: Path) -> bool:
+    """Simulate an air site, replay it through the same runner, MQTT and bridge, and say what the models saw."""
+    import numpy as np
+
+    from edge.contracts import ms_to_datetime
+    from gateway.bridge import Bridge
+    from gateway.config import GatewayConfig
+    from gateway.influx_writer import InfluxV1Writer
+    from gateway.publisher import MqttSettings
+    from gateway.runner import GatewayRunner
+    from training.air_sim import FAULTS, PATTERNS, simulate_air_site
+
+    site = simulate_air_site(days=AIR_DAYS, seed=AIR_SEED, start=AIR_START)
+    path = site.to_dataset().save(root / "air-site.npz")
+    config = GatewayConfig.model_validate(_air_config(water_config, services, path, root))
+    expected = len(site.time_ms) * len(AIR_SENSORS)
+    say(f"[+]   Air-quality site {AIR_SITE} next to the zone: {AIR_DAYS} simulated days (seed {AIR_SEED}), "
+        f"{expected} readings through the same runner, MQTT and bridge")
+    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-air-bridge"),
+                    InfluxV1Writer(services.influx_url, DATABASE), prefix=config.mqtt.topic_prefix).start()
+    try:
+        summary = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port).run()
+        bridge.wait_idle(quiet_s=1.0, timeout_s=120)
+    finally:
+        bridge.stop()
+
+    def rows(query):
+        answer = services.influx_query(query, db=DATABASE)
+        return answer["results"][0].get("series", [{}])[0].get("values", [])
+    where = f"\"site\" = '{AIR_SITE}' AND \"gateway\" = '{AIR_GATEWAY}'"
+    landed = rows(f'SELECT count("quality") FROM "reading" WHERE {where}')
+    landed = landed[0][1] if landed else 0
+    landed_ok = landed == summary.readings and summary.all_acknowledged
+    say(f"      readings published {summary.readings}, in InfluxDB {landed}"
+        f" -> {'all landed' if landed_ok else 'MISSING SOME'}")
+
+    truth = {int(t): PATTERNS[c] for t, c in zip(site.hour_ms, site.pattern)}
+    hours = rows(f'SELECT label, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'air_pattern\'')
+    judged = [(label, truth.get(int(start))) for _, label, start in hours if label != "insufficient_data"]
+    counts = {p: sum(label == p for label, _ in judged) for p in PATTERNS}
+    agree = np.mean([label == true for label, true in judged]) if judged else 0.0
+    say("      air pattern per hour: " + ", ".join(f"{p} {n}" for p, n in counts.items())
+        + f"; agrees with the simulation on {agree:.0%} of {len(judged)} hours")
+
+    hourly = site.truth["no2"].reshape(-1, 6).mean(axis=1)
+    index = {int(t): i for i, t in enumerate(site.hour_ms)}
+    virtual = [(score, hourly[index[int(start)]]) for _, score, start in rows(
+        f'SELECT score, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'no2_virtual\' '
+        "AND \"label\" != 'insufficient_data'") if int(start) in index]
+    if virtual:
+        est, true = np.array(virtual).T
+        r2 = 1 - np.sum((true - est) ** 2) / np.sum((true - true.mean()) ** 2)
+        say(f"      NO2 virtual sensor (phones per antenna + weather): R2 {r2:.2f} against the true hourly NO2 "
+            f"over {len(est)} hours, mean {est.mean():.0f} ug/m3")
+
+    injected = []
+    for column, codes in site.faults.items():
+        sensor = next(s for s, q in AIR_SENSORS.items() if q == column)
+        starts = np.flatnonzero((codes > 0) & np.r_[True, codes[1:] != codes[:-1]])
+        for start in starts:
+            length = int(np.argmax(codes[start:] != codes[start])) or len(codes) - start
+            if FAULTS[codes[start]] in ("stuck", "fan_failure") and length >= 6:
+                injected.append(f"{sensor} {FAULTS[codes[start]]} {ms_to_datetime(int(site.time_ms[start])):%m-%d %H:%M}")
+    alerts = rows(f'SELECT alert_id, label FROM "alert" WHERE {where} AND "state" = \'raised\' '
+                  "AND \"kind\" = 'sensor_fault'")
+    say(f"      injected stuck or fan faults of 1 h or more: {', '.join(injected) or 'none'}")
+    say(f"      sensor-fault alerts raised: {len(alerts)} "
+        f"({', '.join(sorted({f'{a} {label}' for _, a, label in alerts if label != 'dropout'})) or 'no stuck or fan'}"
+        f"{'; and dropouts' if any(label == 'dropout' for *_, label in alerts) else ''})")
+    eaqi = rows(f'SELECT label FROM "alert" WHERE {where} AND "state" = \'raised\' AND "kind" = \'aqi\'')
+    say(f"      EAQI station index (corrected PM2.5, NO2): {len(eaqi)} alerts raised"
+        + (f" ({', '.join(sorted({label for _, label in eaqi}))})" if eaqi else ""))
+    return landed_ok
 
 
 def _keep_running(services) -> None:
