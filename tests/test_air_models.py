@@ -249,3 +249,23 @@ def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys
     assert agree >= 85
     assert "fault-PM25-sds-20260119T1750 fan_failure" in out  # the injected fan failure, raised as an alert
     assert "NO2 virtual sensor (phones per antenna + weather): R2 0." in out
+
+
+def test_the_documented_config_validates_and_builds(tmp_path):
+    """The YAML example of docs/air-models.md, with sensors for its inputs, is a working config."""
+    import re
+
+    import yaml
+
+    from gateway.config import GatewayConfig
+    from gateway.runner import build_detectors
+    text = (REPO / "docs" / "air-models.md").read_text()
+    models = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1))["models"]
+    sensors = {"PM25-sds": "pm25", "PM10-sds": "pm10", "NO2-node": "no2", "T-node": "temperature",
+               "RH-node": "humidity", "CC-centre": "cell_count", "WIND-met": "wind_speed"}
+    data = {"site": "s", "gateway": "g", "mqtt": {"host": "127.0.0.1"}, "models": models,
+            "sensors": [{"id": k, "quantity": q, "driver": "replay"} for k, q in sensors.items()],
+            "sources": {"replay": {"file": "air.npz"}}}
+    config = GatewayConfig.model_validate(data, context={"path": str(REPO / "firmware_configs" / "example.yaml")})
+    assert [type(d).__name__ for d in build_detectors(config)] == [
+        "AirPatternDetector", "SensorFaultDetector", "No2VirtualSensor", "CalibrationDriftDetector"]
