@@ -1,0 +1,150 @@
+"""Evaluate an exported leak model on its held-out sets and write its card (card.json, card.md, report/).
+
+The held-out figures are measured on the exported files running on the edge
+runtimes (numpy float reference, int8 ONNX on onnxruntime, full-int8 TFLite on
+LiteRT), next to MNF at lambda = 10, 20, 30 % on the same scenarios, and checked
+against the targets of the leak-detection issue (``TARGETS``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edge.detectors.leak_model import LeakDetectorSettings, leak_scores
+from edge.runtime import available_backends, load
+from edge.runtime.manifest import ModelManifest
+from training.evaluate_leak import evaluate_set, mnf_traces, replay_learned
+from training.scenario_set import ScenarioSet
+
+MAIN_GROUP = "leaks_ge_5cm"
+# (format, runtime) the card measures; the first is the float reference.
+RUNS = (("numpy", "numpy"), ("onnx_int8", "onnxruntime"), ("tflite_int8", "litert"))
+MAX_FILE_BYTES = 64 * 1024
+TARGETS = {
+    "f1_leaks_ge_5cm": (">=", 0.85),
+    "early_detection_leaks_ge_5cm": (">=", 0.6),
+    "f1_ratio_over_best_mnf": (">=", 1.3),
+    "false_alarms_per_30_days_leak_free": ("<=", 1.0),
+    "int8_f1_difference": ("<=", 0.01),
+    "largest_file_bytes": ("<=", MAX_FILE_BYTES),
+}
+
+
+def concat_sets(a: ScenarioSet, b: ScenarioSet) -> ScenarioSet:
+    """Two sets of the same network, sensors and time axis as one."""
+    if a.sensors != b.sensors or not np.array_equal(a.time_ms, b.time_ms):
+        raise ValueError("only sets with the same sensors and time axis can be joined")
+    return ScenarioSet(a.time_ms, np.concatenate([a.values, b.values]), a.columns, a.quantities, a.units,
+                       np.concatenate([a.leak_flow_lps, b.leak_flow_lps]), np.concatenate([a.leak_flag, b.leak_flag]),
+                       a.scenarios + b.scenarios, dict(a.meta))
+
+
+def backends(model_dir: Path) -> dict:
+    manifest = ModelManifest.read(model_dir)
+    have = available_backends()
+    return {f"{fmt}/{rt}": load(manifest.files[fmt], rt) for fmt, rt in RUNS
+            if fmt in manifest.files and rt in have}
+
+
+def settings_for(settings: LeakDetectorSettings, scenario_set: ScenarioSet, presence: bool) -> LeakDetectorSettings:
+    """The same detector on another zone's sensors (features do not depend on how many there are)."""
+    flows = [(c, q) for c, q in scenario_set.sensors if q == "flow"]
+    pressures = [(c, q) for c, q in scenario_set.sensors if q == "pressure"]
+    sensors = flows + pressures + ([(c, q) for c, q in scenario_set.sensors if q == "cell_count"] if presence else [])
+    layout = replace(settings.layout, n_flow=len(flows), n_pressure=len(pressures))
+    return replace(settings, sensors=sensors, layout=layout)
+
+
+def evaluate_model(model_dir: Path, settings: LeakDetectorSettings, sets: dict[str, ScenarioSet],
+                   with_mnf: bool = True) -> tuple[dict, dict]:
+    """{set: {detector: {group: metrics}}} and the traces, for every runtime the card measures."""
+    from training.train_leak import sensor_values
+    runs = backends(model_dir)
+    metrics, traces = {}, {}
+    for key, scenario_set in sets.items():
+        local = settings if key != "holdout" else settings_for(settings, scenario_set, settings.layout.presence)
+        values = sensor_values(scenario_set, local.sensors)
+        found = {name: replay_learned(local, lambda X, b=backend: leak_scores(b, X), scenario_set, values)
+                 for name, backend in runs.items()}
+        if with_mnf:
+            found.update(mnf_traces(scenario_set))
+        metrics[key] = evaluate_set(found, scenario_set)
+        traces[key] = found
+    return metrics, traces
+
+
+def check_targets(metrics: dict, model_dir: Path, float_run: str) -> list[dict]:
+    main = metrics.get("heldout", {})
+    values = {}
+    if main:
+        f1 = main[float_run][MAIN_GROUP]["f1"]
+        values["f1_leaks_ge_5cm"] = f1
+        values["early_detection_leaks_ge_5cm"] = main[float_run][MAIN_GROUP]["early_detection"]
+        best_mnf = max(m[MAIN_GROUP]["f1"] for name, m in main.items() if name.startswith("mnf_"))
+        values["f1_ratio_over_best_mnf"] = f1 / best_mnf if best_mnf > 0 else math.inf
+        values["false_alarms_per_30_days_leak_free"] = main[float_run]["leak_free"]["false_alarms_per_30_days"]
+        int8 = [abs(m[MAIN_GROUP]["f1"] - f1) for name, m in main.items() if "int8" in name]
+        if int8:
+            values["int8_f1_difference"] = max(int8)
+    manifest = ModelManifest.read(model_dir)
+    values["largest_file_bytes"] = max(e.path.stat().st_size for e in manifest.files.values())
+    out = []
+    for name, value in values.items():
+        op, target = TARGETS[name]
+        met = value >= target if op == ">=" else value <= target
+        out.append({"name": name, "value": _round(value), "target": f"{op} {target}", "met": bool(met)})
+    return out
+
+
+def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: dict, started: float) -> dict:
+    """Evaluate on the held-out sets and write card.json, card.md and report/."""
+    from training.leak_report import write_report
+    sets = {}
+    if "test" in data.sets and "test_free" in data.sets:
+        sets["heldout"] = concat_sets(data.sets["test"], data.sets["test_free"])
+    for key in ("holdout", "population"):
+        if key in data.sets:
+            sets[key] = data.sets[key]
+    metrics, traces = evaluate_model(out, settings, sets)
+    float_run = next(iter(backends(out)))
+    manifest = ModelManifest.read(out)
+    card = {
+        "name": spec.name, "version": spec.version, "kind": "learned_leak",
+        "description": manifest.raw.get("description", ""),
+        "network": data.plan.network, "sensors": [list(s) for s in settings.sensors],
+        "features": manifest.features, "detector": settings.to_dict(),
+        "files": {k: {"path": e.path.name, "bytes": e.path.stat().st_size} for k, e in manifest.files.items()},
+        "training": training,
+        "evaluation": {"float_reference": float_run,
+                       "sets": {k: {"network": s.meta["network"], "scenarios": s.n_scenarios, "days": s.meta["days"],
+                                    "step_s": s.step_s} for k, s in sets.items()}},
+        "metrics": _round(metrics),
+        "targets": check_targets(metrics, out, float_run),
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_report(out, card, sets, traces, float_run)
+    return card
+
+
+def _round(value):
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    return value
+
+
+def load_settings(model_dir: Path) -> LeakDetectorSettings:
+    manifest = ModelManifest.read(model_dir)
+    if "detector" not in manifest.raw:
+        raise ValueError(f"{model_dir}: the manifest has no 'detector' section: not a learned leak model")
+    return LeakDetectorSettings.from_dict(manifest.raw["detector"])
+
