@@ -25,6 +25,7 @@ from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors.aqi import AqiDetector
 from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, SensorFaultDetector
 from edge.detectors.drift import CalibrationDriftDetector
+from edge.detectors.leak_model import LearnedLeakDetector
 from edge.detectors.night_flow import MinimumNightFlowDetector
 from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
@@ -83,6 +84,8 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
 DETECTOR_FACTORIES: dict[str, Callable] = {
     "mnf": lambda config, m: MinimumNightFlowDetector(config.site, config.gateway, model=m.name,
                                                       **m.detector_params(config.timezone)),
+    "learned_leak": lambda config, m: LearnedLeakDetector.from_model_dir(
+        site=config.site, gateway=config.gateway, model=m.name, **m.detector_params(config)),
     "eaqi": lambda config, m: AqiDetector(config.site, config.gateway, model=m.name,
                                           **m.detector_params({s.id: s.quantity for s in config.sensors})),
     "air_pattern": lambda config, m: AirPatternDetector(config.site, config.gateway, model=m.name,

@@ -190,10 +190,12 @@ def score_group(trace: Trace, scenario_set: ScenarioSet, rows: np.ndarray) -> di
 
 
 def groups(scenario_set: ScenarioSet, min_diameter_m: float = 0.05) -> dict[str, np.ndarray]:
-    """Scenario indices: leaks >= min_diameter_m, all leaks, leak-free."""
+    """Scenario indices: leaks >= min_diameter_m (the targets), 5-10 cm, under 5 cm, all leaks, leak-free."""
     diam = np.array([(s.get("leak") or {}).get("diameter_m", 0.0) for s in scenario_set.scenarios])
     has = np.array([s.get("leak") is not None for s in scenario_set.scenarios])
     return {f"leaks_ge_{round(min_diameter_m * 100)}cm": np.flatnonzero(has & (diam >= min_diameter_m)),
+            "leaks_5_to_10cm": np.flatnonzero(has & (diam >= 0.05) & (diam < 0.10)),
+            "leaks_under_5cm": np.flatnonzero(has & (diam < 0.05)),
             "all_leaks": np.flatnonzero(has), "leak_free": np.flatnonzero(~has)}
 
 

@@ -101,7 +101,8 @@ def check_targets(metrics: dict, model_dir: Path, float_run: str) -> list[dict]:
     return out
 
 
-def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: dict, started: float) -> dict:
+def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: dict, started: float,
+               extra_metrics: dict | None = None) -> dict:
     """Evaluate on the held-out sets and write card.json, card.md and report/."""
     from training.leak_report import write_report
     sets = {}
@@ -111,6 +112,7 @@ def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: 
         if key in data.sets:
             sets[key] = data.sets[key]
     metrics, traces = evaluate_model(out, settings, sets)
+    metrics.update(extra_metrics or {})
     float_run = next(iter(backends(out)))
     manifest = ModelManifest.read(out)
     card = {
@@ -123,6 +125,10 @@ def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: 
         "evaluation": {"float_reference": float_run,
                        "sets": {k: {"network": s.meta["network"], "scenarios": s.n_scenarios, "days": s.meta["days"],
                                     "step_s": s.step_s} for k, s in sets.items()}},
+        "metrics_note": ("heldout = other seeds of the training network (test + test_free); holdout = a network "
+                         "never seen in training, sensors placed automatically; population = leak-free scenarios "
+                         "with a population change; population_without_presence = same recipe and data without "
+                         "the presence input (float, scikit-learn)"),
         "metrics": _round(metrics),
         "targets": check_targets(metrics, out, float_run),
         "build_seconds": round(time.perf_counter() - started, 1),

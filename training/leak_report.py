@@ -129,9 +129,12 @@ def _report_md(card: dict, images: list[str]) -> str:
     parts = [f"# Training report: {card['name']} v{card['version']}", "",
              "Written by `training/leak_card.py` (`make train`); every figure below is measured.", "",
              "## Targets", "", _targets(card), ""]
-    for key, about in card["evaluation"]["sets"].items():
-        parts += [f"## Set `{key}`: {about['network']}, {about['scenarios']} scenarios of {about['days']} days "
-                  f"at {about['step_s'] // 60} min", "", _table(card["metrics"][key]), ""]
+    parts += [card["metrics_note"] + ".", ""]
+    for key, metrics in card["metrics"].items():
+        about = card["evaluation"]["sets"].get(key)
+        title = (f"## Set `{key}`: {about['network']}, {about['scenarios']} scenarios of {about['days']} days "
+                 f"at {about['step_s'] // 60} min") if about else f"## `{key}`"
+        parts += [title, "", _table(metrics), ""]
     parts += ["## Persistence chosen on the validation set", "",
               "| raise threshold | raise after (h) | F1 (val leaks) | false alarms / 30 days (val) |", "|---|---|---|---|"]
     parts += [f"| {t['raise_threshold']} | {t['raise_h']} | {t['f1']} | {t['false_alarms_per_30_days']} |"

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from edge.detectors.leak_model import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
-from training.evaluate_leak import alarm_states, false_alarms, groups, pooled_scores
+from training.evaluate_leak import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
 from training.leak_scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, plan_zone
 from training.scenario_set import ScenarioSet
 
@@ -200,6 +200,37 @@ def tune_persistence(layout: LeakFeatureLayout, sensors, score_fn, val: Scenario
     return best["settings"], [{k: v for k, v in t.items() if k != "settings"} for t in trials]
 
 
+def fit_and_tune(spec: LeakTrainingSpec, data: ZoneData, sensors, layout: LeakFeatureLayout):
+    """Fit the MLP on the training set and pick its alarm settings on the validation set."""
+    train, val = data.sets["train"], data.sets["val"]
+    X, y, valid = teacher_features(layout, train, sensor_values(train, sensors))
+    rows = np.flatnonzero(valid)
+    if rows.size > spec.max_rows:
+        rows = np.sort(np.random.default_rng(spec.seed).choice(rows, spec.max_rows, replace=False))
+    log.info("fitting an MLP %s on %d rows (%.1f %% leak)", spec.hidden, rows.size, 100 * y[rows].mean())
+    model = fit_classifier(X[rows], y[rows], spec.hidden, spec.seed)
+    leak_column = list(model.classes_).index(1)
+    score_fn = lambda Z: model.predict_proba(Z)[:, leak_column]  # noqa: E731
+    settings, trials = tune_persistence(layout, sensors, score_fn, val, sensor_values(val, sensors))
+    calib = X[rows[np.linspace(0, rows.size - 1, min(rows.size, 5000)).astype(int)]]
+    info = {"rows": int(rows.size), "leak_share": round(float(y[rows].mean()), 4),
+            "mlp_iterations": int(model[-1].n_iter_), "persistence_trials": trials}
+    return model, score_fn, settings, calib, info
+
+
+def presence_ablation(spec: LeakTrainingSpec, data: ZoneData, sensors, layout: LeakFeatureLayout) -> dict:
+    """The same scenarios and recipe without the presence input, on the population-change set.
+
+    The fair 'without the covariate' figure: only the input differs, not the data.
+    """
+    sensors = [s for s in sensors if s[1] != "cell_count"]
+    layout = replace(layout, presence=False)
+    _, score_fn, settings, _, _ = fit_and_tune(spec, data, sensors, layout)
+    population = data.sets["population"]
+    trace = replay_learned(settings, score_fn, population, sensor_values(population, sensors))
+    return evaluate_set({"sklearn_float_without_presence": trace}, population)
+
+
 def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, progress: bool = True,
                cache: Path | None = None) -> dict:
     """Simulate, train, tune, export and evaluate one model into ``out_dir``; return its card."""
@@ -212,18 +243,7 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
     sensors = model_sensors(data.plan)
     layout = LeakFeatureLayout(step_s=spec.step_s, n_flow=len(data.plan.flows), n_pressure=len(data.plan.pressures),
                                presence=spec.presence)
-    train, val = data.sets["train"], data.sets["val"]
-    X, y, valid = teacher_features(layout, train, sensor_values(train, sensors))
-    rng = np.random.default_rng(spec.seed)
-    rows = np.flatnonzero(valid)
-    if rows.size > spec.max_rows:
-        rows = np.sort(rng.choice(rows, spec.max_rows, replace=False))
-    log.info("fitting an MLP %s on %d rows (%.1f %% leak)", spec.hidden, rows.size, 100 * y[rows].mean())
-    model = fit_classifier(X[rows], y[rows], spec.hidden, spec.seed)
-    leak_column = list(model.classes_).index(1)
-    settings, trials = tune_persistence(layout, sensors, lambda Z: model.predict_proba(Z)[:, leak_column], val,
-                                        sensor_values(val, sensors))
-    calib = X[rows[np.linspace(0, rows.size - 1, min(rows.size, 5000)).astype(int)]]
+    model, _, settings, calib, info = fit_and_tune(spec, data, sensors, layout)
     out.mkdir(parents=True, exist_ok=True)
     export_model(model, calib, out, spec.name, spec.version, feature_names=layout.feature_names,
                  description=spec.description or f"leak detector for {data.plan.network}")
@@ -231,13 +251,14 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
     manifest = json.loads(manifest_path.read_text())
     manifest["detector"] = {"kind": "learned_leak", **settings.to_dict()}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    training = {"spec": _jsonable(asdict(spec)), "network": data.plan.network, "sensors": sensors,
-                "rows": int(rows.size), "leak_share": round(float(y[rows].mean()), 4),
-                "mlp_iterations": int(model[-1].n_iter_), "persistence_trials": trials,
+    training = {"spec": _jsonable(asdict(spec)), "network": data.plan.network, "sensors": sensors, **info,
                 "scenario_sets": {k: {"scenarios": s.n_scenarios, "network": s.meta["network"],
                                       "seed": s.meta["seed"], "failed": len(s.meta["failed"])}
                                   for k, s in data.sets.items()}}
-    return write_card(out, spec, data, settings, training, started)
+    extra = {}
+    if spec.presence and "population" in data.sets:
+        extra["population_without_presence"] = presence_ablation(spec, data, sensors, layout)
+    return write_card(out, spec, data, settings, training, started, extra)
 
 
 def _jsonable(value):

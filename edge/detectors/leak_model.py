@@ -130,6 +130,20 @@ class LearnedLeakDetector:
         self.step_ms = settings.layout.step_s * 1000
         self.reset()
 
+    @classmethod
+    def from_model_dir(cls, model_dir, site: str, gateway: str, inputs: dict[str, tuple[str, str]],
+                       backend: str = "auto", model: str | None = None) -> "LearnedLeakDetector":
+        """Verify every file of an exported model (sha256), load it on ``backend`` and build the detector."""
+        from edge.runtime import load_model
+        from edge.runtime.manifest import ModelManifest
+        from edge.runtime.registry import verify
+
+        manifest = verify(ModelManifest.read(model_dir))
+        if "detector" not in manifest.raw:
+            raise ValueError(f"{model_dir}: model {manifest.name} has no 'detector' section: not a learned leak model")
+        settings = LeakDetectorSettings.from_dict(manifest.raw["detector"])
+        return cls(site, gateway, load_model(manifest, backend), settings, inputs, model=model)
+
     def reset(self) -> None:
         lay = self.settings.layout
         self.state_ = LeakFeatureState(lay)

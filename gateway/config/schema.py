@@ -653,6 +653,35 @@ class CalibrationDriftModel(ModelBase):
                 "min_sigma": self.min_sigma}
 
 
+class LeakInput(Section):
+    """One input of a learned leak model: this gateway's sensor and the network element it measures."""
+
+    sensor: Identifier
+    element: Text  # the link or node name in the network the model was trained on, e.g. "10"
+
+
+@model_type
+class LearnedLeakModel(ModelBase):
+    """Learned leak detector on a zone's meters and pressures (edge/detectors/leak_model.py, docs/leak-detection.md)."""
+
+    type: Literal["learned_leak"]
+    model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
+    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    # Empty: every sensor feeds the model input named by its replay column (or its id).
+    inputs: list[LeakInput] = Field(default_factory=list)
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        sensors = {s.id: s for s in config.sensors}
+        if self.inputs:
+            unknown = [i.sensor for i in self.inputs if i.sensor not in sensors]
+            if unknown:
+                raise ValueError(f"model {self.name}: input sensor(s) {', '.join(unknown)} not in sensors")
+            inputs = {i.sensor: (i.element, sensors[i.sensor].quantity) for i in self.inputs}
+        else:
+            inputs = {s.id: (getattr(s, "column", None) or s.id, s.quantity) for s in config.sensors}
+        return {"model_dir": config.resolve_path(self.model_dir), "backend": self.backend, "inputs": inputs}
+
+
 def _tagged_union(registry: dict[str, type[BaseModel]], key: str) -> Any:
     return Annotated[Union[tuple(registry.values())], Field(discriminator=key)]  # noqa: UP007
 
