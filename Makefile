@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test clean services train-air
+.PHONY: setup demo test clean services train-air train-leak train
 
 setup: $(STAMP) services
 
@@ -31,6 +31,15 @@ test: setup
 # models/air-*/, measure every format against the targets and write the cards (~2 min).
 train-air: $(STAMP)
 	$(BIN)/python -m training.train_air --out models
+
+# Leak models (leak-mlp-net3, leak-mlp-net3-presence): simulate Net3 and Net1 scenarios, train,
+# export to models/leak-*/, evaluate against MNF, write cards and reports (about 10 min on 2 cores).
+# One BLAS thread: the same seeds then give the same files.
+train-leak: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m training.train_leak --shipped --models models
+
+# Every shipped model.
+train: train-air train-leak
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info

@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "gateway.commands.report_cmd",
     "gateway.commands.model_cmd",
     "gateway.commands.train_air_cmd",
+    "gateway.commands.train_cmd",
+    "gateway.commands.detect_cmd",
 )
 
 

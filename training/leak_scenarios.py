@@ -134,7 +134,7 @@ def plan_zone(network: str | os.PathLike, config: ScenarioConfig = ScenarioConfi
     if not flows:
         raise ValueError(f"{name} has no reservoir or tank link to meter: name the flow sensors")
     signs = flow_signs(wn, flows)
-    min_pressure = _nominal_min_pressure(inp_text, wn.junction_name_list, config.step_s)
+    min_pressure = _nominal_min_pressure(inp_text, wn.junction_name_list, config.step_s, min(7, config.days))
     if pressures is None:
         candidates = [j for j, p in min_pressure.items() if p >= MIN_SENSOR_PRESSURE_M]
         pressures = place_pressure_sensors(wn, candidates, n_pressure)
@@ -146,9 +146,9 @@ def plan_zone(network: str | os.PathLike, config: ScenarioConfig = ScenarioConfi
                     leak_nodes)
 
 
-def _nominal_min_pressure(inp_text: str, junctions: list[str], step_s: int) -> dict[str, float]:
-    """Lowest pressure of every junction over one leak-free week."""
-    steps = 7 * DAY_S // step_s
+def _nominal_min_pressure(inp_text: str, junctions: list[str], step_s: int, days: int) -> dict[str, float]:
+    """Lowest pressure of every junction over a leak-free run of ``days`` (a week at most)."""
+    steps = days * DAY_S // step_s
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "network.inp"
         path.write_text(inp_text)

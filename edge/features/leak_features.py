@@ -183,23 +183,26 @@ class LeakFeatureState:
             spread = 1.4826 * np.nanmedian(np.abs(recent - self.expected_), axis=(0, 1))
             mnfs = np.array([d.mnf for d in accepted[-lay.baseline_days:]])
             self.mnf_baseline_ = float(np.nanmedian(mnfs)) if np.isfinite(mnfs).any() else math.nan
-        self.inflow_level_ = max(abs(float(np.nanmean(self.expected_[:, 0]))), LEVEL_FLOOR)
+            level = float(np.nanmean(self.expected_[:, 0]))
+        self.inflow_level_ = max(abs(level), LEVEL_FLOOR) if math.isfinite(level) else LEVEL_FLOOR
         self.inflow_cv_ = float(spread[0]) / self.inflow_level_
         self.scale_ = np.maximum(np.nan_to_num(spread, nan=PRESSURE_FLOOR_M), PRESSURE_FLOOR_M)
         if lay.presence:
-            self.presence_level_ = max(abs(float(np.nanmean(self.expected_[:, -1]))), LEVEL_FLOOR)
+            with _quiet():
+                presence = float(np.nanmean(self.expected_[:, -1]))
+            self.presence_level_ = max(abs(presence), LEVEL_FLOOR) if math.isfinite(presence) else LEVEL_FLOOR
 
     def end_day(self, channels: np.ndarray, accepted: bool) -> None:
         """Store the finished day (accepted into the baseline or not) and keep its last 24 h of residuals."""
         lay = self.layout
-        channels = np.asarray(channels, dtype=np.float64)
+        channels = np.array(channels, dtype=np.float64)  # a copy: the caller may reuse its array for the next day
         if channels.shape != (lay.steps_per_day, lay.n_channels):
             raise ValueError(f"a day has shape ({lay.steps_per_day}, {lay.n_channels}), got {channels.shape}")
         start = self.day_start_ms_
         weekday = datetime.fromtimestamp(start / 1000, tz=timezone.utc).weekday()
         covered = np.isfinite(channels[:, self._base_channels()]).all(axis=1).mean()
         self.tail_ = np.vstack([self.tail_, self._residuals(channels)])[-(lay.steps_per_day - 1):]
-        self.days_.append(_Day(channels, weekday, bool(accepted) and covered >= MIN_DAY_COVERAGE,
+        self.days_.append(_Day(channels, weekday, bool(accepted and covered >= MIN_DAY_COVERAGE),
                                self._night_mnf(channels)))
 
     # ---- per step --------------------------------------------------------------------
