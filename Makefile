@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test clean services train-air train-leak train
+.PHONY: setup demo test clean services train-air train-leak train chaos bench-outbox
 
 setup: $(STAMP) services
 
@@ -26,6 +26,15 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The chaos suite with 60 s outages (about 7 min); rewrites docs/chaos.json and docs/chaos.md.
+# `make test` runs the same scenarios with 5 s outages and writes its report under .run/chaos/.
+chaos: setup
+	FRUGALSENSE_CHAOS_OUTAGE_S=60 FRUGALSENSE_CHAOS_REPORT=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/test_chaos.py
+
+# What the outbox's fsync policy costs on this disk; rewrites docs/outbox-bench.json (~1 min).
+bench-outbox: $(STAMP)
+	$(BIN)/python scripts/bench_outbox.py
 
 # Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
 # models/air-*/, measure every format against the targets and write the cards (~2 min).
