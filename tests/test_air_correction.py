@@ -46,3 +46,11 @@ def test_bad_inputs_are_refused_with_the_value():
         epa_nationwide(np.array([5.0, 6.0]), np.array([50.0, -5.0]))
     with pytest.raises(ValueError, match="unknown PM2.5 correction 'linear'"):
         correct_pm25(10.0, 50.0, "linear")
+
+
+def test_every_quantity_has_a_physical_range():
+    """A quantity added to the contracts without a range would let impossible values through unflagged."""
+    from edge.air.limits import PHYSICAL_RANGE
+    from edge.contracts import QUANTITY_UNITS
+
+    assert set(PHYSICAL_RANGE) == set(QUANTITY_UNITS)

@@ -23,6 +23,7 @@ PHYSICAL_RANGE: dict[str, tuple[float | None, float | None]] = {
     # Air temperatures ever recorded span -89 .. +57 degC; a sun-heated box adds some.
     "temperature": (-90.0, 90.0),
     "cell_count": (0.0, None),
+    "wind_speed": (0.0, None),
     "flow": (None, None),  # signed: a meter may see flow out of the zone
     "pressure": (None, None),  # head may be negative above a pump suction
 }
