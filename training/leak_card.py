@@ -31,6 +31,7 @@ TARGETS = {
     "f1_ratio_over_best_mnf": (">=", 1.3),
     "false_alarms_per_30_days_leak_free": ("<=", 1.0),
     "int8_f1_difference": ("<=", 0.01),
+    "runtime_decision_agreement": (">=", 0.99),
     "largest_file_bytes": ("<=", MAX_FILE_BYTES),
 }
 
@@ -78,9 +79,37 @@ def evaluate_model(model_dir: Path, settings: LeakDetectorSettings, sets: dict[s
     return metrics, traces
 
 
-def check_targets(metrics: dict, model_dir: Path, float_run: str) -> list[dict]:
+def runtime_agreement(traces: dict, threshold: float) -> float:
+    """Smallest share of scored windows on which two runtimes take the same decision (score >= threshold)."""
+    runs = [t for name, t in traces.items() if "/" in name]
+    shares = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            both = a.valid & b.valid
+            shares.append(float(np.mean((a.score[both] >= threshold) == (b.score[both] >= threshold))))
+    return min(shares) if shares else math.nan
+
+
+def band_comparison(metrics: dict, float_run: str) -> dict:
+    """Learned against the best MNF per leak-size band of the held-out set (not a target: where each one stands)."""
+    main = metrics.get("heldout", {})
+    out = {}
+    for group in ("leaks_under_5cm", "leaks_5_to_10cm", "leaks_ge_5cm", "all_leaks"):
+        if group not in main.get(float_run, {}):
+            continue
+        mnf = {name: m[group]["f1"] for name, m in main.items() if name.startswith("mnf_") and group in m}
+        best = max(mnf, key=lambda k: mnf[k] or 0)
+        f1 = main[float_run][group]["f1"]
+        out[group] = {"learned_f1": f1, "best_mnf": best, "best_mnf_f1": mnf[best],
+                      "ratio": f1 / mnf[best] if mnf[best] else None}
+    return out
+
+
+def check_targets(metrics: dict, model_dir: Path, float_run: str, agreement: float | None = None) -> list[dict]:
     main = metrics.get("heldout", {})
     values = {}
+    if agreement is not None and math.isfinite(agreement):
+        values["runtime_decision_agreement"] = agreement
     if main:
         f1 = main[float_run][MAIN_GROUP]["f1"]
         values["f1_leaks_ge_5cm"] = f1
@@ -130,7 +159,9 @@ def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: 
                          "with a population change; population_without_presence = same recipe and data without "
                          "the presence input (float, scikit-learn)"),
         "metrics": _round(metrics),
-        "targets": check_targets(metrics, out, float_run),
+        "targets": check_targets(metrics, out, float_run,
+                                 runtime_agreement(traces.get("heldout", {}), settings.raise_threshold)),
+        "mnf_comparison_by_leak_size": _round(band_comparison(metrics, float_run)),
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")

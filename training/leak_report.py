@@ -125,10 +125,18 @@ def _targets(card: dict) -> str:
     return "\n".join(lines)
 
 
+def _bands(card: dict) -> str:
+    lines = ["| leaks | learned F1 | best MNF | its F1 | ratio |", "|---|---|---|---|---|"]
+    for group, b in card.get("mnf_comparison_by_leak_size", {}).items():
+        lines.append(f"| {group} | {b['learned_f1']} | {b['best_mnf']} | {b['best_mnf_f1']} | {b['ratio']} |")
+    return "\n".join(lines)
+
+
 def _report_md(card: dict, images: list[str]) -> str:
     parts = [f"# Training report: {card['name']} v{card['version']}", "",
              "Written by `training/leak_card.py` (`make train`); every figure below is measured.", "",
-             "## Targets", "", _targets(card), ""]
+             "## Targets", "", _targets(card), "",
+             "## Learned against the best MNF, by leak size (held-out set)", "", _bands(card), ""]
     parts += [card["metrics_note"] + ".", ""]
     for key, metrics in card["metrics"].items():
         about = card["evaluation"]["sets"].get(key)
@@ -159,4 +167,5 @@ def _card_md(card: dict) -> str:
         f"{card['training']['scenario_sets']['train']['scenarios']} simulated scenarios; built in "
         f"{card['build_seconds']} s", "",
         "## Targets (held-out scenarios)", "", _targets(card), "",
+        "## Learned against the best MNF, by leak size", "", _bands(card), "",
         "Full tables and plots: [report/report.md](report/report.md). Metrics are in `card.json` (`metrics`).", ""])

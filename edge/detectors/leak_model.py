@@ -155,6 +155,7 @@ class LearnedLeakDetector:
         self.today_ = np.full((lay.steps_per_day, lay.n_channels), np.nan)
         self.alarm_in_day_ = False
         self.alert_ = None  # (alert_id, since_ms) while raised
+        self.late_readings_ = 0
 
     def update(self, reading: Reading) -> list[Detection | Alert]:
         """Consume one reading; return the decisions of every step that ended before it."""
@@ -171,7 +172,8 @@ class LearnedLeakDetector:
                 out += self._skip_to(k)
             self.bin_ = k
         elif k < self.bin_:
-            return []  # late reading for a step already decided: dropped, as a live gateway would
+            self.late_readings_ += 1  # for a step already decided: counted, not used
+            return []
         if Quality(reading.quality) in _USABLE and reading.value is not None and math.isfinite(reading.value):
             self.sums_[column] += reading.value
             self.counts_[column] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import re
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for t, row in zip(series.time_ms.tolist(), series.values.tolist()):
         for sensor, value in zip(names, row):
             element, quantity = ids[sensor]
-            ok = value == value  # not NaN
+            ok = math.isfinite(value)
             reading = Reading(t, SITE, GATEWAY, sensor, quantity, value if ok else None, QUANTITY_UNITS[quantity],
                               Quality.OK if ok else Quality.UNKNOWN)
             outputs += detector.update(reading)
