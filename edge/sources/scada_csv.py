@@ -132,7 +132,7 @@ def _text(source) -> str:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise ScadaError(f"{path}: cannot read the file ({exc.strerror})") from None
+            raise ScadaError(f"cannot read the file ({exc.strerror})") from None
         try:
             return raw.decode("utf-8-sig")
         except UnicodeDecodeError:
