@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 try:
     import fcntl
@@ -88,7 +89,8 @@ CREATE INDEX IF NOT EXISTS messages_by_priority ON messages (priority, id);
 CREATE TABLE IF NOT EXISTS streams (
     stream TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
-    mark_ms INTEGER          -- latest data time stored on this stream (resume point)
+    mark_ms INTEGER,         -- latest data time stored on this stream (resume point)
+    at_mark INTEGER NOT NULL DEFAULT 0  -- how many messages of the stream carry exactly mark_ms
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -104,6 +106,17 @@ _PERSISTED = (DROPPED_READINGS, DROPPED_READING_MESSAGES, DROPPED_STATUS, REFUSE
 
 class OutboxError(RuntimeError):
     """The outbox cannot be opened or written; the message says what to do."""
+
+
+class Mark(NamedTuple):
+    """Where a stream stands: its latest data time, and how many messages carry exactly that time.
+
+    The count matters where several items share a time on one stream (two detectors
+    deciding on the same night): a replay resumed after a crash skips exactly those.
+    """
+
+    time_ms: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +193,9 @@ class Outbox:
                 raise OutboxError(f"the outbox {self.path} has format {version}, this version reads "
                                   f"{_FILE_FORMAT}; deliver it with the version that wrote it")
             db.executescript(_SCHEMA)
+            if "at_mark" not in {row[1] for row in db.execute("PRAGMA table_info(streams)")}:
+                # Written by the first version of this module, before marks counted their messages.
+                db.execute("ALTER TABLE streams ADD COLUMN at_mark INTEGER NOT NULL DEFAULT 0")
             db.execute(f"PRAGMA user_version={_FILE_FORMAT}")
         except sqlite3.DatabaseError as exc:
             self._release_lock()
@@ -193,7 +209,8 @@ class Outbox:
     def _load_state(self) -> None:
         count, total = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
         self._count, self._bytes = count, total
-        self._streams = {s: [n, m] for s, n, m in self._db.execute("SELECT stream, next_seq, mark_ms FROM streams")}
+        self._streams = {s: [n, m, c] for s, n, m, c in
+                         self._db.execute("SELECT stream, next_seq, mark_ms, at_mark FROM streams")}
         self._counters = dict.fromkeys(_PERSISTED, 0)
         self._counters.update(self._db.execute("SELECT name, value FROM counters").fetchall())
         self.replayed = count  # messages found from a previous process, sent again now
@@ -241,17 +258,21 @@ class Outbox:
             self._expire_if_due(now_ms, counters)
             if not self._make_room(size, kind, items, counters):
                 return None
-            next_seq, mark = self._streams.get(stream, (1, None))
-            if data_time_ms is not None and (mark is None or data_time_ms > mark):
-                mark = data_time_ms
+            next_seq, mark, at_mark = self._streams.get(stream, (1, None, 0))
+            if data_time_ms is not None:
+                if mark is None or data_time_ms > mark:
+                    mark, at_mark = data_time_ms, 1
+                elif data_time_ms == mark:
+                    at_mark += 1
             self._db.execute("INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload))
-            self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms) VALUES (?, ?, ?) "
-                             "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, mark_ms = excluded.mark_ms",
-                             (stream, next_seq + 1, mark))
+            self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
+                             "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
+                             (stream, next_seq + 1, mark, at_mark))
         # Only after the commit: a failed transaction leaves the cached state as the file is.
-        self._streams[stream] = [next_seq + 1, mark]
+        self._streams[stream] = [next_seq + 1, mark, at_mark]
         self._count += 1
         self._bytes += size
         return next_seq
@@ -384,9 +405,9 @@ class Outbox:
     def in_flight(self) -> int:
         return len(self._taken)
 
-    def marks(self) -> dict[str, int]:
-        """Per stream, the latest data time ever stored: where a replay resumes after a restart."""
-        return {s: m for s, (_, m) in self._streams.items() if m is not None}
+    def marks(self) -> dict[str, Mark]:
+        """Per stream, the latest data time ever stored (and how many messages carry it): where a replay resumes."""
+        return {s: Mark(m, c) for s, (_, m, c) in self._streams.items() if m is not None}
 
     def stats(self) -> dict[str, int | float]:
         """Counters for the status message (all numbers, names prefixed ``outbox_``)."""

@@ -213,6 +213,9 @@ class GatewayPublisher:
             except OutboxError as exc:  # disk full or I/O error: keep trying, never die silently
                 log.error("outbox: %s", exc)
                 self._stopping.wait(1.0)
+            except Exception:  # a bug here must not stop the sending for good, unnoticed
+                log.exception("outbox sender: unexpected error; retrying in 1 s")
+                self._stopping.wait(1.0)
 
     def _settle_acks(self) -> None:
         acked, refused = [], []

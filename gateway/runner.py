@@ -35,7 +35,7 @@ from gateway import ha_discovery
 from gateway import model_updates
 from gateway import topics as T
 from gateway.config import GatewayConfig
-from gateway.outbox import SYNC_FULL, Outbox, OutboxError, outbox_path
+from gateway.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.publisher import GatewayPublisher, MqttSettings
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,28 @@ class _Pacer:
                 return
 
 
+class _Resume:
+    """Says which items a previous run already stored, from the outbox's per-stream marks.
+
+    An item is already stored if it is older than its stream's mark, or one of the first
+    ``count`` items at exactly the mark's time (a replay is deterministic, so they come
+    in the same order). Each item must be asked about once, in stream order.
+    """
+
+    def __init__(self, marks: dict[str, Mark]):
+        self.marks = marks
+        self._seen_at_mark: Counter = Counter()
+
+    def stored(self, stream: str, time_ms: int) -> bool:
+        mark = self.marks.get(stream)
+        if mark is None or time_ms > mark.time_ms:
+            return False
+        if time_ms < mark.time_ms:
+            return True
+        self._seen_at_mark[stream] += 1
+        return self._seen_at_mark[stream] <= mark.count
+
+
 class GatewayRunner:
     def __init__(self, config: GatewayConfig, publisher: GatewayPublisher,
                  sources: list[Iterable[Reading]], detectors: list, *, resume: bool = False, speed: float = 0.0):
@@ -192,25 +214,25 @@ class GatewayRunner:
         """
         summary = RunSummary()
         self._stop = stop if stop is not None else threading.Event()
-        marks = self.publisher.outbox.marks() if self.resume else {}
+        resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
         ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
-        self.publisher.start()
         pacer = _Pacer(self.speed, idle=lambda: self._tick(summary))
         self._next_status = time.monotonic() + STATUS_EVERY_S
         updates = None
         try:
+            self.publisher.start()  # in the try: if it fails, close() still releases the outbox
             # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
             updates = model_updates.start_for_config(self.config, self.publisher.settings, self.detectors)
             for source in self.sources:
                 for reading in source:
-                    fresh = reading.time_ms > marks.get(self.publisher.topics.readings(reading.sensor), -1)
+                    fresh = not resume.stored(self.publisher.topics.readings(reading.sensor), reading.time_ms)
                     if fresh:
                         pacer.wait_for(reading.time_ms)
                     if self._stop.is_set():
                         break
-                    self._handle(reading, summary, fresh, marks)
+                    self._handle(reading, summary, fresh, resume)
                     if on_reading is not None:
                         on_reading(reading)
                     if time.monotonic() >= self._next_tick:
@@ -239,7 +261,7 @@ class GatewayRunner:
             self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
         return self._stop.is_set()
 
-    def _handle(self, reading: Reading, summary: RunSummary, fresh: bool, marks: dict[str, int]) -> None:
+    def _handle(self, reading: Reading, summary: RunSummary, fresh: bool, resume: _Resume) -> None:
         try:
             reading.validate()
         except ContractError as exc:
@@ -256,13 +278,13 @@ class GatewayRunner:
         for detector in self.detectors:
             for out in detector.update(reading):
                 if isinstance(out, Alert):
-                    if out.time_ms <= marks.get(topics.alerts, -1):
+                    if resume.stored(topics.alerts, out.time_ms):
                         continue
                     summary.alerts.append(out)
                     self._store(summary, lambda: self.publisher.publish_alert(out))
                     log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
                 else:
-                    if out.time_ms <= marks.get(topics.detections(out.kind), -1):
+                    if resume.stored(topics.detections(out.kind), out.time_ms):
                         continue
                     summary.detections.append(out)
                     self._store(summary, lambda: self.publisher.publish_detection(out))

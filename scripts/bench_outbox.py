@@ -89,6 +89,35 @@ def filesystem_of(path: Path) -> str:
     return fstype
 
 
+DOC_START, DOC_END = "<!-- bench:start (written by scripts/bench_outbox.py) -->", "<!-- bench:end -->"
+
+
+def update_doc(doc: Path, report: dict) -> None:
+    """Rewrite the measured table in docs/outbox.md (between its markers), so no figure is typed by hand."""
+    if not doc.exists():
+        return
+    text = doc.read_text()
+    if DOC_START not in text or DOC_END not in text:
+        return
+    m = report["machine"]
+    lines = [DOC_START, "",
+             f"Measured by `scripts/bench_outbox.py` ({report['messages_per_phase']} messages per phase, median of "
+             f"{report['repeats']} runs, {report['payload_bytes']}-byte readings messages) on {m['platform']}, "
+             f"{m['cpus']} CPUs, {m['filesystem']}, SQLite {m['sqlite']}:", "",
+             "| synchronous | put/s | ack/s (20 per PUBACK batch) | put+take+ack/s | put p50 ms | put p99 ms | put/s of each run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        runs = ", ".join(f"{v:.0f}" for v in r["put_per_s_runs"])
+        lines.append(f"| {r['sync'].upper()} | {r['put_per_s']:.0f} | {r['ack_per_s']:.0f} | {r['cycle_per_s']:.0f} | "
+                     f"{r['put_p50_ms']:.3f} | {r['put_p99_ms']:.3f} | {runs} |")
+    ratio = report["full_vs_normal"]
+    lines += ["", f"FULL runs at {ratio['put_per_s']:.1%} of NORMAL's put rate and {ratio['cycle_per_s']:.1%} of its "
+              "put+take+ack rate here.", "", DOC_END]
+    before, rest = text.split(DOC_START, 1)
+    after = rest.split(DOC_END, 1)[1]
+    doc.write_text(before + "\n".join(lines) + after)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per phase (default 2000)")
@@ -142,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.out.resolve() == (ROOT / "docs" / "outbox-bench.json").resolve():
+        update_doc(ROOT / "docs" / "outbox.md", report)
     print(f"\n{'sync':8} {'put/s':>10} {'ack/s':>10} {'cycle/s':>10} {'put p50 ms':>11} {'put p99 ms':>11}")
     for r in results:
         print(f"{r['sync']:8} {r['put_per_s']:10.0f} {r['ack_per_s']:10.0f} {r['cycle_per_s']:10.0f} "

@@ -65,8 +65,17 @@ T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 STEP_MS = 600_000  # 10 min
 STREAM_DAYS = 20
 BOUND_DAYS = 60  # enough readings to overflow a 1 MB outbox
-LEAD_S = 2.0  # streaming before the fault (the gateway process needs ~1 s to start)
-TAIL_S = 3.0  # streaming after the fault ends
+# Streaming before the fault and after it ends: a quarter of the outage each, at least
+# 2 s and 3 s (the gateway process needs ~1 s to start), so the fault is mid-stream.
+LEAD_MIN_S, TAIL_MIN_S = 2.0, 3.0
+
+
+def lead_s(outage: float) -> float:
+    return max(LEAD_MIN_S, outage / 4)
+
+
+def tail_s(outage: float) -> float:
+    return max(TAIL_MIN_S, outage / 4)
 MALFORMED = 10_000
 # At-least-once may re-send what was in flight when a link broke: at most the
 # publisher's window of unacknowledged messages (100) of 50 readings each, per fault.
@@ -514,8 +523,8 @@ class Lab:
         return self.shared.dataset(days)
 
     def stream_speed(self) -> float:
-        """Replay speed so the stream lasts the outage plus LEAD_S before and TAIL_S after it."""
-        return STREAM_DAYS * 86_400 / (LEAD_S + self.outage_s + TAIL_S)
+        """Replay speed so the stream lasts the outage plus a lead before and a tail after it."""
+        return STREAM_DAYS * 86_400 / (lead_s(self.outage_s) + self.outage_s + tail_s(self.outage_s))
 
     def expected(self, lane: Lane, days: int) -> Expected:
         return self.shared.expected(lane.config_path, days)
@@ -524,7 +533,7 @@ class Lab:
 # ---- the scenarios ---------------------------------------------------------------------
 
 def _stream(lab: Lab, name: str, what: str, fault, *, flood: int = 0, gateway_port: int | None = None) -> Row:
-    """The common shape: spy, bridge, paced gateway; ``fault(lane)`` at LEAD_S; recover; count."""
+    """The common shape: spy, bridge, paced gateway; ``fault(lane)`` after the lead; recover; count."""
     started = time.monotonic()
     lane = Lane(lab, name)
     lane.write_config(lab.dataset(STREAM_DAYS), speed=lab.stream_speed())
@@ -537,9 +546,10 @@ def _stream(lab: Lab, name: str, what: str, fault, *, flood: int = 0, gateway_po
         flood_thread = None
         if flood:
             row.malformed_sent = flood
-            flood_thread = threading.Thread(target=_flood, args=(lab, lane, flood, LEAD_S + lab.outage_s), daemon=True)
+            flood_thread = threading.Thread(target=_flood, args=(lab, lane, flood, lead_s(lab.outage_s) + lab.outage_s),
+                                            daemon=True)
             flood_thread.start()
-        time.sleep(LEAD_S)
+        time.sleep(lead_s(lab.outage_s))
         fault(lane)
         if flood_thread is not None:
             flood_thread.join(lab.outage_s + 120)
@@ -794,7 +804,7 @@ Everything is real: Mosquitto 2 with persistence and InfluxDB 1.6 started by
 `LocalServices`, a gateway process (`frugalsense run`, durable outbox with
 `synchronous=FULL`) replaying a synthetic two-zone water dataset ({STREAM_DAYS} days at
 10 min, 8 sensors, two Minimum Night Flow detectors) paced so the stream lasts
-{LEAD_S:g} s + the outage + {TAIL_S:g} s, and a bridge process (`frugalsense bridge`,
+{lead_s(outage):g} s + the outage + {tail_s(outage):g} s, and a bridge process (`frugalsense bridge`,
 acknowledge after write, persistent session). Each scenario has its own topic prefix,
 database and outbox.
 
@@ -835,5 +845,9 @@ database and outbox.
   under it; a fleet broker needs it raised (or `max_queued_bytes` set instead).
 - A broker killed with `kill -9` (not tested here) loses what it acknowledged since its
   last autosave (`autosave_interval`, 1800 s by default); a stop or restart saves first.
+- A message published before the bridge's first subscription reaches no session and is
+  gone (seen here as the first night's detections missing, until the suite waited for
+  the bridge to be subscribed before starting the gateway). A fleet's bridge session
+  outlives any gateway start; a new deployment must start its bridge first.
 """)
     return json_path, md_path

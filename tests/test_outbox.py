@@ -139,8 +139,40 @@ def test_contents_sequences_counters_and_marks_survive_a_reopen(tmp_path):
         assert box.replayed == 2
         assert [(m.stream, m.seq) for m in box.take(10)] == [("gw/readings/F", 4), ("gw/alerts", 1)]
         assert box.put("gw/readings/F", b"{}", READING) == 5
-        assert box.marks() == {"gw/readings/F": T0 + 3, "gw/alerts": T0 + 100}
+        assert box.marks() == {"gw/readings/F": (T0 + 3, 1), "gw/alerts": (T0 + 100, 1)}
         assert box.stats()["outbox_dropped_readings"] == 10
+
+
+def test_a_mark_counts_the_messages_at_its_time_so_a_resumed_replay_skips_exactly_those(tmp_path):
+    """Two detectors deciding on the same night share one stream and one time: a crash between
+    their two messages must not make the resumed replay skip the second one."""
+    from gateway.runner import _Resume
+
+    with Outbox(tmp_path / "o.sqlite3") as box:
+        box.put("gw/detections/leak", b"zone a", DETECTION, data_time_ms=T0)  # the crash comes after this one
+    with Outbox(tmp_path / "o.sqlite3") as box:
+        marks = box.marks()
+        assert marks == {"gw/detections/leak": (T0, 1)}
+        resume = _Resume(marks)
+        assert resume.stored("gw/detections/leak", T0 - 1)
+        assert resume.stored("gw/detections/leak", T0)  # zone a: stored before the crash
+        assert not resume.stored("gw/detections/leak", T0)  # zone b: never stored, publish it
+        assert not resume.stored("gw/detections/leak", T0 + 1) and not resume.stored("gw/alerts", T0)
+        box.put("gw/detections/leak", b"zone b", DETECTION, data_time_ms=T0)
+        assert box.marks()["gw/detections/leak"] == (T0, 2)
+        box.put("gw/detections/leak", b"next night", DETECTION, data_time_ms=T0 + 86_400_000)
+        assert box.marks()["gw/detections/leak"] == (T0 + 86_400_000, 1)
+
+
+def test_an_outbox_file_from_before_counted_marks_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE streams (stream TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, mark_ms INTEGER);"
+                     "INSERT INTO streams VALUES ('gw/alerts', 4, 1772409600000);")
+    db.close()
+    with Outbox(path) as box:
+        assert box.marks() == {"gw/alerts": (T0, 0)}  # count unknown: the item at the mark is sent again
+        assert box.put("gw/alerts", b"{}", ALERT) == 4
 
 
 def test_ids_are_never_reused_so_a_new_message_is_never_mistaken_for_a_sent_one(tmp_path):
@@ -256,6 +288,8 @@ def test_every_message_put_before_a_kill_9_is_there_after_it(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+    # What the writer confirmed before it died but we had not read yet is still in the pipe.
+    confirmed += [tuple(line.split()) for line in proc.stdout.read().splitlines() if line.strip()]
     with Outbox(path) as box:
         assert box._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         present = {(m.kind, str(m.seq)) for m in box.take(100_000)}
@@ -432,3 +466,48 @@ def test_runner_started_with_the_broker_down_keeps_everything_and_a_restart_deli
     assert len(sent) == len(set(sent)) == offline.outbox_left + 1  # no message twice
     alerts = [json.loads(body) for topic, _, body in spy.got if topic.endswith("/alerts")]
     assert [a["alert_id"] for a in alerts] == [a.alert_id for a in offline.alerts]
+
+
+# ---- `frugalsense run`: errors a technician can act on -------------------------------------
+
+def write_gateway(tmp_path: Path, **replace) -> Path:
+    small_zone(tmp_path / "zone.npz")
+    text = CONFIG.format(port=free_port(), prefix="obx4")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "gw.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_run_refuses_an_invalid_config_with_file_and_line(tmp_path, capsys):
+    from gateway.cli import main
+
+    path = write_gateway(tmp_path, **{"quantity: flow": "quantity: flwo"})
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:5" in err and "did you mean 'flow'" in err and "Traceback" not in err
+
+
+def test_run_says_which_dataset_is_missing(tmp_path, capsys):
+    from gateway.cli import main
+
+    path = write_gateway(tmp_path, **{"file: zone.npz": "file: nowhere.npz"})
+    assert main(["run", str(path)]) == 2
+    assert "nowhere.npz: no such dataset file" in capsys.readouterr().err
+
+
+def test_run_refuses_a_port_out_of_range(tmp_path, capsys):
+    from gateway.cli import main
+
+    assert main(["run", str(write_gateway(tmp_path)), "--mqtt-port", "70000"]) == 2
+    assert "--mqtt-port must be between 1 and 65535" in capsys.readouterr().err
+
+
+def test_run_refuses_to_share_an_outbox_with_a_running_gateway(tmp_path, capsys):
+    from gateway.cli import main
+
+    path = write_gateway(tmp_path)
+    with Outbox(tmp_path / "gw" / "outbox.sqlite3"):  # what a running gateway holds
+        assert main(["run", str(path)]) == 2
+    assert "another gateway process is using the outbox" in capsys.readouterr().err
