@@ -207,6 +207,7 @@ def demo_influx(services, leak_run, tmp_path_factory):
     config_text = (Path(__file__).resolve().parents[1] / "firmware_configs" / "net3-demo.yaml").read_text()
     config_text = (config_text.replace("../.run/demo/net3-leak.npz", str(leak_run.save(root / "zone.npz")))
                    .replace("../.run/demo/gw-net3-01", str(root / "gw-net3"))
+                   .replace("../models/", f"{Path(__file__).resolve().parents[1]}/models/")
                    .replace("topic_prefix: frugalsense", f"topic_prefix: {prefix}"))
     (root / "gateway.yaml").write_text(config_text)
     config = load_config(root / "gateway.yaml")
@@ -247,4 +248,5 @@ def demo_influx(services, leak_run, tmp_path_factory):
     return SimpleNamespace(url=services.influx_url, database=database, writer=writer,
                            start_ms=int(leak_run.time_ms[0]), end_ms=int(leak_run.time_ms[-1]),
                            water_site=config.site, water_gateway=config.gateway, air_site="city-centre",
-                           air_gateway="gw-air-01", alerts=summary.alerts, leak_start_ms=leak_run.meta["leak_start_ms"])
+                           air_gateway="gw-air-01", alerts=summary.alerts, leak_start_ms=leak_run.meta["leak_start_ms"],
+                           detections=[d for d in summary.detections if d.kind == "leak"])

@@ -145,8 +145,7 @@ def test_defaults_come_from_the_schema():
 def test_demo_config_resolves_paths_and_detector_parameters():
     config = load_config(DEMO)
     assert config.resolve_path(config.sources.replay.file) == ROOT / ".run" / "demo" / "net3-leak.npz"
-    [model] = config.models
-    assert isinstance(model, MnfModel)
+    model = next(m for m in config.models if isinstance(m, MnfModel))
     params = model.detector_params(config.timezone)
     assert params["zone_inflow"] == [("F-lake", 1), ("F-river", 1), ("F-tank1", 1), ("F-tank2", 1), ("F-tank3", 1)]
     assert (params["night_start"], params["night_end"], params["timezone"]) == ("02:00", "04:00", "UTC")
@@ -169,7 +168,7 @@ def test_yaml_keeps_times_and_words_as_typed():
 
 def test_cli_valid_config_exits_0(capsys):
     assert main(["config", "validate", str(DEMO)]) == 0
-    assert capsys.readouterr().out == f"{DEMO}: ok (10 sensors, 1 model)\n"
+    assert capsys.readouterr().out == f"{DEMO}: ok (10 sensors, 2 models)\n"
 
 
 def test_cli_invalid_config_exits_1_without_traceback(capsys):

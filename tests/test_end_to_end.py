@@ -13,19 +13,25 @@ from gateway.influx_writer import InfluxV1Writer
 from gateway.publisher import MqttSettings
 from gateway.runner import GatewayRunner
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "firmware_configs" / "net3-demo.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "firmware_configs" / "net3-demo.yaml"
 HOUR_MS = 3_600_000
 _n = itertools.count()
+
+
+def demo_config_text(tmp_path: Path, dataset_path: Path) -> str:
+    """The demo config, moved to ``tmp_path``: its relative paths made to point where they should."""
+    return (DEMO_CONFIG.read_text()
+            .replace("../.run/demo/net3-leak.npz", str(dataset_path))
+            .replace("../.run/demo/gw-net3-01", str(tmp_path / "gateway"))
+            .replace("../models/", f"{ROOT}/models/"))
 
 
 def run_zone(services, tmp_path: Path, dataset):
     """Run the demo gateway over ``dataset``; return (summary, writer, bridge) once all has landed."""
     i = next(_n)
     dataset_path = dataset.save(tmp_path / "zone.npz")
-    text = DEMO_CONFIG.read_text()
-    text = text.replace("../.run/demo/net3-leak.npz", str(dataset_path))
-    text = text.replace("../.run/demo/gw-net3-01", str(tmp_path / "gateway"))
-    text = text.replace("topic_prefix: frugalsense", f"topic_prefix: e2e{i}")
+    text = demo_config_text(tmp_path, dataset_path).replace("topic_prefix: frugalsense", f"topic_prefix: e2e{i}")
     config_path = tmp_path / "gateway.yaml"
     config_path.write_text(text)
     config = load_config(config_path)
@@ -58,17 +64,19 @@ def test_every_reading_lands_once_and_the_leak_is_alerted(services, tmp_path, le
         np.testing.assert_array_equal(values, leak_run.series(column, quantity).astype(np.float64))
     assert sum(bridge.deadletters.values()) == 0
 
-    # One leak alert, after the injected start and within the first 48 h.
+    # One leak alert per detector (MNF and learned), after the injected start and within the first 48 h.
     leak_start = leak_run.meta["leak_start_ms"]
-    (alerts,) = writer.query("SELECT alert_id, x_excess_lps FROM alert WHERE state = 'raised'")
-    assert len(alerts["values"]) == 1
-    alert_time, alert_id, excess_lps = alerts["values"][0]
-    assert leak_start < alert_time <= leak_start + 48 * HOUR_MS
-    assert excess_lps > 0.5 * leak_run.meta["leak_mean_flow_lps"]
+    (alerts,) = writer.query("SELECT model, x_excess_lps FROM alert WHERE state = 'raised'")
+    assert sorted(row[1] for row in alerts["values"]) == ["leak-ml", "mnf-leak"]
+    for alert_time, _model, excess_lps in alerts["values"]:
+        assert leak_start < alert_time <= leak_start + 48 * HOUR_MS
+        assert excess_lps > 0.5 * leak_run.meta["leak_mean_flow_lps"]
 
-    # The detections (one per night) and the gateway's status landed too.
-    (detections,) = writer.query("SELECT count(label) FROM detection")
-    assert detections["values"][0][1] == len(summary.detections) == 14
+    # The detections (MNF one per night, the learned one per step) and the gateway's status landed too.
+    per_model = {s["tags"]["model"]: s["values"][0][1]
+                 for s in writer.query("SELECT count(label) FROM detection GROUP BY model")}
+    assert sum(per_model.values()) == len(summary.detections)
+    assert per_model["mnf-leak"] == 14
     (status,) = writer.query("SELECT last(state) FROM gateway_status")
     assert status["values"][0][1] == "offline"  # a clean stop says so
 
@@ -88,12 +96,12 @@ def test_demo_command_prints_alert_and_counts(tmp_path, capsys, leak_run):
 
     config_path = tmp_path / "demo.yaml"
     dataset_path = leak_run.save(tmp_path / "net3-leak.npz")
-    config_path.write_text(DEMO_CONFIG.read_text().replace("../.run/demo/net3-leak.npz", str(dataset_path))
-                           .replace("../.run/demo/gw-net3-01", str(tmp_path / "gateway")))
+    config_path.write_text(demo_config_text(tmp_path, dataset_path))
     assert main(["demo", "--config", str(config_path), "--dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "readings published 13440, in InfluxDB 13440 -> all landed" in out
-    assert "ALERT leak-2026-03-11 at 2026-03-11 04:00 UTC, 15.0 h after the leak began" in out
+    assert "ALERT leak-2026-03-11 at 2026-03-11 04:00 UTC, 15.0 h after the leak began" in out  # MNF
+    assert "ALERT leak-20260310T1330 at 2026-03-10 15:30 UTC, 2.5 h after the leak began" in out  # learned
 
 
 @pytest.mark.parametrize("bad", ["mqqt", "sensors_typo"])

@@ -251,7 +251,7 @@ class LearnedLeakDetector:
         excess, z = self.state_.recent_residuals(self.today_[: slot + 1], min(steps, lay.steps_per_day))
         pressures = [e for e, q in self.settings.sensors if q == "pressure"]
         order = [i for i in np.argsort(z) if math.isfinite(z[i]) and z[i] < 0][:HINT_SENSORS]
-        return {"estimated_leak_lps": round(max(0.0, excess), 2) if math.isfinite(excess) else 0.0,
+        return {"excess_lps": round(max(0.0, excess), 2) if math.isfinite(excess) else 0.0,
                 "sensors": [pressures[i] for i in order],
                 "inflow_level_lps": round(self.state_.inflow_level_, 2)}
 
@@ -264,10 +264,10 @@ class LearnedLeakDetector:
     def _alert(self, state: AlertState, time_ms: int, score: float, explanation: dict) -> Alert:
         alert_id, since_ms = self.alert_
         if state is AlertState.RAISED:
-            share = explanation["estimated_leak_lps"] / max(explanation["inflow_level_lps"], 1e-9)
+            share = explanation["excess_lps"] / max(explanation["inflow_level_lps"], 1e-9)
             severity = Severity.CRITICAL if share >= CRITICAL_SHARE else Severity.WARNING
             sensors = ", ".join(explanation["sensors"]) or "no pressure sensor moved"
-            message = (f"Possible leak of about {explanation['estimated_leak_lps']:.1f} L/s since "
+            message = (f"Possible leak of about {explanation['excess_lps']:.1f} L/s since "
                        f"{datetime.fromtimestamp(since_ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC "
                        f"(score {score:.2f}); pressure dropped most at: {sensors}")
         else:

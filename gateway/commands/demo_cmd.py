@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"[2/5] Starting a private Mosquitto and InfluxDB in {root}")
     with LocalServices(root / "services") as services:
         say(f"      mqtt://127.0.0.1:{services.mqtt_port}   {services.influx_url}")
+        # A fresh database each run: the counts below are this run's, not the sum of every demo so far.
+        services.influx_query(f'DROP DATABASE "{DATABASE}"')
         services.create_influx_database(DATABASE)
         summary, bridge = _stream(config, services, steps * len(config.sensors))
         say("[5/5] What InfluxDB holds now")
@@ -108,7 +110,7 @@ def _stream(config, services, expected_readings: int):
     bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-bridge"),
                     writer, prefix=config.mqtt.topic_prefix).start()
     try:
-        say(f"[4/5] Gateway {config.gateway} replays {expected_readings} readings through the detector and MQTT")
+        say(f"[4/5] Gateway {config.gateway} replays {expected_readings} readings through its detectors (MNF and learned) and MQTT")
         runner = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port)
         with tqdm(total=expected_readings, unit="reading", file=sys.stdout, leave=True) as bar:
             counter = {"n": 0}

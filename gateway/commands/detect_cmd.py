@@ -123,7 +123,7 @@ def _alert_rows(outputs, leak_label, alert_type, states) -> list[dict]:
                 e = o.explanation
                 open_row = {"alert_id": o.alert_id, "start_utc": iso(o.since_ms), "raised_utc": iso(o.time_ms),
                             "end_utc": "", "peak_score": round(o.score, 3),
-                            "estimated_leak_lps": e.get("estimated_leak_lps", ""),
+                            "estimated_leak_lps": e.get("excess_lps", ""),
                             "sensors": " ".join(e.get("sensors", [])), "severity": str(o.severity)}
                 rows.append(open_row)
             elif open_row is not None:
