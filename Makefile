@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test clean services train-air train-leak train chaos bench-outbox
+.PHONY: setup demo test clean services train-air train-leak train chaos bench-outbox bench
 
 setup: $(STAMP) services
 
@@ -35,6 +35,11 @@ chaos: setup
 # What the outbox's fsync policy costs on this disk; rewrites docs/outbox-bench.json (~1 min).
 bench-outbox: $(STAMP)
 	$(BIN)/python scripts/bench_outbox.py
+
+# Every frugality figure side by side (inference, pipeline vs mosquitto_pub, bridge vs raw POST, footprint,
+# models, fleet); rewrites docs/benchmarks.json and docs/benchmarks.md (about 5 min on 2 cores).
+bench: setup
+	$(BIN)/python scripts/bench.py
 
 # Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
 # models/air-*/, measure every format against the targets and write the cards (~2 min).

@@ -253,12 +253,17 @@ def update_markdown(path: Path, table: str) -> None:
 
 
 def main() -> int:
+    global SENSORS_PER_GATEWAY  # --sensors sets it for publish()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small workload (about a minute)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "scaling.json")
+    parser.add_argument("--gateways", type=int, default=20)
+    parser.add_argument("--sensors", type=int, default=SENSORS_PER_GATEWAY, help="sensors per gateway")
+    parser.add_argument("--drain-per-sensor", type=int, default=None, help="backlog messages per sensor")
     args = parser.parse_args()
-    gateways, batch = 20, 20
-    drain_per_sensor = 10 if args.quick else 40
+    SENSORS_PER_GATEWAY = args.sensors
+    gateways, batch = args.gateways, 20
+    drain_per_sensor = args.drain_per_sensor or (10 if args.quick else 40)
     live_seconds = 5 if args.quick else 15
     ctx = mp.get_context("spawn")
     runs = []
