@@ -37,6 +37,7 @@ from gateway import topics as T
 from gateway.config import GatewayConfig
 from gateway.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.source_merge import merge_sources
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class RunSummary:
     resumed: int = 0  # readings a previous run had already stored (resume): detectors saw them, MQTT did not
     outbox_left: int = 0  # messages still in the outbox at the end; they go at the next start
     outbox_errors: int = 0  # messages the outbox could not store (disk full, I/O error)
+    source_failures: dict[str, int] = field(default_factory=dict)  # sources that raised (the others went on)
 
 
 def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
@@ -225,20 +227,22 @@ class GatewayRunner:
             self.publisher.start()  # in the try: if it fails, close() still releases the outbox
             # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
             updates = model_updates.start_for_config(self.config, self.publisher.settings, self.detectors)
-            for source in self.sources:
-                for reading in source:
-                    fresh = not resume.stored(self.publisher.topics.readings(reading.sensor), reading.time_ms)
-                    if fresh:
-                        pacer.wait_for(reading.time_ms)
-                    if self._stop.is_set():
-                        break
-                    self._handle(reading, summary, fresh, resume)
-                    if on_reading is not None:
-                        on_reading(reading)
-                    if time.monotonic() >= self._next_tick:
-                        self._tick(summary)
+            for reading in self._readings(summary):
+                if reading is None:  # every source is quiet: periodic work still gets done
+                    self._tick(summary)
+                    continue
+                fresh = not resume.stored(self.publisher.topics.readings(reading.sensor), reading.time_ms)
+                if fresh:
+                    pacer.wait_for(reading.time_ms)
                 if self._stop.is_set():
                     break
+                self._handle(reading, summary, fresh, resume)
+                if on_reading is not None:
+                    on_reading(reading)
+                if time.monotonic() >= self._next_tick:
+                    self._tick(summary)
+            if not self._stop.is_set():
+                self._flush_detectors(summary, resume)  # the sources ended: decide their last window
             self.publisher.flush()
             self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
         finally:
@@ -250,6 +254,18 @@ class GatewayRunner:
         if summary.resumed:
             log.info("resumed: %d readings were already stored by a previous run", summary.resumed)
         return summary
+
+    def _readings(self, summary: RunSummary):
+        """One source is read in this thread; several at once, a thread each (a live source never ends)."""
+        if len(self.sources) == 1:
+            return iter(self.sources[0])
+        return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
+
+    def _flush_detectors(self, summary: RunSummary, resume: "_Resume") -> None:
+        for detector in self.detectors:
+            flush = getattr(detector, "flush", None)
+            if flush is not None:
+                self._publish_outputs(flush(), summary, resume)
 
     def _tick(self, summary: RunSummary) -> bool:
         """Periodic work; True if the loop should stop."""
@@ -274,20 +290,23 @@ class GatewayRunner:
             self._store(summary, lambda: self.publisher.add_reading(reading))
         else:
             summary.resumed += 1
-        topics = self.publisher.topics
         for detector in self.detectors:
-            for out in detector.update(reading):
-                if isinstance(out, Alert):
-                    if resume.stored(topics.alerts, out.time_ms):
-                        continue
-                    summary.alerts.append(out)
-                    self._store(summary, lambda: self.publisher.publish_alert(out))
-                    log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
-                else:
-                    if resume.stored(topics.detections(out.kind), out.time_ms):
-                        continue
-                    summary.detections.append(out)
-                    self._store(summary, lambda: self.publisher.publish_detection(out))
+            self._publish_outputs(detector.update(reading), summary, resume)
+
+    def _publish_outputs(self, outputs, summary: RunSummary, resume: "_Resume") -> None:
+        topics = self.publisher.topics
+        for out in outputs:
+            if isinstance(out, Alert):
+                if resume.stored(topics.alerts, out.time_ms):
+                    continue
+                summary.alerts.append(out)
+                self._store(summary, lambda: self.publisher.publish_alert(out))
+                log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
+            else:
+                if resume.stored(topics.detections(out.kind), out.time_ms):
+                    continue
+                summary.detections.append(out)
+                self._store(summary, lambda: self.publisher.publish_detection(out))
 
     def _store(self, summary: RunSummary, action: Callable[[], None]) -> None:
         # A full disk must not stop the detectors: count, log the first few, go on.
