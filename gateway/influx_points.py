@@ -12,6 +12,9 @@ overwrites the same points: writes are idempotent.
 """
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 from influxdb_client import Point, WritePrecision
 
 from edge.contracts import Alert, Detection, Quality, Reading
@@ -120,5 +123,43 @@ def to_points(obj, received_ms: int = 0) -> list[Point]:
     raise TypeError(f"no InfluxDB mapping for {type(obj).__name__}")
 
 
+# The escapes of influxdb_client's Point for tag keys and values: reading_line() must write what it writes.
+_ESCAPE_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+
+
+@lru_cache(maxsize=4096)
+def _reading_series(site: str, gateway: str, sensor: str, quantity: str, unit: str) -> str:
+    tags = []
+    for key, value in (("gateway", gateway), ("quantity", quantity), ("sensor", sensor), ("site", site),
+                       ("unit", unit)):  # Point sorts tags by key
+        value = value.translate(_ESCAPE_TAG)
+        if value.endswith("\\"):
+            value += " "
+        if value:
+            tags.append(f"{key}={value}")
+    return f"{READING},{','.join(tags)} "
+
+
+def reading_line(r: Reading) -> str:
+    """The line ``reading_point(r).to_line_protocol()`` gives, without building a Point (the bridge's hot path:
+    about 10x faster; tests/test_bench.py checks they agree).
+
+    >>> reading_line(Reading(1_772_409_600_000, "net3", "gw-01", "P-15", "pressure", 42.0, "m"))
+    'reading,gateway=gw-01,quantity=pressure,sensor=P-15,site=net3,unit=m quality="ok",value=42 1772409600000'
+    """
+    series = _reading_series(r.site, r.gateway, r.sensor, r.quantity, r.unit)
+    value = ""
+    if r.quality != Quality.UNKNOWN:
+        v = float(r.value)
+        if math.isfinite(v):
+            text = str(v)
+            value = f",value={text[:-2] if text.endswith('.0') else text}"
+    return f'{series}quality="{str(r.quality)}"{value} {int(r.time_ms)}'
+
+
 def to_line_protocol(obj, received_ms: int = 0) -> list[str]:
+    if isinstance(obj, list):
+        return [reading_line(r) for r in obj]
+    if isinstance(obj, Reading):
+        return [reading_line(obj)]
     return [p.to_line_protocol() for p in to_points(obj, received_ms)]

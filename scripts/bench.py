@@ -425,8 +425,8 @@ TRACKED = ("gateway pipeline", "bridge:", "footprint: CPU-seconds per simulated 
 
 def history_entry(report: dict, label: str) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        commit = report.get("commit") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                        capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     tracked = {f["name"]: {"median": f["median"], "unit": f["unit"], "ratio": f["ratio"]}
@@ -464,12 +464,18 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--label", default=None,
                     help="what changed since the last recorded run: adds this run to --out/benchmarks-history.json")
+    ap.add_argument("--label-previous", default=None,
+                    help="record the run already in --out/benchmarks.json in the history first, under this label")
     args = ap.parse_args(argv)
     from gateway.localservices import LocalServices
+
+    previous = args.out / "benchmarks.json"
+    previous = json.loads(previous.read_text()) if args.label_previous and previous.exists() else None
 
     started = time.perf_counter()
     sections = args.only or SECTIONS
     report = {"what": "frugalsense benchmarks (issue 6)", "quick": args.quick, "machine": machine(), "figures": []}
+    report["commit"] = history_entry({"machine": {"date": None}, "figures": []}, "")["commit"]
     figs = report["figures"]
     if "inference" in sections:
         roof_fig, roof = gemm_roofline(args.quick)
@@ -492,6 +498,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     history_path = args.out / "benchmarks-history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
+    if previous is not None:
+        history.append(history_entry(previous, args.label_previous))
     if args.label:
         history.append(history_entry(report, args.label))
         history_path.write_text(json.dumps(history, indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""The benchmark suite's smoke run writes a well-formed report (structure only: timings are never asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURE_KEYS = {"name", "median", "min", "max", "unit", "target", "met", "comparison", "ratio"}
+
+
+def test_bench_quick_writes_every_figure(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "benchmarks.json").read_text())
+    machine = report["machine"]
+    assert {"cpu", "cores", "memory_gb", "date", "versions"} <= set(machine)
+    assert {"python", "numpy", "onnxruntime", "ai-edge-litert"} <= set(machine["versions"])
+    names = [f["name"] for f in report["figures"]]
+    assert len(names) == len(set(names)), "figure names must be unique"
+    for f in report["figures"]:
+        assert FIGURE_KEYS <= set(f), f
+        assert f["min"] <= f["median"] <= f["max"] or f["median"] != f["median"], f  # NaN: nothing measured
+        assert f["met"] in (True, False, None)
+        assert (f["target"] is None) == (f["met"] is None), f
+    for prefix in ("roofline", "inference batch 1:", "inference batch 1024:", "gateway pipeline", "bridge:",
+                   "footprint: gateway peak RSS, litert", "footprint: CPU-seconds", "footprint: cold start",
+                   "model: ", "leak scenario generation", "fleet: sustained", "fleet: end-to-end lag p99"):
+        assert any(n.startswith(prefix) for n in names), f"no figure {prefix!r}"
+    pipeline = next(f for f in report["figures"] if f["name"].startswith("gateway pipeline"))
+    assert pipeline["comparison"]["c_client"]["unit"] == "readings/s"
+    assert pipeline["comparison"]["all_acknowledged"] is True
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert all(n in md for n in names)
+
+
+# ---- optimisations keep their outputs: the fast paths against the reference code ----------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from edge.contracts import Quality, Reading  # noqa: E402
+from gateway.influx_points import reading_line, reading_point  # noqa: E402
+
+_ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(site=_ids, sensor=_ids, t=st.integers(0, 4_000_000_000_000),
+       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6)),
+       quality=st.sampled_from(list(Quality)))
+def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
+    r = Reading(t, site, "gw-1", sensor, "flow", None if quality == Quality.UNKNOWN else value, "L/s", quality)
+    assert reading_line(r) == reading_point(r).to_line_protocol()
