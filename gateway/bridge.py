@@ -179,7 +179,7 @@ class Bridge:
         self.counters["messages"] += 1
         received_ms = int(time.time() * 1000)
         try:
-            decoded = payloads.decode(self.prefix, message.topic, message.payload)
+            decoded = payloads.decode(self.prefix, message.topic, message.payload, now_ms=received_ms)
             lines = influx_points.to_line_protocol(decoded, received_ms)
         except payloads.PayloadError as exc:
             self._deadletter(message.topic, message.payload, exc.reason, str(exc))

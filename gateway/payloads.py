@@ -123,8 +123,42 @@ def encode_status(state: str, time_ms: int | None = None, counters: dict | None 
 # --- decoding -----------------------------------------------------------------
 
 
-def decode(prefix: str, topic: str, payload: bytes) -> list[Reading] | Detection | Alert | GatewayStatus:
-    """Decode and validate one message; raise PayloadError with a reason otherwise."""
+# How far from the receiver's clock a data time may be. Further ahead is a gateway whose
+# clock is wrong (a point there would sit in every "last value" panel for years); further
+# back is older than any retention a fleet keeps. Replays of old simulations stay inside.
+MAX_FUTURE_MS = 24 * 3600 * 1000
+MAX_PAST_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def decode(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
+           ) -> list[Reading] | Detection | Alert | GatewayStatus:
+    """Decode and validate one message; raise PayloadError with a reason otherwise.
+
+    With ``now_ms`` (the bridge passes its clock), data times more than a day ahead or
+    ten years behind are refused with reason ``time_out_of_range``.
+    """
+    decoded = _decode(prefix, topic, payload)
+    if now_ms is not None:
+        _check_times(decoded, now_ms)
+    return decoded
+
+
+def _check_times(decoded, now_ms: int) -> None:
+    if isinstance(decoded, list):
+        times = [r.time_ms for r in decoded]
+    elif isinstance(decoded, GatewayStatus):
+        times = [] if decoded.time_ms is None else [decoded.time_ms]
+    else:
+        times = [decoded.time_ms]
+    for t in times:
+        if t > now_ms + MAX_FUTURE_MS:
+            raise PayloadError("time_out_of_range", f"time {t} ms is {(t - now_ms) / 86_400_000:.1f} days in the "
+                                                    "future (gateway clock wrong?)")
+        if t < now_ms - MAX_PAST_MS:
+            raise PayloadError("time_out_of_range", f"time {t} ms is more than 10 years in the past")
+
+
+def _decode(prefix: str, topic: str, payload: bytes) -> list[Reading] | Detection | Alert | GatewayStatus:
     try:
         parts = T.parse_topic(prefix, topic)
     except T.TopicError as exc:

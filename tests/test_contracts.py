@@ -236,3 +236,19 @@ def test_documented_measurements_match_code():
     table = text.split("## InfluxDB schema")[1]
     documented = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
     assert tuple(documented) == influx_points.MEASUREMENTS
+
+
+def test_times_far_from_the_receivers_clock_are_refused():
+    t = T.Topics(PREFIX, "net3", "gw-01")
+    now = T0 + 86_400_000
+    body = payloads.encode_readings([reading(time_ms=now + 2 * 86_400_000)])
+    with pytest.raises(payloads.PayloadError) as caught:
+        payloads.decode(PREFIX, t.readings("F-lake"), body, now_ms=now)
+    assert caught.value.reason == "time_out_of_range" and "days in the future" in str(caught.value)
+    year_2000 = payloads.encode_alert(alert(time_ms=946_684_800_001, since_ms=946_684_800_001))
+    with pytest.raises(payloads.PayloadError, match="time_out_of_range"):
+        payloads.decode(PREFIX, t.alerts, year_2000, now_ms=T0)  # 26 years before the receiver's clock
+    # within a day ahead and ten years back: fine, and without a clock nothing is checked
+    assert payloads.decode(PREFIX, t.readings("F-lake"), payloads.encode_readings([reading(time_ms=now + 3_600_000)]),
+                           now_ms=now)
+    assert payloads.decode(PREFIX, t.readings("F-lake"), body)
