@@ -167,14 +167,20 @@ def expected_from(config_path: Path) -> Expected:
                           [(s.id, s.column, s.quantity) for s in config.sensors])
     detectors = build_detectors(config)
     readings, detections, alerts = {}, set(), {}
+
+    def keep(outputs) -> None:
+        for out in outputs:
+            if isinstance(out, Alert):
+                alerts[(out.alert_id, str(out.state))] = out.time_ms
+            else:
+                detections.add((out.model, out.window_end_ms))
+
     for reading in source:
         readings[(reading.sensor, reading.time_ms)] = reading.value
         for detector in detectors:
-            for out in detector.update(reading):
-                if isinstance(out, Alert):
-                    alerts[(out.alert_id, str(out.state))] = out.time_ms
-                else:
-                    detections.add((out.model, out.window_end_ms))
+            keep(detector.update(reading))
+    for detector in detectors:  # as the runner does when a finite source ends
+        keep(getattr(detector, "flush", lambda: [])())
     return Expected(readings, detections, alerts)
 
 
