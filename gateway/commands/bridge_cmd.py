@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
 
 from gateway import topics as T
+from gateway.commands.mqtt_options import add_mqtt_options, env_value, mqtt_settings
 
 
 def register(subparsers) -> None:
@@ -15,23 +15,9 @@ def register(subparsers) -> None:
                                           "detections, alerts and status into InfluxDB (v1 /write, or v2 "
                                           "/api/v2/write). A message is acknowledged to the broker only after its "
                                           "points are written.")
-    mqtt = p.add_argument_group("MQTT")
-    mqtt.add_argument("--mqtt-host", default="127.0.0.1")
-    mqtt.add_argument("--mqtt-port", type=int, default=1883)
-    mqtt.add_argument("--mqtt-username", default=None)
-    secret = mqtt.add_mutually_exclusive_group()
-    secret.add_argument("--mqtt-password-env", default=None, metavar="VAR",
-                        help="environment variable holding the MQTT password (never on the command line)")
-    secret.add_argument("--mqtt-password-file", default=None, metavar="FILE",
-                        help="file holding the MQTT password; must not be readable by group or others")
-    mqtt.add_argument("--mqtt-ca-file", default=None, metavar="PEM",
-                      help="CA certificate of the broker: connect with TLS")
-    mqtt.add_argument("--mqtt-cert-file", default=None, metavar="PEM", help="client certificate (with --mqtt-key-file)")
-    mqtt.add_argument("--mqtt-key-file", default=None, metavar="PEM",
-                      help="client private key; must not be readable by group or others")
-    mqtt.add_argument("--client-id", default="frugalsense-bridge",
-                      help="fixed client id: the broker keeps this bridge's queue while it is away "
-                           "(each worker of a share group needs its own)")
+    mqtt = add_mqtt_options(p, client_id="frugalsense-bridge",
+                            client_id_help="fixed client id: the broker keeps this bridge's queue while it is away "
+                                           "(each worker of a share group needs its own)")
     mqtt.add_argument("--share-group", default=None, metavar="NAME",
                       help="share the subscription with the other bridge workers of this group "
                            "($share/NAME/...): each message goes to one of them")
@@ -50,45 +36,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _env(name: str | None, what: str) -> str | None:
-    from gateway.cli import UserError
-
-    if not name:
-        return None
-    value = os.environ.get(name)
-    if value is None:
-        raise UserError(f"environment variable {name} ({what}) is not set")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.bridge import Bridge, SubscriptionRefused
     from gateway.cli import UserError
     from gateway.influx_writer import make_influx_writer
-    from gateway.publisher import BrokerUnreachable, MqttSettings
-    from gateway.security.secrets import SecretFileError, check_private_file, read_secret_file
+    from gateway.publisher import BrokerUnreachable
 
     log = logging.getLogger("frugalsense.bridge")
     if args.influx_api == "v1" and (args.bucket or args.org or args.token_env):
         raise UserError("--bucket, --org and --token-env are for --influx-api v2; v1 uses --database")
-    if bool(args.mqtt_cert_file) != bool(args.mqtt_key_file):
-        raise UserError("--mqtt-cert-file and --mqtt-key-file go together: give both or neither")
-    if args.mqtt_cert_file and not args.mqtt_ca_file:
-        raise UserError("a client certificate needs TLS: give --mqtt-ca-file too")
-    try:
-        password = _env(args.mqtt_password_env, "the MQTT password")
-        if args.mqtt_password_file:
-            password = read_secret_file(args.mqtt_password_file)
-        if args.mqtt_key_file:
-            check_private_file(args.mqtt_key_file)
-    except SecretFileError as exc:
-        raise UserError(str(exc)) from None
-    token = _env(args.token_env, "the InfluxDB token")
-    settings = MqttSettings(args.mqtt_host, args.mqtt_port, client_id=args.client_id,
-                            username=args.mqtt_username, password=password, ca_file=args.mqtt_ca_file,
-                            cert_file=args.mqtt_cert_file, key_file=args.mqtt_key_file)
+    settings = mqtt_settings(args)
+    token = env_value(args.token_env, "the InfluxDB token")
     writer = make_influx_writer(args.influx_api, args.influx_url, database=args.database, bucket=args.bucket,
                                 org=args.org, token=token)
     try:

@@ -5,6 +5,8 @@ import argparse
 import os
 from pathlib import Path
 
+from gateway.commands.mqtt_options import add_mqtt_options, mqtt_settings
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("model", help="sign exported models and push them to gateways over MQTT",
@@ -41,19 +43,7 @@ def register(subparsers) -> None:
     push.add_argument("--clear", action="store_true",
                       help="remove the retained update of this model instead of sending it")
     push.add_argument("--prefix", default="frugalsense")
-    mqtt = push.add_argument_group("MQTT")
-    mqtt.add_argument("--mqtt-host", default="127.0.0.1")
-    mqtt.add_argument("--mqtt-port", type=int, default=1883)
-    mqtt.add_argument("--mqtt-username", default=None)
-    secret = mqtt.add_mutually_exclusive_group()
-    secret.add_argument("--mqtt-password-env", default=None, metavar="VAR",
-                        help="environment variable holding the MQTT password (never on the command line)")
-    secret.add_argument("--mqtt-password-file", default=None, metavar="FILE",
-                        help="file holding the MQTT password; must not be readable by group or others")
-    mqtt.add_argument("--mqtt-ca-file", default=None, metavar="PEM", help="CA certificate of the broker: use TLS")
-    mqtt.add_argument("--mqtt-cert-file", default=None, metavar="PEM", help="client certificate (with --mqtt-key-file)")
-    mqtt.add_argument("--mqtt-key-file", default=None, metavar="PEM", help="client private key (mode 0600)")
-    mqtt.add_argument("--client-id", default=f"frugalsense-model-push-{os.getpid()}")
+    add_mqtt_options(push, client_id=f"frugalsense-model-push-{os.getpid()}")
     push.set_defaults(func=run_push)
 
 
@@ -87,30 +77,6 @@ def run_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace):
-    from gateway.cli import UserError
-    from gateway.publisher import MqttSettings
-    from gateway.security.secrets import SecretFileError, check_private_file, read_secret_file
-
-    if bool(args.mqtt_cert_file) != bool(args.mqtt_key_file):
-        raise UserError("--mqtt-cert-file and --mqtt-key-file go together: give both or neither")
-    password = None
-    try:
-        if args.mqtt_password_env:
-            password = os.environ.get(args.mqtt_password_env)
-            if password is None:
-                raise UserError(f"environment variable {args.mqtt_password_env} (the MQTT password) is not set")
-        if args.mqtt_password_file:
-            password = read_secret_file(args.mqtt_password_file)
-        if args.mqtt_key_file:
-            check_private_file(args.mqtt_key_file)
-    except SecretFileError as exc:
-        raise UserError(str(exc)) from None
-    return MqttSettings(args.mqtt_host, args.mqtt_port, client_id=args.client_id, username=args.mqtt_username,
-                        password=password, ca_file=args.mqtt_ca_file, cert_file=args.mqtt_cert_file,
-                        key_file=args.mqtt_key_file)
-
-
 def run_push(args: argparse.Namespace) -> int:
     from edge.contracts import ContractError, check_id
     from edge.runtime.manifest import ManifestError, ModelManifest
@@ -136,7 +102,7 @@ def run_push(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     targets = {update_topic(t, manifest.name): status_topic(t) for t in gateways}
     try:
-        reports = push_update(_settings(args), targets, payload, model=manifest.name, version=manifest.version,
+        reports = push_update(mqtt_settings(args), targets, payload, model=manifest.name, version=manifest.version,
                               wait_s=0.0 if args.clear else args.wait)
     except ConnectionError as exc:
         raise UserError(str(exc)) from None
