@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also make a client certificate per gateway (CN = SITE/GATEWAY) and a listener for them")
     p.add_argument("--prefix", default=T.DEFAULT_PREFIX, help="MQTT topic prefix (default %(default)s)")
     p.add_argument("--bridge-user", default=DEFAULT_BRIDGE_USER)
+    p.add_argument("--home-assistant", action="store_true",
+                   help="let every gateway publish its Home Assistant discovery (homeassistant/+/<gateway>/#)")
     p.add_argument("--install-dir", default="/etc/mosquitto/frugalsense",
                    help="where the broker/ files will live on the broker, for mosquitto-tls.conf")
     p.add_argument("--ca-name", default="frugalsense fleet CA")
@@ -106,11 +108,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # The broker's password file is rebuilt from every user made so far, this run or before.
     users = {args.bridge_user: password_of(out / "bridge" / "mqtt.pass")}
+    fleet = []
     for pass_file in sorted((out / "gateways").glob("*/*/mqtt.pass")):
         site, gateway = pass_file.parent.parent.name, pass_file.parent.name
         users[gateway_user(site, gateway)] = read_secret_file(pass_file)
+        fleet.append((site, gateway))
     write_password_file(broker / "passwd", users)
-    (broker / "acl").write_text(acl_text(args.prefix, args.bridge_user))
+    (broker / "acl").write_text(acl_text(args.prefix, args.bridge_user,
+                                         home_assistant=fleet if args.home_assistant else ()))
     installed = Path(args.install_dir)
     security = BrokerSecurity(ca_file=installed / "ca.pem", cert_file=installed / "broker.pem",
                               key_file=installed / "broker.key", password_file=installed / "passwd",

@@ -49,7 +49,8 @@ class Fleet:
             write_pair(issue_certificate(ca, user), root / f"{name}.pem", root / f"{name}.key")
         # A certificate that looks right but comes from another CA.
         write_pair(issue_certificate(make_ca("intruder CA"), GW1), root / "intruder.pem", root / "intruder.key")
-        (root / "acl").write_text(acl_text(PREFIX, BRIDGE_USER))
+        # gw-01 announces itself to Home Assistant; gw-02 does not.
+        (root / "acl").write_text(acl_text(PREFIX, BRIDGE_USER, home_assistant=[("net3", "gw-01")]))
         write_password_file(root / "passwd", PASSWORDS)
         self.security = BrokerSecurity(ca_file=self.ca, cert_file=root / "broker.pem", key_file=root / "broker.key",
                                        password_file=root / "passwd", acl_file=root / "acl",
@@ -340,3 +341,17 @@ def test_bridge_user_writes_only_the_dead_letters(fleet, spy):
     finally:
         bridge.close()
     assert (own(GW1, "alerts"), b"forged") not in spy.received
+
+
+def test_home_assistant_discovery_only_for_the_gateways_own_node(fleet):
+    gw1 = Client(fleet, "gw-01-ha", user=GW1, password=PASSWORDS[GW1])
+    gw2 = Client(fleet, "gw-02-ha", user=GW2, password=PASSWORDS[GW2])
+    assert gw1.connect() == 0 and gw2.connect() == 0
+    try:
+        # 16 = "no matching subscribers": accepted, nobody listens here (0 would be the same verdict)
+        assert gw1.publish("homeassistant/sensor/gw-01/F-lake/config", b"{}") in (0, 16)
+        assert gw1.publish("homeassistant/sensor/gw-02/F-lake/config", b"{}") == NOT_AUTHORIZED
+        assert gw2.publish("homeassistant/sensor/gw-02/F-lake/config", b"{}") == NOT_AUTHORIZED  # not enabled for it
+    finally:
+        gw1.close()
+        gw2.close()

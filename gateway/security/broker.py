@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,13 @@ def gateway_user(site: str, gateway: str) -> str:
     return f"{site}/{gateway}"
 
 
-def acl_text(prefix: str = T.DEFAULT_PREFIX, bridge_user: str = DEFAULT_BRIDGE_USER) -> str:
+def acl_text(prefix: str = T.DEFAULT_PREFIX, bridge_user: str = DEFAULT_BRIDGE_USER,
+             home_assistant: Iterable[tuple[str, str]] = (), ha_prefix: str = "homeassistant") -> str:
+    """The broker ACL; ``home_assistant`` lists the (site, gateway) pairs that announce themselves to Home Assistant.
+
+    Discovery topics are ``<ha_prefix>/<component>/<gateway>/<object>/config`` (gateway/ha_discovery.py):
+    outside the gateway's own prefix, so each such gateway gets its own line for its node id.
+    """
     return f"""\
 # frugalsense broker ACL: anything not granted here is refused.
 # A gateway (user "<site>/<gateway>") may publish only under its own prefix.
@@ -68,7 +74,15 @@ user {bridge_user}
 topic read {prefix}/#
 topic write {T.deadletter_topic(prefix)}
 
-{_model_update_lines(prefix)}"""
+{_model_update_lines(prefix)}{_home_assistant_lines(home_assistant, ha_prefix)}"""
+
+
+def _home_assistant_lines(gateways: Iterable[tuple[str, str]], ha_prefix: str) -> str:
+    gateways = list(gateways)
+    lines = [f"\n# Home Assistant discovery: each gateway announces only its own node.\n"] if gateways else []
+    for site, gateway in gateways:
+        lines.append(f"user {gateway_user(site, gateway)}\ntopic write {ha_prefix}/+/{gateway}/#\n")
+    return "".join(lines)
 
 
 def _model_update_lines(prefix: str) -> str:
