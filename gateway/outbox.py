@@ -17,8 +17,10 @@ Bounds, and what they cost (docs/outbox.md has the reasoning and the measurement
   Every drop is counted (``outbox_dropped_readings`` counts readings, not messages).
 
 Durability: ``sync="full"`` (the default) makes SQLite fsync the WAL at every commit,
-so a message ``put`` has returned for survives a power cut; ``"normal"`` survives a
-crash or ``kill -9`` but may lose the last commits on a power cut.
+so a message ``put`` (or ``put_many``) has returned for survives a power cut;
+``"normal"`` survives a crash or ``kill -9`` but may lose the last commits on a power
+cut. ``put_many`` stores several messages in one transaction, so one fsync (the
+costly part of a put) covers them all; they are stored all together or not at all.
 
 >>> box = Outbox(None, max_bytes=1_000)           # None: in memory, for tests and tools
 >>> box.put("fs/s/g/alerts", b'{"state":"raised"}', ALERT)
@@ -31,6 +33,9 @@ crash or ``kill -9`` but may lose the last commits on a power cut.
 [('alert', 1), ('reading', 2), ('reading', 3)]
 >>> box.ack(m.id for m in sent); len(box)
 0
+>>> box.put_many([Outgoing("fs/s/g/readings/F-1", b"y", READING, items=50),
+...               Outgoing("fs/s/g/readings/F-2", b"z", READING, items=50)])  # one transaction
+[4, 1]
 """
 from __future__ import annotations
 
@@ -108,6 +113,17 @@ class OutboxError(RuntimeError):
     """The outbox cannot be opened or written; the message says what to do."""
 
 
+class Outgoing(NamedTuple):
+    """A message to store with ``Outbox.put_many``: the arguments of ``Outbox.put``."""
+
+    stream: str
+    payload: bytes
+    kind: str
+    items: int = 1
+    data_time_ms: int | None = None
+    retain: bool = False
+
+
 class Mark(NamedTuple):
     """Where a stream stands: its latest data time, and how many messages carry exactly that time.
 
@@ -151,7 +167,9 @@ class Outbox:
         self.max_age_s = float(max_age_s)
         self.sync = sync
         self._clock = clock
-        self._lock = threading.Lock()
+        # Reentrant: put_many holds it across its puts, so no take or ack lands inside its transaction.
+        self._lock = threading.RLock()
+        self._group: dict[str, int] | None = None  # the counters of put_many's open transaction
         self._lock_file = None
         self._taken: dict[int, int] = {}  # id -> size, taken and not yet acknowledged
         self._cursor = {p: 0 for p in PRIORITY.values()}  # every row of that priority with id <= cursor is taken
@@ -209,17 +227,21 @@ class Outbox:
     def _load_state(self) -> None:
         count, total = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
         self._count, self._bytes = count, total
-        self._streams = {s: [n, m, c] for s, n, m, c in
-                         self._db.execute("SELECT stream, next_seq, mark_ms, at_mark FROM streams")}
+        self._load_streams()
         self._counters = dict.fromkeys(_PERSISTED, 0)
         self._counters.update(self._db.execute("SELECT name, value FROM counters").fetchall())
         self.replayed = count  # messages found from a previous process, sent again now
 
+    def _load_streams(self) -> None:
+        self._streams = {s: [n, m, c] for s, n, m, c in
+                         self._db.execute("SELECT stream, next_seq, mark_ms, at_mark FROM streams")}
+
     def _recount(self) -> None:
-        """After a failed transaction: counts as the file has them, not as the cache guessed."""
+        """After a failed transaction: counts, sequences and marks as the file has them, not as the cache guessed."""
         try:
             self._count, self._bytes = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+            self._load_streams()
         except sqlite3.Error:
             pass
 
@@ -252,26 +274,59 @@ class Outbox:
         """
         if kind not in PRIORITY:
             raise ValueError(f"message class must be one of {', '.join(KINDS)}, got {kind!r}")
+        with self._lock:
+            if self._group is not None:  # inside put_many: its transaction commits this message
+                return self._insert(stream, payload, kind, items, data_time_ms, retain, self._group)
+            with self._transaction() as counters:
+                return self._insert(stream, payload, kind, items, data_time_ms, retain, counters)
+
+    def put_many(self, messages: Iterable[Outgoing]) -> list[int | None]:
+        """Store ``messages`` in one transaction (one fsync); return each one's sequence number (None: dropped).
+
+        Exactly as many ``put`` calls in that order would (sequence numbers, drops,
+        counters, marks), except that they are committed together: when this returns
+        all are stored; if it raises OutboxError none is.
+        """
+        messages = [Outgoing(*m) for m in messages]
+        for m in messages:
+            if m.kind not in PRIORITY:
+                raise ValueError(f"message class must be one of {', '.join(KINDS)}, got {m.kind!r}")
+        if not messages:
+            return []
+        with self._lock:
+            if self._group is not None:  # nested: the outer put_many commits
+                return [self.put(m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms,
+                                 retain=m.retain) for m in messages]
+            with self._transaction() as counters:
+                self._group = counters
+                try:
+                    # self.put, not _insert: whoever wraps put (a tool recording payloads) sees these too.
+                    return [self.put(m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms,
+                                     retain=m.retain) for m in messages]
+                finally:
+                    self._group = None
+
+    def _insert(self, stream: str, payload: bytes, kind: str, items: int, data_time_ms: int | None, retain: bool,
+                counters: dict[str, int]) -> int | None:
+        """Within an open transaction; the cached state moves with it (a rollback reloads it, see _recount)."""
         size = len(payload) + len(stream.encode()) + ROW_OVERHEAD_BYTES
         now_ms = int(self._clock() * 1000)
-        with self._lock, self._transaction() as counters:
-            self._expire_if_due(now_ms, counters)
-            if not self._make_room(size, kind, items, counters):
-                return None
-            next_seq, mark, at_mark = self._streams.get(stream, (1, None, 0))
-            if data_time_ms is not None:
-                if mark is None or data_time_ms > mark:
-                    mark, at_mark = data_time_ms, 1
-                elif data_time_ms == mark:
-                    at_mark += 1
-            self._db.execute("INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload))
-            self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
-                             "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
-                             "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
-                             (stream, next_seq + 1, mark, at_mark))
-        # Only after the commit: a failed transaction leaves the cached state as the file is.
+        self._expire_if_due(now_ms, counters)
+        if not self._make_room(size, kind, items, counters):
+            return None
+        next_seq, mark, at_mark = self._streams.get(stream, (1, None, 0))
+        if data_time_ms is not None:
+            if mark is None or data_time_ms > mark:
+                mark, at_mark = data_time_ms, 1
+            elif data_time_ms == mark:
+                at_mark += 1
+        self._db.execute("INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload))
+        self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
+                         "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
+                         (stream, next_seq + 1, mark, at_mark))
         self._streams[stream] = [next_seq + 1, mark, at_mark]
         self._count += 1
         self._bytes += size

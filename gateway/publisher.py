@@ -2,7 +2,13 @@
 
 Readings are batched per sensor (at most ``readings_batch`` per message, and never
 held longer than ``max_delay_s``) to save bandwidth; detections and alerts are
-stored at once. Every message goes into the outbox (gateway/outbox.py) first; a
+stored at once. Batches that fill up in the same time step (a node's line carries
+every sensor's reading of one instant) are stored together, in one outbox
+transaction: one fsync instead of one per sensor. A full batch waits only until a
+reading of another time arrives, or the next ``flush_due`` tick, detection, alert,
+status or ``flush`` (whichever comes first), and then goes in the same transaction
+as what triggered it, before it, so the order they were made in is kept.
+Every message goes into the outbox (gateway/outbox.py) first; a
 sender thread takes it from there, publishes it at QoS 1 with its stream sequence
 number (MQTT v5 user property ``seq``), and deletes it only when the broker's PUBACK
 comes back. So the gateway works offline: with the broker down, messages wait in the
@@ -29,7 +35,7 @@ from paho.mqtt.properties import Properties
 from edge.contracts import Alert, Detection, Reading
 from gateway import payloads
 from gateway import topics as T
-from gateway.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError
+from gateway.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,9 @@ class GatewayPublisher:
         self.outbox = outbox if outbox is not None else Outbox(None)
         self._batches: dict[str, list[Reading]] = {}
         self._batch_started: dict[str, float] = {}
+        # Full batches of the current time step, not stored yet: they go in one transaction.
+        self._full: list[Outgoing] = []
+        self._full_step_ms: int | None = None
         self._connected = threading.Event()
         self._was_down_logged = False
         # Written by paho's network thread, read by the sender: deque appends are atomic,
@@ -267,54 +276,69 @@ class GatewayPublisher:
 
     # --- publishing -----------------------------------------------------------
 
-    def _store(self, topic: str, payload: bytes, kind: str, *, items: int = 1, data_time_ms: int | None = None) -> None:
-        retain = T.QOS[_CHANNEL[kind]][1]
-        seq = self.outbox.put(topic, payload, kind, items=items, data_time_ms=data_time_ms, retain=retain)
+    def _message(self, topic: str, payload: bytes, kind: str, *, items: int = 1,
+                 data_time_ms: int | None = None) -> Outgoing:
+        return Outgoing(topic, payload, kind, items, data_time_ms, T.QOS[_CHANNEL[kind]][1])
+
+    def _store(self, *messages: Outgoing) -> None:
+        """Store the waiting full batches, then ``messages``, in one outbox transaction.
+
+        Counted only once committed; if the outbox cannot be written (OutboxError,
+        raised to the caller) none of them is stored, as a single put would have lost its one.
+        """
+        group, self._full, self._full_step_ms = self._full + list(messages), [], None
+        if not group:
+            return
+        seqs = self.outbox.put_many(group)
         with self._counters_lock:
-            if seq is None:
-                self.counters["readings_dropped_full"] += items if kind == READING else 0
-            else:
-                self.counters["messages_published"] += 1
-                if kind == READING:
-                    self.counters["readings_published"] += items
+            for message, seq in zip(group, seqs):
+                if seq is None:
+                    self.counters["readings_dropped_full"] += message.items if message.kind == READING else 0
+                else:
+                    self.counters["messages_published"] += 1
+                    if message.kind == READING:
+                        self.counters["readings_published"] += message.items
         self._wake.set()
 
     def add_reading(self, reading: Reading) -> None:
+        if self._full and reading.time_ms != self._full_step_ms:
+            self._store()  # the step whose batches filled up is over
         batch = self._batches.get(reading.sensor)
         if batch is None:
             batch = self._batches[reading.sensor] = []
             self._batch_started[reading.sensor] = time.monotonic()
         batch.append(reading)
         if len(batch) >= self.readings_batch:
-            self._send_batch(reading.sensor)
+            self._full.append(self._batch_message(reading.sensor))
+            self._full_step_ms = reading.time_ms
 
     def flush_due(self) -> None:
-        """Store batches older than ``max_delay_s``; call this from the main loop's tick."""
+        """Store batches older than ``max_delay_s`` and the full ones; call this from the main loop's tick."""
         now = time.monotonic()
-        for sensor, started in list(self._batch_started.items()):
-            if now - started >= self.max_delay_s:
-                self._send_batch(sensor)
+        self._store(*[self._batch_message(sensor) for sensor, started in list(self._batch_started.items())
+                      if now - started >= self.max_delay_s])
 
     def flush(self) -> None:
-        for sensor in list(self._batches):
-            self._send_batch(sensor)
+        """Store every batch now, however small."""
+        self._store(*[self._batch_message(sensor) for sensor in list(self._batches)])
 
-    def _send_batch(self, sensor: str) -> None:
+    def _batch_message(self, sensor: str) -> Outgoing:
         batch = self._batches.pop(sensor)
         self._batch_started.pop(sensor, None)
-        self._store(self.topics.readings(sensor), payloads.encode_readings(batch), READING, items=len(batch),
-                    data_time_ms=max(r.time_ms for r in batch))
+        return self._message(self.topics.readings(sensor), payloads.encode_readings(batch), READING,
+                             items=len(batch), data_time_ms=max(r.time_ms for r in batch))
 
     def publish_detection(self, detection: Detection) -> None:
-        self._store(self.topics.detections(detection.kind), payloads.encode_detection(detection), DETECTION,
-                    data_time_ms=detection.time_ms)
+        self._store(self._message(self.topics.detections(detection.kind), payloads.encode_detection(detection),
+                                  DETECTION, data_time_ms=detection.time_ms))
 
     def publish_alert(self, alert: Alert) -> None:
-        self._store(self.topics.alerts, payloads.encode_alert(alert), ALERT, data_time_ms=alert.time_ms)
+        self._store(self._message(self.topics.alerts, payloads.encode_alert(alert), ALERT,
+                                  data_time_ms=alert.time_ms))
 
     def publish_status(self, counters: dict | None = None) -> None:
         body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot())
-        self._store(self.topics.status, body, STATUS)
+        self._store(self._message(self.topics.status, body, STATUS))
 
     def _own_counters(self) -> dict[str, int]:
         with self._counters_lock:
@@ -327,7 +351,8 @@ class GatewayPublisher:
     # --- shutdown -----------------------------------------------------------
 
     def wait_acked(self, timeout_s: float) -> bool:
-        """True once the outbox is empty: the broker acknowledged everything stored so far."""
+        """True once the outbox is empty: the broker acknowledged everything stored so far (full batches included)."""
+        self._store()  # full batches waiting for their step's end: they are complete messages, store them now
         deadline = time.monotonic() + timeout_s
         with self._shrunk:
             while len(self.outbox):

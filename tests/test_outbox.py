@@ -23,7 +23,7 @@ from gateway import payloads
 from gateway import topics as T
 from gateway.localservices import LocalServices, free_port
 from gateway.outbox import (ALERT, BACKLOG_MESSAGES, DETECTION, READING, ROW_OVERHEAD_BYTES, STATUS, Outbox,
-                            OutboxError)
+                            OutboxError, Outgoing)
 from gateway.publisher import GatewayPublisher, MqttSettings
 from tests.test_contracts import T0, alert, detection
 
@@ -295,6 +295,131 @@ def test_every_message_put_before_a_kill_9_is_there_after_it(tmp_path):
         present = {(m.kind, str(m.seq)) for m in box.take(100_000)}
     assert set(confirmed) <= present
     assert len(present) - len(confirmed) <= 1  # at most the put that was committing when killed
+
+
+# ---- group commit: several messages in one transaction ------------------------------------
+
+def test_put_many_stores_like_puts_in_order_with_per_stream_sequences(tmp_path):
+    with Outbox(tmp_path / "o.sqlite3") as box:
+        box.put("gw/readings/A", b"a0", READING, items=50)
+        seqs = box.put_many([Outgoing("gw/readings/A", b"a1", READING, 50, T0),
+                             Outgoing("gw/readings/B", b"b1", READING, 50, T0),
+                             Outgoing("gw/alerts", b"al", ALERT, data_time_ms=T0 + 1, retain=True)])
+        assert seqs == [2, 1, 1]
+        assert box.put_many([]) == []
+    with Outbox(tmp_path / "o.sqlite3") as box:
+        sent = box.take(10)
+        assert [(m.stream, m.seq, m.payload) for m in sent] == [
+            ("gw/readings/A", 1, b"a0"), ("gw/readings/A", 2, b"a1"), ("gw/readings/B", 1, b"b1"),
+            ("gw/alerts", 1, b"al")]
+        assert sent[-1].retain and sent[1].items == 50
+        assert box.marks()["gw/readings/B"] == (T0, 1) and box.marks()["gw/alerts"] == (T0 + 1, 1)
+        assert box.put("gw/readings/A", b"a2", READING) == 3
+
+
+def test_put_many_drops_oldest_readings_when_full_but_never_alerts_and_counts_as_puts_do():
+    box = Outbox(None, max_bytes=3 * size_of("gw/readings/F", b"x" * 100))
+    seqs = box.put_many([Outgoing("gw/readings/F", b"x" * 100, READING, 50) for _ in range(4)]
+                        + [Outgoing("gw/alerts", b"x" * 100, ALERT)])
+    assert seqs == [1, 2, 3, 4, 1]
+    stats = box.stats()
+    assert stats["outbox_dropped_readings"] == 100 and stats["outbox_dropped_reading_messages"] == 2
+    assert [(m.kind, m.seq) for m in box.take(10)] == [(READING, 3), (READING, 4), (ALERT, 1)]
+
+
+def test_a_failed_put_many_stores_none_of_its_messages_and_leaves_sequences_as_they_were(tmp_path):
+    with Outbox(tmp_path / "o.sqlite3") as box:
+        box.put("gw/readings/A", b"a", READING)
+        with pytest.raises(ValueError, match="message class"):
+            box.put_many([Outgoing("gw/readings/A", b"a", READING), Outgoing("gw/x", b"?", "gossip")])
+        real_put, calls = box.put, []
+
+        def failing_put(*args, **kw):  # the second message cannot be written: the first must go too
+            calls.append(args[0])
+            if len(calls) == 2:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real_put(*args, **kw)
+
+        box.put = failing_put
+        with pytest.raises(OutboxError, match="disk I/O error"):
+            box.put_many([Outgoing("gw/readings/A", b"a", READING, data_time_ms=T0),
+                          Outgoing("gw/readings/B", b"b", READING)])
+        del box.put
+        assert len(box) == 1 and box.stats()["outbox_bytes"] == size_of("gw/readings/A", b"a")
+        assert "gw/readings/A" not in box.marks()
+        assert box.put_many([Outgoing("gw/readings/A", b"a", READING), Outgoing("gw/readings/B", b"b", READING)]) \
+            == [2, 1]
+
+
+GROUP_WRITER = """
+import sys
+from gateway.outbox import Outbox, Outgoing, READING, ALERT
+box = Outbox(sys.argv[1])
+group = 0
+while True:
+    group += 1
+    step = [Outgoing(f"gw/readings/S{s}", b"%d:%d:" % (group, s) + b"x" * 1000, READING, 50) for s in range(8)]
+    seqs = box.put_many(step + [Outgoing("gw/alerts", b"%d:a:" % group, ALERT)])
+    print(group, *seqs, flush=True)
+"""
+
+
+def test_messages_stored_by_one_put_many_survive_a_kill_9_together_in_order(tmp_path):
+    path = tmp_path / "outbox.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", GROUP_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    confirmed = []
+    try:
+        for line in proc.stdout:
+            confirmed.append([int(x) for x in line.split()])
+            if len(confirmed) == 150:
+                proc.send_signal(signal.SIGKILL)  # between two put_many calls, or inside one
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    confirmed += [[int(x) for x in line.split()] for line in proc.stdout.read().splitlines() if line.strip()]
+    with Outbox(path) as box:
+        assert box._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        present = box.take(100_000)
+    groups = defaultdict(list)
+    for m in present:
+        groups[int(m.payload.split(b":")[0])].append(m)
+    assert all(len(members) == 9 for members in groups.values())  # all of a group, or none of it
+    assert {g for g, *_ in confirmed} <= set(groups)
+    assert len(groups) - len(confirmed) <= 1  # at most the group that was committing when killed
+    for g, *seqs in confirmed:
+        assert [m.seq for m in groups[g]] == seqs == [g] * 9  # the sequence each put_many returned
+    by_stream = defaultdict(list)
+    for m in present:
+        by_stream[m.stream].append(m.seq)
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in by_stream.values())
+
+
+def test_publisher_stores_the_batches_of_one_time_step_in_one_transaction_before_what_follows():
+    topics = T.Topics("obx0", "net3", "gw-01")
+    pub = GatewayPublisher(topics, MqttSettings("127.0.0.1", free_port(), client_id="obx0-gw"), readings_batch=2)
+    groups = []
+    put_many = pub.outbox.put_many
+    pub.outbox.put_many = lambda messages: groups.append([(m.stream, m.kind) for m in messages]) or put_many(messages)
+    sensors = ["F-1", "F-2", "F-3"]
+    for step in range(2):  # every sensor's batch fills up at step 1
+        for sensor in sensors:
+            pub.add_reading(Reading(T0 + step * 60_000, "net3", "gw-01", sensor, "flow", 1.0, "L/s"))
+    pub.publish_detection(detection())  # goes in the same transaction, after the batches made before it
+    pub.add_reading(Reading(T0 + 120_000, "net3", "gw-01", "F-1", "flow", 1.0, "L/s"))
+    pub.add_reading(Reading(T0 + 180_000, "net3", "gw-01", "F-1", "flow", 1.0, "L/s"))
+    pub.add_reading(Reading(T0 + 240_000, "net3", "gw-01", "F-2", "flow", 1.0, "L/s"))  # F-1's step is over
+    pub.publish_alert(alert())
+    assert groups == [[(topics.readings(s), READING) for s in sensors] + [(topics.detections("leak"), DETECTION)],
+                      [(topics.readings("F-1"), READING)], [(topics.alerts, ALERT)]]
+    assert pub.counters["messages_published"] == 6 and pub.counters["readings_published"] == 8
+    sent = pub.outbox.take(100)
+    assert [(m.stream, m.seq) for m in sent] == [(topics.readings(s), 1) for s in sensors] + [
+        (topics.detections("leak"), 1), (topics.readings("F-1"), 2), (topics.alerts, 1)]
+    pub.flush()  # F-2's one reading
+    assert groups[-1] == [(topics.readings("F-2"), READING)] and pub.counters["readings_published"] == 9
+    pub.outbox.close()
 
 
 # ---- behind the publisher, with a real broker ----------------------------------------------
