@@ -256,8 +256,12 @@ class GatewayRunner:
         return summary
 
     def _readings(self, summary: RunSummary):
-        """One source is read in this thread; several at once, a thread each (a live source never ends)."""
-        if len(self.sources) == 1:
+        """A replay alone is read in this thread; live sources (and several sources) a thread each.
+
+        Through merge_sources the loop also gets an idle tick while a live sensor is quiet,
+        so a batch is never held longer than its delay (a 1/min node would otherwise wait a minute).
+        """
+        if len(self.sources) == 1 and isinstance(self.sources[0], ReplaySource):
             return iter(self.sources[0])
         return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
 
