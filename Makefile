@@ -37,7 +37,7 @@ bench-outbox: $(STAMP)
 	$(BIN)/python scripts/bench_outbox.py
 
 # Every frugality figure side by side (inference, pipeline vs mosquitto_pub, bridge vs raw POST, footprint,
-# models, fleet); rewrites docs/benchmarks.json and docs/benchmarks.md (about 5 min on 2 cores).
+# models, fleet); rewrites docs/benchmarks.json and docs/benchmarks.md (about 2 min on 2 cores).
 bench: setup
 	$(BIN)/python scripts/bench.py
 
