@@ -137,7 +137,9 @@ def comments(cls: type) -> dict[str, str]:
     """Field name -> the comments written next to it (above it, and at the end of its line) in its class."""
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or klass.__module__ != S.__name__:
+        # the schema is a package: a class's module is one of its modules, e.g. gateway.config.schema.models
+        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or \
+                not klass.__module__.startswith(S.__name__ + "."):
             continue
         source = textwrap.dedent(inspect.getsource(klass))
         lines = source.splitlines()

@@ -1,0 +1,194 @@
+"""Checks that span sections (duplicate ids, a model naming a sensor, one port one device), all reported at once."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from edge.air.eaqi import POLLUTANT_OF_QUANTITY
+from edge.contracts import QUANTITY_UNITS
+from gateway.config.schema.air_sensors import LineSensor, Pms5003Sensor, Sds011Sensor
+from gateway.config.schema.models import _AIR_INPUTS
+from gateway.config.schema.sensors import ModbusRtuSensor
+from gateway.config.schema.types import describe, format_path, suggest
+
+
+class CrossIssue(NamedTuple):
+    loc: tuple[str | int, ...]
+    message: str
+    suggestion: str | None = None
+
+
+def _entries(data: dict, key: str) -> list[tuple[int, dict]]:
+    items = data.get(key)
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _duplicates(data: dict, section: str, key: str, what: str,
+                where: Callable[[tuple], str]) -> list[CrossIssue]:
+    issues, first = [], {}
+    for i, item in _entries(data, section):
+        value = item.get(key)
+        if not isinstance(value, str):
+            continue
+        if value in first:
+            issues.append(CrossIssue((section, i, key), f"{what} {value!r} is already used ({where(first[value])})"))
+        else:
+            first[value] = (section, i, key)
+    return issues
+
+
+# Settings every sensor on one serial port must agree on: they share one line.
+_LINE_KEYS = ("baudrate", "bytesize", "parity", "stopbits", "timeout_s", "poll_s")
+
+
+def _shared_line_issues(data: dict, where: Callable[[tuple], str]) -> list[CrossIssue]:
+    issues, first = [], {}
+    for i, item in _entries(data, "sensors"):
+        if item.get("driver") != "modbus_rtu" or not isinstance(item.get("port"), str):
+            continue
+        port = item["port"]
+        if port not in first:
+            first[port] = (i, item)
+            continue
+        j, other = first[port]
+        defaults = ModbusRtuSensor.model_fields
+        for key in _LINE_KEYS:
+            mine, theirs = item.get(key, defaults[key].default), other.get(key, defaults[key].default)
+            if mine != theirs:
+                issues.append(CrossIssue(("sensors", i, key if key in item else "port"),
+                                         f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on the "
+                                         f"same port ({where(('sensors', j, 'port'))}): one line has one setting"))
+    return issues
+
+
+# Settings every entry of one air sensor device must agree on: they are one device.
+_AIR_SERIAL = {"sds011": Sds011Sensor, "pms5003": Pms5003Sensor, "line": LineSensor}
+_AIR_DEVICE_KEYS = ("driver", "baudrate", "interval_s", "work_s", "sleep_s", "warmup_s")
+
+
+def _device_setting(item: dict, key: str) -> object:
+    cls = _AIR_SERIAL.get(item.get("driver"))
+    if key in item or cls is None:
+        return item.get(key)
+    field = cls.model_fields.get(key)
+    return field.default if field is not None else None
+
+
+def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], str]) -> list[CrossIssue]:
+    issues, first = [], {}
+    modbus_ports = {item.get("port") for _, item in _entries(data, "sensors") if item.get("driver") == "modbus_rtu"}
+    for i, item in _entries(data, "sensors"):
+        driver, port = item.get("driver"), item.get("port")
+        if driver not in _AIR_SERIAL or not isinstance(port, str):
+            continue
+        if port in modbus_ports:
+            issues.append(CrossIssue(("sensors", i, "port"), f"port {port} is also a Modbus line: one port, one device"))
+        if port not in first:
+            first[port] = (i, item)
+        else:
+            j, other = first[port]
+            for key in _AIR_DEVICE_KEYS:
+                mine, theirs = _device_setting(item, key), _device_setting(other, key)
+                if mine != theirs:  # a different driver makes every other setting differ too: say it once
+                    issues.append(CrossIssue(("sensors", i, key if key in item else "port"),
+                                             f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on "
+                                             f"the same port ({where(('sensors', j, 'port'))}): one port is one device"))
+                    if key == "driver":
+                        break
+        humidity = item.get("humidity_sensor")
+        if isinstance(humidity, str):
+            loc = ("sensors", i, "humidity_sensor")
+            target = sensors.get(humidity)
+            if target is None:
+                issues.append(CrossIssue(loc, f"no sensor with id {humidity!r} in sensors", suggest(humidity, sensors)))
+            elif target.get("quantity") != "humidity" or target.get("driver") != "line":
+                issues.append(CrossIssue(loc, f"sensor {humidity!r} is not a humidity sensor of a line node "
+                                              "(driver: line, quantity: humidity)"))
+    for m, model in _entries(data, "models"):
+        if model.get("type") != "eaqi" or not isinstance(model.get("sensors"), list):
+            continue
+        for s, name in enumerate(model["sensors"]):
+            if not isinstance(name, str):
+                continue
+            loc = ("models", m, "sensors", s)
+            if name not in sensors:
+                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+            elif (quantity := sensors[name].get("quantity")) in QUANTITY_UNITS and quantity not in POLLUTANT_OF_QUANTITY:
+                issues.append(CrossIssue(loc, f"sensor {name!r} measures {quantity}; the EAQI covers "
+                                              f"{', '.join(POLLUTANT_OF_QUANTITY)}"))
+    return issues
+
+
+def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
+    """Air-model inputs name existing sensors of the right quantity; a drift estimate names a no2_virtual model."""
+    issues = []
+    models = {item.get("name"): item for _, item in _entries(data, "models") if isinstance(item.get("name"), str)}
+
+    def check(loc, name, quantity):
+        if name not in sensors:
+            issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+        elif (got := sensors[name].get("quantity")) in QUANTITY_UNITS and got != quantity:
+            issues.append(CrossIssue(loc, f"sensor {name!r} measures {got}; this input needs {quantity}"))
+
+    for m, model in _entries(data, "models"):
+        kind = model.get("type")
+        if kind in ("air_pattern", "sensor_fault", "no2_virtual") and isinstance(model.get("sensors"), dict):
+            for role, name in model["sensors"].items():
+                if role in _AIR_INPUTS and isinstance(name, str):
+                    check(("models", m, "sensors", role), name, role)
+        if kind != "calibration_drift" or not isinstance(model.get("sensor"), str):
+            continue
+        if model["sensor"] not in sensors:
+            check(("models", m, "sensor"), model["sensor"], None)
+        quantity = sensors.get(model["sensor"], {}).get("quantity")
+        if isinstance(model.get("reference"), str) and quantity in QUANTITY_UNITS:
+            check(("models", m, "reference"), model["reference"], quantity)
+        estimate = model.get("estimate_from")
+        if isinstance(estimate, str) and (models.get(estimate) or {}).get("type") != "no2_virtual":
+            issues.append(CrossIssue(("models", m, "estimate_from"),
+                                     f"no model of type no2_virtual named {estimate!r} in models",
+                                     suggest(estimate, [n for n, x in models.items() if x.get("type") == "no2_virtual"])))
+    return issues
+
+
+def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path) -> list[CrossIssue]:
+    """Checks that span sections, on plain (possibly invalid) config data.
+
+    Parts that are malformed are skipped: their own checks already report them.
+    ``where(loc)`` says where another key is, e.g. ``"line 12"``.
+    """
+    issues = _duplicates(data, "sensors", "id", "sensor id", where)
+    issues += _duplicates(data, "models", "name", "model name", where)
+    sensors: dict[str, dict] = {}
+    for _, item in _entries(data, "sensors"):
+        if isinstance(item.get("id"), str):
+            sensors.setdefault(item["id"], item)  # a duplicate is reported above; the first one counts
+
+    sources = data.get("sources")
+    replay_users = [i for i, item in _entries(data, "sensors") if item.get("driver") == "replay"]
+    if replay_users and not (isinstance(sources, dict) and sources.get("replay")):
+        more = f" (the first of {len(replay_users)} replay sensors)" if len(replay_users) > 1 else ""
+        issues.append(CrossIssue(("sensors", replay_users[0], "driver"),
+                                 "driver 'replay' needs a sources.replay section with the dataset file, "
+                                 f"and there is none{more}"))
+
+    issues += _shared_line_issues(data, where)
+    issues += _air_issues(data, sensors, where)
+    issues += _air_model_issues(data, sensors)
+
+    for m, model in _entries(data, "models"):
+        seen: set[str] = set()
+        for t, term in _entries(model, "zone_inflow"):
+            name = term.get("sensor")
+            if not isinstance(name, str):
+                continue
+            loc = ("models", m, "zone_inflow", t, "sensor")
+            if name not in sensors:
+                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+            elif (quantity := sensors[name].get("quantity")) in QUANTITY_UNITS and quantity != "flow":
+                issues.append(CrossIssue(loc, f"sensor {name!r} measures {quantity}; "
+                                              "a zone inflow must be a flow sensor"))
+            elif name in seen:
+                issues.append(CrossIssue(loc, f"sensor {name!r} is already in this zone_inflow"))
+            seen.add(name)
+    return issues

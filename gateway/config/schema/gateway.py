@@ -1,0 +1,76 @@
+"""GatewayConfig, the whole config file: its top-level keys and the checks run once every section is read."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
+
+# The driver and model modules fill the registries when imported: before the unions below are built.
+from gateway.config.schema import air_sensors, models, sensors  # noqa: F401
+from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, _tagged_union
+from gateway.config.schema.cross_checks import cross_section_issues
+from gateway.config.schema.sections import (HomeAssistantConfig, ModelUpdatesConfig, MqttConfig, SourcesConfig,
+                                            StorageConfig)
+from gateway.config.schema.types import (CONTEXT_CROSS_CHECKS, CONTEXT_PATH, Identifier, TimeZoneName, fail,
+                                         format_path)
+
+SensorConfig = _tagged_union(SENSOR_DRIVERS, "driver")
+ModelConfig = _tagged_union(MODEL_TYPES, "type")
+
+
+class GatewayConfig(Section):
+    """One gateway: where it is, what it reads, what it runs, where it sends."""
+
+    site: Identifier
+    gateway: Identifier
+    timezone: TimeZoneName = "UTC"  # night windows are in this local time
+    sensors: list[SensorConfig] = Field(min_length=1)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    mqtt: MqttConfig
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    model_updates: ModelUpdatesConfig = Field(default_factory=ModelUpdatesConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _finish(self, info: ValidationInfo) -> "GatewayConfig":
+        context = info.context or {}
+        if self.mqtt.client_id is None:
+            self.mqtt.client_id = f"frugalsense-{self.gateway}"
+        if context.get(CONTEXT_PATH) is not None:
+            self._path = Path(context[CONTEXT_PATH]).absolute()
+        if context.get(CONTEXT_CROSS_CHECKS, True):
+            issues = cross_section_issues(self.model_dump())
+            if issues:
+                raise fail(f"{format_path(issues[0].loc)}: {issues[0].message}", issues[0].suggestion)
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The config file this was loaded from (absolute), or None if built in code."""
+        return self._path
+
+    def resolve_path(self, path: str | os.PathLike) -> Path:
+        """A path from the config, relative ones taken from the config file's folder.
+
+        >>> cfg = GatewayConfig.model_validate(
+        ...     {"site": "s", "gateway": "g", "mqtt": {"host": "h"},
+        ...      "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}],
+        ...      "sources": {"replay": {"file": "a.npz"}}},
+        ...     context={"path": "/etc/frugalsense/gw.yaml"})
+        >>> cfg.resolve_path("../data/a.npz"), cfg.resolve_path("/abs/b.npz")
+        (PosixPath('/etc/data/a.npz'), PosixPath('/abs/b.npz'))
+        """
+        path = Path(path).expanduser()
+        if path.is_absolute():
+            return path
+        base = self._path.parent if self._path is not None else Path.cwd()
+        return Path(os.path.normpath(base / path))
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)

@@ -1,0 +1,210 @@
+"""Model entries (detectors a gateway runs): night flow, learned leak, EAQI, the air models and calibration drift."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from edge.air.eaqi import BANDS as EAQI_BANDS
+from gateway.config.schema.base import Section, model_type
+from gateway.config.schema.types import (ClockTime, FilePath, Identifier, Text, _one_of, describe, fail, number,
+                                         whole)
+
+if TYPE_CHECKING:
+    from gateway.config.schema.gateway import GatewayConfig
+
+
+class ModelBase(Section):
+    name: Identifier
+
+
+def _sign(value: object) -> int:
+    if isinstance(value, bool) or value not in (1, -1):
+        raise fail(f"must be 1 (flow into the zone) or -1 (flow out of the zone), got {describe(value)}")
+    return int(value)  # type: ignore[call-overload]
+
+
+class InflowTerm(Section):
+    """One metered pipe of a zone's inflow: +1 into the zone, -1 out of it."""
+
+    sensor: Identifier
+    sign: Annotated[int, BeforeValidator(_sign)] = 1
+
+
+@model_type
+class MnfModel(ModelBase):
+    """Minimum Night Flow leak detector over one zone's metered inflow."""
+
+    type: Literal["mnf"]
+    zone_inflow: list[InflowTerm] = Field(min_length=1)
+    night_start: ClockTime = "02:00"  # local time (the config's timezone)
+    # validate_default: the default end must still come after a start given in the file
+    night_end: ClockTime = Field(default="04:00", validate_default=True)
+    threshold: number(0, 5, low_open=True) = 0.2  # relative rise over the baseline
+    history_days: whole(2, 60) = 10
+    raise_after: whole(1, 7) = 1
+    clear_after: whole(1, 14) = 2
+
+    @field_validator("night_end")
+    @classmethod
+    def _after_start(cls, end: str, info: ValidationInfo) -> str:
+        start = info.data.get("night_start")
+        if start is not None and end <= start:
+            raise fail(f"must be after night_start ({start}), got {end!r} "
+                       "(a night window may not cross midnight)")
+        return end
+
+    def detector_params(self, timezone: str) -> dict[str, Any]:
+        """Keyword arguments for the night-flow detector, in its own parameter names."""
+        return {
+            "zone_inflow": [(term.sensor, term.sign) for term in self.zone_inflow],
+            "night_start": self.night_start, "night_end": self.night_end,
+            "threshold": self.threshold, "history_days": self.history_days,
+            "raise_after": self.raise_after, "clear_after": self.clear_after,
+            "timezone": timezone,
+        }
+
+
+@model_type
+class EaqiModel(ModelBase):
+    """European Air Quality Index: hourly band per pollutant sensor and for the station, alerts with persistence."""
+
+    type: Literal["eaqi"]
+    sensors: list[Identifier] = Field(min_length=1)  # pm25, pm25_corrected, pm10, no2 or o3 sensors
+    alert_from: Annotated[str, BeforeValidator(_one_of(EAQI_BANDS))] = "poor"  # the band that raises an alert
+    raise_after: whole(1, 48) = 2  # hours in a row at a higher band before it counts
+    clear_after: whole(1, 48) = 3  # hours in a row at a lower band before it counts
+
+    def detector_params(self, quantities: dict[str, str]) -> dict[str, Any]:
+        """Keyword arguments for the AQI detector; ``quantities`` maps sensor id -> quantity."""
+        return {"sensors": [(s, quantities[s]) for s in self.sensors], "alert_from": self.alert_from,
+                "raise_after": self.raise_after, "clear_after": self.clear_after}
+
+
+# Air-site models (edge/detectors/air_models.py, edge/detectors/drift.py, docs/air-models.md).
+_AIR_INPUTS = ("pm25", "pm10", "no2", "temperature", "humidity", "wind_speed", "cell_count")
+_BACKENDS = ("auto", "onnxruntime", "litert", "numpy")
+
+
+class AirInputs(Section):
+    """Which sensor feeds each input of an air model; a sensor must measure that input's quantity."""
+
+    pm25: Identifier | None = None
+    pm10: Identifier | None = None
+    no2: Identifier | None = None
+    temperature: Identifier | None = None
+    humidity: Identifier | None = None
+    wind_speed: Identifier | None = None
+    cell_count: Identifier | None = None
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class _AirModel(ModelBase):
+    model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
+    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    sensors: AirInputs
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _inputs(self) -> "_AirModel":
+        missing = [k for k in self.needs if getattr(self.sensors, k) is None]
+        if missing:
+            raise fail(f"sensors must name a sensor for {', '.join(self.needs)} (missing: {', '.join(missing)})")
+        return self
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        return {"sensors": self.sensors.given(), "model_dir": config.resolve_path(self.model_dir),
+                "backend": self.backend, "timezone": config.timezone}
+
+
+@model_type
+class AirPatternModel(_AirModel):
+    """Hourly air pattern: normal, traffic_peak, regional_episode or local_source."""
+
+    type: Literal["air_pattern"]
+    needs: ClassVar[tuple[str, ...]] = ("pm25", "pm10", "no2", "temperature", "humidity", "cell_count")
+
+
+@model_type
+class SensorFaultModel(_AirModel):
+    """Hourly fault flag per sensor (stuck, spike, dropout, fan_failure) with alerts for lasting faults."""
+
+    type: Literal["sensor_fault"]
+    raise_after: whole(1, 48) = 2  # faulty hours in a row before an alert
+    clear_after: whole(1, 48) = 2  # healthy hours in a row before it clears
+
+    @model_validator(mode="after")
+    def _judged(self) -> "SensorFaultModel":
+        given = self.sensors.given()
+        if not given or set(given) - {"pm25", "pm10", "no2", "temperature", "humidity"}:
+            raise fail("sensors may name pm25, pm10, no2, temperature and humidity sensors (at least one); "
+                       "the fault model does not judge wind_speed or cell_count")
+        return self
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        return {**super().detector_params(config), "raise_after": self.raise_after, "clear_after": self.clear_after}
+
+
+@model_type
+class No2VirtualModel(_AirModel):
+    """NO2 estimated from phones per antenna and weather, for a zone without an NO2 sensor."""
+
+    type: Literal["no2_virtual"]
+    needs: ClassVar[tuple[str, ...]] = ("cell_count", "wind_speed", "temperature", "humidity")
+
+
+@model_type
+class CalibrationDriftModel(ModelBase):
+    """Daily Page-Hinkley test of a sensor's calibration: alert 'recalibration_needed' when it goes stale."""
+
+    type: Literal["calibration_drift"]
+    sensor: Identifier
+    reference: Identifier | None = None  # a co-located reference sensor of the same quantity
+    estimate_from: Identifier | None = None  # or the name of a no2_virtual model of this config
+    calibration_days: whole(3, 90) = 21
+    smoothing_days: whole(1, 30) = 7
+    delta: number(0) = 1.5  # daily shift (in calibration spreads) tolerated without counting
+    threshold: number(0, low_open=True) = 15.0
+    min_sigma: number(0, low_open=True) = 3.0  # smallest calibration spread believed, in the sensor's unit
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> "CalibrationDriftModel":
+        if self.reference is not None and self.estimate_from is not None:
+            raise fail("give reference or estimate_from, not both")
+        return self
+
+    def detector_params(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "reference": self.reference, "calibration_days": self.calibration_days,
+                "smoothing_days": self.smoothing_days, "delta": self.delta, "threshold": self.threshold,
+                "min_sigma": self.min_sigma}
+
+
+class LeakInput(Section):
+    """One input of a learned leak model: this gateway's sensor and the network element it measures."""
+
+    sensor: Identifier
+    element: Text  # the link or node name in the network the model was trained on, e.g. "10"
+
+
+@model_type
+class LearnedLeakModel(ModelBase):
+    """Learned leak detector on a zone's meters and pressures (edge/detectors/leak_model.py, docs/leak-detection.md)."""
+
+    type: Literal["learned_leak"]
+    model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
+    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    # Empty: every sensor feeds the model input named by its replay column (or its id).
+    inputs: list[LeakInput] = Field(default_factory=list)
+
+    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+        sensors = {s.id: s for s in config.sensors}
+        if self.inputs:
+            unknown = [i.sensor for i in self.inputs if i.sensor not in sensors]
+            if unknown:
+                raise ValueError(f"model {self.name}: input sensor(s) {', '.join(unknown)} not in sensors")
+            inputs = {i.sensor: (i.element, sensors[i.sensor].quantity) for i in self.inputs}
+        else:
+            inputs = {s.id: (getattr(s, "column", None) or s.id, s.quantity) for s in config.sensors}
+        return {"model_dir": config.resolve_path(self.model_dir), "backend": self.backend, "inputs": inputs}
