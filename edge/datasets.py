@@ -42,6 +42,26 @@ class DatasetError(ValueError):
     """A dataset is malformed, unreadable or lacks what was asked of it."""
 
 
+def read_npz(path: Path, names: tuple[str, ...], fmt: str, what: str) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of a frugalsense ``.npz`` whose ``format`` array says ``fmt``; else DatasetError.
+
+    A truncated, foreign or damaged file is a clear error naming the file, never a crash.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in names if k not in npz.files]
+            if missing:
+                raise DatasetError(f"{path}: not a frugalsense {what} (missing {', '.join(missing)})")
+            arrays = {k: npz[k] for k in names}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DatasetError(f"{path}: unreadable or truncated {what} file ({exc})") from None
+    if str(arrays["format"]) != fmt:
+        raise DatasetError(f"{path}: format {str(arrays['format'])!r} is not {fmt}")
+    return arrays
+
+
 @dataclass(eq=False)
 class ZoneDataset:
     """T time steps of S sensors, plus the true leak flow at each step (0 without a leak)."""
@@ -127,19 +147,7 @@ class ZoneDataset:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: no such dataset file")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                missing = [k for k in _ARRAYS if k not in npz.files]
-                if missing:
-                    raise DatasetError(f"{path}: not a frugalsense zone dataset (missing {', '.join(missing)})")
-                arrays = {k: npz[k] for k in _ARRAYS}
-        except DatasetError:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            raise DatasetError(f"{path}: unreadable or truncated dataset file ({exc})") from None
-        fmt = str(arrays["format"])
-        if fmt != f"{FORMAT}/{FORMAT_VERSION}":
-            raise DatasetError(f"{path}: format {fmt!r} is not {FORMAT}/{FORMAT_VERSION}")
+        arrays = read_npz(path, _ARRAYS, f"{FORMAT}/{FORMAT_VERSION}", "zone dataset")
         try:
             meta = json.loads(str(arrays["meta"]))
         except json.JSONDecodeError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.features.air_features import NO2_FEATURES, NO2_WEATHER_FEATURES
-from edge.runtime import available_backends, load
+from edge.runtime import available_backends, load, probe_seconds
 from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest
 from training.train_air import (FAULT_CLASSES, MODEL_NAMES, QUICK, AirPlan, _fit, fault_windows, mlp_regressor,
                                 no2_split, no2_windows, pattern_windows)
@@ -140,14 +140,7 @@ def _runners(manifest: ModelManifest):
 
 
 def _latency_us(backend, row: np.ndarray, runs: int = 200) -> float:
-    import time
-    backend.predict(row)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        backend.predict(row)
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times)) * 1e6, 1)
+    return round(probe_seconds(backend, runs, row) * 1e6, 1)
 
 
 def evaluate_model(kind: str, model_dir: Path, data: dict, plan: AirPlan) -> dict:

@@ -24,15 +24,13 @@ convention as ``training.water_zone``), so the zone inflow is their plain sum.
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.contracts import QUANTITY_UNITS
-from edge.datasets import DatasetError, ZoneDataset
+from edge.datasets import DatasetError, ZoneDataset, read_npz
 
 FORMAT = "frugalsense-leak-scenarios"
 FORMAT_VERSION = 1
@@ -123,19 +121,7 @@ class ScenarioSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "ScenarioSet":
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                missing = [k for k in _ARRAYS if k not in npz.files]
-                if missing:
-                    raise DatasetError(f"{path}: not a frugalsense leak scenario set (missing {', '.join(missing)})")
-                arrays = {k: npz[k] for k in _ARRAYS}
-        except DatasetError:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            raise DatasetError(f"{path}: unreadable or truncated scenario file ({exc})") from None
-        if str(arrays["format"]) != f"{FORMAT}/{FORMAT_VERSION}":
-            raise DatasetError(f"{path}: format {str(arrays['format'])!r} is not {FORMAT}/{FORMAT_VERSION}")
+        arrays = read_npz(Path(path), _ARRAYS, f"{FORMAT}/{FORMAT_VERSION}", "leak scenario set")
         return cls(time_ms=arrays["time_ms"], values=arrays["values"], columns=arrays["columns"].tolist(),
                    quantities=arrays["quantities"].tolist(), units=arrays["units"].tolist(),
                    leak_flow_lps=arrays["leak_flow_lps"], leak_flag=arrays["leak_flag"],

@@ -53,9 +53,9 @@ def load(entry: ModelFile, backend: str | None = None, num_threads: int = 1) -> 
     return BACKENDS[backend](entry, num_threads=num_threads)
 
 
-def probe_seconds(model: Backend, runs: int = PROBE_RUNS) -> float:
-    """Median wall time of one single-window prediction (after one warm-up run)."""
-    row = model.manifest.mean.reshape(1, -1)
+def probe_seconds(model: Backend, runs: int = PROBE_RUNS, row: np.ndarray | None = None) -> float:
+    """Median wall time of one single-window prediction (after one warm-up run); ``row`` defaults to the mean."""
+    row = model.manifest.mean.reshape(1, -1) if row is None else row
     model.predict(row)
     times = []
     for _ in range(runs):
