@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from gateway.cli import UserError
+from gateway.commands import command_group
 
 DETECT_GROUP = "detect"
 SITE, GATEWAY = "scada", "history"
@@ -23,13 +24,8 @@ ALERT_COLUMNS = ("alert_id", "start_utc", "raised_utc", "end_utc", "peak_score",
 
 
 def register(subparsers) -> None:
-    parser = subparsers.choices.get(DETECT_GROUP)
-    if parser is None:
-        parser = subparsers.add_parser(DETECT_GROUP, help="run a detector over historical data",
-                                       description="Run a detector over historical data.")
-        parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-        parser._frugalsense_group = parser.add_subparsers(dest="detect_command", metavar="KIND")
-    p = parser._frugalsense_group.add_parser("leak", help="learned leak detector over a SCADA CSV",
+    group = command_group(subparsers, DETECT_GROUP, help="run a detector over historical data", metavar="KIND")
+    p = group.add_parser("leak", help="learned leak detector over a SCADA CSV",
                                              description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="learned leak model folder")
     p.add_argument("--scada", required=True, type=Path, metavar="FILE.csv", help="the SCADA export")

@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-TRAIN_GROUP = "train"
-
+from gateway.commands import command_group
 
 def train_subparsers(subparsers):
-    """The sub-commands of ``frugalsense train``, created once and shared by every module adding one."""
-    parser = subparsers.choices.get(TRAIN_GROUP)
-    if parser is None:
-        parser = subparsers.add_parser(TRAIN_GROUP, help="train or retrain models",
-                                       description="Train or retrain models.")
-        parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-        parser._frugalsense_group = parser.add_subparsers(dest="train_command", metavar="MODEL")
-    group = getattr(parser, "_frugalsense_group", None)
-    if group is None:  # a 'train' parser made elsewhere: find its sub-commands
-        group = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return group
+    """The sub-commands of ``frugalsense train``, shared by every module adding one."""
+    return command_group(subparsers, "train", help="train or retrain models", metavar="MODEL")
 
 
 def register(subparsers) -> None:
