@@ -17,11 +17,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import queue
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -70,6 +69,7 @@ class _Pending:
     lines: list[str]
     topic: str
     payload: bytes
+    arrived: float  # time.monotonic() when it came in
 
 
 class Bridge:
@@ -84,6 +84,7 @@ class Bridge:
         share_group: str | None = None,
         batch_points: int = 5000,
         flush_interval_s: float = 0.2,
+        linger_s: float = 0.02,
         max_backoff_s: float = 30.0,
     ):
         if not settings.client_id:
@@ -95,10 +96,21 @@ class Bridge:
         self.subscriptions = subscriptions(prefix, share_group)
         self.batch_points = batch_points
         self.flush_interval_s = flush_interval_s
+        self.linger_s = min(linger_s, flush_interval_s)
         self.max_backoff_s = max_backoff_s
         self.counters: Counter[str] = Counter()
         self.deadletters: Counter[str] = Counter()
-        self._queue: queue.Queue[_Pending] = queue.Queue()
+        # Decoded messages waiting for the writer. The writer is woken only when a batch is
+        # full or the first message arrives, not once per message (that wake-up cost more
+        # than decoding the message).
+        self._pending: deque[_Pending] = deque()
+        self._pending_points = 0
+        self._arrived = threading.Condition()
+        # Written messages whose PUBACK is still to send, in arrival order. The network thread
+        # sends them as it handles the next message; the writer sends them itself only when
+        # no message is coming (a PUBACK from the writer thread costs a GIL hand-over each).
+        self._acks: deque[tuple[int, int]] = deque()
+        self._ack_lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -146,7 +158,7 @@ class Bridge:
         """True once nothing arrived for ``quiet_s`` and every message taken is written and acknowledged."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            busy = not self._queue.empty() or self._in_writer
+            busy = bool(self._pending) or self._in_writer or bool(self._acks)
             if not busy and time.monotonic() - self._last_activity >= quiet_s:
                 return True
             time.sleep(0.05)
@@ -175,17 +187,25 @@ class Bridge:
         self._subscribed.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
-        self._last_activity = time.monotonic()
+        if self._acks:
+            self._send_acks()
+        self._last_activity = arrived = time.monotonic()
         self.counters["messages"] += 1
         received_ms = int(time.time() * 1000)
         try:
-            decoded = payloads.decode(self.prefix, message.topic, message.payload, now_ms=received_ms)
+            decoded = payloads.decode_batch(self.prefix, message.topic, message.payload, now_ms=received_ms)
             lines = influx_points.to_line_protocol(decoded, received_ms)
         except payloads.PayloadError as exc:
             self._deadletter(message.topic, message.payload, exc.reason, str(exc))
             client.ack(message.mid, message.qos)
             return
-        self._queue.put(_Pending(message.mid, message.qos, lines, message.topic, message.payload))
+        with self._arrived:
+            wake = not self._pending
+            self._pending.append(_Pending(message.mid, message.qos, lines, message.topic, message.payload,
+                                          arrived))
+            self._pending_points += len(lines)
+            if wake or self._pending_points >= self.batch_points:
+                self._arrived.notify()
 
     def _deadletter(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
         self.deadletters[reason] += 1
@@ -206,7 +226,7 @@ class Bridge:
     def _write_loop(self) -> None:
         backoff = 0.5
         batch: list[_Pending] = []
-        while not (self._stop.is_set() and not batch and self._queue.empty()):
+        while not (self._stop.is_set() and not batch and not self._pending):
             if not batch:
                 batch = self._take_batch()
                 if not batch:
@@ -222,29 +242,53 @@ class Bridge:
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             backoff = 0.5
-            for item in batch:
-                self.client.ack(item.mid, item.qos)
+            self._acks.extend((item.mid, item.qos) for item in batch)
             self._in_writer = 0
             batch = []
+            if time.monotonic() - self._last_activity >= self.linger_s:
+                self._send_acks()  # nothing is arriving: the network thread would not send them soon
+        self._send_acks()
+
+    def _send_acks(self) -> None:
+        """Acknowledge the written messages, in the order they arrived (either thread may call this)."""
+        with self._ack_lock:
+            while self._acks:
+                mid, qos = self._acks.popleft()
+                self.client.ack(mid, qos)
 
     def _take_batch(self) -> list[_Pending]:
-        try:
-            first = self._queue.get(timeout=0.1)
-        except queue.Empty:
-            return []
+        """The next write: up to ``batch_points`` points, ended early by a pause in arrivals.
+
+        A batch is written when it holds ``batch_points`` points, when nothing more arrived
+        for ``linger_s`` (a drained backlog, a quiet fleet: no reason to wait), or at the
+        latest ``flush_interval_s`` after its first message (a steady stream). While one
+        write is in flight the next batch fills, so a busy bridge writes big batches and a
+        quiet one writes soon.
+        """
+        with self._arrived:
+            if not self._pending:
+                self._arrived.wait(self.linger_s if self._acks else 0.1)
+            batch = self._collect() if self._pending else []
+        if not batch and self._acks:
+            self._send_acks()  # a pause in arrivals: acknowledge what is written
+        return batch
+
+    def _collect(self) -> list[_Pending]:
+        """Called with ``_arrived`` held and something pending: wait for the batch to fill, then take it."""
         self._in_writer = 1
-        batch, points = [first], len(first.lines)
-        deadline = time.monotonic() + self.flush_interval_s
-        while points < self.batch_points:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        started = self._pending[0].arrived
+        while self._pending_points < self.batch_points:
+            now = time.monotonic()
+            wait = min(self.flush_interval_s - (now - started), self.linger_s - (now - self._last_activity))
+            if wait <= 0:
                 break
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
+            self._arrived.wait(wait)
+        batch, points = [], 0
+        while self._pending and (not batch or points + len(self._pending[0].lines) <= self.batch_points):
+            item = self._pending.popleft()
             batch.append(item)
             points += len(item.lines)
+        self._pending_points -= points
         return batch
 
     def _write_batch(self, batch: list[_Pending]) -> None:

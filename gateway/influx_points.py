@@ -18,7 +18,7 @@ from functools import lru_cache
 from influxdb_client import Point, WritePrecision
 
 from edge.contracts import Alert, Detection, Quality, Reading
-from gateway.payloads import GatewayStatus
+from gateway.payloads import GatewayStatus, ReadingBatch
 
 PRECISION = "ms"
 
@@ -157,7 +157,37 @@ def reading_line(r: Reading) -> str:
     return f'{series}quality="{str(r.quality)}"{value} {int(r.time_ms)}'
 
 
+def batch_lines(batch: ReadingBatch) -> list[str]:
+    """The lines of every reading of a batch: ``reading_line`` per row, with the series formatted once.
+
+    >>> from edge.contracts import Reading
+    >>> rs = [Reading(1_772_409_600_000, "net3", "gw-01", "F-1", "flow", 2.0, "L/s"),
+    ...       Reading(1_772_409_660_000, "net3", "gw-01", "F-1", "flow", None, "L/s", Quality.UNKNOWN)]
+    >>> b = ReadingBatch("net3", "gw-01", "F-1", "flow", "L/s", [(r.time_ms, r.value, str(r.quality)) for r in rs])
+    >>> batch_lines(b) == [reading_line(r) for r in rs]
+    True
+    """
+    series = _reading_series(batch.site, batch.gateway, batch.sensor, batch.quantity, batch.unit)
+    ok_prefix = f'{series}quality="ok",value='
+    lines = []
+    append = lines.append
+    for t, value, quality in batch.rows:
+        if quality == "ok":
+            text = repr(value)
+            if text[-2:] == ".0":
+                text = text[:-2]
+            append(f"{ok_prefix}{text} {t}")
+        elif value is None:
+            append(f'{series}quality="{quality}" {t}')
+        else:
+            text = repr(value)
+            append(f'{series}quality="{quality}",value={text[:-2] if text.endswith(".0") else text} {t}')
+    return lines
+
+
 def to_line_protocol(obj, received_ms: int = 0) -> list[str]:
+    if isinstance(obj, ReadingBatch):
+        return batch_lines(obj)
     if isinstance(obj, list):
         return [reading_line(r) for r in obj]
     if isinstance(obj, Reading):

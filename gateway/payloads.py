@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 
 from edge.contracts import (
+    EARLIEST_MS,
+    LATEST_MS,
     SCHEMA_VERSION,
     Alert,
     AlertState,
@@ -137,15 +139,15 @@ def decode(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
     With ``now_ms`` (the bridge passes its clock), data times more than a day ahead or
     ten years behind are refused with reason ``time_out_of_range``.
     """
-    decoded = _decode(prefix, topic, payload)
-    if now_ms is not None:
-        _check_times(decoded, now_ms)
-    return decoded
+    decoded = decode_batch(prefix, topic, payload, now_ms=now_ms)
+    return decoded.readings() if isinstance(decoded, ReadingBatch) else decoded
 
 
 def _check_times(decoded, now_ms: int) -> None:
-    if isinstance(decoded, list):
-        times = [r.time_ms for r in decoded]
+    if isinstance(decoded, ReadingBatch):
+        times = decoded.times
+        if now_ms - MAX_PAST_MS <= min(times) and max(times) <= now_ms + MAX_FUTURE_MS:
+            return
     elif isinstance(decoded, GatewayStatus):
         times = [] if decoded.time_ms is None else [decoded.time_ms]
     else:
@@ -158,7 +160,7 @@ def _check_times(decoded, now_ms: int) -> None:
             raise PayloadError("time_out_of_range", f"time {t} ms is more than 10 years in the past")
 
 
-def _decode(prefix: str, topic: str, payload: bytes) -> list[Reading] | Detection | Alert | GatewayStatus:
+def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection | Alert | GatewayStatus:
     try:
         parts = T.parse_topic(prefix, topic)
     except T.TopicError as exc:
@@ -193,24 +195,95 @@ def _decode(prefix: str, topic: str, payload: bytes) -> list[Reading] | Detectio
         raise PayloadError("invalid", detail) from None
 
 
-def _decode_readings(parts: T.TopicParts, body: dict) -> list[Reading]:
+@dataclass(frozen=True, slots=True)
+class ReadingBatch:
+    """One validated readings message, kept in columns: what the bridge writes without a Reading per row.
+
+    ``rows`` are ``(time_ms, value, quality)`` with ``value`` a float (None when the quality
+    is "unknown"). ``readings()`` gives the same list ``decode`` returns.
+    """
+
+    site: str
+    gateway: str
+    sensor: str
+    quantity: str
+    unit: str
+    rows: list[tuple[int, float | None, str]]
+
+    def readings(self) -> list[Reading]:
+        return [Reading(t, self.site, self.gateway, self.sensor, self.quantity, v, self.unit, Quality(q))
+                for t, v, q in self.rows]
+
+    @property
+    def times(self) -> list[int]:
+        return [row[0] for row in self.rows]
+
+
+_QUALITIES = frozenset(str(q) for q in Quality)
+_OK, _UNKNOWN = str(Quality.OK), str(Quality.UNKNOWN)
+_INF, _NINF = math.inf, -math.inf
+
+
+def decode_batch(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
+                 ) -> ReadingBatch | Detection | Alert | GatewayStatus:
+    """``decode``, except that a readings message stays one ``ReadingBatch`` (the bridge's hot path).
+
+    The same checks, the same reasons and messages; only no Reading object per row.
+    """
+    decoded = _decode(prefix, topic, payload)
+    if now_ms is not None:
+        _check_times(decoded, now_ms)
+    return decoded
+
+
+def _decode_readings(parts: T.TopicParts, body: dict) -> ReadingBatch:
+    """Check a readings message's identity once (ids, quantity, unit) and each row's time, value and quality.
+
+    The first row, and any row that fails the quick checks, is built as a Reading and
+    validated, so every error is the contract's own, word for word
+    (edge.contracts.Reading.validate; tests/test_bench.py compares the two paths).
+    """
     quantity, unit, rows = body["quantity"], body["unit"], body["readings"]
     if not isinstance(rows, list) or not rows:
         raise ValueError("readings must be a non-empty list")
     if len(rows) > MAX_READINGS_PER_MESSAGE:
         raise ValueError(f"{len(rows)} readings in one message, at most {MAX_READINGS_PER_MESSAGE}")
-    out = []
-    for row in rows:
-        if not isinstance(row, list) or len(row) not in (2, 3):
-            raise ValueError(f"reading {row!r} must be [time_ms, value] or [time_ms, value, quality]")
-        quality = Quality(row[2]) if len(row) == 3 else Quality.OK
-        value = row[1]
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        out.append(
-            Reading(row[0], parts.site, parts.gateway, parts.name, quantity, value, unit, quality).validate()
-        )
-    return out
+    site, gateway, sensor = parts.site, parts.gateway, parts.name
+    out: list[tuple[int, float | None, str]] = []
+    append = out.append
+    # The first row is validated whole: that checks the identity every row shares.
+    reading = _validated_row(rows[0], site, gateway, sensor, quantity, unit)
+    append((reading.time_ms, reading.value, str(reading.quality)))
+    for row in rows[1:]:
+        if type(row) is list and len(row) == 2:  # [time_ms, value] with quality ok: nearly every row
+            t, value = row
+            if type(value) is int:
+                value = float(value)
+            if type(t) is int and EARLIEST_MS <= t < LATEST_MS and type(value) is float and _NINF < value < _INF:
+                append((t, value, _OK))
+                continue
+        elif type(row) is list and len(row) == 3:
+            t, value, quality = row
+            if type(value) is int:
+                value = float(value)
+            if (type(t) is int and EARLIEST_MS <= t < LATEST_MS and quality in _QUALITIES
+                    and (type(value) is float and _NINF < value < _INF and quality != _UNKNOWN
+                         or value is None and quality == _UNKNOWN)):
+                append((t, value, quality))
+                continue
+        reading = _validated_row(row, site, gateway, sensor, quantity, unit)  # raises the contract's error
+        append((reading.time_ms, reading.value, str(reading.quality)))
+    return ReadingBatch(site, gateway, sensor, quantity, unit, out)
+
+
+def _validated_row(row, site: str, gateway: str, sensor: str, quantity: str, unit: str) -> Reading:
+    if not isinstance(row, list) or len(row) not in (2, 3):
+        raise ValueError(f"reading {row!r} must be [time_ms, value] or [time_ms, value, quality]")
+    value = row[1]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    quality = Quality(row[2]) if len(row) == 3 else Quality.OK
+    return Reading(row[0], site, gateway, sensor, quantity, value, unit, quality).validate()
 
 
 def _decode_detection(parts: T.TopicParts, body: dict) -> Detection:

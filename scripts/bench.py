@@ -253,14 +253,20 @@ def bridge_figures(services, quick: bool) -> list[dict]:
     from gateway.influx_points import reading_point
     from influxdb_client import WritePrecision
 
-    gateways, batch = (5, 20) if quick else (20, 20)
-    per_sensor, reps = (4, 2) if quick else (20, 3)
+    from gateway.config.schema.sections import MqttConfig
+
+    # Messages as gateways send them: readings_batch readings of one sensor (the config default).
+    batch = MqttConfig.model_fields["readings_batch"].default
+    gateways, per_sensor, reps = (5, 4, 2) if quick else (20, 40, 3)
     ctx = mp.get_context("spawn")
     bridge, raw = [], []
     points = None
     for rep in range(reps):
         tag = f"{os.getpid()}r{rep}"
         d = bench_bridge_scale.run_drain(ctx, services, 1, gateways, per_sensor, batch, tag)
+        if d["lost"] or d["duplicated"]:  # a rate over points that did not land is no rate
+            raise RuntimeError(f"bridge drain lost {d['lost']} and duplicated {d['duplicated']} of {d['points']} "
+                               "points: the figure would be wrong")
         bridge.append(d["points_per_s"])
         points = d["points"]
         # The same points (same series, same count) as the bridge wrote, in one bulk POST per 5,000 lines.
@@ -482,7 +488,8 @@ def main(argv=None) -> int:
         figs.append(roof_fig)
         figs += inference_figures(args.quick, roof)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        with LocalServices(Path(tmp) / "services") as services:
+        with LocalServices(Path(tmp) / "services",
+                           mosquitto_extra_config=bench_bridge_scale.BROKER_CONFIG) as services:
             if "pipeline" in sections:
                 figs += pipeline_figures(services, args.quick)
             if "bridge" in sections:

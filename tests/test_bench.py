@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,3 +55,50 @@ _ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
     r = Reading(t, site, "gw-1", sensor, "flow", None if quality == Quality.UNKNOWN else value, "L/s", quality)
     assert reading_line(r) == reading_point(r).to_line_protocol()
+
+
+# The bridge's batch path (payloads.decode_batch + influx_points.batch_lines) against the
+# per-reading reference: each row a Reading, validated by the contract, written by Point.
+from gateway import payloads  # noqa: E402
+from gateway.influx_points import batch_lines  # noqa: E402
+
+_T0 = 1_772_409_600_000
+_row_value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
+                       st.booleans(), st.text(max_size=3))
+_row = st.one_of(
+    st.tuples(st.integers(_T0 - 10**12, 5_000_000_000_000) | st.booleans() | st.floats(), _row_value),
+    st.tuples(st.integers(_T0, _T0 + 10**9), _row_value, st.sampled_from([q.value for q in Quality] + ["great"])),
+)
+
+
+def _reference(rows, quantity, unit):
+    """What decode gave before the batch path: a validated Reading per row, or the first row's error."""
+    out = []
+    for row in rows:
+        value = row[1]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        quality = Quality(row[2]) if len(row) == 3 else Quality.OK
+        out.append(Reading(row[0], "net3", "gw-01", "F-1", quantity, value, unit, quality).validate())
+    return out
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(rows=st.lists(_row, min_size=1, max_size=6),
+       quantity=st.sampled_from(["flow", "pm25", "flux"]), unit=st.sampled_from(["L/s", "ug/m3"]))
+def test_batch_decode_and_lines_match_the_per_reading_path(rows, quantity, unit):
+    import json
+
+    body = json.dumps({"v": 1, "quantity": quantity, "unit": unit, "readings": [list(r) for r in rows]}).encode()
+    topic = "frugalsense/net3/gw-01/readings/F-1"
+    try:
+        expected = _reference([list(r) for r in rows], quantity, unit)
+    except (ValueError, TypeError) as exc:  # the contract refuses a row: the batch path must, with its words
+        with pytest.raises(payloads.PayloadError) as caught:
+            payloads.decode_batch("frugalsense", topic, body)
+        assert caught.value.reason == "invalid"
+        assert str(exc) in str(caught.value)
+        return
+    batch = payloads.decode_batch("frugalsense", topic, body)
+    assert batch.readings() == expected
+    assert batch_lines(batch) == [reading_point(r).to_line_protocol() for r in expected]

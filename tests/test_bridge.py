@@ -172,3 +172,37 @@ def test_bridge_keeps_messages_while_influxdb_is_down(services, lane):
         services.start_service("influxdb")
     assert bridge.wait_idle(quiet_s=0.5, timeout_s=60)
     assert len(series_values(writer, "F-lake")) == 25
+
+
+def test_a_pause_in_arrivals_writes_and_acknowledges_without_waiting_for_the_flush_interval(services):
+    """linger_s: a lone message is written once nothing follows it, not after flush_interval_s."""
+    import time
+
+    i = next(_n)
+    prefix, db = f"fstest{i}", f"bridge_test_{i}"
+    writer = InfluxV1Writer(services.influx_url, db)
+    writer.ensure_database()
+    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-test-{i}"), writer,
+                    prefix=prefix, flush_interval_s=30.0, linger_s=0.05).start()
+    try:
+        pub = publisher(services, prefix)
+        pub.add_reading(readings(1)[0])
+        assert pub.close()
+        started = time.monotonic()
+        while not series_values(writer, "F-lake") and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        assert series_values(writer, "F-lake"), "the lone message waited for the 30 s flush interval"
+        assert bridge.wait_idle(quiet_s=0.2, timeout_s=5)  # written and acknowledged
+    finally:
+        bridge.stop()
+
+
+def test_the_writer_reconnects_when_influxdb_closed_its_kept_alive_connection(services):
+    i = next(_n)
+    writer = InfluxV1Writer(services.influx_url, f"bridge_test_{i}")
+    writer.ensure_database()
+    writer.write(["reading,sensor=a value=1 1772409600000"])
+    writer._conn.sock.close()  # as if the server had dropped the idle connection
+    writer.write(["reading,sensor=a value=2 1772409660000"])
+    assert [v for _, v in writer.query("SELECT value FROM reading")[0]["values"]] == [1.0, 2.0]
+    writer.close()
