@@ -201,13 +201,20 @@ class ModelManifest:
             got = X.shape[1] if X.ndim == 2 else f"shape {X.shape}"
             raise InputError(f"model {self.name} expects {len(self.features)} features "
                              f"({', '.join(self.features)}), got {got} per row")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            row, col = map(int, np.argwhere(bad)[0])
-            raise InputError(f"model {self.name}: feature '{self.features[col]}' is not a finite "
-                             f"number in row {row} ({X[row, col]}); the caller must report "
-                             f"insufficient data instead")
-        return ((X - self.mean) / self.scale).astype(np.float32)
+        scaled = (X - self.mean) / self.scale
+        # A NaN or inf anywhere makes the sum non-finite: one cheap reduction on the common path,
+        # then the slow path finds which input it was (a sum can also overflow: then all is well).
+        if not math.isfinite(scaled.sum()) and not np.isfinite(scaled).all():
+            bad = ~np.isfinite(X)
+            if bad.any():
+                row, col = map(int, np.argwhere(bad)[0])
+                raise InputError(f"model {self.name}: feature '{self.features[col]}' is not a finite "
+                                 f"number in row {row} ({X[row, col]}); the caller must report "
+                                 f"insufficient data instead")
+            row, col = map(int, np.argwhere(~np.isfinite(scaled))[0])
+            raise InputError(f"model {self.name}: feature '{self.features[col]}' in row {row} ({X[row, col]}) "
+                             f"is far outside the training range")
+        return scaled.astype(np.float32)
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """A model file's output -> (n, k) float32: a binary classifier's p(positive) gains its complement."""
@@ -216,7 +223,7 @@ class ModelManifest:
             raw = raw.reshape(-1, 1)
         k = len(self.output_names)
         if self.task == "classification" and k == 2 and raw.shape[1] == 1:
-            raw = np.hstack([1.0 - raw, raw])
+            raw = np.concatenate((1.0 - raw, raw), axis=1)
         if raw.shape[1] != k:
             raise InputError(f"model {self.name}: a model file gave {raw.shape[1]} outputs, "
                              f"the manifest names {k}")
