@@ -132,6 +132,26 @@ class Reading:
         return ms_to_datetime(self.time_ms)
 
     def validate(self) -> "Reading":
+        try:
+            known = (self.site, self.gateway, self.sensor, self.quantity, self.unit) in _VALID_IDENTITIES
+        except TypeError:  # an unhashable field: the full checks say what is wrong with it
+            known = False
+        if not known:
+            self._validate_identity()  # once per sensor, not once per reading
+        elif not (type(self.time_ms) is int and EARLIEST_MS <= self.time_ms < LATEST_MS):
+            check_time(f"reading {self.sensor}", self.time_ms)  # raises
+        quality = self.quality if self.quality.__class__ is Quality else Quality(self.quality)
+        value = self.value
+        if quality is Quality.UNKNOWN:
+            if value is not None:
+                raise ContractError(f"reading {self.sensor}: an 'unknown' reading carries no value")
+        elif not (type(value) is float and -math.inf < value < math.inf) and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+            raise ContractError(f"reading {self.sensor}: value must be a finite number, got {value!r}")
+        return self
+
+    def _validate_identity(self) -> None:
+        """The checks a sensor's readings share (and the time, in the contract's order); remembered once passed."""
         check_id("site", self.site)
         check_id("gateway", self.gateway)
         check_id("sensor", self.sensor)
@@ -142,13 +162,15 @@ class Reading:
             raise ContractError(f"{what}: unknown quantity {self.quantity!r} (known: {', '.join(QUANTITY_UNITS)})")
         if self.unit != expected:
             raise ContractError(f"{what}: unit {self.unit!r} is not the unit of {self.quantity} (expected {expected!r})")
-        quality = Quality(self.quality)
-        if quality is Quality.UNKNOWN:
-            if self.value is not None:
-                raise ContractError(f"{what}: an 'unknown' reading carries no value")
-        elif not isinstance(self.value, (int, float)) or isinstance(self.value, bool) or not math.isfinite(self.value):
-            raise ContractError(f"{what}: value must be a finite number, got {self.value!r}")
-        return self
+        if len(_VALID_IDENTITIES) >= _MAX_REMEMBERED:
+            _VALID_IDENTITIES.clear()
+        _VALID_IDENTITIES.add((self.site, self.gateway, self.sensor, self.quantity, self.unit))
+
+
+# (site, gateway, sensor, quantity, unit) that passed Reading.validate: a gateway has a few
+# dozen sensors and a bridge a few thousand, so the set stays small; it is emptied if not.
+_VALID_IDENTITIES: set[tuple] = set()
+_MAX_REMEMBERED = 100_000
 
 
 @dataclass(slots=True, frozen=True)

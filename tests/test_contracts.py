@@ -252,3 +252,16 @@ def test_times_far_from_the_receivers_clock_are_refused():
     assert payloads.decode(PREFIX, t.readings("F-lake"), payloads.encode_readings([reading(time_ms=now + 3_600_000)]),
                            now_ms=now)
     assert payloads.decode(PREFIX, t.readings("F-lake"), body)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"time_ms": True}, "time must be integer"), ({"time_ms": 5}, "outside 2000..2100"),
+    ({"value": float("inf")}, "finite number"), ({"value": "3"}, "finite number"), ({"value": True}, "finite number"),
+    ({"unit": "m"}, "not the unit of flow"), ({"sensor": ["F-1"]}, "sensor ['F-1'] must be"),
+])
+def test_a_sensor_already_validated_still_has_every_reading_checked(bad, message):
+    """Reading.validate remembers a sensor's identity once it passed; time, value and quality are checked every time."""
+    good = dict(time_ms=T0, site="net3", gateway="gw-01", sensor="F-1", quantity="flow", value=1.0, unit="L/s")
+    Reading(**good).validate()  # now a known identity
+    with pytest.raises(ContractError, match=re.escape(message)):
+        Reading(**{**good, **bad}).validate()

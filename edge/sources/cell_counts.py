@@ -164,9 +164,14 @@ class CellCountSource:
         return self._counters + Counter(suppressed=self.guard.suppressed, not_counts=self.guard.not_counts)
 
     def __iter__(self) -> Iterator[Reading]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Reading]]:
+        """One list per file read."""
         while True:
             for name in self._new_files():
-                yield from self._file(name)
+                yield self._file(name)
             if not self.follow or self.stop.wait(self.poll_s):
                 return
 

@@ -161,11 +161,16 @@ class ModbusSource:
         return int(self.clock() * 1000)
 
     def __iter__(self) -> Iterator[Reading]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Reading]]:
+        """One list per poll cycle."""
         cycle = 0
         next_at = time.monotonic()
         try:
             while not self.stop.is_set() and (self.polls is None or cycle < self.polls):
-                yield from self.poll_once()
+                yield self.poll_once()
                 cycle += 1
                 next_at += self.poll_s
                 # A slow cycle (many timeouts) is not made up for with a burst of polls.

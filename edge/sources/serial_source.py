@@ -173,9 +173,16 @@ class SerialSource:
     # ---- the loop ------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Reading]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Reading]]:
+        """What each read gives, as one list (the gateway hands lists between threads, not readings)."""
         try:
             while not self.stop.is_set():
-                yield from self.poll(timeout_s=1.0)
+                batch = self.poll(timeout_s=1.0)
+                if batch:
+                    yield batch
         finally:
             self.close()
 
