@@ -231,7 +231,8 @@ class GatewayRunner:
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
                     continue
-                fresh = not resume.stored(self.publisher.topics.readings(reading.sensor), reading.time_ms)
+                fresh = not resume.marks or not resume.stored(self.publisher.topics.readings(reading.sensor),
+                                                              reading.time_ms)
                 if fresh:
                     pacer.wait_for(reading.time_ms)
                 if self._stop.is_set():
@@ -291,11 +292,16 @@ class GatewayRunner:
             return
         if fresh:
             summary.readings += 1
-            self._store(summary, lambda: self.publisher.add_reading(reading))
+            try:  # _store, inlined: this runs for every reading
+                self.publisher.add_reading(reading)
+            except OutboxError as exc:
+                self._outbox_error(summary, exc)
         else:
             summary.resumed += 1
         for detector in self.detectors:
-            self._publish_outputs(detector.update(reading), summary, resume)
+            outputs = detector.update(reading)
+            if outputs:
+                self._publish_outputs(outputs, summary, resume)
 
     def _publish_outputs(self, outputs, summary: RunSummary, resume: "_Resume") -> None:
         topics = self.publisher.topics
@@ -317,9 +323,13 @@ class GatewayRunner:
         try:
             action()
         except OutboxError as exc:
-            summary.outbox_errors += 1
-            if summary.outbox_errors <= LOGGED_ERRORS:
-                log.error("%s", exc)
+            self._outbox_error(summary, exc)
+
+    @staticmethod
+    def _outbox_error(summary: RunSummary, exc: OutboxError) -> None:
+        summary.outbox_errors += 1
+        if summary.outbox_errors <= LOGGED_ERRORS:
+            log.error("%s", exc)
 
     def _counters(self, summary: RunSummary) -> dict[str, int | float]:
         return {**self.publisher.counters_snapshot(), "readings_rejected": sum(summary.rejected.values()),

@@ -31,10 +31,12 @@ PHYSICAL_RANGE: dict[str, tuple[float | None, float | None]] = {
 
 def impossible(quantity: str, value: float) -> str | None:
     """Why ``value`` cannot be a real ``quantity``, or None if it can."""
+    low, high = PHYSICAL_RANGE.get(quantity, (None, None))
+    if -math.inf < value < math.inf and (low is None or value >= low) and (high is None or value <= high):
+        return None  # the common case, checked once per reading
     unit = QUANTITY_UNITS.get(quantity, "")
     if not math.isfinite(value):
         return f"{quantity} {value} is not a finite number"
-    low, high = PHYSICAL_RANGE.get(quantity, (None, None))
     if low is not None and value < low:
         return f"{quantity} {value:g} {unit} is below {low:g} (physically impossible)"
     if high is not None and value > high:

@@ -119,7 +119,7 @@ class AqiDetector:
                 break
             out += self._evaluate(self.next_end_ms_)
             self.next_end_ms_ += HOUR_MS
-        usable = Quality(reading.quality) in _USABLE and reading.value is not None and math.isfinite(reading.value)
+        usable = reading.quality in _USABLE and reading.value is not None and math.isfinite(reading.value)
         if usable:
             samples = self.samples_[reading.sensor]
             if samples and t > samples[-1][0]:
