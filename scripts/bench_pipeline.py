@@ -144,6 +144,44 @@ def gateway_rate(mqtt_port: int, lines: int, backend: str = "auto", cpu: int | N
     return out
 
 
+def stage_costs(lines: int = 3000) -> dict[str, float]:
+    """CPU-µs per reading of single stages, in this thread, without I/O: what a reading costs at the least.
+
+    ``parse``: node bytes -> frames -> decoded lines -> one Reading per value (what the serial
+    source does per line, without its schedule and limits); ``validate``: the contract check
+    the loop makes; ``encode``: the reading's share of its batch's JSON payload.
+    """
+    from edge.contracts import QUANTITY_UNITS, Reading
+    from edge.drivers import line_node
+    from gateway import payloads
+
+    data = node_bytes(lines)
+
+    def parse():
+        out, t = [], START_MS
+        for frame in line_node.LineParser().feed(data):
+            sample = line_node.decode(frame.data)
+            t += 1000
+            out += [Reading(t, SITE, GATEWAY, f"S-{q}", q, sample.values[k], QUANTITY_UNITS[q]) for k, q in KEYS]
+        return out
+
+    def timed(fn) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - t0)
+        return best / (lines * len(KEYS)) * 1e6
+
+    readings = parse()
+    per_sensor: dict[str, list] = {}
+    for r in readings:
+        per_sensor.setdefault(r.sensor, []).append(r)
+    batches = [rs[i:i + 50] for rs in per_sensor.values() for i in range(0, len(rs), 50)]
+    return {"parse": timed(parse), "validate": timed(lambda: [r.validate() for r in readings]),
+            "encode": timed(lambda: [payloads.encode_readings(b) for b in batches])}
+
+
 def c_client_rate(mqtt_port: int, payloads: list[bytes], readings: int, cpu: int | None = 0) -> dict:
     """``mosquitto_pub -l -q 1``: the same payloads, one per stdin line, to the same broker."""
     exe = shutil.which("mosquitto_pub")
