@@ -102,3 +102,22 @@ def test_batch_decode_and_lines_match_the_per_reading_path(rows, quantity, unit)
     batch = payloads.decode_batch("frugalsense", topic, body)
     assert batch.readings() == expected
     assert batch_lines(batch) == [reading_point(r).to_line_protocol() for r in expected]
+
+
+# The int8 helpers, written for speed, against their plain formulas.
+from edge.runtime.base import dequantize, quantize  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(scale=st.floats(1e-6, 10.0), zero_point=st.integers(-128, 127),
+       x=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=16))
+def test_quantize_and_dequantize_equal_their_plain_formulas(scale, zero_point, x):
+    import numpy as np
+
+    x = np.array(x, dtype=np.float32)
+    plain_q = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    assert np.array_equal(quantize(x, scale, zero_point), plain_q)
+    q = np.arange(-128, 128, dtype=np.int8)
+    plain_d = ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
+    d = dequantize(q, scale, zero_point)
+    assert d.dtype == np.float32 and np.array_equal(d, plain_d)

@@ -50,6 +50,8 @@ class LiteRTBackend(Backend):
         self.input_dtype, self.output_dtype = inp["dtype"], out["dtype"]
         self.input_quant, self.output_quant = inp["quantization"], out["quantization"]
         self.batch = int(inp["shape"][0])
+        self._quantised_in = self.input_dtype == np.int8
+        self._quantised_out = self.output_dtype == np.int8
         expected = entry.info.get("input_quant")
         if expected and self.input_dtype == np.int8 and (
                 not np.isclose(self.input_quant[0], expected["scale"])
@@ -64,8 +66,8 @@ class LiteRTBackend(Backend):
             self.interpreter.resize_tensor_input(self.input_index, [n, scaled.shape[1]])
             self.interpreter.allocate_tensors()
             self.batch = n
-        x = quantize(scaled, *self.input_quant) if self.input_dtype == np.int8 else scaled
+        x = quantize(scaled, *self.input_quant) if self._quantised_in else scaled
         self.interpreter.set_tensor(self.input_index, x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output_index)
-        return dequantize(y, *self.output_quant) if self.output_dtype == np.int8 else y
+        return dequantize(y, *self.output_quant) if self._quantised_out else y

@@ -202,9 +202,10 @@ class ModelManifest:
             raise InputError(f"model {self.name} expects {len(self.features)} features "
                              f"({', '.join(self.features)}), got {got} per row")
         scaled = (X - self.mean) / self.scale
-        # A NaN or inf anywhere makes the sum non-finite: one cheap reduction on the common path,
-        # then the slow path finds which input it was (a sum can also overflow: then all is well).
-        if not math.isfinite(scaled.sum()) and not np.isfinite(scaled).all():
+        # A NaN or inf anywhere makes the sum of squares non-finite: one cheap reduction on the
+        # common path, then the slow path finds which input it was (the sum can also overflow:
+        # then the element check finds nothing and all is well).
+        if not math.isfinite(np.vdot(scaled, scaled)) and not np.isfinite(scaled).all():
             bad = ~np.isfinite(X)
             if bad.any():
                 row, col = map(int, np.argwhere(bad)[0])

@@ -41,5 +41,7 @@ class OnnxBackend(Backend):
         if self.output_name not in outputs:
             raise ManifestError(f"{entry.path}: has no output '{self.output_name}' (it has {outputs})")
 
+        self._outputs = [self.output_name]
+
     def _run(self, scaled):
-        return self.session.run([self.output_name], {self.input_name: scaled})[0]
+        return self.session.run(self._outputs, {self.input_name: scaled})[0]
