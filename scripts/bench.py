@@ -259,7 +259,7 @@ def bridge_figures(services, quick: bool) -> list[dict]:
 
     # Messages as gateways send them: readings_batch readings of one sensor (the config default).
     batch = MqttConfig.model_fields["readings_batch"].default
-    gateways, per_sensor, reps = (5, 4, 2) if quick else (20, 40, 3)
+    gateways, per_sensor, reps = (5, 4, 2) if quick else (20, 40, 5)
     ctx = mp.get_context("spawn")
     bridge, raw = [], []
     bridge_cpu, influx_cpu, raw_influx_cpu = [], [], []
