@@ -73,7 +73,7 @@ class SlotBuffer:
 
     def add(self, reading: Reading) -> None:
         role = self.sensor_role.get(reading.sensor)
-        if role is None or Quality(reading.quality) not in self.qualities or reading.value is None:
+        if role is None or reading.quality not in self.qualities or reading.value is None:
             return
         value = float(reading.value)
         if math.isfinite(value):

@@ -172,7 +172,7 @@ class CalibrationDriftDetector:
             self.day_ = day
             self.slots_ = {}
             self.estimates_ = {h: v for h, v in self.estimates_.items() if h >= day * DAY_MS}
-        if day == self.day_ and Quality(reading.quality) in _USABLE and reading.value is not None \
+        if day == self.day_ and reading.quality in _USABLE and reading.value is not None \
                 and math.isfinite(reading.value):
             if reading.sensor == self.sensor:
                 self.unit_ = reading.unit

@@ -174,7 +174,7 @@ class LearnedLeakDetector:
         elif k < self.bin_:
             self.late_readings_ += 1  # for a step already decided: counted, not used
             return []
-        if Quality(reading.quality) in _USABLE and reading.value is not None and math.isfinite(reading.value):
+        if reading.quality in _USABLE and reading.value is not None and math.isfinite(reading.value):
             self.sums_[column] += reading.value
             self.counts_[column] += 1
         return out

@@ -115,7 +115,7 @@ class MinimumNightFlowDetector:
         while t >= self.night_[2]:
             out += self._close_night()
         if self.night_[1] <= t:
-            usable = Quality(reading.quality) in _USABLE and reading.value is not None
+            usable = reading.quality in _USABLE and reading.value is not None
             value = float(reading.value) if usable and math.isfinite(reading.value) else None
             self.samples_.setdefault(t, {})[reading.sensor] = value
         return out

@@ -359,35 +359,38 @@ class SerialSource:
         return [self._reading(port, s, sample, t, now) for s in sensors]
 
     def _reading(self, port: _Port, sensor: SerialSensor, sample: Sample, t: int, now: float) -> Reading:
-        unit = QUANTITY_UNITS[sensor.quantity]
-
-        def unknown(reason: str, message: str) -> Reading:
-            self._note(port, reason, f"{sensor.id}: {message}")
-            if sensor.quantity == "humidity":
-                self._humidity.pop(sensor.id, None)
-            return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, None, unit, Quality.UNKNOWN)
-
-        if sensor.quantity == "pm25_corrected":
+        quantity = sensor.quantity
+        if quantity == "pm25_corrected":
             if sample.fault:
-                return unknown("corrected_of_faulty", "no corrected value from a faulty sample")
+                return self._unknown_reading(port, sensor, t, "corrected_of_faulty",
+                                             "no corrected value from a faulty sample")
             rh = self._fresh_humidity(sensor.humidity_sensor, now)
             if rh is None:
-                return unknown("no_humidity", f"no humidity from {sensor.humidity_sensor} in the last "
-                                              f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with")
+                return self._unknown_reading(port, sensor, t, "no_humidity",
+                                             f"no humidity from {sensor.humidity_sensor} in the last "
+                                             f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with")
             raw = sample.values[port.driver.correction_input]
             if (why := impossible("pm25", raw)) is not None:
-                return unknown("impossible_values", why)
+                return self._unknown_reading(port, sensor, t, "impossible_values", why)
             value = correct_pm25(raw, rh, sensor.correction)
         else:
-            value = sample.values[sensor.key]
+            value = sample.values[sensor.field or quantity]
             if sensor.node_unit is not None:
-                value = to_canonical(sensor.quantity, sensor.node_unit, value)
-        if (why := impossible(sensor.quantity, value)) is not None:
-            return unknown("impossible_values", why)
+                value = to_canonical(quantity, sensor.node_unit, value)
+        if (why := impossible(quantity, value)) is not None:
+            return self._unknown_reading(port, sensor, t, "impossible_values", why)
         quality = Quality.BAD if sample.fault else Quality.OK
-        if sensor.quantity == "humidity" and quality is Quality.OK:
+        if quantity == "humidity" and quality is Quality.OK:
             self._humidity[sensor.id] = (now, value)
-        return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, float(value), unit, quality)
+        return Reading(t, self.site, self.gateway, sensor.id, quantity, float(value), QUANTITY_UNITS[quantity],
+                       quality)
+
+    def _unknown_reading(self, port: _Port, sensor: SerialSensor, t: int, reason: str, message: str) -> Reading:
+        self._note(port, reason, f"{sensor.id}: {message}")
+        if sensor.quantity == "humidity":
+            self._humidity.pop(sensor.id, None)
+        return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, None, QUANTITY_UNITS[sensor.quantity],
+                       Quality.UNKNOWN)
 
     def _fresh_humidity(self, sensor_id: str | None, now: float) -> float | None:
         entry = self._humidity.get(sensor_id) if sensor_id else None
