@@ -83,12 +83,12 @@ def _gateway(mqtt_port: int, lines: int, backend: str, cpu: int | None, data_fil
         topics = T.Topics(config.mqtt.topic_prefix, SITE, GATEWAY)
         publisher = GatewayPublisher(topics, MqttSettings("127.0.0.1", mqtt_port, client_id=f"pipe-{os.getpid()}"),
                                      readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config))
-        payloads: list[bytes] = []
+        payloads: list[tuple[str, bytes, int]] = []
         store = publisher.outbox.put
 
-        def keep(stream, payload, kind, **kw):  # the same messages for the C client
+        def keep(stream, payload, kind, **kw):  # the same messages for the C client and the publisher alone
             if kind == "reading":
-                payloads.append(payload)
+                payloads.append((stream, payload, kw.get("items", 1)))
             return store(stream, payload, kind, **kw)
 
         publisher.outbox.put = keep
@@ -182,11 +182,47 @@ def stage_costs(lines: int = 3000) -> dict[str, float]:
             "encode": timed(lambda: [payloads.encode_readings(b) for b in batches])}
 
 
-def c_client_rate(mqtt_port: int, payloads: list[bytes], readings: int, cpu: int | None = 0) -> dict:
+def _publisher_alone(mqtt_port: int, messages: list[tuple[str, bytes, int]], cpu: int | None, results) -> None:
+    from gateway.outbox import READING, Outbox, Outgoing
+    from gateway.publisher import GatewayPublisher, MqttSettings
+    from gateway import topics as T
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    with tempfile.TemporaryDirectory(prefix="bench-pub-") as tmp:
+        publisher = GatewayPublisher(T.Topics("benchpub", SITE, GATEWAY),
+                                     MqttSettings("127.0.0.1", mqtt_port, client_id=f"pub-{os.getpid()}"),
+                                     outbox=Outbox(Path(tmp) / "outbox.sqlite", sync="full")).connect()
+        cpu0, started = time.process_time(), time.perf_counter()
+        step = len(KEYS)  # the gateway stores one time step's full batches (one per sensor) together
+        for i in range(0, len(messages), step):
+            # GatewayPublisher._store is the one place messages enter the outbox and wake the sender.
+            publisher._store(*[Outgoing(stream, payload, READING, items) for stream, payload, items
+                               in messages[i:i + step]])
+        acked = publisher.close(timeout_s=120)
+        results.put({"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu0,
+                     "all_acknowledged": acked})
+
+
+def publisher_alone_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readings: int,
+                         cpu: int | None = 0) -> dict:
+    """The gateway's outbox and MQTT sender alone (no parsing, no detectors), publishing the same messages."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    p = ctx.Process(target=_publisher_alone, args=(mqtt_port, messages, cpu, results))
+    p.start()
+    out = results.get(timeout=300)
+    p.join(30)
+    out.update(messages=len(messages), readings=readings, readings_per_s=readings / out["seconds"])
+    return out
+
+
+def c_client_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readings: int, cpu: int | None = 0) -> dict:
     """``mosquitto_pub -l -q 1``: the same payloads, one per stdin line, to the same broker."""
     exe = shutil.which("mosquitto_pub")
     if exe is None:
         raise RuntimeError("mosquitto_pub not found: install the mosquitto-clients package")
+    payloads = [payload for _, payload, _ in messages]
     data = b"\n".join(payloads) + b"\n"
     cmd = [exe, "-h", "127.0.0.1", "-p", str(mqtt_port), "-q", "1", "-t", f"benchpipe/{SITE}/c-client/readings",
            "-l", "-i", f"c-client-{os.getpid()}"]
@@ -207,5 +243,7 @@ if __name__ == "__main__":
     lines = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp, LocalServices(Path(tmp), influxdb=False) as services:
         g = gateway_rate(services.mqtt_port, lines)
-        c = c_client_rate(services.mqtt_port, g.pop("payloads"), g["readings"])
-        print(json.dumps({"gateway": g, "c_client": c}, indent=1))
+        messages = g.pop("payloads")
+        c = c_client_rate(services.mqtt_port, messages, g["readings"])
+        alone = publisher_alone_rate(services.mqtt_port, messages, g["readings"])
+        print(json.dumps({"gateway": g, "c_client": c, "publisher_alone": alone}, indent=1))
