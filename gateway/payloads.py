@@ -22,6 +22,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import orjson
+
 from edge.contracts import (
     EARLIEST_MS,
     LATEST_MS,
@@ -168,13 +170,18 @@ def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
-        text = payload.decode("utf-8")  # explicit: json.loads(bytes) would guess UTF-16/32 from a BOM
-    except UnicodeDecodeError:
-        raise PayloadError("not_utf8", "payload is not UTF-8 text") from None
-    try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise PayloadError("not_json", f"payload is not JSON ({exc})") from None
+        body = orjson.loads(payload)  # strict: UTF-8 only, no NaN, 64-bit integers; the bridge's hot path
+    except orjson.JSONDecodeError:
+        # What orjson refuses, the standard library reads exactly as before (NaN, huge integers:
+        # the checks below then say what is wrong), or says why it is not UTF-8 JSON.
+        try:
+            text = payload.decode("utf-8")  # explicit: json.loads(bytes) would guess UTF-16/32 from a BOM
+        except UnicodeDecodeError:
+            raise PayloadError("not_utf8", "payload is not UTF-8 text") from None
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise PayloadError("not_json", f"payload is not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise PayloadError("bad_shape", "payload must be a JSON object")
     version = body.get("v")

@@ -121,3 +121,41 @@ def test_quantize_and_dequantize_equal_their_plain_formulas(scale, zero_point, x
     plain_d = ((q.astype(np.int32) - zero_point) * np.float32(scale)).astype(np.float32)
     d = dequantize(q, scale, zero_point)
     assert d.dtype == np.float32 and np.array_equal(d, plain_d)
+
+
+# orjson parses payloads on the bridge's hot path; the standard library takes over where it refuses.
+# Whatever the bytes, the outcome must be the one the standard library alone gives.
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12)
+
+
+def _outcome(topic, payload):
+    try:
+        return "ok", payloads.decode("frugalsense", topic, payload)
+    except payloads.PayloadError as exc:
+        return exc.reason, str(exc)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(body=st.one_of(
+    st.binary(max_size=64),
+    _json_values.map(lambda v: __import__("json").dumps(v).encode()),
+    st.lists(st.tuples(st.integers(1_772_409_600_000, 1_772_409_700_000),
+                       st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10)), min_size=1, max_size=4)
+      .map(lambda rows: __import__("json").dumps({"v": 1, "quantity": "flow", "unit": "L/s",
+                                                  "readings": [list(r) for r in rows]}).encode()),
+))
+def test_orjson_fast_path_decides_as_the_standard_library_would(body):
+    from unittest import mock
+
+    def refuse(_):
+        raise payloads.orjson.JSONDecodeError("forced", "", 0)
+
+    topic = "frugalsense/net3/gw-01/readings/F-1"
+    fast = _outcome(topic, body)
+    with mock.patch.object(payloads.orjson, "loads", refuse):
+        slow = _outcome(topic, body)
+    assert fast == slow
