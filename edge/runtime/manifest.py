@@ -201,10 +201,12 @@ class ModelManifest:
             got = X.shape[1] if X.ndim == 2 else f"shape {X.shape}"
             raise InputError(f"model {self.name} expects {len(self.features)} features "
                              f"({', '.join(self.features)}), got {got} per row")
-        scaled = (X - self.mean) / self.scale
-        # A NaN or inf anywhere makes the sum of squares non-finite: one cheap reduction on the
-        # common path, then the slow path finds which input it was (the sum can also overflow:
-        # then the element check finds nothing and all is well).
+        # An overflow (numpy warns) is caught below with a message; np.errstate would cost more
+        # than the rest of this method on every call.
+        scaled = ((X - self.mean) / self.scale).astype(np.float32)
+        # Checked in float32, what the model gets. A NaN or inf anywhere makes the sum of squares
+        # non-finite: one cheap reduction on the common path, then the slow path finds which input
+        # it was (the sum can also overflow: then the element check finds nothing and all is well).
         if not math.isfinite(np.vdot(scaled, scaled)) and not np.isfinite(scaled).all():
             bad = ~np.isfinite(X)
             if bad.any():
@@ -215,7 +217,7 @@ class ModelManifest:
             row, col = map(int, np.argwhere(~np.isfinite(scaled))[0])
             raise InputError(f"model {self.name}: feature '{self.features[col]}' in row {row} ({X[row, col]}) "
                              f"is far outside the training range")
-        return scaled.astype(np.float32)
+        return scaled
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """A model file's output -> (n, k) float32: a binary classifier's p(positive) gains its complement."""
