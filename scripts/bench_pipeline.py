@@ -11,8 +11,8 @@ run``) and the sender publishes them at QoS 1 to Mosquitto. The node's clock adv
 from the first byte written to the broker's last PUBACK.
 
 The comparison is ``mosquitto_pub -l -q 1`` (the C client), pinned to the same core,
-publishing the same payloads (the gateway's reading batches, one per line on stdin) to
-the same broker. The byte writer (``cat`` into the pty master) and Mosquitto run on the
+publishing the same payloads (the gateway's reading batches, one per line on stdin, several
+times over so that its start and last acknowledgement do not dominate) to the same broker. The byte writer (``cat`` into the pty master) and Mosquitto run on the
 other core.
 """
 from __future__ import annotations
