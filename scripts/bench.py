@@ -242,7 +242,7 @@ def pipeline_figures(services, quick: bool) -> list[dict]:
                                                    f"the same messages {REPEAT} times over, same core",
                                                    alone_rates, "readings/s"),
                            "gateway_cpu_readings_per_cpu_s": _round(statistics.median(cpu_rates)),
-                           "readings_per_message": round(g["readings"] / c["messages"], 1),
+                           "readings_per_message": round(g["readings"] * REPEAT / c["messages"], 1),
                            "stage_cpu_us_per_reading": stages,
                            "detections": g["detections"], "all_acknowledged": g["all_acknowledged"]},
                ratio=ratio, note=f"{g['readings']} readings ({lines} lines of 8 values) per run; the publishers "
