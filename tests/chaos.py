@@ -26,7 +26,6 @@ uses 60 s and writes docs/chaos.json and docs/chaos.md).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import random
@@ -46,7 +45,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.contracts import Alert, Reading
+from edge.contracts import Alert
 from edge.datasets import ZoneDataset
 from edge.sources.replay import ReplaySource
 from gateway import payloads

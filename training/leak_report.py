@@ -22,6 +22,14 @@ DPI = 80
 COLUMNS = ("f1", "tpr", "tnr", "early_detection", "detected_share", "median_delay_h", "false_alarms_per_30_days")
 
 
+def _save(fig, report: Path, name: str, **layout) -> str:
+    """Lay out, write ``report/name``, release the figure; return the file name for the card."""
+    fig.tight_layout(**layout)
+    fig.savefig(report / name, dpi=DPI)
+    plt.close(fig)
+    return name
+
+
 def write_report(out: Path, card: dict, sets: dict, traces: dict, float_run: str) -> None:
     report = out / "report"
     report.mkdir(exist_ok=True)
@@ -67,10 +75,7 @@ def _timeline(report: Path, s, learned, mnf, mnf_name: str) -> str:
     labels = sum((a.get_legend_handles_labels()[1] for a in fig.axes[:1] + fig.axes[len(picks):len(picks) + 1]), [])
     fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
     np.atleast_1d(axes)[-1].set_xlabel("day of scenario")
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(report / "timeline.png", dpi=DPI)
-    plt.close(fig)
-    return "timeline.png"
+    return _save(fig, report, "timeline.png", rect=(0, 0, 1, 0.95))
 
 
 def _scores(report: Path, s, learned) -> str:
@@ -82,10 +87,7 @@ def _scores(report: Path, s, learned) -> str:
     ax.set_xlabel("learned score (P leak)")
     ax.set_ylabel("steps")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report / "scores.png", dpi=DPI)
-    plt.close(fig)
-    return "scores.png"
+    return _save(fig, report, "scores.png")
 
 
 def _delays(report: Path, s, learned, mnf, mnf_name: str) -> str:
@@ -103,10 +105,7 @@ def _delays(report: Path, s, learned, mnf, mnf_name: str) -> str:
     ax.set_xlabel("hole diameter (cm)")
     ax.set_ylabel("detection delay (h); x = missed")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report / "delay.png", dpi=DPI)
-    plt.close(fig)
-    return "delay.png"
+    return _save(fig, report, "delay.png")
 
 
 def _table(metrics: dict) -> str:

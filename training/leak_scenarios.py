@@ -302,15 +302,16 @@ def _assemble(plan: ZonePlan, scenarios: list[Scenario], seed: int, results: dic
         quantities.append("cell_count")
     meta = {"network": plan.network, "seed": seed, "step_s": c.step_s, "days": c.days,
             "flow_signs": {f: s for f, s in plan.flows}, "leak_nodes": list(plan.leak_nodes),
-            "generator": _jsonable(asdict(c)),
+            "generator": jsonable(asdict(c)),
             "failed": [{"index": i, "error": results[i][1]} for i in range(len(scenarios)) if results[i][0] is None]}
     return ScenarioSet(time_ms, values, columns, quantities, [QUANTITY_UNITS[q] for q in quantities],
                        leak_flow, flags, described, meta)
 
 
-def _jsonable(value):
+def jsonable(value):
+    """Dicts and lists of plain values, tuples made lists: as the value reads back from JSON."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

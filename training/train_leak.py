@@ -30,7 +30,7 @@ from edge.detectors.leak_model import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
 from training.evaluate_leak import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
-from training.leak_scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, plan_zone
+from training.leak_scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
 from training.scenario_set import ScenarioSet
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
     manifest = json.loads(manifest_path.read_text())
     manifest["detector"] = {"kind": "learned_leak", **settings.to_dict()}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    training = {"spec": _jsonable(asdict(spec)), "network": data.plan.network, "sensors": sensors, **info,
+    training = {"spec": jsonable(asdict(spec)), "network": data.plan.network, "sensors": sensors, **info,
                 "scenario_sets": {k: {"scenarios": s.n_scenarios, "network": s.meta["network"],
                                       "seed": s.meta["seed"], "failed": len(s.meta["failed"])}
                                   for k, s in data.sets.items()}}
@@ -259,14 +259,6 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
     if spec.presence and "population" in data.sets:
         extra["population_without_presence"] = presence_ablation(spec, data, sensors, layout)
     return write_card(out, spec, data, settings, training, started, extra)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ training computes thousands of windows at once and the gateway computes one
 from __future__ import annotations
 
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np

@@ -1,8 +1,6 @@
 """The onnxruntime backend: runs the ``onnx_float`` and ``onnx_int8`` files (float in, float out)."""
 from __future__ import annotations
 
-import numpy as np
-
 from edge.runtime.base import Backend, RuntimeUnavailable
 from edge.runtime.manifest import ManifestError, ModelFile
 

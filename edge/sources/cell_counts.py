@@ -40,6 +40,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from edge.contracts import Quality, Reading, check_id, datetime_to_ms
+from edge.sources.batched import BatchedSource
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class _Semicolon(csv.excel):
     delimiter = ";"
 
 
-class CellCountSource:
+class CellCountSource(BatchedSource):
     """Readings of quantity ``cell_count`` from one operator file, or every ``*.csv`` in a folder (in name order).
 
     With ``follow``, a folder is watched every ``poll_s`` seconds for new files until ``stop`` is set.
@@ -162,10 +163,6 @@ class CellCountSource:
     @property
     def counters(self) -> Counter:
         return self._counters + Counter(suppressed=self.guard.suppressed, not_counts=self.guard.not_counts)
-
-    def __iter__(self) -> Iterator[Reading]:
-        for batch in self.batches():
-            yield from batch
 
     def batches(self) -> Iterator[list[Reading]]:
         """One list per file read."""

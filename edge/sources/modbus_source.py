@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from edge.contracts import QUANTITY_UNITS, Quality, Reading, check_id
 from edge.drivers.base import SerialBus
 from edge.drivers.modbus_rtu import BUS, FUNCTIONS, HOLDING, RegisterMapError, RegisterPoint
+from edge.sources.batched import BatchedSource
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class ModbusLine:
         self.client.close()
 
 
-class ModbusSource:
+class ModbusSource(BatchedSource):
     """Readings from the transmitters on one serial line, one poll of every sensor per ``poll_s``.
 
     ``polls`` limits the number of cycles (None: until ``stop`` is set). Times are the
@@ -159,10 +160,6 @@ class ModbusSource:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-    def __iter__(self) -> Iterator[Reading]:
-        for batch in self.batches():
-            yield from batch
 
     def batches(self) -> Iterator[list[Reading]]:
         """One list per poll cycle."""

@@ -39,6 +39,7 @@ from edge.drivers.base import DecodeError, Driver, Reply, Sample, SerialBus
 from edge.drivers.framing import Rejection
 from edge.drivers.line_node import to_canonical
 from edge.drivers.schedule import FOREVER, REOPEN_AFTER_MISSED, QuerySchedule, SilenceWatch
+from edge.sources.batched import BatchedSource
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class _Port:
         return self.schedule.repeat_s if isinstance(self.schedule, QuerySchedule) else self.device.interval_s
 
 
-class SerialSource:
+class SerialSource(BatchedSource):
     """Readings from every serial device of a gateway; iterate it, or call ``poll`` from your own loop."""
 
     def __init__(self, site: str, gateway: str, devices: Iterable[SerialDevice], *,
@@ -171,10 +172,6 @@ class SerialSource:
         return _Port(device, driver, schedule)
 
     # ---- the loop ------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[Reading]:
-        for batch in self.batches():
-            yield from batch
 
     def batches(self) -> Iterator[list[Reading]]:
         """What each read gives, as one list (the gateway hands lists between threads, not readings)."""
@@ -374,7 +371,7 @@ class SerialSource:
                 return self._unknown_reading(port, sensor, t, "impossible_values", why)
             value = correct_pm25(raw, rh, sensor.correction)
         else:
-            value = sample.values[sensor.field or quantity]
+            value = sample.values[sensor.key]
             if sensor.node_unit is not None:
                 value = to_canonical(quantity, sensor.node_unit, value)
         if (why := impossible(quantity, value)) is not None:

@@ -79,7 +79,7 @@ topic write {T.deadletter_topic(prefix)}
 
 def _home_assistant_lines(gateways: Iterable[tuple[str, str]], ha_prefix: str) -> str:
     gateways = list(gateways)
-    lines = [f"\n# Home Assistant discovery: each gateway announces only its own node.\n"] if gateways else []
+    lines = ["\n# Home Assistant discovery: each gateway announces only its own node.\n"] if gateways else []
     for site, gateway in gateways:
         lines.append(f"user {gateway_user(site, gateway)}\ntopic write {ha_prefix}/+/{gateway}/#\n")
     return "".join(lines)
