@@ -44,13 +44,13 @@ bench: setup
 # Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
 # models/air-*/, measure every format against the targets and write the cards (~2 min).
 train-air: $(STAMP)
-	$(BIN)/python -m training.train_air --out models
+	$(BIN)/python -m training.air.train --out models
 
 # Leak models (leak-mlp-net3, leak-mlp-net3-presence): simulate Net3 and Net1 scenarios, train,
 # export to models/leak-*/, evaluate against MNF, write cards and reports (about 10 min on 2 cores).
 # One BLAS thread: the same seeds then give the same files.
 train-leak: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m training.train_leak --shipped --models models
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m training.leak.train --shipped --models models
 
 # Every shipped model.
 train: train-air train-leak

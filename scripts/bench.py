@@ -266,7 +266,7 @@ def _raw_post(url: str, db: str, lines: list[str], chunk: int = 5000) -> float:
 
 def bridge_figures(services, quick: bool) -> list[dict]:
     from edge.contracts import Reading
-    from gateway.influx_points import reading_point
+    from gateway.bridge.influx_points import reading_point
     from influxdb_client import WritePrecision
 
     from gateway.config.schema.sections import MqttConfig
@@ -595,7 +595,7 @@ def main(argv=None) -> int:
     if args.render_only:
         (args.out / "benchmarks.md").write_text(markdown(json.loads((args.out / "benchmarks.json").read_text())))
         return 0
-    from gateway.localservices import LocalServices
+    from gateway.local_services.services import LocalServices
 
     previous = args.out / "benchmarks.json"
     previous = json.loads(previous.read_text()) if args.label_previous and previous.exists() else None

@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge.contracts import Reading  # noqa: E402
-from gateway import topics as T  # noqa: E402
-from gateway.bridge import Bridge  # noqa: E402
-from gateway.influx_writer import InfluxV1Writer  # noqa: E402
-from gateway.localservices import LocalServices  # noqa: E402
-from gateway.publisher import GatewayPublisher, MqttSettings  # noqa: E402
+from gateway.protocol import topics as T  # noqa: E402
+from gateway.bridge.service import Bridge  # noqa: E402
+from gateway.bridge.influx_writer import InfluxV1Writer  # noqa: E402
+from gateway.local_services.services import LocalServices  # noqa: E402
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings  # noqa: E402
 
 SITE = "bench"
 SENSORS_PER_GATEWAY = 10

@@ -91,10 +91,11 @@ def main() -> int:
     ap.add_argument("--spawned-at", type=float, default=None)
     args = ap.parse_args()
     spawned = args.spawned_at or time.time()
-    from gateway import topics as T
+    from gateway.protocol import topics as T
     from gateway.config import load_config_text
-    from gateway.publisher import GatewayPublisher, MqttSettings
-    from gateway.runner import GatewayRunner, build_detectors, open_outbox
+    from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.device.runner import GatewayRunner, build_detectors, open_outbox
 
     first_detection = []
     marks: list = []

@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.contracts import Reading  # noqa: E402
-from gateway import payloads  # noqa: E402
-from gateway.outbox import READING, SYNC_POLICIES, Outbox  # noqa: E402
+from gateway.protocol import payloads  # noqa: E402
+from gateway.device.outbox import READING, SYNC_POLICIES, Outbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_772_409_600_000

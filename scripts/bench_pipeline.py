@@ -68,9 +68,10 @@ def _gateway(mqtt_port: int, lines: int, backend: str, cpu: int | None, data_fil
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     from edge.sources.serial_source import SerialSource
-    from gateway import topics as T
-    from gateway.runner import GatewayRunner, build_detectors, open_outbox
-    from gateway.publisher import GatewayPublisher, MqttSettings
+    from gateway.protocol import topics as T
+    from gateway.device.runner import GatewayRunner, build_detectors, open_outbox
+    from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol.mqtt_client import MqttSettings
 
     master, slave = os.openpty()
     port = os.ttyname(slave)
@@ -153,7 +154,7 @@ def stage_costs(lines: int = 3000) -> dict[str, float]:
     """
     from edge.contracts import QUANTITY_UNITS, Reading
     from edge.drivers import line_node
-    from gateway import payloads
+    from gateway.protocol import payloads
 
     data = node_bytes(lines)
 
@@ -183,9 +184,10 @@ def stage_costs(lines: int = 3000) -> dict[str, float]:
 
 
 def _publisher_alone(mqtt_port: int, messages: list[tuple[str, bytes, int]], cpu: int | None, results) -> None:
-    from gateway.outbox import READING, Outbox, Outgoing
-    from gateway.publisher import GatewayPublisher, MqttSettings
-    from gateway import topics as T
+    from gateway.device.outbox import READING, Outbox, Outgoing
+    from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.protocol import topics as T
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
@@ -238,7 +240,7 @@ def c_client_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readin
 
 
 if __name__ == "__main__":
-    from gateway.localservices import LocalServices
+    from gateway.local_services.services import LocalServices
 
     lines = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp, LocalServices(Path(tmp), influxdb=False) as services:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.epanet_leaks import REQUIRED_PRESSURE_M, EpanetRun, emitter_coefficient, load_network, prepare_inp
-from training.leak_scenarios import ScenarioConfig, generate, plan_zone
+from training.water.epanet_leaks import REQUIRED_PRESSURE_M, EpanetRun, emitter_coefficient, load_network, prepare_inp
+from training.water.scenarios import ScenarioConfig, generate, plan_zone
 
 DAY = 86_400
 

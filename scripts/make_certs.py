@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway import topics as T  # noqa: E402
+from gateway.protocol import topics as T  # noqa: E402
 from gateway.security.broker import (DEFAULT_BRIDGE_USER, MQTTS_PORT, BrokerSecurity, acl_text,  # noqa: E402
                                      gateway_user, write_password_file)
 from gateway.security.certs import issue_certificate, load_pair, make_ca, write_pair  # noqa: E402

@@ -48,12 +48,12 @@ from paho.mqtt.properties import Properties
 from edge.contracts import Alert
 from edge.datasets import ZoneDataset
 from edge.sources.replay import ReplaySource
-from gateway import payloads
-from gateway import topics as T
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
 from gateway.config import load_config
-from gateway.localservices import INFLUXDB, MOSQUITTO, LocalServices, ServiceError, free_port
-from gateway.outbox import Outbox, outbox_path
-from gateway.runner import build_detectors
+from gateway.local_services.services import INFLUXDB, MOSQUITTO, LocalServices, ServiceError, free_port
+from gateway.device.outbox import Outbox, outbox_path
+from gateway.device.runner import build_detectors
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE_ENV = "FRUGALSENSE_CHAOS_OUTAGE_S"

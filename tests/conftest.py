@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.localservices import LocalServices
+from gateway.local_services.services import LocalServices
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def vm_services(tmp_path_factory):
 @pytest.fixture(scope="session")
 def leak_run():
     """The demo's two simulated weeks of Net3 with the default leak (seed 7); simulated once per session."""
-    from training.water_zone import simulate_zone
+    from training.water.zone import simulate_zone
 
     return simulate_zone(seed=7, progress=False)
 
@@ -37,7 +37,7 @@ def leak_run():
 @pytest.fixture(scope="session")
 def leak_free_run():
     """The same two weeks and demands without the leak."""
-    from training.water_zone import simulate_zone
+    from training.water.zone import simulate_zone
 
     return simulate_zone(seed=7, leak=None, progress=False)
 
@@ -195,12 +195,13 @@ def demo_influx(services, leak_run, tmp_path_factory):
     import numpy as np
 
     from edge.contracts import Quality, Reading
-    from gateway import topics as T
-    from gateway.bridge import Bridge
+    from gateway.protocol import topics as T
+    from gateway.bridge.service import Bridge
     from gateway.config import load_config
-    from gateway.influx_writer import InfluxV1Writer
-    from gateway.publisher import GatewayPublisher, MqttSettings
-    from gateway.runner import GatewayRunner
+    from gateway.bridge.influx_writer import InfluxV1Writer
+    from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.device.runner import GatewayRunner
 
     root = tmp_path_factory.mktemp("demo_influx")
     database, prefix = "demo_ops", "demo-ops"

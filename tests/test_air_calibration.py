@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.cli import main
-from training.air_calibration import CalibrationCsvError, read_calibration_csv
+from training.air.calibration import CalibrationCsvError, read_calibration_csv
 
 UCI_HEADER = "Date;Time;CO(GT);PT08.S1(CO);NO2(GT);PT08.S4(NO2);T;RH;AH;;"
 

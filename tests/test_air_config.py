@@ -11,7 +11,7 @@ from edge.detectors.aqi import AqiDetector
 from edge.sources.cell_counts import CellCountSource, CellFileError
 from edge.sources.serial_source import SerialSource
 from gateway.config import ConfigError, load_config, load_config_text
-from gateway.runner import DETECTOR_FACTORIES, build_sources
+from gateway.device.runner import DETECTOR_FACTORIES, build_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_DEMO = ROOT / "firmware_configs" / "air-demo.yaml"

@@ -7,9 +7,9 @@ import pytest
 from edge.air.eaqi import BANDS, UPPER_BOUNDS, band, band_indices, window_mean
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
 from edge.detectors.aqi import AqiDetector
-from gateway import payloads
-from gateway import topics as T
-from gateway.influx_points import to_line_protocol
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
+from gateway.bridge.influx_points import to_line_protocol
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 HOUR = 3_600_000

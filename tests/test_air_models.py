@@ -13,7 +13,7 @@ from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, Sens
 from edge.features.air_features import PATTERN_FEATURES
 from edge.runtime.registry import ModelIntegrityError
 from edge.sources.replay import ReplaySource
-from training.air_sim import FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, simulate_air_site
+from training.air.simulation import FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, simulate_air_site
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -199,7 +199,7 @@ def _config(change=None):
 
 def test_config_builds_every_air_detector():
     from edge.detectors.drift import CalibrationDriftDetector
-    from gateway.runner import build_detectors
+    from gateway.device.runner import build_detectors
     detectors = build_detectors(_config())
     assert [type(d).__name__ for d in detectors] == ["AirPatternDetector", "SensorFaultDetector", "No2VirtualSensor",
                                                      "CalibrationDriftDetector"]
@@ -224,8 +224,8 @@ def test_config_mistakes_are_named(change, message):
 
 def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
     """The whole training path on a few small sites: a smoke test of the pipeline, not of the figures."""
-    from training.evaluate_air import evaluate_all
-    from training.train_air import QUICK, train_all
+    from training.air.evaluate import evaluate_all
+    from training.air.train import QUICK, train_all
     dirs = train_all(tmp_path, QUICK, progress=False)
     assert set(dirs) == {"pattern", "fault", "no2"}
     evaluate_all(tmp_path, QUICK, progress=False, drift_sites=0)
@@ -257,7 +257,7 @@ def test_the_documented_config_validates_and_builds(tmp_path):
     import yaml
 
     from gateway.config import GatewayConfig
-    from gateway.runner import build_detectors
+    from gateway.device.runner import build_detectors
     text = (REPO / "docs" / "air-models.md").read_text()
     models = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1))["models"]
     sensors = {"PM25-sds": "pm25", "PM10-sds": "pm10", "NO2-node": "no2", "T-node": "temperature",

@@ -11,7 +11,7 @@ from edge.features.air_features import (FAULT_FEATURES, HISTORY_SLOTS, NO2_FEATU
                                         fault_features, hour_ends, hygroscopic_growth, no2_features,
                                         pattern_features)
 from edge.sources.cell_counts import DEFAULT_K
-from training.air_sim import (DAY_SLOTS, FAN_VALUES, FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, SiteParams,
+from training.air.simulation import (DAY_SLOTS, FAN_VALUES, FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, SiteParams,
                               dilution, simulate_air_site, traffic_profile)
 
 

@@ -43,7 +43,7 @@ def test_bench_quick_writes_every_figure(tmp_path):
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from edge.contracts import Quality, Reading  # noqa: E402
-from gateway.influx_points import reading_line, reading_point  # noqa: E402
+from gateway.bridge.influx_points import reading_line, reading_point  # noqa: E402
 
 _ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 
@@ -59,8 +59,8 @@ def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
 
 # The bridge's batch path (payloads.decode_batch + influx_points.batch_lines) against the
 # per-reading reference: each row a Reading, validated by the contract, written by Point.
-from gateway import payloads  # noqa: E402
-from gateway.influx_points import batch_lines  # noqa: E402
+from gateway.protocol import payloads  # noqa: E402
+from gateway.bridge.influx_points import batch_lines  # noqa: E402
 
 _T0 = 1_772_409_600_000
 _row_value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),

@@ -9,10 +9,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.contracts import AlertState, Quality, Reading
-from gateway import topics as T
-from gateway.bridge import Bridge
-from gateway.influx_writer import InfluxV1Writer
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.protocol import topics as T
+from gateway.bridge.service import Bridge
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
 _n = itertools.count()

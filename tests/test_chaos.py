@@ -63,7 +63,7 @@ def test_the_table_is_printed_and_saved(suite, capsys):
 
 def test_the_malformed_flood_covers_every_kind_of_bad_input():
     """The generator itself: every payload is refused by the codec the bridge uses, with the reasons we claim."""
-    from gateway import payloads
+    from gateway.protocol import payloads
 
     reasons = {}
     for topic, body in chaos.malformed_payloads("chaos-x", 2000):

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 from edge.contracts import AlertState
-from gateway import influx_points, payloads
-from gateway import topics as T
-from gateway.bridge import Bridge
-from gateway.influx_writer import InfluxV1Writer
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.bridge import influx_points
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
+from gateway.bridge.service import Bridge
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_bridge import readings
 from tests.test_contracts import alert, detection
 

@@ -17,8 +17,9 @@ from edge.contracts import (
     Reading,
     Severity,
 )
-from gateway import influx_points, payloads
-from gateway import topics as T
+from gateway.bridge import influx_points
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "contracts.md"
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.influx_points import MEASUREMENTS
+from gateway.bridge.influx_points import MEASUREMENTS
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 GRAFANA = DASHBOARDS / "grafana-frugalsense.json"

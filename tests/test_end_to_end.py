@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.bridge import Bridge
+from gateway.bridge.service import Bridge
 from gateway.config import load_config
-from gateway.influx_writer import InfluxV1Writer
-from gateway.publisher import MqttSettings
-from gateway.runner import GatewayRunner
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.protocol.mqtt_client import MqttSettings
+from gateway.device.runner import GatewayRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "firmware_configs" / "net3-demo.yaml"

@@ -11,9 +11,9 @@ import pytest
 from edge.drivers import DRIVERS
 from edge.drivers import sds011
 from edge.drivers.modbus_rtu import encode_value
-from gateway import bundle as B
+from gateway.tools import bundle as B
 from gateway.cli import main
-from gateway.doctor import FAIL, OK, check_frame_stream
+from gateway.tools.doctor import FAIL, OK, check_frame_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 WATER_DMA = ROOT / "firmware_configs" / "water-dma.yaml"
@@ -137,7 +137,7 @@ def test_doctor_on_the_gateway_passes_with_a_transmitter_answering(tmp_path, nul
 
 
 def test_doctor_fails_a_silent_transmitter_and_an_absent_broker_with_fixes(tmp_path, silent_port, services, capsys):
-    from gateway.localservices import free_port
+    from gateway.local_services.services import free_port
 
     config = doctor_config(tmp_path, silent_port, services, mqtt_port=free_port())
     assert main(["doctor", "--config", str(config), "--broker-timeout", "2"]) == 1
@@ -177,8 +177,9 @@ def test_a_streaming_sensor_passes_with_frames_and_fails_when_silent(null_modem,
 
 
 def test_status_reads_the_retained_status_from_the_broker_and_the_local_outbox(tmp_path, services, capsys):
-    from gateway import topics as T
-    from gateway.publisher import GatewayPublisher, MqttSettings
+    from gateway.protocol import topics as T
+    from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol.mqtt_client import MqttSettings
 
     config = doctor_config(tmp_path, "/dev/null", services)
     config.write_text(config.read_text().replace("port: /dev/null", "port: /dev/serial/by-id/none"))

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 
 from edge.datasets import ZoneDataset
 from gateway.config import load_config_text
-from gateway.runner import GatewayRunner
+from gateway.device.runner import GatewayRunner
 
 _n = itertools.count()
 # What Home Assistant needs in every entity config (and we always send).

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from edge.contracts import Reading
-from gateway import topics as T
-from gateway.bridge import Bridge
+from gateway.protocol import topics as T
+from gateway.bridge.service import Bridge
 from gateway.cli import main
-from gateway.influx_v2 import InfluxV2Writer
-from gateway.influx_writer import InfluxV1Writer, WriteError, make_influx_writer
-from gateway.localservices import free_port
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.bridge.influx_v2 import InfluxV2Writer
+from gateway.bridge.influx_writer import InfluxV1Writer, WriteError, make_influx_writer
+from gateway.local_services.services import free_port
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ from edge.detectors.leak_model import LearnedLeakDetector, leak_scores
 from edge.runtime.registry import ModelIntegrityError
 from edge.sources.replay import ReplaySource
 from gateway.cli import main
-from training.evaluate_leak import replay_learned
-from training.leak_card import load_settings
-from training.leak_scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone
+from training.leak.evaluate import replay_learned
+from training.leak.card import load_settings
+from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone
 
 DAY = 86_400
 
@@ -101,7 +101,7 @@ def test_a_window_with_a_missing_sensor_is_insufficient_data_never_an_alarm(tiny
 
 def test_gateway_config_builds_the_detector_and_refuses_a_tampered_model(tiny_model, tmp_path):
     from gateway.config.schema import GatewayConfig
-    from gateway.runner import build_detectors
+    from gateway.device.runner import build_detectors
     settings = load_settings(tiny_model)
     sensors = [{"id": f"{q[0]}-{e}", "quantity": q, "driver": "replay", "column": e} for e, q in settings.sensors]
     config = GatewayConfig.model_validate({

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
-from training.leak_scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone
+from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone
 
 DAY = 86_400
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from edge.datasets import DatasetError
-from training.demand_model import PopulationChange
-from training.epanet_leaks import SimulationError, emitter_coefficient, load_network, prepare_inp
-from training.leak_scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone, sample_scenarios
-from training.scenario_set import ScenarioSet
-from training.sensor_placement import boundary_links, flow_signs, place_pressure_sensors
+from training.water.demand_model import PopulationChange
+from training.water.epanet_leaks import SimulationError, emitter_coefficient, load_network, prepare_inp
+from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone, sample_scenarios
+from training.water.scenario_set import ScenarioSet
+from training.water.sensor_placement import boundary_links, flow_signs, place_pressure_sensors
 
 DAY = 86_400
 TINY = ScenarioConfig(days=4, step_s=900, warmup_days=1.0, duration_days=(1.0, 2.0), ramp_days=(0.5, 1.0))
@@ -64,7 +64,7 @@ def test_emitter_leak_matches_wntr_simulator_on_net1():
     import wntr
     from wntr.sim import WNTRSimulator
 
-    from training.epanet_leaks import REQUIRED_PRESSURE_M, EpanetRun
+    from training.water.epanet_leaks import REQUIRED_PRESSURE_M, EpanetRun
     wn, _ = load_network("Net1")
     inp = prepare_inp(wn, 1, 900)
     area = math.pi * 0.05 ** 2 / 4

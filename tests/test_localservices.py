@@ -1,4 +1,4 @@
-"""Real Mosquitto, InfluxDB and VictoriaMetrics started by gateway.localservices answer as promised."""
+"""Real Mosquitto, InfluxDB and VictoriaMetrics started by gateway.local_services.services answer as promised."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import gateway.localservices as localservices
-from gateway.localservices import (InfluxQueryError, LocalServices, ServiceError, http_request,
+import gateway.local_services.services as localservices
+from gateway.local_services.services import (InfluxQueryError, LocalServices, ServiceError, http_request,
                                    mqtt_answers)
 
 WAIT_S = 10.0

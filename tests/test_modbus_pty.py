@@ -126,7 +126,7 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
 
     import paho.mqtt.client as mqtt
 
-    from gateway.runner import GatewayRunner
+    from gateway.device.runner import GatewayRunner
 
     modbus_device({1: ({0: encode_value(4.0, "float32", "little")}, {}), 2: ({}, {100: [360]})})
     text = CONFIG.format(port=null_modem.gateway).replace("{host: 127.0.0.1}", f"{{host: {services.mqtt_host}, "

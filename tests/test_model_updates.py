@@ -22,15 +22,15 @@ from sklearn.preprocessing import StandardScaler
 
 from edge.runtime import load_model
 from edge.runtime.manifest import ModelManifest
-from gateway import topics as T
+from gateway.protocol import topics as T
 from gateway.cli import main as cli
 from gateway.config import GatewayConfig
-from gateway.model_updates import (MAX_UPDATE_BYTES, POINTER_FILE, ModelStore, ModelUpdateReceiver, Pointer,
+from gateway.model_updates.receiver import (MAX_UPDATE_BYTES, POINTER_FILE, ModelStore, ModelUpdateReceiver, Pointer,
                                    decode_status, load_public_key, start_for_config, status_topic, update_topic,
                                    verify_update)
-from gateway.publisher import MqttSettings, make_client
+from gateway.protocol.mqtt_client import MqttSettings, make_client
 from training.export import export_model
-from training.sign_model import build_update, generate_signing_key, push_update, sign_model
+from gateway.model_updates.signing import build_update, generate_signing_key, push_update, sign_model
 
 NAME = "leak_lr"
 WAIT_S = 20.0  # upper bound only: every wait returns as soon as the gateway has answered
@@ -410,8 +410,8 @@ def test_contracts_doc_lists_the_topics_and_its_status_example_decodes():
 # ---- with the production broker setup: TLS, passwords, per-gateway ACL -------------------------
 
 def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_path):
-    from gateway.localservices import LocalServices
-    from gateway.model_updates import DEFAULT_PUSH_USER, ModelUpdateListener
+    from gateway.local_services.services import LocalServices
+    from gateway.model_updates.receiver import DEFAULT_PUSH_USER, ModelUpdateListener
     from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
     from gateway.security.certs import issue_certificate, make_ca, write_pair
 
@@ -482,7 +482,7 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
 
 def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
     from edge.datasets import ZoneDataset
-    from gateway.runner import GatewayRunner
+    from gateway.device.runner import GatewayRunner
 
     t0 = 1_772_409_600_000
     ZoneDataset(time_ms=t0 + 900_000 * np.arange(4, dtype=np.int64), values=np.full((4, 1), 40.0, np.float32),
@@ -509,7 +509,7 @@ def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
 
 
 def test_docs_explain_every_reason():
-    from gateway.model_updates import REASONS
+    from gateway.model_updates.receiver import REASONS
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "model-updates.md").read_text()
     table = text.split("| reason | what happened | what to do |")[1].split("\n\n")[0]

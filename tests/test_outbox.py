@@ -19,12 +19,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.contracts import Reading
-from gateway import payloads
-from gateway import topics as T
-from gateway.localservices import LocalServices, free_port
-from gateway.outbox import (ALERT, BACKLOG_MESSAGES, DETECTION, READING, ROW_OVERHEAD_BYTES, STATUS, Outbox,
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
+from gateway.local_services.services import LocalServices, free_port
+from gateway.device.outbox import (ALERT, BACKLOG_MESSAGES, DETECTION, READING, ROW_OVERHEAD_BYTES, STATUS, Outbox,
                             OutboxError, Outgoing)
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def test_contents_sequences_counters_and_marks_survive_a_reopen(tmp_path):
 def test_a_mark_counts_the_messages_at_its_time_so_a_resumed_replay_skips_exactly_those(tmp_path):
     """Two detectors deciding on the same night share one stream and one time: a crash between
     their two messages must not make the resumed replay skip the second one."""
-    from gateway.runner import _Resume
+    from gateway.device.runner import _Resume
 
     with Outbox(tmp_path / "o.sqlite3") as box:
         box.put("gw/detections/leak", b"zone a", DETECTION, data_time_ms=T0)  # the crash comes after this one
@@ -263,7 +264,7 @@ def test_every_message_is_delivered_in_order_dropped_and_counted_or_still_there(
 
 WRITER = """
 import sys
-from gateway.outbox import Outbox, READING, ALERT
+from gateway.device.outbox import Outbox, READING, ALERT
 box = Outbox(sys.argv[1])
 i = 0
 while True:
@@ -353,7 +354,7 @@ def test_a_failed_put_many_stores_none_of_its_messages_and_leaves_sequences_as_t
 
 GROUP_WRITER = """
 import sys
-from gateway.outbox import Outbox, Outgoing, READING, ALERT
+from gateway.device.outbox import Outbox, Outgoing, READING, ALERT
 box = Outbox(sys.argv[1])
 group = 0
 while True:
@@ -565,7 +566,7 @@ def small_zone(path: Path):
 def test_runner_started_with_the_broker_down_keeps_everything_and_a_restart_delivers_it_without_resending(
         broker, tmp_path):
     from gateway.config import load_config
-    from gateway.runner import GatewayRunner
+    from gateway.device.runner import GatewayRunner
 
     small_zone(tmp_path / "zone.npz")
     (tmp_path / "gw.yaml").write_text(CONFIG.format(port=free_port(), prefix="obx3"))

@@ -18,11 +18,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.contracts import Reading
-from gateway import topics as T
-from gateway.bridge import Bridge
-from gateway.influx_writer import make_influx_writer
-from gateway.localservices import free_port
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.protocol import topics as T
+from gateway.bridge.service import Bridge
+from gateway.bridge.influx_writer import make_influx_writer
+from gateway.local_services.services import free_port
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0
 
 ROOT = Path(__file__).resolve().parent.parent

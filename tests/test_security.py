@@ -17,11 +17,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.contracts import Reading
-from gateway import topics as T
-from gateway.bridge import Bridge
-from gateway.influx_writer import InfluxV1Writer
-from gateway.localservices import LocalServices
-from gateway.publisher import GatewayPublisher, MqttSettings
+from gateway.protocol import topics as T
+from gateway.bridge.service import Bridge
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.local_services.services import LocalServices
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import MqttSettings
 from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
 from gateway.security.certs import issue_certificate, make_ca, write_pair
 from tests.test_contracts import T0

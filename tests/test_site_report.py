@@ -8,7 +8,7 @@ import pytest
 matplotlib.use("Agg")
 
 from gateway.cli import main  # noqa: E402
-from gateway.site_report import build_figure, fetch_site  # noqa: E402
+from gateway.tools.site_report import build_figure, fetch_site  # noqa: E402
 
 DAY_MS = 86_400_000
 

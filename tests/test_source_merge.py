@@ -5,7 +5,7 @@ import itertools
 import threading
 import time
 
-from gateway.source_merge import merge_sources
+from gateway.device.source_merge import merge_sources
 
 
 def endless(tag: str, stop: threading.Event):

@@ -9,7 +9,7 @@ from edge.datasets import DatasetError, ZoneDataset
 from edge.detectors import MinimumNightFlowDetector
 from edge.features import minimum_night_flow, zone_inflow
 from edge.sources import ReplaySource
-from training.water_zone import (DAY_S, DEFAULT_LEAK, INFLOW_LINKS, PRESSURE_NODES, START_MS, LeakSpec,
+from training.water.zone import (DAY_S, DEFAULT_LEAK, INFLOW_LINKS, PRESSURE_NODES, START_MS, LeakSpec,
                                  simulate_zone, true_zone_demand)
 
 HOUR_MS = 3_600_000

@@ -21,7 +21,7 @@ statistic. Every later day is standardised against them, smoothed by the median 
 the last ``smoothing_days`` days (a multi-day pollution episode is weather, not
 drift), and fed to a two-sided Page-Hinkley test (Page 1954, Hinkley 1971) with the
 calibration mean as reference. The defaults were chosen on simulated sites
-(``training.evaluate_air``) for no false alarm over weeks of weather, at the price
+(``training.air.evaluate``) for no false alarm over weeks of weather, at the price
 of catching slow drifts late. When its cumulative excess passes ``threshold`` an
 Alert of kind ``calibration`` (label ``recalibration_needed``) is raised; it clears
 when the smoothed statistic has been back within one spread for ``clear_after``

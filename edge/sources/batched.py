@@ -1,6 +1,6 @@
 """Sources that read in lists: what one read (a serial chunk, a Modbus poll, a file) gave.
 
-The gateway hands these lists between threads whole (gateway.source_merge); anyone else
+The gateway hands these lists between threads whole (gateway.device.source_merge); anyone else
 may iterate the source and get the readings one by one.
 """
 from __future__ import annotations

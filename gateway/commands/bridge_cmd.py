@@ -5,7 +5,7 @@ import argparse
 import signal
 import threading
 
-from gateway import topics as T
+from gateway.protocol import topics as T
 from gateway.commands.mqtt_options import add_mqtt_options, env_value, mqtt_settings
 
 
@@ -39,10 +39,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from gateway.bridge import Bridge, SubscriptionRefused
+    from gateway.bridge.service import Bridge, SubscriptionRefused
     from gateway.cli import UserError
-    from gateway.influx_writer import make_influx_writer
-    from gateway.publisher import BrokerUnreachable
+    from gateway.bridge.influx_writer import make_influx_writer
+    from gateway.protocol.mqtt_client import BrokerUnreachable
 
     log = logging.getLogger("frugalsense.bridge")
     if args.influx_api == "v1" and (args.bucket or args.org or args.token_env):

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     meta = dataset.meta
     steps, sensors = dataset.values.shape
 
-    from gateway.localservices import LocalServices
+    from gateway.local_services.services import LocalServices
 
     say(f"[2/5] Starting a private Mosquitto and InfluxDB in {root}")
     with LocalServices(root / "services") as services:
@@ -89,7 +89,7 @@ def _dataset(path: Path, *, fresh: bool):
             say(f"[1/5] {path} is unusable ({exc}); simulating again")
     else:
         say("[1/5] Simulating two weeks of the EPANET Net3 zone with wntr (seeded; once, then cached)")
-    from training.water_zone import simulate_zone
+    from training.water.zone import simulate_zone
 
     dataset = simulate_zone(progress=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +100,10 @@ def _dataset(path: Path, *, fresh: bool):
 def _stream(config, services, expected_readings: int):
     from tqdm import tqdm
 
-    from gateway.bridge import Bridge
-    from gateway.influx_writer import InfluxV1Writer
-    from gateway.publisher import MqttSettings
-    from gateway.runner import GatewayRunner
+    from gateway.bridge.service import Bridge
+    from gateway.bridge.influx_writer import InfluxV1Writer
+    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.device.runner import GatewayRunner
 
     say("[3/5] Starting the bridge (MQTT -> InfluxDB, acknowledged after each write)")
     writer = InfluxV1Writer(services.influx_url, DATABASE)
@@ -133,7 +133,7 @@ def _stream(config, services, expected_readings: int):
 
 def _report(services, summary, bridge, meta) -> bool:
     from edge.contracts import ms_to_datetime
-    from gateway import influx_points as P
+    from gateway.bridge import influx_points as P
 
     counts = {}
     field_of = {P.READING: "quality", P.DETECTION: "label", P.ALERT: "message", P.GATEWAY_STATUS: "state"}
@@ -201,12 +201,12 @@ def _air_site(water_config, services, root: Path) -> bool:
     import numpy as np
 
     from edge.contracts import ms_to_datetime
-    from gateway.bridge import Bridge
+    from gateway.bridge.service import Bridge
     from gateway.config import GatewayConfig
-    from gateway.influx_writer import InfluxV1Writer
-    from gateway.publisher import MqttSettings
-    from gateway.runner import GatewayRunner
-    from training.air_sim import FAULTS, PATTERNS, simulate_air_site
+    from gateway.bridge.influx_writer import InfluxV1Writer
+    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.device.runner import GatewayRunner
+    from training.air.simulation import FAULTS, PATTERNS, simulate_air_site
 
     site = simulate_air_site(days=AIR_DAYS, seed=AIR_SEED, start=AIR_START)
     path = site.to_dataset().save(root / "air-site.npz")

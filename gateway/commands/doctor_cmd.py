@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.cli import UserError
-    from gateway.doctor import FAIL, run_checks
+    from gateway.tools.doctor import FAIL, run_checks
 
     for name in ("sensor_timeout", "broker_timeout"):
         value = getattr(args, name)

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway import bundle as B
+    from gateway.tools import bundle as B
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
 

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 
 def run_keygen(args: argparse.Namespace) -> int:
     from gateway.cli import UserError
-    from gateway.model_updates import key_id, load_public_key
-    from training.sign_model import SigningError, generate_signing_key
+    from gateway.model_updates.receiver import key_id, load_public_key
+    from gateway.model_updates.signing import SigningError, generate_signing_key
 
     try:
         private, public = generate_signing_key(args.out, force=args.force)
@@ -65,7 +65,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 def run_sign(args: argparse.Namespace) -> int:
     from edge.runtime.manifest import ModelManifest
     from gateway.cli import UserError
-    from training.sign_model import SigningError, sign_model
+    from gateway.model_updates.signing import SigningError, sign_model
 
     try:
         signature = sign_model(args.model_dir, args.key)
@@ -80,10 +80,10 @@ def run_sign(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from edge.contracts import ContractError, check_id
     from edge.runtime.manifest import ManifestError, ModelManifest
-    from gateway import topics as T
+    from gateway.protocol import topics as T
     from gateway.cli import UserError
-    from gateway.model_updates import ModelUpdateConfigError, load_public_key, status_topic, update_topic
-    from training.sign_model import SigningError, build_update, push_update
+    from gateway.model_updates.receiver import ModelUpdateConfigError, load_public_key, status_topic, update_topic
+    from gateway.model_updates.signing import SigningError, build_update, push_update
 
     gateways = []
     for target in args.targets:

@@ -44,7 +44,7 @@ def env_value(name: str | None, what: str) -> str | None:
 def mqtt_settings(args: argparse.Namespace):
     """MqttSettings from the options above, with every mistake as one line for people."""
     from gateway.cli import UserError
-    from gateway.publisher import MqttSettings
+    from gateway.protocol.mqtt_client import MqttSettings
     from gateway.security.secrets import SecretFileError, check_private_file, read_secret_file
 
     if bool(args.mqtt_cert_file) != bool(args.mqtt_key_file):

@@ -44,8 +44,8 @@ def parse_time(text: str, option: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.cli import UserError
-    from gateway.influx_writer import InfluxV1Writer, WriteError
-    from gateway.site_report import ReportError, fetch_site, write_report
+    from gateway.bridge.influx_writer import InfluxV1Writer, WriteError
+    from gateway.tools.site_report import ReportError, fetch_site, write_report
 
     start_ms, end_ms = parse_time(args.start, "--from"), parse_time(args.end, "--to")
     password = None

@@ -7,7 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
-from gateway.runner import DRAIN_TIMEOUT_S
+from gateway.device.runner import DRAIN_TIMEOUT_S
 
 log = logging.getLogger("frugalsense.run")
 
@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from edge.datasets import DatasetError
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
-    from gateway.outbox import OutboxError
-    from gateway.runner import GatewayRunner
+    from gateway.device.outbox import OutboxError
+    from gateway.device.runner import GatewayRunner
 
     if args.mqtt_port is not None and not 1 <= args.mqtt_port <= 65535:
         raise UserError(f"--mqtt-port must be between 1 and 65535, got {args.mqtt_port}")

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from gateway.cli import UserError
-from gateway.localservices import LocalServices, ServiceError
+from gateway.local_services.services import LocalServices, ServiceError
 
 DEFAULT_DIR = Path(".run/services")
 DEFAULT_DATABASE = "frugalsense"

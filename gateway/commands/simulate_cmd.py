@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_water(args: argparse.Namespace) -> int:
     try:
-        from training.water_zone import DEFAULT_LEAK, simulate_zone
+        from training.water.zone import DEFAULT_LEAK, simulate_zone
     except ImportError as exc:
         raise UserError(f"simulation needs the training extras (pip install 'frugalsense[training]'): {exc}") from None
     for path in (args.out, args.csv):

@@ -49,11 +49,11 @@ def retained_statuses(config, *, everyone: bool = False, host: str | None = None
     """``site/gateway`` -> decoded retained status payload, from the broker."""
     import dataclasses
 
-    from gateway import topics as T
-    from gateway.publisher import make_client
-    from gateway.runner import mqtt_settings
+    from gateway.protocol import topics as T
+    from gateway.protocol.mqtt_client import make_client
+    from gateway.protocol.mqtt_client import settings_from_config
 
-    settings = mqtt_settings(config, host=host, port=port)
+    settings = settings_from_config(config, host=host, port=port)
     settings = dataclasses.replace(settings, client_id=f"{settings.client_id}-status-{int(time.time())}")
     topic = (f"{config.mqtt.topic_prefix}/+/+/{T.STATUS}" if everyone
              else T.Topics(config.mqtt.topic_prefix, config.site, config.gateway).status)
@@ -116,7 +116,7 @@ def _print_statuses(config, statuses: dict[str, dict]) -> int:
 
 
 def _print_local(config) -> int:
-    from gateway.outbox import outbox_path
+    from gateway.device.outbox import outbox_path
 
     path = outbox_path(config.resolve_path(config.storage.data_dir))
     if not path.is_file():

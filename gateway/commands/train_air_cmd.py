@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from gateway.cli import UserError
-    from training.air_calibration import CalibrationCsvError, read_calibration_csv, train_calibration
+    from training.air.calibration import CalibrationCsvError, read_calibration_csv, train_calibration
 
     try:
         ZoneInfo(args.timezone)

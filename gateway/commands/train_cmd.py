@@ -40,8 +40,8 @@ def register(subparsers) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from training.sensor_placement import parse_flow_spec, parse_node_spec
-    from training.train_leak import LeakTrainingSpec
+    from training.water.sensor_placement import parse_flow_spec, parse_node_spec
+    from training.leak.train import LeakTrainingSpec
 
     stem = Path(args.network).stem if str(args.network).lower().endswith(".inp") else str(args.network)
     name = args.name or "leak-mlp-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower()
@@ -65,8 +65,8 @@ def _spec(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from training.epanet_leaks import SimulationError
-        from training.train_leak import simulate_sets, train_leak
+        from training.water.epanet_leaks import SimulationError
+        from training.leak.train import simulate_sets, train_leak
     except ImportError as exc:
         raise UserError(f"training needs the training extras (pip install 'frugalsense[training]'): {exc}") from None
     spec = _spec(args)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.contracts import ContractError, check_id
-from gateway import topics as T
+from gateway.protocol import topics as T
 from gateway.security.secrets import write_private_file
 
 DEFAULT_BRIDGE_USER = "frugalsense-bridge"
@@ -61,7 +61,7 @@ def acl_text(prefix: str = T.DEFAULT_PREFIX, bridge_user: str = DEFAULT_BRIDGE_U
              home_assistant: Iterable[tuple[str, str]] = (), ha_prefix: str = "homeassistant") -> str:
     """The broker ACL; ``home_assistant`` lists the (site, gateway) pairs that announce themselves to Home Assistant.
 
-    Discovery topics are ``<ha_prefix>/<component>/<gateway>/<object>/config`` (gateway/ha_discovery.py):
+    Discovery topics are ``<ha_prefix>/<component>/<gateway>/<object>/config`` (gateway/device/ha_discovery.py):
     outside the gateway's own prefix, so each such gateway gets its own line for its node id.
     """
     return f"""\
@@ -86,8 +86,8 @@ def _home_assistant_lines(gateways: Iterable[tuple[str, str]], ha_prefix: str) -
 
 
 def _model_update_lines(prefix: str) -> str:
-    # Imported here: gateway.model_updates uses gateway.security, not the other way round at import time.
-    from gateway.model_updates import acl_lines
+    # Imported here: gateway.model_updates.receiver uses gateway.security, not the other way round at import time.
+    from gateway.model_updates.receiver import acl_lines
 
     return acl_lines(prefix)
 

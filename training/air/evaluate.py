@@ -1,6 +1,6 @@
 """Measure the exported air models against their targets on held-out simulated sites, and write their cards.
 
-``python -m training.evaluate_air [--models models] [--quick]`` re-simulates the
+``python -m training.air.evaluate [--models models] [--quick]`` re-simulates the
 held-out sites of the plan (seeded, so the same as at training), runs every exported
 format on its own runtime, prints targets against measured values, and writes
 ``models/<name>/card.json`` (``metrics``, ``targets``, sizes, latency) and
@@ -20,7 +20,7 @@ import numpy as np
 from edge.features.air_features import NO2_FEATURES, NO2_WEATHER_FEATURES
 from edge.runtime import available_backends, load, probe_seconds
 from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest
-from training.train_air import (FAULT_CLASSES, MODEL_NAMES, QUICK, AirPlan, _fit, fault_windows, mlp_regressor,
+from training.air.train import (FAULT_CLASSES, MODEL_NAMES, QUICK, AirPlan, _fit, fault_windows, mlp_regressor,
                                 no2_split, no2_windows, pattern_windows)
 
 SENSOR_WEEK_WINDOWS = 7 * 24  # hourly windows per sensor per week
@@ -190,7 +190,7 @@ def drift_runs(model_dir: Path, seeds, days: int = 63, drift: float | None = Non
     from edge.detectors.air_models import No2VirtualSensor
     from edge.detectors.drift import CalibrationDriftDetector
     from edge.sources.replay import ReplaySource
-    from training.air_sim import NO_FAULTS, SiteParams, simulate_air_site
+    from training.air.simulation import NO_FAULTS, SiteParams, simulate_air_site
     first_alarm = []
     for seed in seeds:
         params = SiteParams.draw(np.random.default_rng([seed, 0]))
@@ -235,7 +235,7 @@ def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
         "name": manifest.name, "version": manifest.version, "task": manifest.task,
         "description": exported.get("description", ""),
         "features": manifest.features, "outputs": manifest.output_names,
-        "data": {"simulator": "training/air_sim.py (seeded; see docs/air-models.md)",
+        "data": {"simulator": "training/air/simulation.py (seeded; see docs/air-models.md)",
                  "train": asdict(train), "test": asdict(test),
                  **({"split": f"train: zones 0-{plan.no2_train_sites - 1}, weeks 0-{plan.no2_train_weeks - 1}; "
                               "held-out weeks: later weeks of those zones; held-out zones: the other zones, "
@@ -245,7 +245,7 @@ def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
         "export_check": exported.get("export_check", {}),
         **({"drift_check": result["drift_check"]} if "drift_check" in result else {}),
         "evaluated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m training.evaluate_air",
+        "command": "python -m training.air.evaluate",
         "limits": "Measured on simulated sites only: the simulator's relations are simplified (docs/air-models.md). "
                   "Expect lower figures on real sites until retrained on local data.",
     }
@@ -312,7 +312,7 @@ def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = 
     for kind, name in MODEL_NAMES.items():
         model_dir = Path(models_root) / name
         if not (model_dir / "manifest.json").exists():
-            print(f"{model_dir}: no exported model (run python -m training.train_air)", file=sys.stderr)
+            print(f"{model_dir}: no exported model (run python -m training.air.train)", file=sys.stderr)
             all_met = False
             continue
         result = evaluate_model(kind, model_dir, data, plan)
@@ -327,7 +327,7 @@ def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate_air", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m training.air.evaluate", description=__doc__.split("\n\n")[1])
     parser.add_argument("--models", default="models", help="models root (default models/)")
     parser.add_argument("--quick", action="store_true", help="the small plan of train_air --quick")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ list, so training can stack them; ``zone(i)`` gives one scenario as the
 ``ZoneDataset`` the replay source and the device read.
 
 Flows are stored as a district meter reads them, positive into the zone (the same
-convention as ``training.water_zone``), so the zone inflow is their plain sum.
+convention as ``training.water.zone``), so the zone inflow is their plain sum.
 
 >>> import numpy as np
 >>> s = ScenarioSet(time_ms=np.array([1_772_409_600_000, 1_772_410_500_000]),

@@ -1,13 +1,13 @@
 """Train a learned leak detector for one zone: simulated scenarios -> features -> MLP -> tuned alarm -> export.
 
 ``train_leak(spec, out_dir)`` simulates the training, validation and held-out sets
-(``training.leak_scenarios``), computes the zone features with the baseline fed
+(``training.water.scenarios``), computes the zone features with the baseline fed
 only leak-free days (the device feeds it the days without an alarm), fits a small
 MLP (StandardScaler + MLPClassifier), picks the alarm threshold and persistence on
 the validation scenarios by replaying the device logic, exports every format with
-``training.export`` and evaluates (``training.leak_card``) into ``out_dir``.
+``training.export`` and evaluates (``training.leak.card``) into ``out_dir``.
 
-The shipped models are ``SHIPPED`` and ``python -m training.train_leak --shipped``
+The shipped models are ``SHIPPED`` and ``python -m training.leak.train --shipped``
 (``make train``) rebuilds them all, deterministically (fixed seeds, one BLAS thread).
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from sklearn.preprocessing import StandardScaler
 from edge.detectors.leak_model import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
-from training.evaluate_leak import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
-from training.leak_scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
-from training.scenario_set import ScenarioSet
+from training.leak.evaluate import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
+from training.water.scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
+from training.water.scenario_set import ScenarioSet
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class LeakTrainingSpec:
 SHIPPED = (
     LeakTrainingSpec(
         name="leak-mlp-net3", network="Net3",
-        # the demo zone's meters and pressure sensors (training.water_zone, firmware_configs/net3-demo.yaml)
+        # the demo zone's meters and pressure sensors (training.water.zone, firmware_configs/net3-demo.yaml)
         flows=(("10", 1), ("60", 1), ("40", 1), ("50", 1), ("20", 1)),
         pressures=("101", "123", "141", "173", "247"),
         holdout_network="Net1", n_population=100,
@@ -235,7 +235,7 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
                cache: Path | None = None) -> dict:
     """Simulate, train, tune, export and evaluate one model into ``out_dir``; return its card."""
     from training.export import export_model
-    from training.leak_card import write_card
+    from training.leak.card import write_card
 
     started = time.perf_counter()
     out = Path(out_dir)

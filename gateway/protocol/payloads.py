@@ -14,7 +14,7 @@ True
 >>> decode("frugalsense", "frugalsense/net3/gw-01/readings/P-15", b'{"v":9}')
 Traceback (most recent call last):
 ...
-gateway.payloads.PayloadError: schema_version: payload schema version 9 is not supported (this bridge reads 1)
+gateway.protocol.payloads.PayloadError: schema_version: payload schema version 9 is not supported (this bridge reads 1)
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from edge.contracts import (
     Severity,
     check_time,
 )
-from gateway import topics as T
+from gateway.protocol import topics as T
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 5000

@@ -1,7 +1,7 @@
 """Many seeded leak scenarios for any EPANET network, simulated in parallel: the training and test data.
 
 A scenario is one run of ``days`` at ``step_s`` (5-30 min) with its own demands
-(``training.demand_model``), pipe parameters (each pipe's diameter, length and
+(``training.water.demand_model``), pipe parameters (each pipe's diameter, length and
 roughness scaled by a uniform factor), sensor noise and resolution, and either no
 leak or one leak at a random junction: a round hole of diameter drawn uniformly in
 ``diameter_m`` (2-20 cm), abrupt or incipient (hole area growing linearly over
@@ -28,12 +28,12 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.contracts import QUANTITY_UNITS
-from training import demand_model as dm
-from training.epanet_leaks import DAY_S, EpanetRun, SimulationError, emitter_coefficient, load_network, prepare_inp
-from training.scenario_set import ScenarioSet
-from training.sensor_placement import (DEFAULT_PRESSURE_SENSORS, MIN_SENSOR_PRESSURE_M, boundary_links, check_nodes,
+from training.water import demand_model as dm
+from training.water.epanet_leaks import DAY_S, EpanetRun, SimulationError, emitter_coefficient, load_network, prepare_inp
+from training.water.scenario_set import ScenarioSet
+from training.water.sensor_placement import (DEFAULT_PRESSURE_SENSORS, MIN_SENSOR_PRESSURE_M, boundary_links, check_nodes,
                                        flow_signs, place_pressure_sensors)
-from training.water_zone import START_MS
+from training.water.zone import START_MS
 
 MIN_LEAK_PRESSURE_M = 5.0  # a junction with less in a leak-free run is never a leak site
 PRESENCE_COLUMN = "presence"

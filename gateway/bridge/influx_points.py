@@ -18,7 +18,7 @@ from functools import lru_cache
 from influxdb_client import Point, WritePrecision
 
 from edge.contracts import Alert, Detection, Quality, Reading
-from gateway.payloads import GatewayStatus, ReadingBatch
+from gateway.protocol.payloads import GatewayStatus, ReadingBatch
 
 PRECISION = "ms"
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from training.evaluate_leak import leak_delays  # noqa: E402
+from training.leak.evaluate import leak_delays  # noqa: E402
 
 DPI = 80
 COLUMNS = ("f1", "tpr", "tnr", "early_detection", "detected_share", "median_delay_h", "false_alarms_per_30_days")
@@ -133,7 +133,7 @@ def _bands(card: dict) -> str:
 
 def _report_md(card: dict, images: list[str]) -> str:
     parts = [f"# Training report: {card['name']} v{card['version']}", "",
-             "Written by `training/leak_card.py` (`make train`); every figure below is measured.", "",
+             "Written by `training/leak/card.py` (`make train`); every figure below is measured.", "",
              "## Targets", "", _targets(card), "",
              "## Learned against the best MNF, by leak size (held-out set)", "", _bands(card), ""]
     parts += [card["metrics_note"] + ".", ""]

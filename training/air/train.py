@@ -1,10 +1,10 @@
 """Train and export the three air-site models (pattern, sensor fault, NO2 virtual sensor) on simulated sites.
 
-``python -m training.train_air [--out models] [--quick]`` simulates the training and
+``python -m training.air.train [--out models] [--quick]`` simulates the training and
 held-out sites (seeded), computes the windows with the device's feature code
 (``edge.features.air_features``), fits one small MLP per model, exports each through
 the export registry (float and int8 ONNX, full-int8 TFLite, numpy) to
-``models/air-*/``, then runs ``training.evaluate_air`` which measures every exported
+``models/air-*/``, then runs ``training.air.evaluate`` which measures every exported
 format against the targets and writes the model cards.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from edge.features.air_features import (FAULT_FEATURES, FAULT_SENSOR_KINDS, HOUR_SLOTS, NO2_FEATURES,
                                         PATTERN_FEATURES, fault_features, hour_ends, no2_features,
                                         pattern_features)
-from training.air_sim import FAULT_CODE, NO_FAULTS, PATTERNS, AirSite, FaultRates, simulate_air_sites
+from training.air.simulation import FAULT_CODE, NO_FAULTS, PATTERNS, AirSite, FaultRates, simulate_air_sites
 
 MODEL_NAMES = {"pattern": "air-pattern", "fault": "air-fault", "no2": "air-no2-virtual"}
 MODEL_VERSION = "1"
@@ -210,7 +210,7 @@ def train_all(out_root: Path, plan: AirPlan = AirPlan(), progress: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train_air", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m training.air.train", description=__doc__.split("\n\n")[1])
     parser.add_argument("--out", default="models", help="models root (default models/)")
     parser.add_argument("--quick", action="store_true", help="a few small sites: a smoke run, not for shipping")
     parser.add_argument("--no-evaluate", action="store_true", help="export only; skip measuring and the cards")
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else AirPlan()
     train_all(Path(args.out), plan)
     if not args.no_evaluate:
-        from training.evaluate_air import evaluate_all
+        from training.air.evaluate import evaluate_all
         return 0 if evaluate_all(Path(args.out), plan, drift_sites=0 if args.quick else 10) else 1
     return 0
 

@@ -13,7 +13,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from gateway.influx_writer import WriteError, is_retryable_status
+from gateway.bridge.writer_base import WriteError, is_retryable_status
 
 # InfluxDB 1.8 ignores the organisation; influxdb-client's docs use "-" for it.
 ANY_ORG = "-"

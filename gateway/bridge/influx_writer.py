@@ -2,7 +2,7 @@
 
 Debian's and Raspberry Pi OS's ``influxdb`` is 1.6: it has no ``/api/v2/write``
 (field notes), so the v1 endpoint is the one every gateway owner can count on; the
-v2 writer (``gateway.influx_v2``) serves InfluxDB 1.8+, 2.x, 3.x and Cloud.
+v2 writer (``gateway.bridge.influx_v2``) serves InfluxDB 1.8+, 2.x, 3.x and Cloud.
 ``make_influx_writer`` is the one switch between them.
 Errors are sorted into *retryable* (server down, 5xx, timeouts: keep the batch and
 try again) and *rejected* (4xx: the data itself is wrong; retrying cannot help).
@@ -15,39 +15,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Protocol
-
-PRECISION = "ms"
-INFLUX_APIS = ("v1", "v2")
-
-
-class WriteError(RuntimeError):
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-
-
-def is_retryable_status(status: int) -> bool:
-    """5xx and a few 4xx mean "not now" rather than "never" (404: database or bucket not there yet).
-
-    >>> [is_retryable_status(s) for s in (204, 400, 401, 404, 413, 429, 503)]
-    [False, False, False, True, False, True, True]
-    """
-    return status >= 500 or status in (404, 408, 429)
-
-
-class InfluxWriter(Protocol):
-    """What the bridge needs from a database writer, whichever API it speaks."""
-
-    api: str
-
-    def write(self, lines: list[str]) -> None: ...
-
-    def ensure_database(self) -> None: ...
-
-    def close(self) -> None: ...
-
+from gateway.bridge.writer_base import PRECISION, InfluxWriter, WriteError, is_retryable_status
 
 def make_influx_writer(api: str, url: str, *, database: str = "frugalsense", bucket: str | None = None,
                        org: str | None = None, token: str | None = None, username: str | None = None,
@@ -67,7 +35,7 @@ def make_influx_writer(api: str, url: str, *, database: str = "frugalsense", buc
     if api == "v1":
         return InfluxV1Writer(url, database, username=username, password=password, timeout_s=timeout_s)
     if api == "v2":
-        from gateway.influx_v2 import ANY_ORG, InfluxV2Writer  # influxdb-client only when asked for
+        from gateway.bridge.influx_v2 import ANY_ORG, InfluxV2Writer  # influxdb-client only when asked for
 
         return InfluxV2Writer(url, bucket or database, org=org or ANY_ORG, token=token, timeout_s=timeout_s)
     raise ValueError(f"unknown InfluxDB API {api!r}: use v1 (InfluxDB 1.x /write) or "

@@ -27,10 +27,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import influx_points, payloads
-from gateway import topics as T
-from gateway.influx_writer import InfluxWriter, WriteError
-from gateway.publisher import MqttSettings, make_client, wait_connected
+from gateway.bridge import influx_points
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
+from gateway.bridge.writer_base import InfluxWriter, WriteError
+from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 from edge.detectors.leak_model import LeakDetectorSettings, leak_scores
 from edge.runtime import available_backends, load
 from edge.runtime.manifest import ModelManifest
-from training.evaluate_leak import evaluate_set, mnf_traces, replay_learned
-from training.scenario_set import ScenarioSet
+from training.leak.evaluate import evaluate_set, mnf_traces, replay_learned
+from training.water.scenario_set import ScenarioSet
 
 MAIN_GROUP = "leaks_ge_5cm"
 # (format, runtime) the card measures; the first is the float reference.
@@ -64,7 +64,7 @@ def settings_for(settings: LeakDetectorSettings, scenario_set: ScenarioSet, pres
 def evaluate_model(model_dir: Path, settings: LeakDetectorSettings, sets: dict[str, ScenarioSet],
                    with_mnf: bool = True) -> tuple[dict, dict]:
     """{set: {detector: {group: metrics}}} and the traces, for every runtime the card measures."""
-    from training.train_leak import sensor_values
+    from training.leak.train import sensor_values
     runs = backends(model_dir)
     metrics, traces = {}, {}
     for key, scenario_set in sets.items():
@@ -133,7 +133,7 @@ def check_targets(metrics: dict, model_dir: Path, float_run: str, agreement: flo
 def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: dict, started: float,
                extra_metrics: dict | None = None) -> dict:
     """Evaluate on the held-out sets and write card.json, card.md and report/."""
-    from training.leak_report import write_report
+    from training.leak.report import write_report
     sets = {}
     if "test" in data.sets and "test_free" in data.sets:
         sets["heldout"] = concat_sets(data.sets["test"], data.sets["test_free"])

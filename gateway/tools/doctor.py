@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import bundle as B
+from gateway.tools import bundle as B
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
@@ -244,8 +244,8 @@ def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | Non
 # ---- broker, clock, disk ---------------------------------------------------------------
 
 def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
-    from gateway.publisher import make_client
-    from gateway.runner import mqtt_settings
+    from gateway.protocol.mqtt_client import make_client
+    from gateway.protocol.mqtt_client import settings_from_config
 
     tls = config.mqtt.tls
     for key in ("ca_file", "cert_file", "key_file"):
@@ -254,7 +254,7 @@ def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
             return Check(FAIL, "broker", f"mqtt.tls.{key} {config.resolve_path(path)} not found",
                          f"copy the file there (see docs/operations.md, TLS) or fix mqtt.tls.{key}")
     try:
-        settings = mqtt_settings(config)
+        settings = settings_from_config(config)
     except (RuntimeError, OSError) as exc:
         return Check(FAIL, "broker", str(exc), "set the password as the config's mqtt section says")
     where = f"{settings.host}:{settings.port}{' (TLS)' if settings.ca_file else ''}"

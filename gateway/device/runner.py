@@ -31,13 +31,14 @@ from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
 from edge.sources.serial_source import SerialSource
-from gateway import ha_discovery
-from gateway import model_updates
-from gateway import topics as T
+from gateway.device import ha_discovery
+from gateway.model_updates import receiver as model_updates
+from gateway.protocol import topics as T
 from gateway.config import GatewayConfig
-from gateway.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
-from gateway.publisher import GatewayPublisher, MqttSettings
-from gateway.source_merge import merge_sources
+from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
+from gateway.device.publisher import GatewayPublisher
+from gateway.protocol.mqtt_client import settings_from_config
+from gateway.device.source_merge import merge_sources
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +110,6 @@ def build_detectors(config: GatewayConfig) -> list:
     return [DETECTOR_FACTORIES[m.type](config, m) for m in config.models]
 
 
-def mqtt_settings(config: GatewayConfig, *, host: str | None = None, port: int | None = None) -> MqttSettings:
-    m = config.mqtt
-    password = None
-    if m.password_env:
-        password = os.environ.get(m.password_env)
-        if password is None:
-            raise RuntimeError(f"mqtt.password_env: environment variable {m.password_env} is not set")
-    elif m.password_file:
-        password = config.resolve_path(m.password_file).read_text().strip()
-    tls = m.tls
-    return MqttSettings(
-        host=host or m.host,
-        port=port or m.port,
-        client_id=m.client_id,
-        keepalive_s=m.keepalive_s,
-        username=m.username,
-        password=password,
-        ca_file=str(config.resolve_path(tls.ca_file)) if tls and tls.ca_file else None,
-        cert_file=str(config.resolve_path(tls.cert_file)) if tls and tls.cert_file else None,
-        key_file=str(config.resolve_path(tls.key_file)) if tls and tls.key_file else None,
-    )
-
-
 def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:
     """The gateway's outbox in ``storage.data_dir``, bounded as the config says."""
     storage = config.storage
@@ -201,7 +179,7 @@ class GatewayRunner:
                     resume: bool = False, outbox_sync: str = SYNC_FULL) -> "GatewayRunner":
         """Build the runner; this opens (and locks) the outbox, which ``run()`` closes at its end."""
         topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
-        settings = mqtt_settings(config, host=mqtt_host, port=mqtt_port)
+        settings = settings_from_config(config, host=mqtt_host, port=mqtt_port)
         sources, detectors = build_sources(config), build_detectors(config)
         publisher = GatewayPublisher(topics, settings, readings_batch=config.mqtt.readings_batch,
                                      outbox=open_outbox(config, sync=outbox_sync))

@@ -11,7 +11,7 @@ Each junction's demand at step t is, as in LeakDB (base x weekly x yearly x nois
 ``weekday`` gives Saturday and Sunday their own factor; ``season`` is a yearly sine
 with random amplitude and phase (over a month, a slow drift); ``day`` is an
 independent uniform factor per day (weather, events: +-5 %, as in
-``training.water_zone``; it is what hides small leaks from Minimum Night Flow). A population change (holidays, an event, tourists) scales
+``training.water.zone``; it is what hides small leaks from Minimum Night Flow). A population change (holidays, an event, tourists) scales
 the people-driven share of demand and the zone's presence count, the aggregate a
 mobile operator publishes (counts per cell and time slot; counts under
 ``MIN_PUBLISHED_COUNT`` are suppressed, as statistical offices do).

@@ -14,7 +14,7 @@ TopicParts(site='net3', gateway='gw-01', channel='detections', name='leak')
 >>> parse_topic("frugalsense", "frugalsense/net3/gw-01/readings")
 Traceback (most recent call last):
 ...
-gateway.topics.TopicError: topic 'frugalsense/net3/gw-01/readings' is not in the frugalsense topic tree
+gateway.protocol.topics.TopicError: topic 'frugalsense/net3/gw-01/readings' is not in the frugalsense topic tree
 """
 from __future__ import annotations
 

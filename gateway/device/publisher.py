@@ -8,7 +8,7 @@ transaction: one fsync instead of one per sensor. A full batch waits only until 
 reading of another time arrives, or the next ``flush_due`` tick, detection, alert,
 status or ``flush`` (whichever comes first), and then goes in the same transaction
 as what triggered it, before it, so the order they were made in is kept.
-Every message goes into the outbox (gateway/outbox.py) first; a
+Every message goes into the outbox (gateway/device/outbox.py) first; a
 sender thread takes it from there, publishes it at QoS 1 with its stream sequence
 number (MQTT v5 user property ``seq``), and deletes it only when the broker's PUBACK
 comes back. So the gateway works offline: with the broker down, messages wait in the
@@ -33,57 +33,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.contracts import Alert, Detection, Reading
-from gateway import payloads
-from gateway import topics as T
-from gateway.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
+from gateway.protocol import payloads
+from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
+from gateway.protocol import topics as T
+from gateway.device.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str
-    port: int = 1883
-    client_id: str = ""
-    keepalive_s: int = 30
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-
-class BrokerUnreachable(ConnectionError):
-    """The broker did not accept our connection; the message says where and why."""
-
-
-def make_client(settings: MqttSettings, *, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=settings.client_id,
-        protocol=mqtt.MQTTv5,
-        manual_ack=manual_ack,
-    )
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.ca_file:
-        client.tls_set(
-            ca_certs=settings.ca_file,
-            certfile=settings.cert_file,
-            keyfile=settings.key_file,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-    client.reconnect_delay_set(1, 120)
-    return client
-
-
-def wait_connected(client: mqtt.Client, settings: MqttSettings, connected: threading.Event, timeout_s: float) -> None:
-    if not connected.wait(timeout_s):
-        client.loop_stop()
-        raise BrokerUnreachable(
-            f"MQTT broker {settings.host}:{settings.port} did not accept a connection within {timeout_s:.0f} s "
-            "(is it running? is the port right? check host, port, TLS and credentials in the config's mqtt section)"
-        )
 
 
 SENDER_IDLE_S = 0.5  # the sender wakes at least this often even when nobody calls

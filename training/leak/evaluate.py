@@ -34,7 +34,7 @@ import numpy as np
 from edge.detectors.leak_model import AlarmPersistence, LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureState, zone_channels
 from edge.features.night_flow import minimum_night_flow, night_window
-from training.scenario_set import ScenarioSet
+from training.water.scenario_set import ScenarioSet
 
 ALPHA = 5.0
 AFTER_END_S = 5 * 3600

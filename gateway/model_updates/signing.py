@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 from edge.runtime.registry import verify
-from gateway.model_updates import (MAX_FILE_BYTES, MAX_UPDATE_BYTES, SIGNATURE_ALG, SIGNATURE_FILE, SIGNING_CONTEXT,
+from gateway.model_updates.receiver import (MAX_FILE_BYTES, MAX_UPDATE_BYTES, SIGNATURE_ALG, SIGNATURE_FILE, SIGNING_CONTEXT,
                                    UPDATE_FORMAT, UPDATE_SCHEMA, UpdateRefused, check_signature, key_id,
                                    parse_version)
 from gateway.security.secrets import SecretFileError, check_private_file, write_private_file
@@ -141,8 +141,8 @@ def push_update(settings, targets: dict[str, str], payload: bytes, *, model: str
     ``payload`` b"" clears the retained update. Raises ConnectionError if the broker cannot
     be reached, does not acknowledge, or refuses (ACL).
     """
-    from gateway.model_updates import decode_status
-    from gateway.publisher import make_client
+    from gateway.model_updates.receiver import decode_status
+    from gateway.protocol.mqtt_client import make_client
 
     client = make_client(settings)
     connected, subscribed, done = threading.Event(), threading.Event(), threading.Event()

@@ -22,7 +22,7 @@ Topics (docs/contracts.md, docs/model-updates.md):
 >>> parse_version("v3")
 Traceback (most recent call last):
 ...
-gateway.model_updates.UpdateRefused: bad_manifest: version 'v3' cannot be ordered: use numbers such as 3 or 1.2.0
+gateway.model_updates.receiver.UpdateRefused: bad_manifest: version 'v3' cannot be ordered: use numbers such as 3 or 1.2.0
 """
 from __future__ import annotations
 
@@ -665,7 +665,7 @@ class ModelUpdateListener:
 
     def start(self) -> "ModelUpdateListener":
         """Connect in the background (never waits for the broker) and start applying updates."""
-        from gateway.publisher import make_client
+        from gateway.protocol.mqtt_client import make_client
 
         self.client = make_client(self.settings)
         self.client.on_connect = self._on_connect
@@ -753,7 +753,7 @@ def start_for_config(config, settings, detectors=(), *, backend: str = "auto") -
     on ``backend``. Returns the running listener (call ``stop()`` at the end), or None when
     disabled or when the public key file is unusable (logged as an error).
     """
-    from gateway import topics as T
+    from gateway.protocol import topics as T
 
     section = getattr(config, "model_updates", None)
     if section is None or not section.enabled:

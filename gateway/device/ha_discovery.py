@@ -31,7 +31,7 @@ import json
 import logging
 import re
 
-from gateway import topics as T
+from gateway.protocol import topics as T
 from gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,39 @@
+"""What every InfluxDB writer of the bridge is: the ``InfluxWriter`` interface and its ``WriteError``.
+
+Both writers (``influx_writer`` for v1, ``influx_v2``) build on this module, so neither
+imports the other.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+PRECISION = "ms"
+INFLUX_APIS = ("v1", "v2")
+
+
+class WriteError(RuntimeError):
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx and a few 4xx mean "not now" rather than "never" (404: database or bucket not there yet).
+
+    >>> [is_retryable_status(s) for s in (204, 400, 401, 404, 413, 429, 503)]
+    [False, False, False, True, False, True, True]
+    """
+    return status >= 500 or status in (404, 408, 429)
+
+
+class InfluxWriter(Protocol):
+    """What the bridge needs from a database writer, whichever API it speaks."""
+
+    api: str
+
+    def write(self, lines: list[str]) -> None: ...
+
+    def ensure_database(self) -> None: ...
+
+    def close(self) -> None: ...

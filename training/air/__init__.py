@@ -1,0 +1,1 @@
+"""Air-site models: the site simulation, training, evaluation and the co-location calibration."""
