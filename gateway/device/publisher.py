@@ -22,11 +22,9 @@ status with counters goes through the outbox like everything else.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes

@@ -14,7 +14,6 @@ their state) but not published again.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
