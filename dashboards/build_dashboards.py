@@ -3,6 +3,7 @@
 Run it after changing a panel: ``python dashboards/build_dashboards.py``; tests/test_dashboards.py
 checks the committed files are what this writes, then runs every InfluxQL query on real data.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,86 +16,223 @@ HERE = Path(__file__).resolve().parent
 DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
 SITE = '"site" =~ /^$site$/'
 EAQI = {  # Good/Fair/Moderate/Poor/Very poor/Extremely poor upper bounds (field notes)
-    "pm25": [10, 20, 25, 50, 75], "pm10": [20, 40, 50, 100, 150], "no2": [40, 90, 120, 230, 340]}
+    "pm25": [10, 20, 25, 50, 75],
+    "pm10": [20, 40, 50, 100, 150],
+    "no2": [40, 90, 120, 230, 340],
+}
 COLORS = ["#50F0E6", "#50CCAA", "#F0E641", "#FF5050", "#960032", "#7D2181"]
+
 
 def thresholds(bounds):
     steps = [{"color": COLORS[0], "value": None}] + [{"color": c, "value": v} for c, v in zip(COLORS[1:], bounds)]
     return {"mode": "absolute", "steps": steps}
 
+
 panels = []
+
+
 def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None, extra=None):
-    p = {"id": len(panels) + 1, "title": title, "type": kind, "description": description, "datasource": DS,
-         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-         "targets": [{"refId": "A", "datasource": DS, "rawQuery": True, "query": query, "resultFormat": fmt}],
-         "fieldConfig": {"defaults": {}, "overrides": []}, "options": {}}
-    if unit: p["fieldConfig"]["defaults"]["unit"] = unit
+    p = {
+        "id": len(panels) + 1,
+        "title": title,
+        "type": kind,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "targets": [{"refId": "A", "datasource": DS, "rawQuery": True, "query": query, "resultFormat": fmt}],
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {},
+    }
+    if unit:
+        p["fieldConfig"]["defaults"]["unit"] = unit
     if thr:
         p["fieldConfig"]["defaults"]["thresholds"] = thr
         p["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
         if kind == "timeseries":
             p["fieldConfig"]["defaults"]["custom"] = {"thresholdsStyle": {"mode": "area"}}
-    if extra: p.update(extra)
+    if extra:
+        p.update(extra)
     panels.append(p)
 
+
 def row(title, y):
-    panels.append({"id": len(panels) + 1, "type": "row", "title": title, "collapsed": False,
-                   "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []})
+    panels.append(
+        {
+            "id": len(panels) + 1,
+            "type": "row",
+            "title": title,
+            "collapsed": False,
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "panels": [],
+        }
+    )
+
 
 row("Fleet", 0)
-panel("Gateways: online now (time = last seen)", "table",
-      f'SELECT last("online") AS "online", last("state") AS "state" FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
-      "table", 0, 1, 12, 7, "One row per gateway: its last retained status (online 1 / offline 0) and when the bridge last heard from it.",
-      extra={"transformations": [{"id": "merge", "options": {}}]})
-panel("Outbox backlog", "timeseries",
-      f'SELECT max("outbox_backlog") FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "site", "gateway" fill(none)',
-      "time_series", 12, 1, 12, 7, "Messages waiting on each gateway for the broker. A backlog that grows means the uplink or the broker is down.",
-      unit="short")
+panel(
+    "Gateways: online now (time = last seen)",
+    "table",
+    f'SELECT last("online") AS "online", last("state") AS "state" FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
+    "table",
+    0,
+    1,
+    12,
+    7,
+    "One row per gateway: its last retained status (online 1 / offline 0) and when the bridge last heard from it.",
+    extra={"transformations": [{"id": "merge", "options": {}}]},
+)
+panel(
+    "Outbox backlog",
+    "timeseries",
+    f'SELECT max("outbox_backlog") FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "site", "gateway" fill(none)',
+    "time_series",
+    12,
+    1,
+    12,
+    7,
+    "Messages waiting on each gateway for the broker. A backlog that grows means the uplink or the broker is down.",
+    unit="short",
+)
 row("Water: leaks", 8)
-panel("Leak alerts by zone", "table",
-      f'SELECT "alert_id", "state", "severity", "x_excess_lps" AS "estimated flow (L/s)", "message" FROM "alert" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY "site"',
-      "table", 0, 9, 24, 7, "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated.")
-panel("Estimated leak flow by zone", "timeseries",
-      f'SELECT max("x_excess_lps") FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
-      "time_series", 0, 16, 12, 8, "Night flow above the zone's baseline (L/s), one point per night.")
-panel("Minimum night flow vs baseline", "timeseries",
-      f'SELECT mean("x_mnf_lps") AS "night flow", mean("x_baseline_lps") AS "baseline" FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time(1d), "site" fill(none)',
-      "time_series", 12, 16, 12, 8, "The zone's minimum night flow each night and the baseline it is compared with (L/s).")
+panel(
+    "Leak alerts by zone",
+    "table",
+    f'SELECT "alert_id", "state", "severity", "x_excess_lps" AS "estimated flow (L/s)", "message" FROM "alert" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY "site"',
+    "table",
+    0,
+    9,
+    24,
+    7,
+    "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated.",
+)
+panel(
+    "Estimated leak flow by zone",
+    "timeseries",
+    f'SELECT max("x_excess_lps") FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
+    "time_series",
+    0,
+    16,
+    12,
+    8,
+    "Night flow above the zone's baseline (L/s), one point per night.",
+)
+panel(
+    "Minimum night flow vs baseline",
+    "timeseries",
+    f'SELECT mean("x_mnf_lps") AS "night flow", mean("x_baseline_lps") AS "baseline" FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time(1d), "site" fill(none)',
+    "time_series",
+    12,
+    16,
+    12,
+    8,
+    "The zone's minimum night flow each night and the baseline it is compared with (L/s).",
+)
 row("Air quality", 24)
 for i, (q, label) in enumerate([("pm25", "PM2.5"), ("pm10", "PM10"), ("no2", "NO2")]):
-    panel(f"{label} by site (EAQI bands)", "timeseries",
-          f'SELECT mean("value") FROM "reading" WHERE "quantity" = \'{q}\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
-          "time_series", 8 * i, 25, 8, 8,
-          f"Mean {label} (ug/m3) per site; the background bands are the European Air Quality Index: good, fair, moderate, poor, very poor, extremely poor.",
-          unit="conμgm3", thr=thresholds(EAQI[q]))
+    panel(
+        f"{label} by site (EAQI bands)",
+        "timeseries",
+        f'SELECT mean("value") FROM "reading" WHERE "quantity" = \'{q}\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
+        "time_series",
+        8 * i,
+        25,
+        8,
+        8,
+        f"Mean {label} (ug/m3) per site; the background bands are the European Air Quality Index: good, fair, moderate, poor, very poor, extremely poor.",
+        unit="conμgm3",
+        thr=thresholds(EAQI[q]),
+    )
 row("Detectors", 33)
-panel("Detections over time", "timeseries",
-      f'SELECT count("score") AS "decisions" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
-      "time_series", 0, 34, 12, 8, "Decisions each kind of detector took, and how many of them flagged a leak (label is a field, so flagged decisions are a second query).",
-      extra={"fieldConfig": {"defaults": {"custom": {"drawStyle": "bars"}}, "overrides": []}})
-panels[-1]["targets"].append({"refId": "B", "datasource": DS, "rawQuery": True, "resultFormat": "time_series",
-    "query": f'SELECT count("score") AS "flagged leak" FROM "detection" WHERE "label" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)'})
-panel("Model versions deployed", "table",
-      f'SELECT last("score") AS "last score" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway", "model", "model_version"',
-      "table", 12, 34, 12, 8, "Which model and version each gateway ran last (time = its latest decision).",
-      extra={"transformations": [{"id": "merge", "options": {}}]})
+panel(
+    "Detections over time",
+    "timeseries",
+    f'SELECT count("score") AS "decisions" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
+    "time_series",
+    0,
+    34,
+    12,
+    8,
+    "Decisions each kind of detector took, and how many of them flagged a leak (label is a field, so flagged decisions are a second query).",
+    extra={"fieldConfig": {"defaults": {"custom": {"drawStyle": "bars"}}, "overrides": []}},
+)
+panels[-1]["targets"].append(
+    {
+        "refId": "B",
+        "datasource": DS,
+        "rawQuery": True,
+        "resultFormat": "time_series",
+        "query": f'SELECT count("score") AS "flagged leak" FROM "detection" WHERE "label" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
+    }
+)
+panel(
+    "Model versions deployed",
+    "table",
+    f'SELECT last("score") AS "last score" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway", "model", "model_version"',
+    "table",
+    12,
+    34,
+    12,
+    8,
+    "Which model and version each gateway ran last (time = its latest decision).",
+    extra={"transformations": [{"id": "merge", "options": {}}]},
+)
 
 dashboard = {
-    "__inputs": [{"name": "DS_INFLUXDB", "label": "InfluxDB (frugalsense)", "description": "InfluxDB 1.x, database frugalsense, InfluxQL",
-                  "type": "datasource", "pluginId": "influxdb", "pluginName": "InfluxDB"}],
-    "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
-                   {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"}],
-    "title": "frugalsense operations", "uid": "frugalsense-ops", "tags": ["frugalsense"], "timezone": "browser",
-    "schemaVersion": 38, "version": 1, "editable": True, "refresh": "1m",
+    "__inputs": [
+        {
+            "name": "DS_INFLUXDB",
+            "label": "InfluxDB (frugalsense)",
+            "description": "InfluxDB 1.x, database frugalsense, InfluxQL",
+            "type": "datasource",
+            "pluginId": "influxdb",
+            "pluginName": "InfluxDB",
+        }
+    ],
+    "__requires": [
+        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+        {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"},
+    ],
+    "title": "frugalsense operations",
+    "uid": "frugalsense-ops",
+    "tags": ["frugalsense"],
+    "timezone": "browser",
+    "schemaVersion": 38,
+    "version": 1,
+    "editable": True,
+    "refresh": "1m",
     "time": {"from": "now-7d", "to": "now"},
     "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways (schema: docs/contracts.md).",
-    "templating": {"list": [{"name": "site", "label": "Site", "type": "query", "datasource": DS,
-                             "query": 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"', "definition": 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"',
-                             "multi": True, "includeAll": True, "allValue": ".*", "refresh": 2,
-                             "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1}]},
-    "annotations": {"list": [{"name": "Leak alerts", "datasource": DS, "enable": True, "iconColor": "red",
-                              "query": f'SELECT "message" FROM "alert" WHERE "state" = \'raised\' AND {SITE} AND $timeFilter',
-                              "textColumn": "message", "tagsColumn": "site"}]},
+    "templating": {
+        "list": [
+            {
+                "name": "site",
+                "label": "Site",
+                "type": "query",
+                "datasource": DS,
+                "query": 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"',
+                "definition": 'SHOW TAG VALUES FROM "reading" WITH KEY = "site"',
+                "multi": True,
+                "includeAll": True,
+                "allValue": ".*",
+                "refresh": 2,
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                "sort": 1,
+            }
+        ]
+    },
+    "annotations": {
+        "list": [
+            {
+                "name": "Leak alerts",
+                "datasource": DS,
+                "enable": True,
+                "iconColor": "red",
+                "query": f'SELECT "message" FROM "alert" WHERE "state" = \'raised\' AND {SITE} AND $timeFilter',
+                "textColumn": "message",
+                "tagsColumn": "site",
+            }
+        ]
+    },
     "panels": panels,
 }
 GRAFANA_TEXT = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
@@ -103,66 +241,208 @@ GRAFANA_TEXT = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
 # ---- InfluxDB 2.x template (Flux) ----
 
 RANGE = "from(bucket: v.bucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n"
+
+
 def flux_filter(measure, fields, extra=""):
     cond = " or ".join(f'r._field == "{x}"' for x in fields)
-    if len(fields) > 1: cond = f"({cond})"
+    if len(fields) > 1:
+        cond = f"({cond})"
     return RANGE + f'  |> filter(fn: (r) => r._measurement == "{measure}" and {cond}{extra})\n'
-FLUX_SITE = ' and r.site == v.site'
-LINE_COLORS = [{"id": "base", "name": "laser", "type": "scale", "hex": "#00C9FF"},
-          {"id": "c2", "name": "pool", "type": "scale", "hex": "#8F8AF4"},
-          {"id": "c3", "name": "comet", "type": "scale", "hex": "#A51414"}]
+
+
+FLUX_SITE = " and r.site == v.site"
+LINE_COLORS = [
+    {"id": "base", "name": "laser", "type": "scale", "hex": "#00C9FF"},
+    {"id": "c2", "name": "pool", "type": "scale", "hex": "#8F8AF4"},
+    {"id": "c3", "name": "comet", "type": "scale", "hex": "#A51414"},
+]
 flux_charts = []
+
+
 def chart(kind, name, note, query, x, y, w, h, **extra):
-    c = {"kind": kind, "name": name, "note": note, "noteOnEmpty": True, "xPos": x, "yPos": y, "width": w, "height": h,
-         "queries": [{"query": query}]}
+    c = {
+        "kind": kind,
+        "name": name,
+        "note": note,
+        "noteOnEmpty": True,
+        "xPos": x,
+        "yPos": y,
+        "width": w,
+        "height": h,
+        "queries": [{"query": query}],
+    }
     if kind == "Xy":
-        c.update({"geom": "line", "xCol": "_time", "yCol": "_value", "position": "overlaid", "colors": LINE_COLORS,
-                  "axes": [{"name": "x", "base": "10", "scale": "linear"}, {"name": "y", "base": "10", "scale": "linear",
-                                                                           "label": extra.pop("ylabel", "")}]})
+        c.update(
+            {
+                "geom": "line",
+                "xCol": "_time",
+                "yCol": "_value",
+                "position": "overlaid",
+                "colors": LINE_COLORS,
+                "axes": [
+                    {"name": "x", "base": "10", "scale": "linear"},
+                    {"name": "y", "base": "10", "scale": "linear", "label": extra.pop("ylabel", "")},
+                ],
+            }
+        )
     if kind == "Table":
-        c.update({"decimalPlaces": 2, "tableOptions": {"verticalTimeAxis": True}, "colors": [{"id": "base", "name": "laser", "type": "text", "hex": "#00C9FF"}]})
+        c.update(
+            {
+                "decimalPlaces": 2,
+                "tableOptions": {"verticalTimeAxis": True},
+                "colors": [{"id": "base", "name": "laser", "type": "text", "hex": "#00C9FF"}],
+            }
+        )
     c.update(extra)
     flux_charts.append(c)
 
-chart("Table", "Gateways: online now (time = last seen)", "Last status of each gateway: online 1 / offline 0, and when it was received.",
-      flux_filter("gateway_status", ["online", "state"]) + '  |> last()\n  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "online", "state"])', 0, 0, 6, 4)
-chart("Xy", "Outbox backlog", "Messages waiting on each gateway for the broker; growing = uplink or broker down.",
-      flux_filter("gateway_status", ["outbox_backlog"]) + '  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)', 6, 0, 6, 4, ylabel="messages")
-chart("Table", "Leak alerts by zone", "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated (L/s).",
-      flux_filter("alert", ["message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group(columns: ["site"])\n  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])', 0, 4, 12, 4)
-chart("Xy", "Estimated leak flow by zone", "Night flow above the zone's baseline (L/s), one point per night.",
-      flux_filter("detection", ["x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)', 0, 8, 6, 4, ylabel="L/s")
-chart("Xy", "Minimum night flow vs baseline", "The zone's minimum night flow each night and its baseline (L/s).",
-      flux_filter("detection", ["x_mnf_lps", "x_baseline_lps"], ' and r.kind == "leak"' + FLUX_SITE) + '  |> group(columns: ["site", "_field"])\n  |> aggregateWindow(every: 1d, fn: mean, createEmpty: false)', 6, 8, 6, 4, ylabel="L/s")
+
+chart(
+    "Table",
+    "Gateways: online now (time = last seen)",
+    "Last status of each gateway: online 1 / offline 0, and when it was received.",
+    flux_filter("gateway_status", ["online", "state"])
+    + '  |> last()\n  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "online", "state"])',
+    0,
+    0,
+    6,
+    4,
+)
+chart(
+    "Xy",
+    "Outbox backlog",
+    "Messages waiting on each gateway for the broker; growing = uplink or broker down.",
+    flux_filter("gateway_status", ["outbox_backlog"])
+    + "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
+    6,
+    0,
+    6,
+    4,
+    ylabel="messages",
+)
+chart(
+    "Table",
+    "Leak alerts by zone",
+    "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated (L/s).",
+    flux_filter("alert", ["message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE)
+    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group(columns: ["site"])\n  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])',
+    0,
+    4,
+    12,
+    4,
+)
+chart(
+    "Xy",
+    "Estimated leak flow by zone",
+    "Night flow above the zone's baseline (L/s), one point per night.",
+    flux_filter("detection", ["x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE)
+    + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)',
+    0,
+    8,
+    6,
+    4,
+    ylabel="L/s",
+)
+chart(
+    "Xy",
+    "Minimum night flow vs baseline",
+    "The zone's minimum night flow each night and its baseline (L/s).",
+    flux_filter("detection", ["x_mnf_lps", "x_baseline_lps"], ' and r.kind == "leak"' + FLUX_SITE)
+    + '  |> group(columns: ["site", "_field"])\n  |> aggregateWindow(every: 1d, fn: mean, createEmpty: false)',
+    6,
+    8,
+    6,
+    4,
+    ylabel="L/s",
+)
 bands = {"pm25": "10/20/25/50/75", "pm10": "20/40/50/100/150", "no2": "40/90/120/230/340"}
 for i, (q, label) in enumerate([("pm25", "PM2.5"), ("pm10", "PM10"), ("no2", "NO2")]):
-    chart("Xy", f"{label} by site (EAQI bands)", f"Mean {label} in ug/m3 per site. EAQI bands (upper bounds of good/fair/moderate/poor/very poor): {bands[q]}.",
-          flux_filter("reading", ["value"], f' and r.quantity == "{q}"' + FLUX_SITE) + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)',
-          4 * i, 12, 4, 4, ylabel="ug/m3")
-chart("Xy", "Detections over time", "Decisions per detector kind, and how many flagged a leak.",
-      flux_filter("detection", ["score"]) + '  |> filter(fn: (r) => r.site == v.site)\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)', 0, 16, 6, 4, ylabel="decisions")
-flux_charts[-1]["queries"].append({"query": flux_filter("detection", ["label"]) + '  |> filter(fn: (r) => r.site == v.site and r._value == "leak")\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)'})
-chart("Table", "Model versions deployed", "Which model and version each gateway ran last (time = its latest decision).",
-      flux_filter("detection", ["score"]) + '  |> group(columns: ["site", "gateway", "model", "model_version"])\n  |> last()\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "model", "model_version", "_value"])', 6, 16, 6, 4)
+    chart(
+        "Xy",
+        f"{label} by site (EAQI bands)",
+        f"Mean {label} in ug/m3 per site. EAQI bands (upper bounds of good/fair/moderate/poor/very poor): {bands[q]}.",
+        flux_filter("reading", ["value"], f' and r.quantity == "{q}"' + FLUX_SITE)
+        + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)',
+        4 * i,
+        12,
+        4,
+        4,
+        ylabel="ug/m3",
+    )
+chart(
+    "Xy",
+    "Detections over time",
+    "Decisions per detector kind, and how many flagged a leak.",
+    flux_filter("detection", ["score"])
+    + '  |> filter(fn: (r) => r.site == v.site)\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)',
+    0,
+    16,
+    6,
+    4,
+    ylabel="decisions",
+)
+flux_charts[-1]["queries"].append(
+    {
+        "query": flux_filter("detection", ["label"])
+        + '  |> filter(fn: (r) => r.site == v.site and r._value == "leak")\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)'
+    }
+)
+chart(
+    "Table",
+    "Model versions deployed",
+    "Which model and version each gateway ran last (time = its latest decision).",
+    flux_filter("detection", ["score"])
+    + '  |> group(columns: ["site", "gateway", "model", "model_version"])\n  |> last()\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "model", "model_version", "_value"])',
+    6,
+    16,
+    6,
+    4,
+)
 
 docs = [
-    {"apiVersion": "influxdata.com/v2alpha1", "kind": "Variable", "metadata": {"name": "frugalsense-bucket"},
-     "spec": {"name": "bucket", "description": "bucket the frugalsense bridge writes to (frugalsense bridge --influx-api v2 --bucket)",
-              "type": "constant", "values": ["frugalsense"]}},
-    {"apiVersion": "influxdata.com/v2alpha1", "kind": "Variable", "metadata": {"name": "frugalsense-site"},
-     "spec": {"name": "site", "description": "site shown in the water and air panels", "type": "query", "language": "flux",
-              "query": 'import "influxdata/influxdb/schema"\n\nschema.tagValues(bucket: "frugalsense", tag: "site")'}},
-    {"apiVersion": "influxdata.com/v2alpha1", "kind": "Dashboard", "metadata": {"name": "frugalsense-operations"},
-     "spec": {"name": "frugalsense operations",
-              "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways (schema: docs/contracts.md). Same panels as dashboards/grafana-frugalsense.json.",
-              "charts": flux_charts}},
+    {
+        "apiVersion": "influxdata.com/v2alpha1",
+        "kind": "Variable",
+        "metadata": {"name": "frugalsense-bucket"},
+        "spec": {
+            "name": "bucket",
+            "description": "bucket the frugalsense bridge writes to (frugalsense bridge --influx-api v2 --bucket)",
+            "type": "constant",
+            "values": ["frugalsense"],
+        },
+    },
+    {
+        "apiVersion": "influxdata.com/v2alpha1",
+        "kind": "Variable",
+        "metadata": {"name": "frugalsense-site"},
+        "spec": {
+            "name": "site",
+            "description": "site shown in the water and air panels",
+            "type": "query",
+            "language": "flux",
+            "query": 'import "influxdata/influxdb/schema"\n\nschema.tagValues(bucket: "frugalsense", tag: "site")',
+        },
+    },
+    {
+        "apiVersion": "influxdata.com/v2alpha1",
+        "kind": "Dashboard",
+        "metadata": {"name": "frugalsense-operations"},
+        "spec": {
+            "name": "frugalsense operations",
+            "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways (schema: docs/contracts.md). Same panels as dashboards/grafana-frugalsense.json.",
+            "charts": flux_charts,
+        },
+    },
 ]
+
+
 class _Dumper(yaml.SafeDumper):
     """Multi-line strings (the Flux queries) as readable | blocks."""
 
 
-_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v,
-                                                              style="|" if "\n" in v else None))
+_Dumper.add_representer(
+    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+)
 text = "# InfluxDB 2.x template (Flux): influx apply -f dashboards/influxdb2-template.yml --org <org>\n# Checked for structure in tests/test_dashboards.py; no InfluxDB 2 server was available to run the queries.\n"
 text += yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, explicit_start=True)
 FLUX_TEXT = text

@@ -17,12 +17,13 @@ Traceback (most recent call last):
 ...
 edge.contracts.ContractError: reading P-15: unit 'bar' is not the unit of pressure (expected 'm')
 """
+
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 SCHEMA_VERSION = 1
@@ -89,8 +90,7 @@ def check_id(kind: str, value: object) -> str:
     """
     if not isinstance(value, str) or not _ID.match(value):
         raise ContractError(
-            f"{kind} {value!r} must be 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"{kind} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return value
 
@@ -104,7 +104,7 @@ def check_time(what: str, time_ms: object) -> int:
 
 
 def ms_to_datetime(time_ms: int) -> datetime:
-    return datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC)
 
 
 def datetime_to_ms(when: datetime) -> int:
@@ -131,7 +131,7 @@ class Reading:
     def time(self) -> datetime:
         return ms_to_datetime(self.time_ms)
 
-    def validate(self) -> "Reading":
+    def validate(self) -> Reading:
         try:
             known = (self.site, self.gateway, self.sensor, self.quantity, self.unit) in _VALID_IDENTITIES
         except TypeError:  # an unhashable field: the full checks say what is wrong with it
@@ -161,7 +161,9 @@ class Reading:
         if expected is None:
             raise ContractError(f"{what}: unknown quantity {self.quantity!r} (known: {', '.join(QUANTITY_UNITS)})")
         if self.unit != expected:
-            raise ContractError(f"{what}: unit {self.unit!r} is not the unit of {self.quantity} (expected {expected!r})")
+            raise ContractError(
+                f"{what}: unit {self.unit!r} is not the unit of {self.quantity} (expected {expected!r})"
+            )
         if len(_VALID_IDENTITIES) >= _MAX_REMEMBERED:
             _VALID_IDENTITIES.clear()
         _VALID_IDENTITIES.add((self.site, self.gateway, self.sensor, self.quantity, self.unit))
@@ -191,7 +193,7 @@ class Detection:
     # Why: estimated leak flow, most affected sensors, baseline used. Flat and small.
     explanation: dict[str, float | str | list[str]] = field(default_factory=dict)
 
-    def validate(self) -> "Detection":
+    def validate(self) -> Detection:
         check_id("site", self.site)
         check_id("gateway", self.gateway)
         check_id("detection kind", self.kind)
@@ -229,7 +231,7 @@ class Alert:
     since_ms: int  # when the condition began (first window that counted)
     explanation: dict[str, float | str | list[str]] = field(default_factory=dict)
 
-    def validate(self) -> "Alert":
+    def validate(self) -> Alert:
         check_id("site", self.site)
         check_id("gateway", self.gateway)
         check_id("alert kind", self.kind)

@@ -18,6 +18,7 @@ Traceback (most recent call last):
 ...
 edge.datasets.DatasetError: no sensor column '10' with quantity 'head' in the dataset (available: 10/flow, 10/pressure)
 """
+
 from __future__ import annotations
 
 import csv
@@ -91,13 +92,16 @@ class ZoneDataset:
             if len(getattr(self, name)) != n_sensors:
                 raise DatasetError(f"dataset has {n_sensors} sensor columns but {len(getattr(self, name))} {name}")
         if self.leak_flow_lps.shape != (n_steps,):
-            raise DatasetError(f"dataset leak_flow_lps must have {n_steps} values, got shape {self.leak_flow_lps.shape}")
+            raise DatasetError(
+                f"dataset leak_flow_lps must have {n_steps} values, got shape {self.leak_flow_lps.shape}"
+            )
         if n_steps > 1 and not np.all(np.diff(self.time_ms) > 0):
             raise DatasetError("dataset times must be strictly increasing")
         for quantity, unit in zip(self.quantities, self.units):
             if QUANTITY_UNITS.get(quantity) != unit:
-                raise DatasetError(f"dataset unit {unit!r} is not the unit of {quantity!r} "
-                                   f"(expected {QUANTITY_UNITS.get(quantity)!r})")
+                raise DatasetError(
+                    f"dataset unit {unit!r} is not the unit of {quantity!r} (expected {QUANTITY_UNITS.get(quantity)!r})"
+                )
         keys = list(zip(self.columns, self.quantities))
         if len(set(keys)) != len(keys):
             raise DatasetError("dataset has the same (column, quantity) twice")
@@ -114,8 +118,9 @@ class ZoneDataset:
             return self.sensors.index((column, quantity))
         except ValueError:
             available = ", ".join(f"{c}/{q}" for c, q in self.sensors)
-            raise DatasetError(f"no sensor column {column!r} with quantity {quantity!r} in the dataset "
-                               f"(available: {available})") from None
+            raise DatasetError(
+                f"no sensor column {column!r} with quantity {quantity!r} in the dataset (available: {available})"
+            ) from None
 
     def series(self, column: str, quantity: str) -> np.ndarray:
         return self.values[:, self.column_index(column, quantity)]
@@ -128,7 +133,9 @@ class ZoneDataset:
         try:
             meta = json.dumps(self.meta, sort_keys=True)
         except (TypeError, ValueError) as exc:
-            raise DatasetError(f"dataset meta must hold only JSON values (text, numbers, lists, mappings): {exc}") from None
+            raise DatasetError(
+                f"dataset meta must hold only JSON values (text, numbers, lists, mappings): {exc}"
+            ) from None
         np.savez_compressed(
             path,
             format=np.array(f"{FORMAT}/{FORMAT_VERSION}"),
@@ -143,7 +150,7 @@ class ZoneDataset:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ZoneDataset":
+    def load(cls, path: str | Path) -> ZoneDataset:
         path = Path(path)
         if not path.is_file():
             raise DatasetError(f"{path}: no such dataset file")

@@ -5,6 +5,7 @@ parser and sets ``func`` to a callable taking the parsed arguments and returning
 exit code. Errors meant for people are raised as ``UserError`` and printed without
 a traceback unless ``--verbose`` is given.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -21,6 +21,7 @@ Writes ``docs/scaling.json`` and the measured table in ``docs/scaling.md`` (betw
 
     .venv/bin/python scripts/bench_bridge_scale.py [--quick] [--out docs/scaling.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge.contracts import Reading  # noqa: E402
-from gateway.protocol import topics as T  # noqa: E402
-from gateway.bridge.service import Bridge  # noqa: E402
 from gateway.bridge.influx_writer import InfluxV1Writer  # noqa: E402
-from gateway.local_services.services import LocalServices  # noqa: E402
+from gateway.bridge.service import Bridge  # noqa: E402
 from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.services import LocalServices  # noqa: E402
+from gateway.protocol import topics as T  # noqa: E402
 from gateway.protocol.mqtt_client import MqttSettings  # noqa: E402
 
 SITE = "bench"
@@ -79,13 +80,22 @@ class TimedWriter:
         self.inner.close()
 
 
-def worker(mqtt_port: int, influx_url: str, db: str, prefix: str, group: str, client_id: str,
-           ready, stop, results, lags: bool = True) -> None:
+def worker(
+    mqtt_port: int,
+    influx_url: str,
+    db: str,
+    prefix: str,
+    group: str,
+    client_id: str,
+    ready,
+    stop,
+    results,
+    lags: bool = True,
+) -> None:
     """One bridge worker process: run until ``stop`` is set, then report what it did."""
     writer = TimedWriter(InfluxV1Writer(influx_url, db), lags)
     connect_ms = int(time.time() * 1000)
-    bridge = Bridge(MqttSettings("127.0.0.1", mqtt_port, client_id=client_id), writer, prefix=prefix,
-                    share_group=group)
+    bridge = Bridge(MqttSettings("127.0.0.1", mqtt_port, client_id=client_id), writer, prefix=prefix, share_group=group)
     first_message_ms, first_message_cpu_s = [], []
     on_message = bridge.client.on_message
 
@@ -102,12 +112,20 @@ def worker(mqtt_port: int, influx_url: str, db: str, prefix: str, group: str, cl
     bridge.wait_idle(quiet_s=0.5, timeout_s=120)
     bridge.stop()
     cpu_s = time.process_time()
-    results.put({"client_id": client_id, "cpu_s": cpu_s,
-                 "working_cpu_s": cpu_s - first_message_cpu_s[0] if first_message_cpu_s else 0.0,
-                 "connect_ms": connect_ms,
-                 "first_message_ms": first_message_ms[0] if first_message_ms else None, "messages": bridge.counters["messages_written"],
-                 "reading_points": writer.reading_points, "first_write_ms": writer.first_write_ms,
-                 "last_write_ms": writer.last_write_ms, "lags_ms": writer.lags_ms})
+    results.put(
+        {
+            "client_id": client_id,
+            "cpu_s": cpu_s,
+            "working_cpu_s": cpu_s - first_message_cpu_s[0] if first_message_cpu_s else 0.0,
+            "connect_ms": connect_ms,
+            "first_message_ms": first_message_ms[0] if first_message_ms else None,
+            "messages": bridge.counters["messages_written"],
+            "reading_points": writer.reading_points,
+            "first_write_ms": writer.first_write_ms,
+            "last_write_ms": writer.last_write_ms,
+            "lags_ms": writer.lags_ms,
+        }
+    )
 
 
 class Workers:
@@ -115,11 +133,26 @@ class Workers:
 
     def __init__(self, ctx, services: LocalServices, db: str, prefix: str, count: int, lags: bool = True):
         self.ready, self.results, self.stop_event = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self.processes = [ctx.Process(target=worker, args=(
-            services.mqtt_port, services.influx_url, db, prefix, f"{prefix}-group", f"{prefix}-w{w}",
-            self.ready, self.stop_event, self.results, lags)) for w in range(count)]
+        self.processes = [
+            ctx.Process(
+                target=worker,
+                args=(
+                    services.mqtt_port,
+                    services.influx_url,
+                    db,
+                    prefix,
+                    f"{prefix}-group",
+                    f"{prefix}-w{w}",
+                    self.ready,
+                    self.stop_event,
+                    self.results,
+                    lags,
+                ),
+            )
+            for w in range(count)
+        ]
 
-    def start(self) -> "Workers":
+    def start(self) -> Workers:
         for p in self.processes:
             p.start()
         for _ in self.processes:
@@ -134,12 +167,19 @@ class Workers:
         return reports
 
 
-def publish(services: LocalServices, prefix: str, gateways: int, messages_per_sensor: int, batch: int,
-            rate_msgs_s: float | None) -> int:
+def publish(
+    services: LocalServices, prefix: str, gateways: int, messages_per_sensor: int, batch: int, rate_msgs_s: float | None
+) -> int:
     """Publish readings of ``gateways`` x 10 sensors, round robin, at ``rate_msgs_s`` (None: as fast as acked)."""
-    pubs = [GatewayPublisher(T.Topics(prefix, SITE, f"gw-{g:03d}"),
-                             MqttSettings("127.0.0.1", services.mqtt_port, client_id=f"{prefix}-gw-{g:03d}"),
-                             readings_batch=batch, max_inflight=200).connect() for g in range(gateways)]
+    pubs = [
+        GatewayPublisher(
+            T.Topics(prefix, SITE, f"gw-{g:03d}"),
+            MqttSettings("127.0.0.1", services.mqtt_port, client_id=f"{prefix}-gw-{g:03d}"),
+            readings_batch=batch,
+            max_inflight=200,
+        ).connect()
+        for g in range(gateways)
+    ]
     last_ms: dict[tuple[int, int], int] = {}
     sent, started = 0, time.monotonic()
     for _ in range(messages_per_sensor):
@@ -154,8 +194,9 @@ def publish(services: LocalServices, prefix: str, gateways: int, messages_per_se
                 end = max(now, last_ms.get((g, s), 0) + batch)
                 last_ms[(g, s)] = end
                 for j in range(batch):
-                    pub.add_reading(Reading(end - (batch - 1 - j), SITE, f"gw-{g:03d}", f"F-{s}", "flow",
-                                            float(j), "L/s"))
+                    pub.add_reading(
+                        Reading(end - (batch - 1 - j), SITE, f"gw-{g:03d}", f"F-{s}", "flow", float(j), "L/s")
+                    )
                 sent += 1
     for pub in pubs:
         assert pub.close(timeout_s=120), "the broker did not acknowledge every message"
@@ -187,8 +228,11 @@ def points_in_db(services: LocalServices, db: str) -> int:
 
 
 def percentile(values: list[int], q: float) -> float:
-    return float(statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]) if len(values) > 1 \
+    return (
+        float(statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1])
+        if len(values) > 1
         else float(values[0])
+    )
 
 
 def run_drain(ctx, services, workers: int, gateways: int, per_sensor: int, batch: int, tag: str) -> dict:
@@ -204,11 +248,19 @@ def run_drain(ctx, services, workers: int, gateways: int, per_sensor: int, batch
     start = min(r["first_message_ms"] or r["connect_ms"] for r in reports)
     end = max(r["last_write_ms"] for r in reports)
     seconds = (end - start) / 1000
-    return {"phase": "drain", "workers": workers, "messages": sent, "points": sent * batch,
-            "seconds": round(seconds, 2), "msgs_per_s": round(sent / seconds), "points_per_s": round(sent * batch / seconds),
-            "per_worker_messages": [r["messages"] for r in reports], "cpu_s": cpu,
-            "lost": sent * batch - points_in_db(services, db),
-            "duplicated": sum(r["reading_points"] for r in reports) - sent * batch}
+    return {
+        "phase": "drain",
+        "workers": workers,
+        "messages": sent,
+        "points": sent * batch,
+        "seconds": round(seconds, 2),
+        "msgs_per_s": round(sent / seconds),
+        "points_per_s": round(sent * batch / seconds),
+        "per_worker_messages": [r["messages"] for r in reports],
+        "cpu_s": cpu,
+        "lost": sent * batch - points_in_db(services, db),
+        "duplicated": sum(r["reading_points"] for r in reports) - sent * batch,
+    }
 
 
 def run_live(ctx, services, workers: int, gateways: int, per_sensor: int, batch: int, rate: float, tag: str) -> dict:
@@ -222,13 +274,23 @@ def run_live(ctx, services, workers: int, gateways: int, per_sensor: int, batch:
     reports = pool.finish()
     cpu = cpu_split(cpu_before, service_cpu_s(services), reports)
     lags = [lag for r in reports for lag in r["lags_ms"]]
-    return {"phase": "live", "workers": workers, "offered_msgs_per_s": rate, "messages": sent,
-            "points": sent * batch, "seconds": round(seconds, 2),
-            "msgs_per_s": round(sent / seconds), "points_per_s": round(sent * batch / seconds),
-            "lag_ms_p50": percentile(lags, 50), "lag_ms_p99": percentile(lags, 99), "lag_ms_max": max(lags),
-            "per_worker_messages": [r["messages"] for r in reports], "cpu_s": cpu,
-            "lost": sent * batch - points_in_db(services, db),
-            "duplicated": sum(r["reading_points"] for r in reports) - sent * batch}
+    return {
+        "phase": "live",
+        "workers": workers,
+        "offered_msgs_per_s": rate,
+        "messages": sent,
+        "points": sent * batch,
+        "seconds": round(seconds, 2),
+        "msgs_per_s": round(sent / seconds),
+        "points_per_s": round(sent * batch / seconds),
+        "lag_ms_p50": percentile(lags, 50),
+        "lag_ms_p99": percentile(lags, 99),
+        "lag_ms_max": max(lags),
+        "per_worker_messages": [r["messages"] for r in reports],
+        "cpu_s": cpu,
+        "lost": sent * batch - points_in_db(services, db),
+        "duplicated": sum(r["reading_points"] for r in reports) - sent * batch,
+    }
 
 
 # A reference field gateway: 10 sensors read every 10 s is 1 point/s.
@@ -240,28 +302,39 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 def fleet_sizing(runs: list[dict]) -> dict:
     one = next(r for r in runs if r["phase"] == "drain" and r["workers"] == 1)
-    return {"reference_gateway_points_per_s": REFERENCE_GATEWAY_POINTS_S, "headroom": HEADROOM,
-            "gateways_per_worker": int(one["points_per_s"] * HEADROOM / REFERENCE_GATEWAY_POINTS_S)}
+    return {
+        "reference_gateway_points_per_s": REFERENCE_GATEWAY_POINTS_S,
+        "headroom": HEADROOM,
+        "gateways_per_worker": int(one["points_per_s"] * HEADROOM / REFERENCE_GATEWAY_POINTS_S),
+    }
 
 
 def markdown_table(result: dict) -> str:
-    rows = ["| phase | workers | messages | points | msgs/s | points/s | lag p50 ms | lag p99 ms | per worker "
-            "| CPU s (broker / InfluxDB / workers) | lost | duplicated |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| phase | workers | messages | points | msgs/s | points/s | lag p50 ms | lag p99 ms | per worker "
+        "| CPU s (broker / InfluxDB / workers) | lost | duplicated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         cpu = r["cpu_s"]
-        rows.append(f"| {r['phase']} | {r['workers']} | {r['messages']} | {r['points']} | {r['msgs_per_s']} "
-                    f"| {r['points_per_s']} | {r.get('lag_ms_p50', '-')} | {r.get('lag_ms_p99', '-')} "
-                    f"| {' / '.join(map(str, r['per_worker_messages']))} "
-                    f"| {cpu['mosquitto']} / {cpu['influxdb']} / {cpu['bridge_workers']} | {r['lost']} "
-                    f"| {r['duplicated']} |")
+        rows.append(
+            f"| {r['phase']} | {r['workers']} | {r['messages']} | {r['points']} | {r['msgs_per_s']} "
+            f"| {r['points_per_s']} | {r.get('lag_ms_p50', '-')} | {r.get('lag_ms_p99', '-')} "
+            f"| {' / '.join(map(str, r['per_worker_messages']))} "
+            f"| {cpu['mosquitto']} / {cpu['influxdb']} / {cpu['bridge_workers']} | {r['lost']} "
+            f"| {r['duplicated']} |"
+        )
     sizing = result["fleet"]
-    rows += ["", f"Machine: {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
-                 f"{result['services']}. Workload: {result['workload']}. "
-                 f"Live phase offered {result['runs'][-1]['offered_msgs_per_s']} messages/s.",
-             "", f"Sizing from these figures: one worker at {int(sizing['headroom'] * 100)}% of its drain rate "
-                 f"carries **{sizing['gateways_per_worker']} reference gateways** "
-                 f"({sizing['reference_gateway_points_per_s']:g} point/s each)."]
+    rows += [
+        "",
+        f"Machine: {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
+        f"{result['services']}. Workload: {result['workload']}. "
+        f"Live phase offered {result['runs'][-1]['offered_msgs_per_s']} messages/s.",
+        "",
+        f"Sizing from these figures: one worker at {int(sizing['headroom'] * 100)}% of its drain rate "
+        f"carries **{sizing['gateways_per_worker']} reference gateways** "
+        f"({sizing['reference_gateway_points_per_s']:g} point/s each).",
+    ]
     return "\n".join(rows)
 
 
@@ -292,8 +365,10 @@ def main() -> int:
     live_seconds = 5 if args.quick else 15
     ctx = mp.get_context("spawn")
     runs = []
-    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp, \
-            LocalServices(Path(tmp), mosquitto_extra_config=BROKER_CONFIG) as services:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp,
+        LocalServices(Path(tmp), mosquitto_extra_config=BROKER_CONFIG) as services,
+    ):
         tag = str(os.getpid())
         for workers in (1, 2):
             runs.append(run_drain(ctx, services, workers, gateways, drain_per_sensor, batch, tag))
@@ -308,8 +383,12 @@ def main() -> int:
         "what": "bridge workers on one shared MQTT subscription, InfluxDB 1.6 v1 writes; see docs/scaling.md",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "services": "Mosquitto 2.0 and InfluxDB 1.6 on the same machine as the workers and the publisher",
-        "workload": {"gateways": gateways, "sensors_per_gateway": SENSORS_PER_GATEWAY, "readings_per_message": batch,
-                     "quick": args.quick},
+        "workload": {
+            "gateways": gateways,
+            "sensors_per_gateway": SENSORS_PER_GATEWAY,
+            "readings_per_message": batch,
+            "quick": args.quick,
+        },
         "runs": runs,
     }
     result["fleet"] = fleet_sizing(runs)

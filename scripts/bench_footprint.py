@@ -16,6 +16,7 @@ threads, for the simulated hours after the first, divided by their number).
 
     .venv/bin/python scripts/bench_footprint.py --mqtt-port P --backend litert --hours 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,29 @@ HOUR_S = 3600
 
 
 def config_text(data_dir: Path, mqtt_port: int, backend: str, dummy_file: Path) -> str:
-    sensors = ([{"id": s, "quantity": q, "driver": "replay", "column": s} for s, q in WATER + AIR]
-               + [{"id": c, "quantity": "cell_count", "driver": "replay", "column": c} for c in CELLS])
-    doc = {"site": SITE, "gateway": GATEWAY, "timezone": "UTC", "sensors": sensors,
-           "sources": {"replay": {"file": str(dummy_file)}},
-           "models": [{"name": "mnf", "type": "mnf", "zone_inflow": [{"sensor": s, "sign": 1} for s, q in WATER
-                                                                      if q == "flow"]},
-                      {"name": "air-fault", "type": "sensor_fault", "model_dir": str(ROOT / "models" / "air-fault"),
-                       "backend": backend, "sensors": {"pm25": "PM25", "pm10": "PM10", "no2": "NO2"}},
-                      {"name": "eaqi", "type": "eaqi", "sensors": ["PM25", "PM10", "NO2"]}],
-           "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "benchfoot"},
-           "storage": {"data_dir": str(data_dir)}}
+    sensors = [{"id": s, "quantity": q, "driver": "replay", "column": s} for s, q in WATER + AIR] + [
+        {"id": c, "quantity": "cell_count", "driver": "replay", "column": c} for c in CELLS
+    ]
+    doc = {
+        "site": SITE,
+        "gateway": GATEWAY,
+        "timezone": "UTC",
+        "sensors": sensors,
+        "sources": {"replay": {"file": str(dummy_file)}},
+        "models": [
+            {"name": "mnf", "type": "mnf", "zone_inflow": [{"sensor": s, "sign": 1} for s, q in WATER if q == "flow"]},
+            {
+                "name": "air-fault",
+                "type": "sensor_fault",
+                "model_dir": str(ROOT / "models" / "air-fault"),
+                "backend": backend,
+                "sensors": {"pm25": "PM25", "pm10": "PM10", "no2": "NO2"},
+            },
+            {"name": "eaqi", "type": "eaqi", "sensors": ["PM25", "PM10", "NO2"]},
+        ],
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "benchfoot"},
+        "storage": {"data_dir": str(data_dir)},
+    }
     return json.dumps(doc)
 
 
@@ -91,23 +104,27 @@ def main() -> int:
     ap.add_argument("--spawned-at", type=float, default=None)
     args = ap.parse_args()
     spawned = args.spawned_at or time.time()
-    from gateway.protocol import topics as T
     from gateway.config import load_config_text
     from gateway.device.publisher import GatewayPublisher
-    from gateway.protocol.mqtt_client import MqttSettings
     from gateway.device.runner import GatewayRunner, build_detectors, open_outbox
+    from gateway.protocol import topics as T
+    from gateway.protocol.mqtt_client import MqttSettings
 
     first_detection = []
     marks: list = []
     with tempfile.TemporaryDirectory(prefix="bench-foot-") as tmp:
         dummy = Path(tmp) / "unused.npz"
         dummy.write_bytes(b"")
-        config = load_config_text(config_text(Path(tmp) / "data", args.mqtt_port, args.backend, dummy),
-                                  name="bench-footprint")
+        config = load_config_text(
+            config_text(Path(tmp) / "data", args.mqtt_port, args.backend, dummy), name="bench-footprint"
+        )
         detectors = build_detectors(config)
-        publisher = GatewayPublisher(T.Topics(config.mqtt.topic_prefix, SITE, GATEWAY),
-                                     MqttSettings("127.0.0.1", args.mqtt_port, client_id=f"foot-{args.backend}"),
-                                     readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config))
+        publisher = GatewayPublisher(
+            T.Topics(config.mqtt.topic_prefix, SITE, GATEWAY),
+            MqttSettings("127.0.0.1", args.mqtt_port, client_id=f"foot-{args.backend}"),
+            readings_batch=config.mqtt.readings_batch,
+            outbox=open_outbox(config),
+        )
         publish_detection = publisher.publish_detection
 
         def noted(detection):
@@ -120,13 +137,23 @@ def main() -> int:
         summary = runner.run(drain_timeout_s=60)
         marks.append((args.hours + 1, time.process_time()))
     steady = marks[-1][1] - marks[1][1]  # hours 2..N+1: models loaded, windows full
-    print(json.dumps({"backend": args.backend, "hours": args.hours, "readings": summary.readings,
-                      "detections": len(summary.detections), "alerts": len(summary.alerts),
-                      "all_acknowledged": summary.all_acknowledged,
-                      "cold_start_s": (first_detection[0] - spawned) if first_detection else None,
-                      "first_hour_cpu_s": marks[1][1] - marks[0][1],
-                      "cpu_s_per_site_hour": steady / args.hours, "rss_mb": peak_rss_mb(),
-                      "runtimes_loaded": sorted({type(d.runtime_).__name__ for d in detectors if hasattr(d, "runtime_")})}))
+    print(
+        json.dumps(
+            {
+                "backend": args.backend,
+                "hours": args.hours,
+                "readings": summary.readings,
+                "detections": len(summary.detections),
+                "alerts": len(summary.alerts),
+                "all_acknowledged": summary.all_acknowledged,
+                "cold_start_s": (first_detection[0] - spawned) if first_detection else None,
+                "first_hour_cpu_s": marks[1][1] - marks[0][1],
+                "cpu_s_per_site_hour": steady / args.hours,
+                "rss_mb": peak_rss_mb(),
+                "runtimes_loaded": sorted({type(d.runtime_).__name__ for d in detectors if hasattr(d, "runtime_")}),
+            }
+        )
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ A benchmark, not a test: nothing here asserts a time.
 
     .venv/bin/python scripts/bench_inference.py [--out docs/inference-bench.json] [--quick]
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,12 @@ def timed(fn, runs: int) -> dict:
         fn()
         t.append(time.perf_counter() - t0)
     t = np.array(t) * 1e6
-    return {"median_us": round(float(np.median(t)), 2), "min_us": round(float(t.min()), 2),
-            "max_us": round(float(t.max()), 2), "runs": runs}
+    return {
+        "median_us": round(float(np.median(t)), 2),
+        "min_us": round(float(t.min()), 2),
+        "max_us": round(float(t.max()), 2),
+        "runs": runs,
+    }
 
 
 def reference_models(tmp: Path):
@@ -55,7 +60,9 @@ def reference_models(tmp: Path):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     from training.export import export_model
+
     out = []
     for name, n_in, hidden in (("mlp_8_32_16_1", 8, (32, 16)), ("mlp_32_128_64_1", 32, (128, 64))):
         rng = np.random.default_rng(0)
@@ -64,12 +71,20 @@ def reference_models(tmp: Path):
         y = (z[:, 0] + z[:, 1] * z[:, 2] - 0.5 * z[:, 3] > 0.3).astype(int)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden, max_iter=200,
-                                                                  random_state=0)).fit(X[:3000], y[:3000])
+            model = make_pipeline(
+                StandardScaler(), MLPClassifier(hidden_layer_sizes=hidden, max_iter=200, random_state=0)
+            ).fit(X[:3000], y[:3000])
         manifests = {}
         for qf in ("qdq", "qoperator"):
-            manifests[qf] = export_model(model, X[:3000], tmp / f"{name}_{qf}", name, "bench",
-                                         X_check=X[3000:], options={"onnx_int8": {"quant_format": qf}})
+            manifests[qf] = export_model(
+                model,
+                X[:3000],
+                tmp / f"{name}_{qf}",
+                name,
+                "bench",
+                X_check=X[3000:],
+                options={"onnx_int8": {"quant_format": qf}},
+            )
         out.append((name, model, X[3000:], manifests))
     return out
 
@@ -80,15 +95,22 @@ def bench_model(name, manifests: dict, X: np.ndarray, model, runs1: int, runs_bi
     one = big[:1]
     rows = {}
     candidates = [(fmt, main) for fmt in main.formats if fmt != "onnx_int8"]
-    candidates += [(f"onnx_int8_{m.files['onnx_int8'].info.get('quant_format', 'unknown')}", m)
-                   for m in manifests.values() if "onnx_int8" in m.files]
+    candidates += [
+        (f"onnx_int8_{m.files['onnx_int8'].info.get('quant_format', 'unknown')}", m)
+        for m in manifests.values()
+        if "onnx_int8" in m.files
+    ]
     for label, manifest in candidates:
         fmt = "onnx_int8" if label.startswith("onnx_int8") else label
         runtime = next((r for r in FORMAT_RUNTIMES[fmt] if r in available_backends()), None)
         entry = manifest.files[fmt]
-        row = {"format": fmt, "runtime": runtime, "bytes": entry.bytes,
-               "parameters": entry.info.get("parameters"),
-               "export_check": manifest.raw.get("export_check", {}).get(fmt)}
+        row = {
+            "format": fmt,
+            "runtime": runtime,
+            "bytes": entry.bytes,
+            "parameters": entry.info.get("parameters"),
+            "export_check": manifest.raw.get("export_check", {}).get(fmt),
+        }
         if runtime:
             backend = load(entry, runtime)
             row["batch1"] = timed(lambda: backend.predict(one), runs1)
@@ -97,25 +119,37 @@ def bench_model(name, manifests: dict, X: np.ndarray, model, runs1: int, runs_bi
     if "numpy" in main.files:
         W, b, acts = load_network(main.files["numpy"].path)
         s1, sb = main.prepare(one), main.prepare(big)
-        rows["numpy_forward_plain"] = {"format": "numpy", "runtime": "numpy (forward only, no checks)",
-                                       "batch1": timed(lambda: forward(W, b, acts, s1), runs1),
-                                       "batch1024": timed(lambda: forward(W, b, acts, sb), runs_big)}
+        rows["numpy_forward_plain"] = {
+            "format": "numpy",
+            "runtime": "numpy (forward only, no checks)",
+            "batch1": timed(lambda: forward(W, b, acts, s1), runs1),
+            "batch1024": timed(lambda: forward(W, b, acts, sb), runs_big),
+        }
     if model is not None:
         fn = model.predict_proba if hasattr(model, "predict_proba") else model.predict
-        rows["sklearn"] = {"format": "scikit-learn " + type(model).__name__, "runtime": "scikit-learn",
-                           "batch1": timed(lambda: fn(one), runs1),
-                           "batch1024": timed(lambda: fn(big), runs_big)}
+        rows["sklearn"] = {
+            "format": "scikit-learn " + type(model).__name__,
+            "runtime": "scikit-learn",
+            "batch1": timed(lambda: fn(one), runs1),
+            "batch1024": timed(lambda: fn(big), runs_big),
+        }
     ratios = {}
     base = rows.get("sklearn", {}).get("batch1")
     for label, row in rows.items():
         if "batch1" in row and base:
             ratios[label] = {
                 "sklearn_over_this_batch1": round(base["median_us"] / row["batch1"]["median_us"], 2),
-                "sklearn_over_this_batch1024": round(rows["sklearn"]["batch1024"]["median_us"]
-                                                     / row["batch1024"]["median_us"], 2)}
-    return {"name": name, "parameters": (main.raw.get("network") or {}).get("parameters"),
-            "layers": (main.raw.get("network") or {}).get("layers"), "results": rows,
-            "speedup_vs_sklearn": ratios}
+                "sklearn_over_this_batch1024": round(
+                    rows["sklearn"]["batch1024"]["median_us"] / row["batch1024"]["median_us"], 2
+                ),
+            }
+    return {
+        "name": name,
+        "parameters": (main.raw.get("network") or {}).get("parameters"),
+        "layers": (main.raw.get("network") or {}).get("layers"),
+        "results": rows,
+        "speedup_vs_sklearn": ratios,
+    }
 
 
 def main(argv=None) -> int:
@@ -126,15 +160,24 @@ def main(argv=None) -> int:
     runs1, runs_big = (30, 5) if args.quick else (500, 50)
     import onnxruntime
     import sklearn
-    report = {"what": "inference latency per window (batch 1) and per 1024 windows, one thread; "
-                      "median (min, max) in microseconds",
-              "machine": {"python": platform.python_version(), "machine": platform.machine(),
-                          "processor": platform.processor(), "numpy": np.__version__,
-                          "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__,
-                          "backends": available_backends(),
-                          "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-                          "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
-              "runs": {"batch1": runs1, "batch1024": runs_big}, "models": []}
+
+    report = {
+        "what": "inference latency per window (batch 1) and per 1024 windows, one thread; "
+        "median (min, max) in microseconds",
+        "machine": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "numpy": np.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "scikit-learn": sklearn.__version__,
+            "backends": available_backends(),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        },
+        "runs": {"batch1": runs1, "batch1024": runs_big},
+        "models": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name, model, X, manifests in reference_models(Path(tmp)):
             report["models"].append(bench_model(name, manifests, X, model, runs1, runs_big))

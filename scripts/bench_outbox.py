@@ -12,6 +12,7 @@ The payload is a real readings message (50 readings of one sensor, JSON as on th
     .venv/bin/python scripts/bench_outbox.py                # 2000 messages per phase, 3 repeats
     .venv/bin/python scripts/bench_outbox.py --messages 500 --dir /mnt/sdcard/bench
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.contracts import Reading  # noqa: E402
-from gateway.protocol import payloads  # noqa: E402
 from gateway.device.outbox import READING, SYNC_POLICIES, Outbox  # noqa: E402
+from gateway.protocol import payloads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_772_409_600_000
@@ -71,9 +72,13 @@ def bench_once(folder: Path, sync: str, n: int, payload: bytes) -> dict:
             box.ack(m.id for m in box.take(1))
         cycle_s = time.perf_counter() - start
     latencies.sort()
-    return {"put_per_s": n / put_s, "ack_per_s": n / ack_s, "cycle_per_s": n / cycle_s,
-            "put_p50_ms": 1000 * latencies[len(latencies) // 2],
-            "put_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
+    return {
+        "put_per_s": n / put_s,
+        "ack_per_s": n / ack_s,
+        "cycle_per_s": n / cycle_s,
+        "put_p50_ms": 1000 * latencies[len(latencies) // 2],
+        "put_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
 
 
 def filesystem_of(path: Path) -> str:
@@ -100,19 +105,30 @@ def update_doc(doc: Path, report: dict) -> None:
     if DOC_START not in text or DOC_END not in text:
         return
     m = report["machine"]
-    lines = [DOC_START, "",
-             f"Measured by `scripts/bench_outbox.py` ({report['messages_per_phase']} messages per phase, median of "
-             f"{report['repeats']} runs, {report['payload_bytes']}-byte readings messages) on {m['platform']}, "
-             f"{m['cpus']} CPUs, {m['filesystem']}, SQLite {m['sqlite']}:", "",
-             "| synchronous | put/s | ack/s (20 per PUBACK batch) | put+take+ack/s | put p50 ms | put p99 ms | put/s of each run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        DOC_START,
+        "",
+        f"Measured by `scripts/bench_outbox.py` ({report['messages_per_phase']} messages per phase, median of "
+        f"{report['repeats']} runs, {report['payload_bytes']}-byte readings messages) on {m['platform']}, "
+        f"{m['cpus']} CPUs, {m['filesystem']}, SQLite {m['sqlite']}:",
+        "",
+        "| synchronous | put/s | ack/s (20 per PUBACK batch) | put+take+ack/s | put p50 ms | put p99 ms | put/s of each run |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         runs = ", ".join(f"{v:.0f}" for v in r["put_per_s_runs"])
-        lines.append(f"| {r['sync'].upper()} | {r['put_per_s']:.0f} | {r['ack_per_s']:.0f} | {r['cycle_per_s']:.0f} | "
-                     f"{r['put_p50_ms']:.3f} | {r['put_p99_ms']:.3f} | {runs} |")
+        lines.append(
+            f"| {r['sync'].upper()} | {r['put_per_s']:.0f} | {r['ack_per_s']:.0f} | {r['cycle_per_s']:.0f} | "
+            f"{r['put_p50_ms']:.3f} | {r['put_p99_ms']:.3f} | {runs} |"
+        )
     ratio = report["full_vs_normal"]
-    lines += ["", f"FULL runs at {ratio['put_per_s']:.1%} of NORMAL's put rate and {ratio['cycle_per_s']:.1%} of its "
-              "put+take+ack rate here.", "", DOC_END]
+    lines += [
+        "",
+        f"FULL runs at {ratio['put_per_s']:.1%} of NORMAL's put rate and {ratio['cycle_per_s']:.1%} of its "
+        "put+take+ack rate here.",
+        "",
+        DOC_END,
+    ]
     before, rest = text.split(DOC_START, 1)
     after = rest.split(DOC_END, 1)[1]
     doc.write_text(before + "\n".join(lines) + after)
@@ -137,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             for sync in SYNC_POLICIES:  # interleaved, so a slow moment of the disk hits both
                 result = bench_once(folder, sync, args.messages, payload)
                 runs[sync].append(result)
-                print(f"run {repeat + 1}/{args.repeats} sync={sync}: " +
-                      ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
+                print(
+                    f"run {repeat + 1}/{args.repeats} sync={sync}: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in result.items()),
+                    flush=True,
+                )
     finally:
         if args.dir is None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -160,14 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         "payload_bytes": len(payload),
         "readings_per_message": 50,
         "ack_group": ACK_GROUP,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
-                    "filesystem": filesystem_of(folder if args.dir else ROOT / ".run")},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
+            "filesystem": filesystem_of(folder if args.dir else ROOT / ".run"),
+        },
         "results": results,
         "full_vs_normal": {key: round(full[key] / normal[key], 3) for key in ("put_per_s", "ack_per_s", "cycle_per_s")},
         "chosen": "full",
         "why": "a message put has returned for survives a power cut; the cost is far below what a gateway "
-               "needs (a few messages per second), see docs/outbox.md",
+        "needs (a few messages per second), see docs/outbox.md",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -175,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         update_doc(ROOT / "docs" / "outbox.md", report)
     print(f"\n{'sync':8} {'put/s':>10} {'ack/s':>10} {'cycle/s':>10} {'put p50 ms':>11} {'put p99 ms':>11}")
     for r in results:
-        print(f"{r['sync']:8} {r['put_per_s']:10.0f} {r['ack_per_s']:10.0f} {r['cycle_per_s']:10.0f} "
-              f"{r['put_p50_ms']:11.3f} {r['put_p99_ms']:11.3f}")
+        print(
+            f"{r['sync']:8} {r['put_per_s']:10.0f} {r['ack_per_s']:10.0f} {r['cycle_per_s']:10.0f} "
+            f"{r['put_p50_ms']:11.3f} {r['put_p99_ms']:11.3f}"
+        )
     print(f"written to {args.out}")
     return 0
 

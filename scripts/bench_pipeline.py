@@ -15,6 +15,7 @@ publishing the same payloads (the gateway's reading batches, one per line on std
 times over so that its start and last acknowledgement do not dominate) to the same broker. The byte writer (``cat`` into the pty master) and Mosquitto run on the
 other core.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-KEYS = (("pm1", "pm1"), ("pm25", "pm25"), ("pm10", "pm10"), ("no2", "no2"), ("o3", "o3"),
-        ("t", "temperature"), ("rh", "humidity"), ("ws", "wind_speed"))
+KEYS = (
+    ("pm1", "pm1"),
+    ("pm25", "pm25"),
+    ("pm10", "pm10"),
+    ("no2", "no2"),
+    ("o3", "o3"),
+    ("t", "temperature"),
+    ("rh", "humidity"),
+    ("ws", "wind_speed"),
+)
 START_MS = 1_750_000_000_000 // 3_600_000 * 3_600_000  # an hour boundary
 SITE, GATEWAY = "bench", "gw-pipe"
 
@@ -51,15 +60,33 @@ def node_bytes(lines: int, seed: int = 0) -> bytes:
 def _config(port: str, data_dir: Path, mqtt_port: int, backend: str):
     from gateway.config import load_config_text
 
-    sensors = [{"id": f"S-{q}", "quantity": q, "driver": "line", "port": port, "key": k, "interval_s": 86400}
-               for k, q in KEYS]
-    doc = {"site": SITE, "gateway": GATEWAY, "timezone": "UTC", "sensors": sensors,
-           "models": [{"name": "air-fault", "type": "sensor_fault", "model_dir": str(ROOT / "models" / "air-fault"),
-                       "backend": backend, "sensors": {"pm25": "S-pm25", "pm10": "S-pm10", "no2": "S-no2",
-                                                       "temperature": "S-temperature", "humidity": "S-humidity"}},
-                      {"name": "eaqi", "type": "eaqi", "sensors": ["S-pm25", "S-pm10", "S-no2", "S-o3"]}],
-           "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "benchpipe"},
-           "storage": {"data_dir": str(data_dir)}}
+    sensors = [
+        {"id": f"S-{q}", "quantity": q, "driver": "line", "port": port, "key": k, "interval_s": 86400} for k, q in KEYS
+    ]
+    doc = {
+        "site": SITE,
+        "gateway": GATEWAY,
+        "timezone": "UTC",
+        "sensors": sensors,
+        "models": [
+            {
+                "name": "air-fault",
+                "type": "sensor_fault",
+                "model_dir": str(ROOT / "models" / "air-fault"),
+                "backend": backend,
+                "sensors": {
+                    "pm25": "S-pm25",
+                    "pm10": "S-pm10",
+                    "no2": "S-no2",
+                    "temperature": "S-temperature",
+                    "humidity": "S-humidity",
+                },
+            },
+            {"name": "eaqi", "type": "eaqi", "sensors": ["S-pm25", "S-pm10", "S-no2", "S-o3"]},
+        ],
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "topic_prefix": "benchpipe"},
+        "storage": {"data_dir": str(data_dir)},
+    }
     return load_config_text(json.dumps(doc), name="bench-pipeline")
 
 
@@ -68,22 +95,27 @@ def _gateway(mqtt_port: int, lines: int, backend: str, cpu: int | None, data_fil
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     from edge.sources.serial_source import SerialSource
-    from gateway.protocol import topics as T
-    from gateway.device.runner import GatewayRunner, build_detectors, open_outbox
     from gateway.device.publisher import GatewayPublisher
+    from gateway.device.runner import GatewayRunner, build_detectors, open_outbox
+    from gateway.protocol import topics as T
     from gateway.protocol.mqtt_client import MqttSettings
 
     master, slave = os.openpty()
     port = os.ttyname(slave)
     with tempfile.TemporaryDirectory(prefix="bench-pipe-") as tmp:
         config = _config(port, Path(tmp), mqtt_port, backend)
-        clock = iter(range(START_MS, START_MS + 10 ** 12, 1000))
+        clock = iter(range(START_MS, START_MS + 10**12, 1000))
         stop = threading.Event()
-        source = SerialSource.from_config_entries(SITE, GATEWAY, [s.model_dump() for s in config.sensors],
-                                                  wall_ms=lambda: next(clock), stop=stop)
+        source = SerialSource.from_config_entries(
+            SITE, GATEWAY, [s.model_dump() for s in config.sensors], wall_ms=lambda: next(clock), stop=stop
+        )
         topics = T.Topics(config.mqtt.topic_prefix, SITE, GATEWAY)
-        publisher = GatewayPublisher(topics, MqttSettings("127.0.0.1", mqtt_port, client_id=f"pipe-{os.getpid()}"),
-                                     readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config))
+        publisher = GatewayPublisher(
+            topics,
+            MqttSettings("127.0.0.1", mqtt_port, client_id=f"pipe-{os.getpid()}"),
+            readings_batch=config.mqtt.readings_batch,
+            outbox=open_outbox(config),
+        )
         payloads: list[tuple[str, bytes, int]] = []
         store = publisher.outbox.put
 
@@ -123,9 +155,18 @@ def _gateway(mqtt_port: int, lines: int, backend: str, cpu: int | None, data_fil
             w.wait(10)
         os.close(master)
         os.close(slave)
-    results.put({"readings": seen[0], "published": summary.readings, "seconds": seconds, "cpu_s": cpu_s,
-                 "detections": len(summary.detections), "all_acknowledged": summary.all_acknowledged,
-                 "rejected": sum(summary.rejected.values()), "payloads": payloads})
+    results.put(
+        {
+            "readings": seen[0],
+            "published": summary.readings,
+            "seconds": seconds,
+            "cpu_s": cpu_s,
+            "detections": len(summary.detections),
+            "all_acknowledged": summary.all_acknowledged,
+            "rejected": sum(summary.rejected.values()),
+            "payloads": payloads,
+        }
+    )
 
 
 def gateway_rate(mqtt_port: int, lines: int, backend: str = "auto", cpu: int | None = 0) -> dict:
@@ -178,36 +219,44 @@ def stage_costs(lines: int = 3000) -> dict[str, float]:
     per_sensor: dict[str, list] = {}
     for r in readings:
         per_sensor.setdefault(r.sensor, []).append(r)
-    batches = [rs[i:i + 50] for rs in per_sensor.values() for i in range(0, len(rs), 50)]
-    return {"parse": timed(parse), "validate": timed(lambda: [r.validate() for r in readings]),
-            "encode": timed(lambda: [payloads.encode_readings(b) for b in batches])}
+    batches = [rs[i : i + 50] for rs in per_sensor.values() for i in range(0, len(rs), 50)]
+    return {
+        "parse": timed(parse),
+        "validate": timed(lambda: [r.validate() for r in readings]),
+        "encode": timed(lambda: [payloads.encode_readings(b) for b in batches]),
+    }
 
 
 def _publisher_alone(mqtt_port: int, messages: list[tuple[str, bytes, int]], cpu: int | None, results) -> None:
     from gateway.device.outbox import READING, Outbox, Outgoing
     from gateway.device.publisher import GatewayPublisher
-    from gateway.protocol.mqtt_client import MqttSettings
     from gateway.protocol import topics as T
+    from gateway.protocol.mqtt_client import MqttSettings
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     with tempfile.TemporaryDirectory(prefix="bench-pub-") as tmp:
-        publisher = GatewayPublisher(T.Topics("benchpub", SITE, GATEWAY),
-                                     MqttSettings("127.0.0.1", mqtt_port, client_id=f"pub-{os.getpid()}"),
-                                     outbox=Outbox(Path(tmp) / "outbox.sqlite", sync="full")).connect()
+        publisher = GatewayPublisher(
+            T.Topics("benchpub", SITE, GATEWAY),
+            MqttSettings("127.0.0.1", mqtt_port, client_id=f"pub-{os.getpid()}"),
+            outbox=Outbox(Path(tmp) / "outbox.sqlite", sync="full"),
+        ).connect()
         cpu0, started = time.process_time(), time.perf_counter()
         step = len(KEYS)  # the gateway stores one time step's full batches (one per sensor) together
         for i in range(0, len(messages), step):
             # GatewayPublisher._store is the one place messages enter the outbox and wake the sender.
-            publisher._store(*[Outgoing(stream, payload, READING, items) for stream, payload, items
-                               in messages[i:i + step]])
+            publisher._store(
+                *[Outgoing(stream, payload, READING, items) for stream, payload, items in messages[i : i + step]]
+            )
         acked = publisher.close(timeout_s=120)
-        results.put({"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu0,
-                     "all_acknowledged": acked})
+        results.put(
+            {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu0, "all_acknowledged": acked}
+        )
 
 
-def publisher_alone_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readings: int,
-                         cpu: int | None = 0) -> dict:
+def publisher_alone_rate(
+    mqtt_port: int, messages: list[tuple[str, bytes, int]], readings: int, cpu: int | None = 0
+) -> dict:
     """The gateway's outbox and MQTT sender alone (no parsing, no detectors), publishing the same messages."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -226,8 +275,20 @@ def c_client_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readin
         raise RuntimeError("mosquitto_pub not found: install the mosquitto-clients package")
     payloads = [payload for _, payload, _ in messages]
     data = b"\n".join(payloads) + b"\n"
-    cmd = [exe, "-h", "127.0.0.1", "-p", str(mqtt_port), "-q", "1", "-t", f"benchpipe/{SITE}/c-client/readings",
-           "-l", "-i", f"c-client-{os.getpid()}"]
+    cmd = [
+        exe,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(mqtt_port),
+        "-q",
+        "1",
+        "-t",
+        f"benchpipe/{SITE}/c-client/readings",
+        "-l",
+        "-i",
+        f"c-client-{os.getpid()}",
+    ]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu)] + cmd
     started = time.perf_counter()
@@ -235,8 +296,13 @@ def c_client_rate(mqtt_port: int, messages: list[tuple[str, bytes, int]], readin
     seconds = time.perf_counter() - started
     if r.returncode != 0:
         raise RuntimeError(f"mosquitto_pub failed: {r.stderr.decode(errors='replace')[:300]}")
-    return {"messages": len(payloads), "readings": readings, "seconds": seconds, "readings_per_s": readings / seconds,
-            "messages_per_s": len(payloads) / seconds}
+    return {
+        "messages": len(payloads),
+        "readings": readings,
+        "seconds": seconds,
+        "readings_per_s": readings / seconds,
+        "messages_per_s": len(payloads) / seconds,
+    }
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ writes, so the reference cannot go stale. Run after any schema change:
 
     python scripts/gen_config_docs.py
 """
+
 from __future__ import annotations
 
 import ast
@@ -69,8 +70,10 @@ def allowed(field) -> str:
     """What a field's own check accepts, in the check's words."""
     checks = [m.func for m in field.metadata if isinstance(m, BeforeValidator)]
     annotation = field.annotation
-    while typing.get_origin(annotation) is typing.Annotated or typing.get_origin(annotation) in (typing.Union,
-                                                                                               types.UnionType):
+    while typing.get_origin(annotation) is typing.Annotated or typing.get_origin(annotation) in (
+        typing.Union,
+        types.UnionType,
+    ):
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is typing.Annotated:
             checks += [m.func for m in args[1:] if isinstance(m, BeforeValidator)]
@@ -114,7 +117,8 @@ def type_name(field) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "text"
     return {int: "whole number", float: "number", str: "text", bool: "true/false", Path: "path"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation)))
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
 
 
 def default_text(field) -> str:
@@ -138,8 +142,9 @@ def comments(cls: type) -> dict[str, str]:
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         # the schema is a package: a class's module is one of its modules, e.g. gateway.config.schema.models
-        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or \
-                not klass.__module__.startswith(S.__name__ + "."):
+        if not (isinstance(klass, type) and issubclass(klass, BaseModel)) or not klass.__module__.startswith(
+            S.__name__ + "."
+        ):
             continue
         source = textwrap.dedent(inspect.getsource(klass))
         lines = source.splitlines()
@@ -153,8 +158,11 @@ def comments(cls: type) -> dict[str, str]:
                 while above >= 1 and lines[above - 1].strip().startswith("#"):
                     parts.insert(0, trailing[above])
                     above -= 1
-                end = trailing.get(node.end_lineno) if node.end_lineno in trailing and \
-                    not lines[node.end_lineno - 1].strip().startswith("#") else None
+                end = (
+                    trailing.get(node.end_lineno)
+                    if node.end_lineno in trailing and not lines[node.end_lineno - 1].strip().startswith("#")
+                    else None
+                )
                 if end:
                     parts.append(end)
                 if parts:
@@ -189,8 +197,7 @@ def table(cls: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
         rule = allowed(field)
         if type_name(field) == "path" and rule == "must be text":
             rule = "a file path; a relative one is taken from the config file's folder"
-        rows.append(f"| `{name}` | {type_name(field)} | {_cell(default_text(field))} | {_cell(rule)} "
-                    f"| {_cell(what)} |")
+        rows.append(f"| `{name}` | {type_name(field)} | {_cell(default_text(field))} | {_cell(rule)} | {_cell(what)} |")
     refused = getattr(cls, "refused_keys", {})
     for name, why in refused.items():
         rows.append(f"| `{name}` | refused | | | {_cell(why)} |")
@@ -213,8 +220,9 @@ def section(path: str, cls: type[BaseModel], level: int, out: list[str]) -> None
             section(f"{path}.{name}{suffix}" if path else f"{name}{suffix}", members[0], level, out)
 
 
-def variants(path: str, key: str, registry: dict[str, type[BaseModel]], base: type[BaseModel], intro: str,
-             out: list[str]) -> None:
+def variants(
+    path: str, key: str, registry: dict[str, type[BaseModel]], base: type[BaseModel], intro: str, out: list[str]
+) -> None:
     out.append(f"## `{path}`\n\n{intro}\n")
     out.append(f"Keys every entry has:\n\n{table(base)}\n")
     for tag, cls in registry.items():
@@ -230,10 +238,22 @@ def variants(path: str, key: str, registry: dict[str, type[BaseModel]], base: ty
 
 def render() -> str:
     out = [HEADER, "## Top level\n", _doc(S.GatewayConfig) + "\n", table(S.GatewayConfig) + "\n"]
-    variants("sensors[]", "driver", S.SENSOR_DRIVERS, S.SensorBase,
-             "One entry per sensor; `driver` decides which other keys the entry takes.", out)
-    variants("models[]", "type", S.MODEL_TYPES, S.ModelBase,
-             "One entry per detector; `type` decides which other keys the entry takes.", out)
+    variants(
+        "sensors[]",
+        "driver",
+        S.SENSOR_DRIVERS,
+        S.SensorBase,
+        "One entry per sensor; `driver` decides which other keys the entry takes.",
+        out,
+    )
+    variants(
+        "models[]",
+        "type",
+        S.MODEL_TYPES,
+        S.ModelBase,
+        "One entry per detector; `type` decides which other keys the entry takes.",
+        out,
+    )
     for name, field in S.GatewayConfig.model_fields.items():
         if name in ("sensors", "models"):
             continue

@@ -13,6 +13,7 @@ Run it on a trusted workstation, keep ``ca.key`` offline, copy each folder where
 Running it again with more ``--gateway`` adds them and keeps the CA, the broker
 certificate and every password already made. Secrets are written with mode 0600.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.protocol import topics as T  # noqa: E402
-from gateway.security.broker import (DEFAULT_BRIDGE_USER, MQTTS_PORT, BrokerSecurity, acl_text,  # noqa: E402
-                                     gateway_user, write_password_file)
+from gateway.security.broker import (
+    DEFAULT_BRIDGE_USER,
+    MQTTS_PORT,
+    BrokerSecurity,
+    acl_text,  # noqa: E402
+    gateway_user,
+    write_password_file,
+)
 from gateway.security.certs import issue_certificate, load_pair, make_ca, write_pair  # noqa: E402
 from gateway.security.secrets import read_secret_file, write_private_file  # noqa: E402
 
@@ -34,24 +41,46 @@ CLIENT_CERT_PORT = MQTTS_PORT + 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for everything (created if missing)")
-    p.add_argument("--gateway", action="append", default=[], metavar="SITE/GATEWAY",
-                   help="a gateway to make files for (repeat)")
-    p.add_argument("--broker-host", action="append", default=[], metavar="NAME",
-                   help="DNS name gateways use to reach the broker (repeat)")
-    p.add_argument("--broker-ip", action="append", default=[], metavar="ADDRESS",
-                   help="IP address gateways use to reach the broker (repeat)")
-    p.add_argument("--client-certs", action="store_true",
-                   help="also make a client certificate per gateway (CN = SITE/GATEWAY) and a listener for them")
+    p.add_argument(
+        "--gateway", action="append", default=[], metavar="SITE/GATEWAY", help="a gateway to make files for (repeat)"
+    )
+    p.add_argument(
+        "--broker-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="DNS name gateways use to reach the broker (repeat)",
+    )
+    p.add_argument(
+        "--broker-ip",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="IP address gateways use to reach the broker (repeat)",
+    )
+    p.add_argument(
+        "--client-certs",
+        action="store_true",
+        help="also make a client certificate per gateway (CN = SITE/GATEWAY) and a listener for them",
+    )
     p.add_argument("--prefix", default=T.DEFAULT_PREFIX, help="MQTT topic prefix (default %(default)s)")
     p.add_argument("--bridge-user", default=DEFAULT_BRIDGE_USER)
-    p.add_argument("--home-assistant", action="store_true",
-                   help="let every gateway publish its Home Assistant discovery (homeassistant/+/<gateway>/#)")
-    p.add_argument("--install-dir", default="/etc/mosquitto/frugalsense",
-                   help="where the broker/ files will live on the broker, for mosquitto-tls.conf")
+    p.add_argument(
+        "--home-assistant",
+        action="store_true",
+        help="let every gateway publish its Home Assistant discovery (homeassistant/+/<gateway>/#)",
+    )
+    p.add_argument(
+        "--install-dir",
+        default="/etc/mosquitto/frugalsense",
+        help="where the broker/ files will live on the broker, for mosquitto-tls.conf",
+    )
     p.add_argument("--ca-name", default="frugalsense fleet CA")
     args = p.parse_args(argv)
     args.gateways = []
@@ -91,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.broker_host or args.broker_ip):
             print("make_certs: give --broker-host and/or --broker-ip: the names gateways connect to", file=sys.stderr)
             return 2
-        pair = issue_certificate(ca, (args.broker_host or args.broker_ip)[0], dns_names=args.broker_host,
-                                 ip_addresses=args.broker_ip, server=True)
+        pair = issue_certificate(
+            ca,
+            (args.broker_host or args.broker_ip)[0],
+            dns_names=args.broker_host,
+            ip_addresses=args.broker_ip,
+            server=True,
+        )
         write_pair(pair, broker / "broker.pem", broker / "broker.key")
         print(f"made broker certificate for {', '.join(args.broker_host + args.broker_ip)}")
     shutil.copyfile(out / "ca.pem", broker / "ca.pem")
@@ -114,17 +148,25 @@ def main(argv: list[str] | None = None) -> int:
         users[gateway_user(site, gateway)] = read_secret_file(pass_file)
         fleet.append((site, gateway))
     write_password_file(broker / "passwd", users)
-    (broker / "acl").write_text(acl_text(args.prefix, args.bridge_user,
-                                         home_assistant=fleet if args.home_assistant else ()))
+    (broker / "acl").write_text(
+        acl_text(args.prefix, args.bridge_user, home_assistant=fleet if args.home_assistant else ())
+    )
     installed = Path(args.install_dir)
-    security = BrokerSecurity(ca_file=installed / "ca.pem", cert_file=installed / "broker.pem",
-                              key_file=installed / "broker.key", password_file=installed / "passwd",
-                              acl_file=installed / "acl", client_cert_listener=args.client_certs)
+    security = BrokerSecurity(
+        ca_file=installed / "ca.pem",
+        cert_file=installed / "broker.pem",
+        key_file=installed / "broker.key",
+        password_file=installed / "passwd",
+        acl_file=installed / "acl",
+        client_cert_listener=args.client_certs,
+    )
     conf = security.config_lines([MQTTS_PORT, CLIENT_CERT_PORT])
     (broker / "mosquitto-tls.conf").write_text(
         "# frugalsense: TLS-only listeners, logins and ACL (made by scripts/make_certs.py).\n"
         f"# Copy the files of this folder to {installed}, then include this file from mosquitto.conf.\n"
-        + "\n".join(conf) + "\n")
+        + "\n".join(conf)
+        + "\n"
+    )
     print(f"broker files in {broker}: {len(users)} users; copy them to {installed}")
     return 0
 

@@ -1,4 +1,5 @@
 """Shared pytest fixtures: real local services (no mocks of broker or database)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def services(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vm_services(tmp_path_factory):
     """VictoriaMetrics alone (tests that also need MQTT or InfluxDB take ``services`` too)."""
-    with LocalServices(tmp_path_factory.mktemp("vm_services"), mosquitto=False, influxdb=False,
-                       victoriametrics=True) as running:
+    with LocalServices(
+        tmp_path_factory.mktemp("vm_services"), mosquitto=False, influxdb=False, victoriametrics=True
+    ) as running:
         yield running
 
 
@@ -43,6 +45,7 @@ def leak_free_run():
 
 
 # ---- serial lines: pty pairs stand in for the cable, real device software on the far end ----
+
 
 class NullModem:
     """Two ptys whose master sides are cross-connected: a serial cable with two ends (``device``, ``gateway``).
@@ -96,8 +99,9 @@ class ModbusDevice:
     (device failure), where a real bus stays silent: ``close()`` is the silent transmitter.
     """
 
-    def __init__(self, port: str, registers: dict[int, tuple[dict[int, list[int]], dict[int, list[int]]]],
-                 baudrate: int = 9600):
+    def __init__(
+        self, port: str, registers: dict[int, tuple[dict[int, list[int]], dict[int, list[int]]]], baudrate: int = 9600
+    ):
         import asyncio
         import threading
 
@@ -106,21 +110,31 @@ class ModbusDevice:
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         def blocks(spec):
-            return [SimData(address, values=list(values), datatype=DataType.REGISTERS)
-                    for address, values in spec.items()] or [SimData(60000, values=[0], datatype=DataType.REGISTERS)]
+            return [
+                SimData(address, values=list(values), datatype=DataType.REGISTERS) for address, values in spec.items()
+            ] or [SimData(60000, values=[0], datatype=DataType.REGISTERS)]
 
         bits = [SimData(0, values=[0], datatype=DataType.BITS)]
-        devices = [SimDevice(id=i, simdata=(bits, bits, blocks(holding), blocks(inputs)))
-                   for i, (holding, inputs) in registers.items()]
+        devices = [
+            SimDevice(id=i, simdata=(bits, bits, blocks(holding), blocks(inputs)))
+            for i, (holding, inputs) in registers.items()
+        ]
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         failure: list[BaseException] = []
 
         def serve():
             asyncio.set_event_loop(self._loop)
+
             async def listen():  # pymodbus builds its transport on the running loop
-                self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=port, baudrate=baudrate,
-                                                  parity="N", ignore_missing_devices=True)
+                self._server = ModbusSerialServer(
+                    devices,
+                    framer=FramerType.RTU,
+                    port=port,
+                    baudrate=baudrate,
+                    parity="N",
+                    ignore_missing_devices=True,
+                )
                 await self._server.serve_forever(background=True)
 
             try:
@@ -185,6 +199,7 @@ def silent_port():
 
 # ---- an InfluxDB filled the way production fills it, for dashboards and reports ----------
 
+
 @pytest.fixture(scope="session")
 def demo_influx(services, leak_run, tmp_path_factory):
     """Database ``demo_ops``: the Net3 zone with its leak (runner -> MQTT -> bridge) and an air site (publisher ->
@@ -195,36 +210,42 @@ def demo_influx(services, leak_run, tmp_path_factory):
     import numpy as np
 
     from edge.contracts import Quality, Reading
-    from gateway.protocol import topics as T
+    from gateway.bridge.influx_writer import InfluxV1Writer
     from gateway.bridge.service import Bridge
     from gateway.config import load_config
-    from gateway.bridge.influx_writer import InfluxV1Writer
     from gateway.device.publisher import GatewayPublisher
-    from gateway.protocol.mqtt_client import MqttSettings
     from gateway.device.runner import GatewayRunner
+    from gateway.protocol import topics as T
+    from gateway.protocol.mqtt_client import MqttSettings
 
     root = tmp_path_factory.mktemp("demo_influx")
     database, prefix = "demo_ops", "demo-ops"
     config_text = (Path(__file__).resolve().parents[1] / "firmware_configs" / "net3-demo.yaml").read_text()
-    config_text = (config_text.replace("../.run/demo/net3-leak.npz", str(leak_run.save(root / "zone.npz")))
-                   .replace("../.run/demo/gw-net3-01", str(root / "gw-net3"))
-                   .replace("../models/", f"{Path(__file__).resolve().parents[1]}/models/")
-                   .replace("topic_prefix: frugalsense", f"topic_prefix: {prefix}"))
+    config_text = (
+        config_text.replace("../.run/demo/net3-leak.npz", str(leak_run.save(root / "zone.npz")))
+        .replace("../.run/demo/gw-net3-01", str(root / "gw-net3"))
+        .replace("../models/", f"{Path(__file__).resolve().parents[1]}/models/")
+        .replace("topic_prefix: frugalsense", f"topic_prefix: {prefix}")
+    )
     (root / "gateway.yaml").write_text(config_text)
     config = load_config(root / "gateway.yaml")
 
     writer = InfluxV1Writer(services.influx_url, database)
-    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-bridge"), writer,
-                    prefix=prefix).start()
+    bridge = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-bridge"), writer, prefix=prefix
+    ).start()
     try:
-        summary = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host,
-                                            mqtt_port=services.mqtt_port).run(drain_timeout_s=60)
+        summary = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port).run(
+            drain_timeout_s=60
+        )
         assert summary.all_acknowledged and summary.alerts
 
         # An air-quality site over the same two weeks: hourly PM2.5, PM10 and NO2 with a pollution
         # episode (EAQI 'poor') on days 9-10 and one hour where the PM sensor link was down.
-        air = GatewayPublisher(T.Topics(prefix, "city-centre", "gw-air-01"),
-                               MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-air"))
+        air = GatewayPublisher(
+            T.Topics(prefix, "city-centre", "gw-air-01"),
+            MqttSettings(services.mqtt_host, services.mqtt_port, client_id="demo-ops-air"),
+        )
         air.start()
         rng = np.random.default_rng(11)
         start = int(leak_run.time_ms[0])
@@ -234,20 +255,29 @@ def demo_influx(services, leak_run, tmp_path_factory):
             pm25 = 8 + 4 * math.sin(hod / 24 * 2 * math.pi) + rng.normal(0, 1) + (50 if day in (9, 10) else 0)
             no2 = 25 + (40 if hod in (8, 9, 18, 19) else 0) + rng.normal(0, 3)
             if hour == 100:
-                air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm25", "pm25", None, "ug/m3",
-                                        Quality.UNKNOWN))
+                air.add_reading(
+                    Reading(t, "city-centre", "gw-air-01", "PM-1-pm25", "pm25", None, "ug/m3", Quality.UNKNOWN)
+                )
             else:
                 air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm25", "pm25", round(pm25, 2), "ug/m3"))
-            air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm10", "pm10", round(1.6 * pm25, 2),
-                                    "ug/m3"))
+            air.add_reading(Reading(t, "city-centre", "gw-air-01", "PM-1-pm10", "pm10", round(1.6 * pm25, 2), "ug/m3"))
             air.add_reading(Reading(t, "city-centre", "gw-air-01", "NO2-1", "no2", round(no2, 2), "ug/m3"))
         air.publish_status()
         assert air.close(30)
         assert bridge.wait_idle(quiet_s=1.0, timeout_s=60)
     finally:
         bridge.stop()
-    return SimpleNamespace(url=services.influx_url, database=database, writer=writer,
-                           start_ms=int(leak_run.time_ms[0]), end_ms=int(leak_run.time_ms[-1]),
-                           water_site=config.site, water_gateway=config.gateway, air_site="city-centre",
-                           air_gateway="gw-air-01", alerts=summary.alerts, leak_start_ms=leak_run.meta["leak_start_ms"],
-                           detections=[d for d in summary.detections if d.kind == "leak"])
+    return SimpleNamespace(
+        url=services.influx_url,
+        database=database,
+        writer=writer,
+        start_ms=int(leak_run.time_ms[0]),
+        end_ms=int(leak_run.time_ms[-1]),
+        water_site=config.site,
+        water_gateway=config.gateway,
+        air_site="city-centre",
+        air_gateway="gw-air-01",
+        alerts=summary.alerts,
+        leak_start_ms=leak_run.meta["leak_start_ms"],
+        detections=[d for d in summary.detections if d.kind == "leak"],
+    )

@@ -1,4 +1,5 @@
 """Air-quality gateway configs: the shipped one validates and builds; mistakes a technician makes say what and where."""
+
 from __future__ import annotations
 
 import os
@@ -48,9 +49,13 @@ def test_shipped_air_config_builds_sources_and_detector(tmp_path):
     entries = [s.model_dump() for s in config.sensors if s.driver in ("sds011", "pms5003", "line")]
     source = SerialSource.from_config_entries(config.site, config.gateway, entries)
     assert len(source.counters) == 3  # three devices: SDS011, PMS5003, the node
-    cells = CellCountSource.from_config_entries(config.site, config.gateway,
-                                                [s.model_dump() for s in config.sensors if s.driver == "cell_counts"],
-                                                resolve=config.resolve_path, timezone=config.timezone)
+    cells = CellCountSource.from_config_entries(
+        config.site,
+        config.gateway,
+        [s.model_dump() for s in config.sensors if s.driver == "cell_counts"],
+        resolve=config.resolve_path,
+        timezone=config.timezone,
+    )
     assert len(cells) == 1 and [z.mode for z in cells[0].zones] == [None, "vehicle"]  # one file, read once
     assert [type(s).__name__ for s in build_sources(config)] == ["CellCountSource", "SerialSource"]
     detector = DETECTOR_FACTORIES["eaqi"](config, config.models[0])
@@ -59,9 +64,13 @@ def test_shipped_air_config_builds_sources_and_detector(tmp_path):
 
 
 def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
-    config = load_config_text(BASE + f"""\
+    config = load_config_text(
+        BASE
+        + f"""\
   - {{id: NO2-node, quantity: no2, driver: line, port: {NODE}, key: no2, node_unit: ppb}}
-""", "air.yaml")
+""",
+        "air.yaml",
+    )
     master, slave = os.openpty()
     try:
         entries = [{**s.model_dump(), "port": os.ttyname(slave)} for s in config.sensors]
@@ -81,42 +90,84 @@ def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
         os.close(slave)
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cells: [C1], k: 4}\n",
-     "air.yaml:6: sensors[1].k: must be a whole number from 5 to 1000, got 4: smaller counts identify people"),
-    ("  - {id: PM25-sds, quantity: pm25, driver: sds011, port: /dev/ttyUSB0}\n",
-     "air.yaml:6: sensors[1].port: /dev/ttyUSB0 changes with the order devices are plugged in: use the sensor's "
-     "stable link under /dev/serial/by-id/"),
-    (f"  - {{id: PM25c-sds, quantity: pm25_corrected, driver: sds011, port: {SDS}}}\n",
-     "air.yaml:6: sensors[1]: a pm25_corrected sensor needs humidity_sensor"),
-    (f"  - {{id: PM25c-sds, quantity: pm25_corrected, driver: sds011, port: {SDS}, humidity_sensor: RH-nod}}\n",
-     "air.yaml:6: sensors[1].humidity_sensor: no sensor with id 'RH-nod' in sensors, did you mean 'RH-node'?"),
-    (f"  - {{id: PM1-sds, quantity: pm1, driver: sds011, port: {SDS}}}\n",
-     "air.yaml:6: sensors[1].quantity: this sensor gives pm25, pm10, pm25_corrected; got 'pm1'"),
-    (f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {SDS}, work_s: 20, sleep_s: 240}}\n",
-     "air.yaml:6: sensors[1]: work_s (20 s) must be longer than warmup_s (30 s) when the fan sleeps"),
-    (f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {SDS}, sleep_s: 240, work_s: 60}}\n"
-     f"  - {{id: PM10-sds, quantity: pm10, driver: sds011, port: {SDS}, sleep_s: 120, work_s: 60}}\n",
-     "air.yaml:7: sensors[2].sleep_s: sleep_s 120 differs from 240 of the sensor on the same port (line 6): "
-     "one port is one device"),
-    (f"  - {{id: NO2-node, quantity: no2, driver: line, port: {NODE}, node_unit: pbb}}\n",
-     "air.yaml:6: sensors[1].node_unit: no2 cannot be converted from 'pbb': use one of ug/m3, ppb, ppm, "
-     "did you mean 'ppb'?"),
-    (f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {NODE}}}\n",
-     "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor on the same port (line 5)"),
-    ("  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cell_map: cells.csv}\n",
-     "air.yaml:6: sensors[1].zone: a cell_map needs zone"),
-    ("  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv}\n",
-     "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list or as a cell_map file with a zone, "
-     "not neither"),
-    ("models:\n  - {name: aqi, type: eaqi, sensors: [RH-node, NO2-kerb]}\n",
-     "air.yaml:7: models[0].sensors[0]: sensor 'RH-node' measures humidity; the EAQI covers pm25"),
-    ("models:\n  - {name: aqi, type: eaqi, sensors: [RH-node], alert_from: pour}\n",
-     "air.yaml:7: models[0].alert_from: must be one of good, fair, moderate, poor, very_poor, extremely_poor; "
-     "got 'pour', did you mean 'poor'?"),
-], ids=["k-below-5", "ttyUSB", "corrected-without-rh", "rh-misspelt", "sds-pm1", "work-shorter-than-warmup",
-        "device-settings-differ", "node-unit-misspelt", "two-drivers-one-port", "cell-map-without-zone",
-        "no-cells", "eaqi-not-a-pollutant", "alert-band-misspelt"])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cells: [C1], k: 4}\n",
+            "air.yaml:6: sensors[1].k: must be a whole number from 5 to 1000, got 4: smaller counts identify people",
+        ),
+        (
+            "  - {id: PM25-sds, quantity: pm25, driver: sds011, port: /dev/ttyUSB0}\n",
+            "air.yaml:6: sensors[1].port: /dev/ttyUSB0 changes with the order devices are plugged in: use the sensor's "
+            "stable link under /dev/serial/by-id/",
+        ),
+        (
+            f"  - {{id: PM25c-sds, quantity: pm25_corrected, driver: sds011, port: {SDS}}}\n",
+            "air.yaml:6: sensors[1]: a pm25_corrected sensor needs humidity_sensor",
+        ),
+        (
+            f"  - {{id: PM25c-sds, quantity: pm25_corrected, driver: sds011, port: {SDS}, humidity_sensor: RH-nod}}\n",
+            "air.yaml:6: sensors[1].humidity_sensor: no sensor with id 'RH-nod' in sensors, did you mean 'RH-node'?",
+        ),
+        (
+            f"  - {{id: PM1-sds, quantity: pm1, driver: sds011, port: {SDS}}}\n",
+            "air.yaml:6: sensors[1].quantity: this sensor gives pm25, pm10, pm25_corrected; got 'pm1'",
+        ),
+        (
+            f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {SDS}, work_s: 20, sleep_s: 240}}\n",
+            "air.yaml:6: sensors[1]: work_s (20 s) must be longer than warmup_s (30 s) when the fan sleeps",
+        ),
+        (
+            f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {SDS}, sleep_s: 240, work_s: 60}}\n"
+            f"  - {{id: PM10-sds, quantity: pm10, driver: sds011, port: {SDS}, sleep_s: 120, work_s: 60}}\n",
+            "air.yaml:7: sensors[2].sleep_s: sleep_s 120 differs from 240 of the sensor on the same port (line 6): "
+            "one port is one device",
+        ),
+        (
+            f"  - {{id: NO2-node, quantity: no2, driver: line, port: {NODE}, node_unit: pbb}}\n",
+            "air.yaml:6: sensors[1].node_unit: no2 cannot be converted from 'pbb': use one of ug/m3, ppb, ppm, "
+            "did you mean 'ppb'?",
+        ),
+        (
+            f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {NODE}}}\n",
+            "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor on the same port (line 5)",
+        ),
+        (
+            "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cell_map: cells.csv}\n",
+            "air.yaml:6: sensors[1].zone: a cell_map needs zone",
+        ),
+        (
+            "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv}\n",
+            "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list or as a cell_map file with a zone, "
+            "not neither",
+        ),
+        (
+            "models:\n  - {name: aqi, type: eaqi, sensors: [RH-node, NO2-kerb]}\n",
+            "air.yaml:7: models[0].sensors[0]: sensor 'RH-node' measures humidity; the EAQI covers pm25",
+        ),
+        (
+            "models:\n  - {name: aqi, type: eaqi, sensors: [RH-node], alert_from: pour}\n",
+            "air.yaml:7: models[0].alert_from: must be one of good, fair, moderate, poor, very_poor, extremely_poor; "
+            "got 'pour', did you mean 'poor'?",
+        ),
+    ],
+    ids=[
+        "k-below-5",
+        "ttyUSB",
+        "corrected-without-rh",
+        "rh-misspelt",
+        "sds-pm1",
+        "work-shorter-than-warmup",
+        "device-settings-differ",
+        "node-unit-misspelt",
+        "two-drivers-one-port",
+        "cell-map-without-zone",
+        "no-cells",
+        "eaqi-not-a-pollutant",
+        "alert-band-misspelt",
+    ],
+)
 def test_air_config_mistakes_name_file_line_and_fix(extra, expected):
     found = problems(extra)
     assert any(p.startswith(expected) for p in found), "\n".join(found)
@@ -124,7 +175,14 @@ def test_air_config_mistakes_name_file_line_and_fix(extra, expected):
 
 def test_a_cell_map_zone_that_does_not_exist_is_reported_when_the_source_is_built(tmp_path):
     (tmp_path / "cells.csv").write_text("cell_id,zone\nC1,centre\n")
-    entry = {"id": "CC-1", "file": tmp_path / "counts", "k": 11, "cells": None, "cell_map": tmp_path / "cells.csv",
-             "zone": "north", "mode": None}
+    entry = {
+        "id": "CC-1",
+        "file": tmp_path / "counts",
+        "k": 11,
+        "cells": None,
+        "cell_map": tmp_path / "cells.csv",
+        "zone": "north",
+        "mode": None,
+    }
     with pytest.raises(CellFileError, match="has no zone 'north' \\(it has centre\\)"):
         CellCountSource.from_config_entries("s", "g", [entry])

@@ -1,4 +1,5 @@
 """US EPA humidity correction: the piecewise fit is continuous, monotonic in PM, and one code path for scalars and arrays."""
+
 from __future__ import annotations
 
 import numpy as np

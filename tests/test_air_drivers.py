@@ -1,4 +1,5 @@
 """Driver frames byte for byte against the datasheets' examples, and the pure decoders' edge cases."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,19 +9,33 @@ from edge.drivers.base import DecodeError, Reply
 from edge.drivers.framing import Frame, Rejection
 
 
-@pytest.mark.parametrize("frame, datasheet", [
-    (sds011.PASSIVE_MODE, "AA B4 02 01 01 00 00 00 00 00 00 00 00 00 00 FF FF 02 AB"),
-    (sds011.ACTIVE_MODE, "AA B4 02 01 00 00 00 00 00 00 00 00 00 00 00 FF FF 01 AB"),
-    (sds011.QUERY, "AA B4 04 00 00 00 00 00 00 00 00 00 00 00 00 FF FF 02 AB"),
-    (sds011.SLEEP, "AA B4 06 01 00 00 00 00 00 00 00 00 00 00 00 FF FF 05 AB"),
-    (sds011.WAKE, "AA B4 06 01 01 00 00 00 00 00 00 00 00 00 00 FF FF 06 AB"),
-    (pms5003.PASSIVE_MODE, "42 4D E1 00 00 01 70"),
-    (pms5003.ACTIVE_MODE, "42 4D E1 00 01 01 71"),
-    (pms5003.QUERY, "42 4D E2 00 00 01 71"),
-    (pms5003.SLEEP, "42 4D E4 00 00 01 73"),
-    (pms5003.WAKE, "42 4D E4 00 01 01 74"),
-], ids=["sds-passive", "sds-active", "sds-query", "sds-sleep", "sds-wake",
-        "pms-passive", "pms-active", "pms-read", "pms-sleep", "pms-wake"])
+@pytest.mark.parametrize(
+    "frame, datasheet",
+    [
+        (sds011.PASSIVE_MODE, "AA B4 02 01 01 00 00 00 00 00 00 00 00 00 00 FF FF 02 AB"),
+        (sds011.ACTIVE_MODE, "AA B4 02 01 00 00 00 00 00 00 00 00 00 00 00 FF FF 01 AB"),
+        (sds011.QUERY, "AA B4 04 00 00 00 00 00 00 00 00 00 00 00 00 FF FF 02 AB"),
+        (sds011.SLEEP, "AA B4 06 01 00 00 00 00 00 00 00 00 00 00 00 FF FF 05 AB"),
+        (sds011.WAKE, "AA B4 06 01 01 00 00 00 00 00 00 00 00 00 00 FF FF 06 AB"),
+        (pms5003.PASSIVE_MODE, "42 4D E1 00 00 01 70"),
+        (pms5003.ACTIVE_MODE, "42 4D E1 00 01 01 71"),
+        (pms5003.QUERY, "42 4D E2 00 00 01 71"),
+        (pms5003.SLEEP, "42 4D E4 00 00 01 73"),
+        (pms5003.WAKE, "42 4D E4 00 01 01 74"),
+    ],
+    ids=[
+        "sds-passive",
+        "sds-active",
+        "sds-query",
+        "sds-sleep",
+        "sds-wake",
+        "pms-passive",
+        "pms-active",
+        "pms-read",
+        "pms-sleep",
+        "pms-wake",
+    ],
+)
 def test_command_frames_match_the_datasheet(frame, datasheet):
     assert frame == bytes.fromhex(datasheet)
 
@@ -48,13 +63,16 @@ def test_pms5003_parser_rejects_a_corrupt_length_at_once():
     assert isinstance(out[1], Frame) and out[1].offset == 4  # not waiting for 65 kB, not losing the next frame
 
 
-@pytest.mark.parametrize("line, reason", [
-    (b"no2", "is not key=value"),
-    (b"no2=1e400", "not a finite number"),
-    (b"no2=12,no2=13", "appears twice"),
-    (b"2no2=12", "is not key=value"),
-    (b"t=warm", "is not a number"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"no2", "is not key=value"),
+        (b"no2=1e400", "not a finite number"),
+        (b"no2=12,no2=13", "appears twice"),
+        (b"2no2=12", "is not key=value"),
+        (b"t=warm", "is not a number"),
+    ],
+)
 def test_line_node_bad_lines_say_why(line, reason):
     with pytest.raises(DecodeError, match=reason) as caught:
         line_node.decode(line)

@@ -1,4 +1,5 @@
 """EAQI bands and the streaming AQI detector: bounds, coverage, persistence without flapping, and the wire contracts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 from edge.air.eaqi import BANDS, UPPER_BOUNDS, band, band_indices, window_mean
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
 from edge.detectors.aqi import AqiDetector
+from gateway.bridge.influx_points import to_line_protocol
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
-from gateway.bridge.influx_points import to_line_protocol
 
 T0 = 1_772_409_600_000  # 2026-03-02T00:00Z
 HOUR = 3_600_000
@@ -38,9 +39,19 @@ def test_24_hour_mean_needs_18_hours():
 
 
 def hourly(sensor: str, quantity: str, values, start_ms: int = T0, step_ms: int = HOUR):
-    return [Reading(start_ms + k * step_ms, "centre", "gw-1", sensor, quantity,
-                    None if v is None else float(v), "ug/m3", Quality.UNKNOWN if v is None else Quality.OK)
-            for k, v in enumerate(values)]
+    return [
+        Reading(
+            start_ms + k * step_ms,
+            "centre",
+            "gw-1",
+            sensor,
+            quantity,
+            None if v is None else float(v),
+            "ug/m3",
+            Quality.UNKNOWN if v is None else Quality.OK,
+        )
+        for k, v in enumerate(values)
+    ]
 
 
 def run(detector: AqiDetector, readings) -> tuple[list[Detection], list[Alert]]:
@@ -79,7 +90,10 @@ def test_a_silent_sensor_cannot_clear_an_alert_and_escalation_keeps_the_id():
     o3 = [30] * 11
     detections, alerts = run(det, hourly("NO2-kerb", "no2", no2 + [20]) + hourly("O3-roof", "o3", o3 + [30]))
     assert [(a.state.value, a.label) for a in alerts] == [
-        ("raised", "very_poor"), ("raised", "extremely_poor"), ("cleared", "good")]
+        ("raised", "very_poor"),
+        ("raised", "extremely_poor"),
+        ("cleared", "good"),
+    ]
     assert len({a.alert_id for a in alerts}) == 1
     assert alerts[1].message.startswith("Air quality rose to extremely poor (EAQI 6)")
     assert alerts[1].severity is Severity.CRITICAL and alerts[2].severity is Severity.INFO
@@ -91,8 +105,9 @@ def test_a_silent_sensor_cannot_clear_an_alert_and_escalation_keeps_the_id():
 
 def test_bad_and_unknown_readings_never_count_and_a_long_gap_does_not_flood():
     det = AqiDetector("centre", "gw-1", [("NO2-kerb", "no2")])
-    bad = [Reading(T0 + k * 300_000, "centre", "gw-1", "NO2-kerb", "no2", 500.0, "ug/m3", Quality.BAD)
-           for k in range(12)]
+    bad = [
+        Reading(T0 + k * 300_000, "centre", "gw-1", "NO2-kerb", "no2", 500.0, "ug/m3", Quality.BAD) for k in range(12)
+    ]
     detections, _ = run(det, bad + hourly("NO2-kerb", "no2", [10.0], start_ms=T0 + HOUR + 1))
     assert [d.label for d in detections] == ["insufficient_data"] * 2
     ten_days_later = hourly("NO2-kerb", "no2", [10.0], start_ms=T0 + 240 * HOUR + 1)
@@ -101,8 +116,9 @@ def test_bad_and_unknown_readings_never_count_and_a_long_gap_does_not_flood():
 
 
 def test_detections_and_alerts_go_through_the_wire_contracts():
-    det = AqiDetector("centre", "gw-1", [("PM10-roof", "pm10"), ("NO2-kerb", "no2")], model="eaqi-centre",
-                      raise_after=1)
+    det = AqiDetector(
+        "centre", "gw-1", [("PM10-roof", "pm10"), ("NO2-kerb", "no2")], model="eaqi-centre", raise_after=1
+    )
     readings = hourly("PM10-roof", "pm10", [120.0] * 20) + hourly("NO2-kerb", "no2", [50.0] * 20)
     detections, alerts = run(det, readings)
     topics = T.Topics("frugalsense", "centre", "gw-1")
@@ -117,12 +133,15 @@ def test_detections_and_alerts_go_through_the_wire_contracts():
     assert len(keys) == len(hour) == 3
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"sensors": [("P-1", "pressure")]}, "no band for pressure"),
-    ({"sensors": [("NO2-kerb", "no2")], "alert_from": "bad"}, "alert_from must be one of"),
-    ({"sensors": [("NO2-kerb", "no2")], "raise_after": 0}, "raise_after must be a whole number"),
-    ({"sensors": [("NO2-kerb", "no2"), ("NO2-kerb", "no2")]}, "lists a sensor twice"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sensors": [("P-1", "pressure")]}, "no band for pressure"),
+        ({"sensors": [("NO2-kerb", "no2")], "alert_from": "bad"}, "alert_from must be one of"),
+        ({"sensors": [("NO2-kerb", "no2")], "raise_after": 0}, "raise_after must be a whole number"),
+        ({"sensors": [("NO2-kerb", "no2"), ("NO2-kerb", "no2")]}, "lists a sensor twice"),
+    ],
+)
 def test_parameters_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AqiDetector("centre", "gw-1", **kwargs)

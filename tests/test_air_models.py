@@ -1,4 +1,5 @@
 """The shipped air models (pattern, sensor fault, NO2 virtual sensor): cards, streaming detectors on fresh simulated sites, config."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,11 @@ def test_shipped_card_states_targets_and_every_format_meets_them(name):
 
 
 def test_brief_targets_are_the_ones_measured():
-    targets = {t["metric"]: (t["op"], t["value"]) for n in NAMES
-               for t in json.loads((MODELS / n / "card.json").read_text())["targets"]}
+    targets = {
+        t["metric"]: (t["op"], t["value"])
+        for n in NAMES
+        for t in json.loads((MODELS / n / "card.json").read_text())["targets"]
+    }
     assert targets["macro_f1"] == (">=", 0.9)
     assert targets["recall_stuck"] == targets["recall_spike"] == targets["recall_fan_failure"] == (">=", 0.95)
     assert targets["false_faults_per_sensor_week"] == ("<=", 1.0)
@@ -61,8 +65,14 @@ def test_brief_targets_are_the_ones_measured():
 
 
 def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
-    detector = AirPatternDetector("air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern",
-                                  backend="numpy", model="air-pattern")
+    detector = AirPatternDetector(
+        "air-test",
+        "gw-air",
+        {k: k for k in PATTERN_INPUTS},
+        MODELS / "air-pattern",
+        backend="numpy",
+        model="air-pattern",
+    )
     out = run(detector, clean_site)
     assert all(isinstance(d, Detection) and d.kind == "air_pattern" for d in out)
     labelled = [d for d in out if d.label != "insufficient_data"]
@@ -78,8 +88,14 @@ def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
 
 
 def test_no2_virtual_sensor_tracks_the_true_no2_of_a_fresh_zone(clean_site):
-    detector = No2VirtualSensor("air-test", "gw-air", {k: k for k in NO2_INPUTS}, MODELS / "air-no2-virtual",
-                                backend="onnxruntime", model="air-no2")
+    detector = No2VirtualSensor(
+        "air-test",
+        "gw-air",
+        {k: k for k in NO2_INPUTS},
+        MODELS / "air-no2-virtual",
+        backend="onnxruntime",
+        model="air-no2",
+    )
     out = [d for d in run(detector, clean_site) if d.label != "insufficient_data"]
     hourly = clean_site.truth["no2"].reshape(-1, 6).mean(axis=1)
     index = {int(t): i for i, t in enumerate(clean_site.hour_ms)}
@@ -93,8 +109,9 @@ def test_no2_virtual_sensor_tracks_the_true_no2_of_a_fresh_zone(clean_site):
 
 def test_fault_detector_flags_injected_faults_and_alerts_on_lasting_ones():
     site = simulate_air_site(days=14, seed=4242, start="2026-02-02", faults=FaultRates().scaled(3.0))
-    detector = SensorFaultDetector("air-test", "gw-air", {k: k for k in FAULT_INPUTS}, MODELS / "air-fault",
-                                   backend="litert", model="air-fault")
+    detector = SensorFaultDetector(
+        "air-test", "gw-air", {k: k for k in FAULT_INPUTS}, MODELS / "air-fault", backend="litert", model="air-fault"
+    )
     out = run(detector, site)
     detections = [d for d in out if isinstance(d, Detection) and d.label != "insufficient_data"]
     alerts = [a for a in out if isinstance(a, Alert)]
@@ -102,7 +119,7 @@ def test_fault_detector_flags_injected_faults_and_alerts_on_lasting_ones():
     truth = {"ok": [], "stuck": [], "fan_failure": []}
     for d in detections:  # the injected fault codes of the slots each detection judged
         first = (d.window_start_ms - t0) // 600_000
-        codes = site.faults[d.explanation["sensor"]][first:first + 6]
+        codes = site.faults[d.explanation["sensor"]][first : first + 6]
         if not codes.any():
             truth["ok"].append(d.label)
         elif np.all(codes == FAULT_CODE["fan_failure"]):
@@ -124,8 +141,9 @@ def test_fault_detector_flags_injected_faults_and_alerts_on_lasting_ones():
 
 
 def test_fault_detector_stays_quiet_on_a_healthy_site(clean_site):
-    detector = SensorFaultDetector("air-test", "gw-air", {k: k for k in FAULT_INPUTS}, MODELS / "air-fault",
-                                   backend="numpy", model="air-fault")
+    detector = SensorFaultDetector(
+        "air-test", "gw-air", {k: k for k in FAULT_INPUTS}, MODELS / "air-fault", backend="numpy", model="air-fault"
+    )
     out = run(detector, clean_site)
     assert not [a for a in out if isinstance(a, Alert)]
     hours = [d for d in out if d.label != "insufficient_data"]
@@ -137,13 +155,16 @@ def test_fault_detector_stays_quiet_on_a_healthy_site(clean_site):
 def test_streaming_decisions_equal_the_batch_ones(clean_site):
     """The device path (slot buffer, one window) and the training path (whole series) decide the same."""
     from edge.features.air_features import hour_ends, pattern_features
+
     model = load_air_model(MODELS / "air-pattern", PATTERN_FEATURES, backend="numpy")
     ends = hour_ends(len(clean_site.time_ms), int(clean_site.time_ms[0]))
-    batch = np.asarray(model.manifest.classes)[model.decide(pattern_features(clean_site.sensors, clean_site.time_ms,
-                                                                              ends))]
+    batch = np.asarray(model.manifest.classes)[
+        model.decide(pattern_features(clean_site.sensors, clean_site.time_ms, ends))
+    ]
     batch_by_end = dict(zip((clean_site.time_ms[0] + ends * 600_000).tolist(), batch))
-    detector = AirPatternDetector("air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern",
-                                  backend="numpy")
+    detector = AirPatternDetector(
+        "air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern", backend="numpy"
+    )
     streamed = {d.window_end_ms: d.label for d in run(detector, clean_site) if d.window_end_ms in batch_by_end}
     assert streamed and all(streamed[t] == batch_by_end[t] for t in streamed)
 
@@ -151,8 +172,9 @@ def test_streaming_decisions_equal_the_batch_ones(clean_site):
 def test_a_silent_sensor_gives_insufficient_data_never_a_guess(clean_site):
     site = simulate_air_site(days=3, seed=7, faults=NO_FAULTS)
     site.sensors["no2"][-36:] = np.nan  # the NO2 node unplugged for the last 6 hours
-    detector = AirPatternDetector("air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern",
-                                  backend="numpy")
+    detector = AirPatternDetector(
+        "air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern", backend="numpy"
+    )
     last = run(detector, site)[-3:]
     assert [d.label for d in last] == ["insufficient_data"] * 3
     assert last[-1].explanation["lacking"] == ["no2"]
@@ -173,17 +195,34 @@ def test_model_problems_are_refused_with_a_clear_message(tmp_path):
 
 
 AIR_CONFIG = {
-    "site": "air-test", "gateway": "gw-air", "mqtt": {"host": "127.0.0.1"},
-    "sensors": [{"id": k, "quantity": k, "driver": "replay"} for k in
-                ("pm25", "pm10", "no2", "temperature", "humidity", "wind_speed", "cell_count")],
+    "site": "air-test",
+    "gateway": "gw-air",
+    "mqtt": {"host": "127.0.0.1"},
+    "sensors": [
+        {"id": k, "quantity": k, "driver": "replay"}
+        for k in ("pm25", "pm10", "no2", "temperature", "humidity", "wind_speed", "cell_count")
+    ],
     "sources": {"replay": {"file": "air.npz"}},
     "models": [
-        {"name": "pattern", "type": "air_pattern", "model_dir": str(MODELS / "air-pattern"),
-         "sensors": {k: k for k in PATTERN_INPUTS}},
-        {"name": "faults", "type": "sensor_fault", "model_dir": str(MODELS / "air-fault"), "backend": "numpy",
-         "sensors": {k: k for k in FAULT_INPUTS}},
-        {"name": "no2-virtual", "type": "no2_virtual", "model_dir": str(MODELS / "air-no2-virtual"),
-         "sensors": {k: k for k in NO2_INPUTS}},
+        {
+            "name": "pattern",
+            "type": "air_pattern",
+            "model_dir": str(MODELS / "air-pattern"),
+            "sensors": {k: k for k in PATTERN_INPUTS},
+        },
+        {
+            "name": "faults",
+            "type": "sensor_fault",
+            "model_dir": str(MODELS / "air-fault"),
+            "backend": "numpy",
+            "sensors": {k: k for k in FAULT_INPUTS},
+        },
+        {
+            "name": "no2-virtual",
+            "type": "no2_virtual",
+            "model_dir": str(MODELS / "air-no2-virtual"),
+            "sensors": {k: k for k in NO2_INPUTS},
+        },
         {"name": "no2-drift", "type": "calibration_drift", "sensor": "no2", "estimate_from": "no2-virtual"},
     ],
 }
@@ -191,6 +230,7 @@ AIR_CONFIG = {
 
 def _config(change=None):
     from gateway.config import GatewayConfig
+
     data = json.loads(json.dumps(AIR_CONFIG))
     if change:
         change(data)
@@ -200,24 +240,39 @@ def _config(change=None):
 def test_config_builds_every_air_detector():
     from edge.detectors.drift import CalibrationDriftDetector
     from gateway.device.runner import build_detectors
+
     detectors = build_detectors(_config())
-    assert [type(d).__name__ for d in detectors] == ["AirPatternDetector", "SensorFaultDetector", "No2VirtualSensor",
-                                                     "CalibrationDriftDetector"]
+    assert [type(d).__name__ for d in detectors] == [
+        "AirPatternDetector",
+        "SensorFaultDetector",
+        "No2VirtualSensor",
+        "CalibrationDriftDetector",
+    ]
     drift = detectors[-1]
     assert isinstance(drift, CalibrationDriftDetector) and isinstance(drift.estimator, No2VirtualSensor)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d["models"][0]["sensors"].update(no2="humidity"), "sensor 'humidity' measures humidity; this input needs no2"),
-    (lambda d: d["models"][0]["sensors"].pop("pm10"), "missing: pm10"),
-    (lambda d: d["models"][1]["sensors"].update(wind_speed="wind_speed"), "does not judge wind_speed"),
-    (lambda d: d["models"][2].update(backend="tensorflow"), "must be one of auto, onnxruntime, litert, numpy"),
-    (lambda d: d["models"][3].update(estimate_from="no2-virtul"), "no model of type no2_virtual named 'no2-virtul'"),
-    (lambda d: d["models"][3].update(sensor="no2x"), "no sensor with id 'no2x'"),
-    (lambda d: d["models"][3].update(reference="pm25"), "give reference or estimate_from, not both"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d["models"][0]["sensors"].update(no2="humidity"),
+            "sensor 'humidity' measures humidity; this input needs no2",
+        ),
+        (lambda d: d["models"][0]["sensors"].pop("pm10"), "missing: pm10"),
+        (lambda d: d["models"][1]["sensors"].update(wind_speed="wind_speed"), "does not judge wind_speed"),
+        (lambda d: d["models"][2].update(backend="tensorflow"), "must be one of auto, onnxruntime, litert, numpy"),
+        (
+            lambda d: d["models"][3].update(estimate_from="no2-virtul"),
+            "no model of type no2_virtual named 'no2-virtul'",
+        ),
+        (lambda d: d["models"][3].update(sensor="no2x"), "no sensor with id 'no2x'"),
+        (lambda d: d["models"][3].update(reference="pm25"), "give reference or estimate_from, not both"),
+    ],
+)
 def test_config_mistakes_are_named(change, message):
     from pydantic import ValidationError
+
     with pytest.raises(ValidationError, match=message):
         _config(change)
 
@@ -226,6 +281,7 @@ def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
     """The whole training path on a few small sites: a smoke test of the pipeline, not of the figures."""
     from training.air.evaluate import evaluate_all
     from training.air.train import QUICK, train_all
+
     dirs = train_all(tmp_path, QUICK, progress=False)
     assert set(dirs) == {"pattern", "fault", "no2"}
     evaluate_all(tmp_path, QUICK, progress=False, drift_sites=0)
@@ -239,6 +295,7 @@ def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys
     """The air site of `make demo`, on the real broker and database: every reading lands, the models speak."""
     from gateway.commands.config_cmd import load_gateway_config
     from gateway.commands.demo_cmd import DATABASE, _air_site
+
     services.create_influx_database(DATABASE)
     water = load_gateway_config(str(REPO / "firmware_configs" / "net3-demo.yaml"))
     assert _air_site(water, services, tmp_path)
@@ -258,13 +315,30 @@ def test_the_documented_config_validates_and_builds(tmp_path):
 
     from gateway.config import GatewayConfig
     from gateway.device.runner import build_detectors
+
     text = (REPO / "docs" / "air-models.md").read_text()
     models = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, flags=re.S).group(1))["models"]
-    sensors = {"PM25-sds": "pm25", "PM10-sds": "pm10", "NO2-node": "no2", "T-node": "temperature",
-               "RH-node": "humidity", "CC-centre": "cell_count", "WIND-met": "wind_speed"}
-    data = {"site": "s", "gateway": "g", "mqtt": {"host": "127.0.0.1"}, "models": models,
-            "sensors": [{"id": k, "quantity": q, "driver": "replay"} for k, q in sensors.items()],
-            "sources": {"replay": {"file": "air.npz"}}}
+    sensors = {
+        "PM25-sds": "pm25",
+        "PM10-sds": "pm10",
+        "NO2-node": "no2",
+        "T-node": "temperature",
+        "RH-node": "humidity",
+        "CC-centre": "cell_count",
+        "WIND-met": "wind_speed",
+    }
+    data = {
+        "site": "s",
+        "gateway": "g",
+        "mqtt": {"host": "127.0.0.1"},
+        "models": models,
+        "sensors": [{"id": k, "quantity": q, "driver": "replay"} for k, q in sensors.items()],
+        "sources": {"replay": {"file": "air.npz"}},
+    }
     config = GatewayConfig.model_validate(data, context={"path": str(REPO / "firmware_configs" / "example.yaml")})
     assert [type(d).__name__ for d in build_detectors(config)] == [
-        "AirPatternDetector", "SensorFaultDetector", "No2VirtualSensor", "CalibrationDriftDetector"]
+        "AirPatternDetector",
+        "SensorFaultDetector",
+        "No2VirtualSensor",
+        "CalibrationDriftDetector",
+    ]

@@ -1,4 +1,5 @@
 """The air-site simulator: seeded, physically sensible, its faults and labels where they should be; the shared air features."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,12 +8,30 @@ import numpy as np
 import pytest
 
 from edge.datasets import ZoneDataset
-from edge.features.air_features import (FAULT_FEATURES, HISTORY_SLOTS, NO2_FEATURES, PATTERN_FEATURES,
-                                        fault_features, hour_ends, hygroscopic_growth, no2_features,
-                                        pattern_features)
+from edge.features.air_features import (
+    FAULT_FEATURES,
+    HISTORY_SLOTS,
+    NO2_FEATURES,
+    PATTERN_FEATURES,
+    fault_features,
+    hour_ends,
+    hygroscopic_growth,
+    no2_features,
+    pattern_features,
+)
 from edge.sources.cell_counts import DEFAULT_K
-from training.air.simulation import (DAY_SLOTS, FAN_VALUES, FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, SiteParams,
-                              dilution, simulate_air_site, traffic_profile)
+from training.air.simulation import (
+    DAY_SLOTS,
+    FAN_VALUES,
+    FAULT_CODE,
+    NO_FAULTS,
+    PATTERNS,
+    FaultRates,
+    SiteParams,
+    dilution,
+    simulate_air_site,
+    traffic_profile,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +115,10 @@ def test_no_faults_means_none_and_no_drift_means_a_true_calibration():
 
 
 def test_pattern_labels_follow_their_sources(site):
-    hourly = {k: site.truth[k][: len(site.pattern) * 6].reshape(-1, 6).mean(axis=1)
-              for k in ("episode_pm25", "wood_pm25", "no2_traffic")}
+    hourly = {
+        k: site.truth[k][: len(site.pattern) * 6].reshape(-1, 6).mean(axis=1)
+        for k in ("episode_pm25", "wood_pm25", "no2_traffic")
+    }
     label = np.asarray(PATTERNS)[site.pattern]
     assert np.all(hourly["episode_pm25"][label == "regional_episode"] >= 12)
     assert np.all(hourly["wood_pm25"][label == "local_source"] >= 8)
@@ -116,14 +137,16 @@ def test_features_are_the_same_in_one_window_as_in_many(site):
     """The gateway computes one window from its 24 h buffer; training computes all at once: same numbers."""
     ends = hour_ends(len(site.time_ms), int(site.time_ms[0]))
     e = int(ends[40])
-    buffer = {k: v[e - HISTORY_SLOTS:e] for k, v in site.sensors.items()}
-    times = site.time_ms[e - HISTORY_SLOTS:e]
+    buffer = {k: v[e - HISTORY_SLOTS : e] for k, v in site.sensors.items()}
+    times = site.time_ms[e - HISTORY_SLOTS : e]
     one = np.array([HISTORY_SLOTS])
-    np.testing.assert_allclose(pattern_features(buffer, times, one)[0],
-                               pattern_features(site.sensors, site.time_ms, ends)[40])
+    np.testing.assert_allclose(
+        pattern_features(buffer, times, one)[0], pattern_features(site.sensors, site.time_ms, ends)[40]
+    )
     np.testing.assert_allclose(no2_features(buffer, times, one)[0], no2_features(site.sensors, site.time_ms, ends)[40])
-    np.testing.assert_allclose(fault_features(buffer["no2"], "no2", one)[0],
-                               fault_features(site.sensors["no2"], "no2", ends)[40])
+    np.testing.assert_allclose(
+        fault_features(buffer["no2"], "no2", one)[0], fault_features(site.sensors["no2"], "no2", ends)[40]
+    )
     assert len(PATTERN_FEATURES) == 16 and len(NO2_FEATURES) == 11 and len(FAULT_FEATURES) == 14
 
 

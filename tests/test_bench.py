@@ -1,20 +1,26 @@
 """The benchmark suite's smoke run writes a well-formed report (structure only: timings are never asserted)."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE_KEYS = {"name", "median", "min", "max", "unit", "target", "met", "comparison", "ratio"}
 
 
 def test_bench_quick_writes_every_figure(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "benchmarks.json").read_text())
     machine = report["machine"]
@@ -27,9 +33,20 @@ def test_bench_quick_writes_every_figure(tmp_path):
         assert f["min"] <= f["median"] <= f["max"] or f["median"] != f["median"], f  # NaN: nothing measured
         assert f["met"] in (True, False, None)
         assert (f["target"] is None) == (f["met"] is None), f
-    for prefix in ("roofline", "inference batch 1:", "inference batch 1024:", "gateway pipeline", "bridge:",
-                   "footprint: gateway peak RSS, litert", "footprint: CPU-seconds", "footprint: cold start",
-                   "model: ", "leak scenario generation", "fleet: sustained", "fleet: end-to-end lag p99"):
+    for prefix in (
+        "roofline",
+        "inference batch 1:",
+        "inference batch 1024:",
+        "gateway pipeline",
+        "bridge:",
+        "footprint: gateway peak RSS, litert",
+        "footprint: CPU-seconds",
+        "footprint: cold start",
+        "model: ",
+        "leak scenario generation",
+        "fleet: sustained",
+        "fleet: end-to-end lag p99",
+    ):
         assert any(n.startswith(prefix) for n in names), f"no figure {prefix!r}"
     pipeline = next(f for f in report["figures"] if f["name"].startswith("gateway pipeline"))
     assert pipeline["comparison"]["c_client"]["unit"] == "readings/s"
@@ -40,7 +57,8 @@ def test_bench_quick_writes_every_figure(tmp_path):
 
 # ---- optimisations keep their outputs: the fast paths against the reference code ----------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 from edge.contracts import Quality, Reading  # noqa: E402
 from gateway.bridge.influx_points import reading_line, reading_point  # noqa: E402
@@ -49,9 +67,13 @@ _ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
-@given(site=_ids, sensor=_ids, t=st.integers(0, 4_000_000_000_000),
-       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6)),
-       quality=st.sampled_from(list(Quality)))
+@given(
+    site=_ids,
+    sensor=_ids,
+    t=st.integers(0, 4_000_000_000_000),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**6)),
+    quality=st.sampled_from(list(Quality)),
+)
 def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
     r = Reading(t, site, "gw-1", sensor, "flow", None if quality == Quality.UNKNOWN else value, "L/s", quality)
     assert reading_line(r) == reading_point(r).to_line_protocol()
@@ -59,12 +81,17 @@ def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
 
 # The bridge's batch path (payloads.decode_batch + influx_points.batch_lines) against the
 # per-reading reference: each row a Reading, validated by the contract, written by Point.
-from gateway.protocol import payloads  # noqa: E402
 from gateway.bridge.influx_points import batch_lines  # noqa: E402
+from gateway.protocol import payloads  # noqa: E402
 
 _T0 = 1_772_409_600_000
-_row_value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
-                       st.booleans(), st.text(max_size=3))
+_row_value = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**6), 10**6),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=3),
+)
 _row = st.one_of(
     st.tuples(st.integers(_T0 - 10**12, 5_000_000_000_000) | st.booleans() | st.floats(), _row_value),
     st.tuples(st.integers(_T0, _T0 + 10**9), _row_value, st.sampled_from([q.value for q in Quality] + ["great"])),
@@ -84,8 +111,11 @@ def _reference(rows, quantity, unit):
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
-@given(rows=st.lists(_row, min_size=1, max_size=6),
-       quantity=st.sampled_from(["flow", "pm25", "flux"]), unit=st.sampled_from(["L/s", "ug/m3"]))
+@given(
+    rows=st.lists(_row, min_size=1, max_size=6),
+    quantity=st.sampled_from(["flow", "pm25", "flux"]),
+    unit=st.sampled_from(["L/s", "ug/m3"]),
+)
 def test_batch_decode_and_lines_match_the_per_reading_path(rows, quantity, unit):
     import json
 
@@ -109,8 +139,11 @@ from edge.runtime.base import dequantize, quantize  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
-@given(scale=st.floats(1e-6, 10.0), zero_point=st.integers(-128, 127),
-       x=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=16))
+@given(
+    scale=st.floats(1e-6, 10.0),
+    zero_point=st.integers(-128, 127),
+    x=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=16),
+)
 def test_quantize_and_dequantize_equal_their_plain_formulas(scale, zero_point, x):
     import numpy as np
 
@@ -126,10 +159,14 @@ def test_quantize_and_dequantize_equal_their_plain_formulas(scale, zero_point, x
 # orjson parses payloads on the bridge's hot path; the standard library takes over where it refuses.
 # Whatever the bytes, the outcome must be the one the standard library alone gives.
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def _outcome(topic, payload):
@@ -140,14 +177,26 @@ def _outcome(topic, payload):
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
-@given(body=st.one_of(
-    st.binary(max_size=64),
-    _json_values.map(lambda v: __import__("json").dumps(v).encode()),
-    st.lists(st.tuples(st.integers(1_772_409_600_000, 1_772_409_700_000),
-                       st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10)), min_size=1, max_size=4)
-      .map(lambda rows: __import__("json").dumps({"v": 1, "quantity": "flow", "unit": "L/s",
-                                                  "readings": [list(r) for r in rows]}).encode()),
-))
+@given(
+    body=st.one_of(
+        st.binary(max_size=64),
+        _json_values.map(lambda v: __import__("json").dumps(v).encode()),
+        st.lists(
+            st.tuples(
+                st.integers(1_772_409_600_000, 1_772_409_700_000),
+                st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10),
+            ),
+            min_size=1,
+            max_size=4,
+        ).map(
+            lambda rows: (
+                __import__("json")
+                .dumps({"v": 1, "quantity": "flow", "unit": "L/s", "readings": [list(r) for r in rows]})
+                .encode()
+            )
+        ),
+    )
+)
 def test_orjson_fast_path_decides_as_the_standard_library_would(body):
     from unittest import mock
 

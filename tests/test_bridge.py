@@ -1,4 +1,5 @@
 """Publisher -> real Mosquitto -> bridge -> real InfluxDB 1.x."""
+
 from __future__ import annotations
 
 import itertools
@@ -9,10 +10,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.contracts import AlertState, Quality, Reading
-from gateway.protocol import topics as T
-from gateway.bridge.service import Bridge
 from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.bridge.service import Bridge
 from gateway.device.publisher import GatewayPublisher
+from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
@@ -183,8 +184,13 @@ def test_a_pause_in_arrivals_writes_and_acknowledges_without_waiting_for_the_flu
     prefix, db = f"fstest{i}", f"bridge_test_{i}"
     writer = InfluxV1Writer(services.influx_url, db)
     writer.ensure_database()
-    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-test-{i}"), writer,
-                    prefix=prefix, flush_interval_s=30.0, linger_s=0.05).start()
+    bridge = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-test-{i}"),
+        writer,
+        prefix=prefix,
+        flush_interval_s=30.0,
+        linger_s=0.05,
+    ).start()
     try:
         pub = publisher(services, prefix)
         pub.add_reading(readings(1)[0])

@@ -1,18 +1,18 @@
 """Cell-tower counts: the privacy guard drops every count below k before anything uses it, and nothing small leaks."""
+
 from __future__ import annotations
 
 import io
 import logging
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.contracts import Quality
-from edge.sources.cell_counts import (MIN_K, CellCountSource, CellFileError, PrivacyGuard, ZoneCount,
-                                      read_cell_map)
+from edge.sources.cell_counts import MIN_K, CellCountSource, CellFileError, PrivacyGuard, ZoneCount, read_cell_map
 
 SLOTS = ["2026-03-02T08:00:00Z", "2026-03-02T08:10:00Z", "2026-03-02T08:20:00+00:00", "2026-03-02 09:30:00"]
 ZONE_A, ZONE_B = {"A1", "A2", "A3"}, {"B1"}
@@ -29,17 +29,25 @@ def operator_file(rows: list[tuple], delimiter: str = ",", modes: bool = True) -
 
 def ms(slot: str) -> int:
     when = datetime.fromisoformat(slot.replace("Z", "+00:00"))
-    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def zones() -> list[ZoneCount]:
-    return [ZoneCount("CC-a", ZONE_A), ZoneCount("CC-b", ZONE_B),
-            ZoneCount("CC-a-walk", ZONE_A, "walk"), ZoneCount("CC-a-vehicle", ZONE_A, "vehicle")]
+    return [
+        ZoneCount("CC-a", ZONE_A),
+        ZoneCount("CC-b", ZONE_B),
+        ZoneCount("CC-a-walk", ZONE_A, "walk"),
+        ZoneCount("CC-a-vehicle", ZONE_A, "vehicle"),
+    ]
 
 
 @settings(derandomize=True, max_examples=150, deadline=None, database=None)
-@given(seed=st.integers(0, 2**32 - 1), k=st.integers(MIN_K, 25), n_rows=st.integers(0, 60),
-       delimiter=st.sampled_from([",", ";"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(MIN_K, 25),
+    n_rows=st.integers(0, 60),
+    delimiter=st.sampled_from([",", ";"]),
+)
 def test_no_count_below_k_ever_leaves_the_source(seed, k, n_rows, delimiter):
     rnd = random.Random(seed)
     cells = sorted(ZONE_A | ZONE_B) + OUTSIDE
@@ -81,9 +89,13 @@ def test_no_count_below_k_ever_leaves_the_source(seed, k, n_rows, delimiter):
 
 
 def test_quality_says_whether_the_zone_sum_is_complete():
-    rows = [("A1", SLOTS[0], 30, 10, 20), ("A2", SLOTS[0], 25, 12, 13),
-            ("A1", SLOTS[1], 30, 10, 20), ("A2", SLOTS[1], 6, 2, 4),
-            ("A1", SLOTS[2], 9, 4, 5)]
+    rows = [
+        ("A1", SLOTS[0], 30, 10, 20),
+        ("A2", SLOTS[0], 25, 12, 13),
+        ("A1", SLOTS[1], 30, 10, 20),
+        ("A2", SLOTS[1], 6, 2, 4),
+        ("A1", SLOTS[2], 9, 4, 5),
+    ]
     readings = list(CellCountSource(io.StringIO(operator_file(rows)), "centre", "gw-1", zones(), k=11))
     got = {(r.time_ms, r.sensor): (r.value, r.quality) for r in readings}
     t0, t1, t2 = (ms(s) for s in SLOTS[:3])
@@ -103,17 +115,18 @@ def test_k_below_five_is_refused():
 
 
 def test_semicolons_local_times_and_bad_rows_never_quote_a_count(caplog):
-    text = ("Cell_ID;Slot_Start;Count\n"
-            "A1;2026-03-02 09:00;120\n"  # Paris local time, winter: UTC+1
-            "A2;yesterday;7\n"
-            "A3;2026-03-02 09:00\n"
-            ";2026-03-02 09:00;200\n")
-    source = CellCountSource(io.StringIO(text), "centre", "gw-1", [ZoneCount("CC-a", ZONE_A)],
-                             timezone="Europe/Paris")
+    text = (
+        "Cell_ID;Slot_Start;Count\n"
+        "A1;2026-03-02 09:00;120\n"  # Paris local time, winter: UTC+1
+        "A2;yesterday;7\n"
+        "A3;2026-03-02 09:00\n"
+        ";2026-03-02 09:00;200\n"
+    )
+    source = CellCountSource(io.StringIO(text), "centre", "gw-1", [ZoneCount("CC-a", ZONE_A)], timezone="Europe/Paris")
     with caplog.at_level(logging.WARNING):
         readings = list(source)
     assert [(r.value, r.quality) for r in readings] == [(120.0, Quality.OK)]
-    assert readings[0].time == datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+    assert readings[0].time == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     assert source.counters["bad_rows"] == 3 and source.counters["suppressed"] == 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("slot_start 'yesterday'" in m for m in messages)

@@ -6,6 +6,7 @@ FRUGALSENSE_CHAOS_OUTAGE_S (5 s by default; `make chaos` runs 60 s and writes
 docs/chaos.json and docs/chaos.md). The table is printed and saved under
 FRUGALSENSE_CHAOS_REPORT (default .run/chaos/).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,10 @@ def test_the_table_is_printed_and_saved(suite, capsys):
     rows = [r for r in suite.values() if isinstance(r, chaos.Row)]
     json_path, md_path = chaos.write_report(rows, chaos.report_dir())
     with capsys.disabled():
-        print(f"\n\nchaos suite, outages of {chaos.outage_s():g} s:\n{chaos.table(rows)}\n"
-              f"saved to {json_path} and {md_path}\n")
+        print(
+            f"\n\nchaos suite, outages of {chaos.outage_s():g} s:\n{chaos.table(rows)}\n"
+            f"saved to {json_path} and {md_path}\n"
+        )
     saved = json.loads(json_path.read_text())
     assert [r["scenario"] for r in saved] == [r.scenario for r in rows]
     assert all({"scenario", "sent", "landed", "lost", "duplicated"} <= set(r) for r in saved)
@@ -70,8 +73,7 @@ def test_the_malformed_flood_covers_every_kind_of_bad_input():
         with pytest.raises(payloads.PayloadError) as refused:
             payloads.decode("chaos-x", topic, body)
         reasons[refused.value.reason] = reasons.get(refused.value.reason, 0) + 1
-    assert set(reasons) == {"not_utf8", "not_json", "schema_version", "bad_shape", "invalid", "bad_topic",
-                            "too_large"}
+    assert set(reasons) == {"not_utf8", "not_json", "schema_version", "bad_shape", "invalid", "bad_topic", "too_large"}
 
 
 def test_outage_length_comes_from_the_environment(monkeypatch):

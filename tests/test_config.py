@@ -1,4 +1,5 @@
 """Gateway config files: shipped configs validate, broken ones say what and where, the CLI exits right."""
+
 from __future__ import annotations
 
 import re
@@ -38,6 +39,7 @@ def problems_of(text: str, name: str = "gw.yaml") -> list[Problem]:
 
 # ---- shipped and broken configs -------------------------------------------------------
 
+
 def test_there_are_shipped_and_broken_configs():
     assert DEMO in SHIPPED
     assert len(BROKEN) >= 20
@@ -51,8 +53,11 @@ def test_shipped_config_validates(path):
 
 
 def _expectations(path: Path) -> list[str]:
-    return [line.split("# expect: ", 1)[1].rstrip("\n")
-            for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# expect: ")]
+    return [
+        line.split("# expect: ", 1)[1].rstrip("\n")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# expect: ")
+    ]
 
 
 def _matches(expected: str, actual: str) -> bool:
@@ -69,13 +74,14 @@ def test_broken_config_reports_expected_lines(path):
         load_config(path)
     problems = caught.value.problems
     assert all(p.file == str(path) for p in problems)
-    actual = [str(p)[len(f"{path}:"):].lstrip() for p in problems]
+    actual = [str(p)[len(f"{path}:") :].lstrip() for p in problems]
     assert len(actual) == len(expected), "\n".join(actual)
     for want, got in zip(expected, actual):
         assert _matches(want, got), f"\nwant: {want}\ngot:  {got}"
 
 
 # ---- the cases technicians hit most ---------------------------------------------------
+
 
 def test_misspelt_top_level_key_names_file_line_and_suggestion(tmp_path):
     path = tmp_path / "gw.yaml"
@@ -130,6 +136,7 @@ def test_not_utf8_is_reported_with_its_line(tmp_path):
 
 # ---- what a loaded config gives its users ---------------------------------------------
 
+
 def test_defaults_come_from_the_schema():
     config = load_config_text(MINIMAL)
     assert config.timezone == "UTC" and config.models == []
@@ -153,8 +160,12 @@ def test_demo_config_resolves_paths_and_detector_parameters():
 
 
 def test_model_validate_in_code_still_runs_cross_section_checks():
-    data = {"site": "s", "gateway": "g", "mqtt": {"host": "h"},
-            "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}]}
+    data = {
+        "site": "s",
+        "gateway": "g",
+        "mqtt": {"host": "h"},
+        "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}],
+    }
     with pytest.raises(ValidationError, match="sources.replay"):
         GatewayConfig.model_validate(data)
 
@@ -165,6 +176,7 @@ def test_yaml_keeps_times_and_words_as_typed():
 
 
 # ---- the command ----------------------------------------------------------------------
+
 
 def test_cli_valid_config_exits_0(capsys):
     assert main(["config", "validate", str(DEMO)]) == 0
@@ -198,6 +210,7 @@ def test_cli_verbose_shows_traceback(capsys):
 
 # ---- bad input never crashes ----------------------------------------------------------
 
+
 @settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mangled_demo_config_gives_config_error_or_config(data):
@@ -210,7 +223,7 @@ def test_mangled_demo_config_gives_config_error_or_config(data):
     elif action == "replace_char":
         j = data.draw(st.integers(0, max(len(lines[i]) - 1, 0)))
         char = data.draw(st.sampled_from(list(":-{}[]\"'#&*!|>%@`\t ,?0aZ\x00")))
-        lines[i] = lines[i][:j] + char + lines[i][j + 1:]
+        lines[i] = lines[i][:j] + char + lines[i][j + 1 :]
     else:
         lines.insert(i, data.draw(st.text(max_size=30)) + "\n")
     try:

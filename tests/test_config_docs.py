@@ -1,4 +1,5 @@
 """docs/config.md is generated from the schema: the committed file must be what the generator writes now."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,8 +18,9 @@ def _generator():
 
 
 def test_the_committed_reference_is_what_the_schema_generates():
-    assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == _generator().render(), \
+    assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == _generator().render(), (
         "docs/config.md is stale: run python scripts/gen_config_docs.py and commit it"
+    )
 
 
 def test_every_key_of_every_section_driver_and_model_type_is_documented():

@@ -1,4 +1,5 @@
 """Secrets in gateway configs: files readable by others are refused; the production templates validate."""
+
 from __future__ import annotations
 
 import os
@@ -44,6 +45,7 @@ def secret_file(path: Path, mode: int) -> Path:
 
 # ---- templates -------------------------------------------------------------------------
 
+
 def test_there_are_production_templates():
     assert {p.name for p in TEMPLATES} >= {"production-tls.yaml", "production-mtls.yaml"}
 
@@ -62,6 +64,7 @@ def test_template_validates_and_is_tls_only(path, capsys):
 
 # ---- password_file and key_file ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
 def test_password_file_readable_by_others_is_refused(tmp_path, mode):
     secret_file(tmp_path / "mqtt.pass", mode)
@@ -70,8 +73,9 @@ def test_password_file_readable_by_others_is_refused(tmp_path, mode):
         load_config(config)
     (problem,) = caught.value.problems
     full = tmp_path / "mqtt.pass"
-    assert str(problem) == (f"{config}:11: mqtt.password_file: {full} is open to other users "
-                            f"(mode {mode:04o}): run chmod 600 {full}")
+    assert str(problem) == (
+        f"{config}:11: mqtt.password_file: {full} is open to other users (mode {mode:04o}): run chmod 600 {full}"
+    )
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400])

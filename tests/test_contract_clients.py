@@ -1,4 +1,5 @@
 """Independent clients see the documented contract: mosquitto_sub on the wire, the influx CLI in the database."""
+
 from __future__ import annotations
 
 import re
@@ -8,11 +9,11 @@ from pathlib import Path
 
 from edge.contracts import AlertState
 from gateway.bridge import influx_points
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.bridge.service import Bridge
+from gateway.device.publisher import GatewayPublisher
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
-from gateway.bridge.service import Bridge
-from gateway.bridge.influx_writer import InfluxV1Writer
-from gateway.device.publisher import GatewayPublisher
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_bridge import readings
 from tests.test_contracts import alert, detection
@@ -37,17 +38,37 @@ def test_mosquitto_sub_and_influx_cli_see_the_contract(services):
     patterns = documented_topic_patterns()
     assert len(patterns) >= 5  # more channels may be documented than this test publishes
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", services.mqtt_host, "-p", str(services.mqtt_port), "-v", "-q", "1",
-         "-t", f"{PREFIX}/#", "-C", "6", "-W", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "mosquitto_sub",
+            "-h",
+            services.mqtt_host,
+            "-p",
+            str(services.mqtt_port),
+            "-v",
+            "-q",
+            "1",
+            "-t",
+            f"{PREFIX}/#",
+            "-C",
+            "6",
+            "-W",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.5)  # let mosquitto_sub subscribe before anything is published
     writer = InfluxV1Writer(services.influx_url, "client_check")
-    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="client-check-bridge"), writer,
-                    prefix=PREFIX).start()
+    bridge = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id="client-check-bridge"), writer, prefix=PREFIX
+    ).start()
     try:
-        pub = GatewayPublisher(T.Topics(PREFIX, "net3", "gw-01"),
-                               MqttSettings(services.mqtt_host, services.mqtt_port, client_id="client-check-gw"),
-                               readings_batch=5).connect()  # 1: status online
+        pub = GatewayPublisher(
+            T.Topics(PREFIX, "net3", "gw-01"),
+            MqttSettings(services.mqtt_host, services.mqtt_port, client_id="client-check-gw"),
+            readings_batch=5,
+        ).connect()  # 1: status online
         for r in readings(5):
             pub.add_reading(r)  # 2: one batch of five
         pub.publish_detection(detection())  # 3
@@ -71,7 +92,24 @@ def test_mosquitto_sub_and_influx_cli_see_the_contract(services):
     assert seen_channels == ["status", "readings", "detections", "alerts", "alerts", "status"]
 
     host, port = services.influx_url.rsplit("/", 1)[1].split(":")
-    shown = subprocess.run(["influx", "-host", host, "-port", port, "-database", "client_check", "-format", "csv",
-                            "-execute", "SHOW MEASUREMENTS"], capture_output=True, text=True, timeout=30, check=True)
+    shown = subprocess.run(
+        [
+            "influx",
+            "-host",
+            host,
+            "-port",
+            port,
+            "-database",
+            "client_check",
+            "-format",
+            "csv",
+            "-execute",
+            "SHOW MEASUREMENTS",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     names = [row.split(",")[1] for row in shown.stdout.strip().splitlines()[1:]]
     assert sorted(names) == sorted(influx_points.MEASUREMENTS)

@@ -1,4 +1,5 @@
 """Contracts, topics, payload codec and InfluxDB mapping, and their agreement with docs/contracts.md."""
+
 from __future__ import annotations
 
 import json
@@ -33,19 +34,41 @@ def reading(**kw) -> Reading:
 
 
 def detection(**kw) -> Detection:
-    base = dict(time_ms=T0 + 3_600_000, site="net3", gateway="gw-01", kind="leak", label="leak", score=0.31,
-                severity=Severity.WARNING, model="mnf", model_version="1", window_start_ms=T0,
-                window_end_ms=T0 + 7_200_000,
-                explanation={"excess_lps": 14.5, "sensors": ["F-lake", "F-river"]})
+    base = dict(
+        time_ms=T0 + 3_600_000,
+        site="net3",
+        gateway="gw-01",
+        kind="leak",
+        label="leak",
+        score=0.31,
+        severity=Severity.WARNING,
+        model="mnf",
+        model_version="1",
+        window_start_ms=T0,
+        window_end_ms=T0 + 7_200_000,
+        explanation={"excess_lps": 14.5, "sensors": ["F-lake", "F-river"]},
+    )
     base.update(kw)
     return Detection(**base)
 
 
 def alert(**kw) -> Alert:
-    base = dict(time_ms=T0 + 3_600_000, site="net3", gateway="gw-01", kind="leak", alert_id="leak-2026-03-02",
-                state=AlertState.RAISED, label="leak", severity=Severity.WARNING, score=0.31,
-                message="Night flow 61.0 L/s is 31% above the baseline", model="mnf", model_version="1",
-                since_ms=T0, explanation={"excess_lps": 14.5})
+    base = dict(
+        time_ms=T0 + 3_600_000,
+        site="net3",
+        gateway="gw-01",
+        kind="leak",
+        alert_id="leak-2026-03-02",
+        state=AlertState.RAISED,
+        label="leak",
+        severity=Severity.WARNING,
+        score=0.31,
+        message="Night flow 61.0 L/s is 31% above the baseline",
+        model="mnf",
+        model_version="1",
+        since_ms=T0,
+        explanation={"excess_lps": 14.5},
+    )
     base.update(kw)
     return Alert(**base)
 
@@ -119,9 +142,15 @@ def test_deadletter_topic_is_outside_bridge_subscription():
 
 @pytest.mark.parametrize(
     "topic",
-    ["frugalsense/net3/gw-01", "frugalsense/net3/gw-01/readings", "frugalsense/net3/gw-01/alerts/x",
-     "frugalsense/net3/gw-01/weather/x", "other/net3/gw-01/status", "frugalsense/n3 t/gw-01/status",
-     "frugalsense/net3/gw-01/readings/a/b"],
+    [
+        "frugalsense/net3/gw-01",
+        "frugalsense/net3/gw-01/readings",
+        "frugalsense/net3/gw-01/alerts/x",
+        "frugalsense/net3/gw-01/weather/x",
+        "other/net3/gw-01/status",
+        "frugalsense/n3 t/gw-01/status",
+        "frugalsense/net3/gw-01/readings/a/b",
+    ],
 )
 def test_topics_outside_the_tree_are_refused(topic):
     with pytest.raises(T.TopicError):
@@ -176,8 +205,12 @@ READINGS_TOPIC = "frugalsense/net3/gw-01/readings/F-lake"
         ("frugalsense/net3/readings/F-lake", b'{"v":1}', "bad_topic"),
         ("frugalsense/net3/gw-01/status", b'{"v":1,"state":"sleeping"}', "invalid"),
         ("frugalsense/net3/gw-01/alerts", b'{"v":1,"time":1772409600000}', "invalid"),
-        ("frugalsense/net3/gw-01/detections/leak", b'{"v":1,"time":1772409600000,"label":"leak","score":true,'
-         b'"severity":"warning","model":"mnf","model_version":"1","window":[1772409600000,1772409600000]}', "invalid"),
+        (
+            "frugalsense/net3/gw-01/detections/leak",
+            b'{"v":1,"time":1772409600000,"label":"leak","score":true,'
+            b'"severity":"warning","model":"mnf","model_version":"1","window":[1772409600000,1772409600000]}',
+            "invalid",
+        ),
     ],
 )
 def test_malformed_payloads_have_a_reason(topic, payload, reason):
@@ -211,8 +244,12 @@ def test_documented_payload_examples_decode():
     blocks = _doc_json_blocks()
     readings_ex, detection_ex, alert_ex, status_ex, deadletter_ex = blocks
     t = T.Topics(PREFIX, "net3", "gw-01")
-    for topic, body in [(t.readings("F-lake"), readings_ex), (t.detections("leak"), detection_ex),
-                        (t.alerts, alert_ex), (t.status, status_ex)]:
+    for topic, body in [
+        (t.readings("F-lake"), readings_ex),
+        (t.detections("leak"), detection_ex),
+        (t.alerts, alert_ex),
+        (t.status, status_ex),
+    ]:
         payloads.decode(PREFIX, topic, json.dumps(body).encode())
     assert set(deadletter_ex) == {"v", "reason", "detail", "topic", "payload", "encoding", "bytes"}
 
@@ -250,16 +287,24 @@ def test_times_far_from_the_receivers_clock_are_refused():
     with pytest.raises(payloads.PayloadError, match="time_out_of_range"):
         payloads.decode(PREFIX, t.alerts, year_2000, now_ms=T0)  # 26 years before the receiver's clock
     # within a day ahead and ten years back: fine, and without a clock nothing is checked
-    assert payloads.decode(PREFIX, t.readings("F-lake"), payloads.encode_readings([reading(time_ms=now + 3_600_000)]),
-                           now_ms=now)
+    assert payloads.decode(
+        PREFIX, t.readings("F-lake"), payloads.encode_readings([reading(time_ms=now + 3_600_000)]), now_ms=now
+    )
     assert payloads.decode(PREFIX, t.readings("F-lake"), body)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"time_ms": True}, "time must be integer"), ({"time_ms": 5}, "outside 2000..2100"),
-    ({"value": float("inf")}, "finite number"), ({"value": "3"}, "finite number"), ({"value": True}, "finite number"),
-    ({"unit": "m"}, "not the unit of flow"), ({"sensor": ["F-1"]}, "sensor ['F-1'] must be"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"time_ms": True}, "time must be integer"),
+        ({"time_ms": 5}, "outside 2000..2100"),
+        ({"value": float("inf")}, "finite number"),
+        ({"value": "3"}, "finite number"),
+        ({"value": True}, "finite number"),
+        ({"unit": "m"}, "not the unit of flow"),
+        ({"sensor": ["F-1"]}, "sensor ['F-1'] must be"),
+    ],
+)
 def test_a_sensor_already_validated_still_has_every_reading_checked(bad, message):
     """Reading.validate remembers a sensor's identity once it passed; time, value and quality are checked every time."""
     good = dict(time_ms=T0, site="net3", gateway="gw-01", sensor="F-1", quantity="flow", value=1.0, unit="L/s")

@@ -6,6 +6,7 @@ meant to show. The InfluxDB 2.x template (Flux) is only checked structurally: th
 no InfluxDB 2 server on this machine (Debian ships InfluxDB 1.6; VictoriaMetrics does
 not run Flux).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,10 @@ def _tags(result: list[dict]) -> list[dict]:
 
 
 def _expect_fleet(r, d):
-    assert _tags(r) == [{"gateway": d.air_gateway, "site": d.air_site}, {"gateway": d.water_gateway, "site": d.water_site}]
+    assert _tags(r) == [
+        {"gateway": d.air_gateway, "site": d.air_site},
+        {"gateway": d.water_gateway, "site": d.water_site},
+    ]
     for series in r:  # both stopped cleanly: their last status is 'offline' (the will's state)
         (row,) = _rows(series)
         assert row["state"] == "offline" and row["online"] == 0
@@ -92,6 +96,7 @@ def _air(quantity_floor):
         assert _tags(r) == [{"site": d.air_site}]  # the water site has no air readings
         values = [row["mean"] for row in _rows(r[0])]
         assert len(values) >= 14 * 24 - 1 and max(values) > quantity_floor
+
     return check
 
 
@@ -111,8 +116,10 @@ def _expect_flagged(r, d):
 
 def _expect_models(r, d):
     deployed = sorted({(x.model, x.model_version) for x in d.detections})
-    assert _tags(r) == [{"gateway": d.water_gateway, "model": model, "model_version": version, "site": d.water_site}
-                        for model, version in deployed]
+    assert _tags(r) == [
+        {"gateway": d.water_gateway, "model": model, "model_version": version, "site": d.water_site}
+        for model, version in deployed
+    ]
     assert {"mnf-leak", "leak-ml"} <= {model for model, _ in deployed}
 
 
@@ -132,7 +139,7 @@ EXPECTED = {
     "Leak alerts by zone": _expect_leak_alerts,
     "Estimated leak flow by zone": _expect_leak_flow,
     "Minimum night flow vs baseline": _expect_night_flow,
-    "PM2.5 by site (EAQI bands)": _air(50),   # the episode reaches 'poor'
+    "PM2.5 by site (EAQI bands)": _air(50),  # the episode reaches 'poor'
     "PM10 by site (EAQI bands)": _air(80),
     "NO2 by site (EAQI bands)": _air(60),
     "Detections over time [A]": _expect_decisions,
@@ -168,6 +175,7 @@ def test_a_site_filter_narrows_every_site_panel(demo_influx):
 
 # ---- InfluxDB 2.x template (Flux): structure only --------------------------------------
 
+
 def flux_template() -> list[dict]:
     return [doc for doc in yaml.safe_load_all(FLUX.read_text()) if doc]
 
@@ -179,10 +187,12 @@ def test_the_flux_template_is_a_dashboard_whose_queries_use_the_contract_schema(
     assert all(doc["apiVersion"] == "influxdata.com/v2alpha1" and doc["metadata"]["name"] for doc in docs)
     (board,) = [doc for doc in docs if doc["kind"] == "Dashboard"]
     charts = board["spec"]["charts"]
-    fields = {"reading": {"value", "quality"}, "detection": {"score", "label", "x_excess_lps", "x_mnf_lps",
-                                                            "x_baseline_lps"},
-              "alert": {"alert_id", "message", "x_excess_lps"},
-              "gateway_status": {"online", "state", "outbox_backlog"}}
+    fields = {
+        "reading": {"value", "quality"},
+        "detection": {"score", "label", "x_excess_lps", "x_mnf_lps", "x_baseline_lps"},
+        "alert": {"alert_id", "message", "x_excess_lps"},
+        "gateway_status": {"online", "state", "outbox_backlog"},
+    }
     seen_measurements = set()
     for chart in charts:
         assert chart["name"] and chart["queries"], chart

@@ -1,4 +1,5 @@
 """Calibration drift on the gateway: Page-Hinkley, and the detector on simulated metal-oxide NO2 drift (and none)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,9 +30,18 @@ def readings(site, columns: dict[str, np.ndarray]):
     for i, t in enumerate(site.time_ms.tolist()):
         for sensor, (quantity, values) in columns.items():
             v = float(values[i])
-            yield Reading(t, "air-test", "gw-air", sensor, quantity, None if np.isnan(v) else v,
-                          {"no2": "ug/m3", "cell_count": "count", "wind_speed": "m/s", "temperature": "degC",
-                           "humidity": "%"}[quantity], Quality.UNKNOWN if np.isnan(v) else Quality.OK)
+            yield Reading(
+                t,
+                "air-test",
+                "gw-air",
+                sensor,
+                quantity,
+                None if np.isnan(v) else v,
+                {"no2": "ug/m3", "cell_count": "count", "wind_speed": "m/s", "temperature": "degC", "humidity": "%"}[
+                    quantity
+                ],
+                Quality.UNKNOWN if np.isnan(v) else Quality.OK,
+            )
 
 
 def site_columns(site, extra=None):
@@ -127,20 +137,23 @@ def test_daily_floor_without_any_reference_catches_a_large_shift():
 def test_a_silent_day_is_insufficient_data_and_never_counts():
     site = site_with(7007, None, days=5)
     no2 = site.sensors["no2"].copy()
-    no2[2 * 144: 3 * 144 - 10] = np.nan  # day 2: the node was unplugged
+    no2[2 * 144 : 3 * 144 - 10] = np.nan  # day 2: the node was unplugged
     detector = CalibrationDriftDetector("air-test", "gw-air", "no2", calibration_days=3)
     out = [o for r in readings(site, {"no2": ("no2", no2)}) for o in detector.update(r)]
     assert [d.label for d in out] == ["calibrating", "calibrating", "insufficient_data", "calibrating"]
     assert out[2].explanation["reason"].startswith("fewer than 75%")
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(reference="no2"), "another sensor"),
-    (dict(reference="ref", estimator=object()), "not both"),
-    (dict(estimator=object()), "update\\(reading\\)"),
-    (dict(calibration_days=2), "calibration_days must be a whole number of days >= 3"),
-    (dict(min_sigma=0), "min_sigma must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(reference="no2"), "another sensor"),
+        (dict(reference="ref", estimator=object()), "not both"),
+        (dict(estimator=object()), "update\\(reading\\)"),
+        (dict(calibration_days=2), "calibration_days must be a whole number of days >= 3"),
+        (dict(min_sigma=0), "min_sigma must be > 0"),
+    ],
+)
 def test_bad_parameters_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
         CalibrationDriftDetector("air-test", "gw-air", "no2", **kw)

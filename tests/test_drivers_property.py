@@ -5,6 +5,7 @@ must come out as a rejection at its offset with the right reason, the counters m
 account for every byte, and nothing may raise. Hypothesis is derandomized: the same
 streams on every run.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,9 @@ from edge.drivers.base import Reply, Sample
 from edge.drivers.framing import Frame, Rejection
 
 GARBAGE_BYTES = 100_000
-SETTINGS = settings(derandomize=True, max_examples=4, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    derandomize=True, max_examples=4, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def sds011_frames(rnd: random.Random) -> tuple[bytes, dict]:
@@ -87,15 +89,19 @@ def feed_in_chunks(rnd: random.Random, parser, stream: bytes) -> list:
     out, i = [], 0
     while i < len(stream):
         n = rnd.choice([1, 2, 7, rnd.randint(1, 64), rnd.randint(64, 4096)])
-        out += parser.feed(stream[i:i + n])
+        out += parser.feed(stream[i : i + n])
         i += n
     return out
 
 
-@pytest.mark.parametrize("driver, make_frame, corrupt", [
-    (sds011.DRIVER, sds011_frames, sds011_corrupt),
-    (pms5003.DRIVER, pms5003_frames, pms5003_corrupt),
-], ids=["sds011", "pms5003"])
+@pytest.mark.parametrize(
+    "driver, make_frame, corrupt",
+    [
+        (sds011.DRIVER, sds011_frames, sds011_corrupt),
+        (pms5003.DRIVER, pms5003_frames, pms5003_corrupt),
+    ],
+    ids=["sds011", "pms5003"],
+)
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), n_valid=st.integers(1, 800), n_corrupt=st.integers(0, 300))
 def test_every_valid_frame_decoded_every_corrupt_one_counted(driver, make_frame, corrupt, seed, n_valid, n_corrupt):
@@ -132,6 +138,7 @@ LINE = b"no2=%.1f t=%.1f rh=%.1f"
 @given(seed=st.integers(0, 2**32 - 1), n_lines=st.integers(1, 800))
 def test_line_node_decodes_every_line_that_follows_a_newline(seed, n_lines):
     rnd = random.Random(seed)
+
     # A line node has no checksum: a line glued to garbage cannot be told apart, so the
     # promise is that any line starting after a newline is decoded, and garbage never crashes.
     def make_line(r):

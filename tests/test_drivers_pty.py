@@ -6,6 +6,7 @@ points the link at it. Schedules run on a fake clock the test advances; bytes cr
 a real pty, so the only waiting is for the kernel to pass them on (bounded, never
 asserted).
 """
+
 from __future__ import annotations
 
 import os
@@ -92,6 +93,7 @@ def devices(by_id):
     def make(name: str) -> FakeDevice:
         made.append(FakeDevice(by_id / name))
         return made[-1]
+
     yield make
     for device in made:
         device.close()
@@ -122,6 +124,7 @@ def sds_device(link: Path, **kw) -> SerialDevice:
 
 
 # ---- SDS011 -------------------------------------------------------------------------
+
 
 def test_sds011_query_mode_readings_garbage_bad_checksum_and_fan_failure(devices):
     sensor, clock = devices("usb-1a86_USB2.0-Serial-if00-port0"), FakeClock()
@@ -251,14 +254,28 @@ def test_silent_sensor_gives_unknown_every_interval_then_recovery_and_reopen(dev
 
 # ---- PMS5003 and a line node together --------------------------------------------------
 
+
 def test_pms5003_raw_and_humidity_corrected_pm25_with_rh_from_a_line_node(devices):
     pms, node, clock = devices("usb-Plantower_PMS5003-if00-port0"), devices("usb-Arduino_Nano-if00"), FakeClock()
     source = make_source(
         clock,
-        SerialDevice(port=str(pms.link), driver="pms5003", interval_s=10, warmup_s=0, sensors=(
-            SerialSensor("PM25-pms", "pm25"), SerialSensor("PM25c-pms", "pm25_corrected", humidity_sensor="RH-node"))),
-        SerialDevice(port=str(node.link), driver="line", interval_s=60, sensors=(
-            SerialSensor("RH-node", "humidity", field="rh"), SerialSensor("NO2-node", "no2", node_unit="ppb"))))
+        SerialDevice(
+            port=str(pms.link),
+            driver="pms5003",
+            interval_s=10,
+            warmup_s=0,
+            sensors=(
+                SerialSensor("PM25-pms", "pm25"),
+                SerialSensor("PM25c-pms", "pm25_corrected", humidity_sensor="RH-node"),
+            ),
+        ),
+        SerialDevice(
+            port=str(node.link),
+            driver="line",
+            interval_s=60,
+            sensors=(SerialSensor("RH-node", "humidity", field="rh"), SerialSensor("NO2-node", "no2", node_unit="ppb")),
+        ),
+    )
     source.poll()
     assert pms.receive(14) == pms5003.WAKE + pms5003.PASSIVE_MODE
     pms.send(pms5003.reply_frame(pms5003.CMD_MODE, 0))
@@ -288,14 +305,24 @@ def test_pms5003_raw_and_humidity_corrected_pm25_with_rh_from_a_line_node(device
 
 def test_line_node_impossible_values_bad_lines_and_silence(devices):
     node, clock = devices("usb-Espressif_ESP32-if00"), FakeClock()
-    source = make_source(clock, SerialDevice(port=str(node.link), driver="line", interval_s=60, sensors=(
-        SerialSensor("RH-node", "humidity", field="rh"), SerialSensor("PM25-node", "pm25"))))
+    source = make_source(
+        clock,
+        SerialDevice(
+            port=str(node.link),
+            driver="line",
+            interval_s=60,
+            sensors=(SerialSensor("RH-node", "humidity", field="rh"), SerialSensor("PM25-node", "pm25")),
+        ),
+    )
     source.poll()
     node.send(b"rh=101.5 pm25=-2\nrh=55 pm25=abc\nrh=55 pm25=7.5\n")
     out = poll_until(source, lambda out: len(out) == 4)
     assert [(r.sensor, r.value, r.quality) for r in out] == [
-        ("RH-node", None, Quality.UNKNOWN), ("PM25-node", None, Quality.UNKNOWN),
-        ("RH-node", 55.0, Quality.OK), ("PM25-node", 7.5, Quality.OK)]
+        ("RH-node", None, Quality.UNKNOWN),
+        ("PM25-node", None, Quality.UNKNOWN),
+        ("RH-node", 55.0, Quality.OK),
+        ("PM25-node", 7.5, Quality.OK),
+    ]
     c = source.counters[str(node.link)]
     assert c["impossible_values"] == 2 and c["bad_line"] == 1 and c["lines_ok"] == 3
 
@@ -313,19 +340,25 @@ def test_line_node_impossible_values_bad_lines_and_silence(devices):
 def test_iterating_the_source_in_real_time_until_stopped(devices):
     node = devices("usb-Arduino_Uno-if00")
     stop = threading.Event()
-    source = SerialSource("city-centre", "gw-air-01", [SerialDevice(
-        port=str(node.link), driver="line", interval_s=60, sensors=(SerialSensor("NO2-node", "no2"),))], stop=stop)
+    source = SerialSource(
+        "city-centre",
+        "gw-air-01",
+        [SerialDevice(port=str(node.link), driver="line", interval_s=60, sensors=(SerialSensor("NO2-node", "no2"),))],
+        stop=stop,
+    )
 
     def node_prints():
         for value in (21.0, 22.5, 24.0):
             node.send(b"no2=%.1f\n" % value)
             time.sleep(0.05)
+
     readings = []
 
     def node_prints_once_open():
         while source.counters[str(node.link)].get("opens", 0) == 0 and not stop.is_set():
             time.sleep(0.01)
         node_prints()
+
     writer = threading.Thread(target=node_prints_once_open)
     watchdog = threading.Timer(WAIT_S * 2, stop.set)  # a broken source fails the test instead of hanging it
     writer.start()

@@ -1,4 +1,5 @@
 """The walking skeleton end to end: replay -> MNF detector -> Mosquitto -> bridge -> InfluxDB, all real."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.bridge.influx_writer import InfluxV1Writer
 from gateway.bridge.service import Bridge
 from gateway.config import load_config
-from gateway.bridge.influx_writer import InfluxV1Writer
-from gateway.protocol.mqtt_client import MqttSettings
 from gateway.device.runner import GatewayRunner
+from gateway.protocol.mqtt_client import MqttSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "firmware_configs" / "net3-demo.yaml"
@@ -21,10 +22,12 @@ _n = itertools.count()
 
 def demo_config_text(tmp_path: Path, dataset_path: Path) -> str:
     """The demo config, moved to ``tmp_path``: its relative paths made to point where they should."""
-    return (DEMO_CONFIG.read_text()
-            .replace("../.run/demo/net3-leak.npz", str(dataset_path))
-            .replace("../.run/demo/gw-net3-01", str(tmp_path / "gateway"))
-            .replace("../models/", f"{ROOT}/models/"))
+    return (
+        DEMO_CONFIG.read_text()
+        .replace("../.run/demo/net3-leak.npz", str(dataset_path))
+        .replace("../.run/demo/gw-net3-01", str(tmp_path / "gateway"))
+        .replace("../models/", f"{ROOT}/models/")
+    )
 
 
 def run_zone(services, tmp_path: Path, dataset):
@@ -73,8 +76,9 @@ def test_every_reading_lands_once_and_the_leak_is_alerted(services, tmp_path, le
         assert excess_lps > 0.5 * leak_run.meta["leak_mean_flow_lps"]
 
     # The detections (MNF one per night, the learned one per step) and the gateway's status landed too.
-    per_model = {s["tags"]["model"]: s["values"][0][1]
-                 for s in writer.query("SELECT count(label) FROM detection GROUP BY model")}
+    per_model = {
+        s["tags"]["model"]: s["values"][0][1] for s in writer.query("SELECT count(label) FROM detection GROUP BY model")
+    }
     assert sum(per_model.values()) == len(summary.detections)
     assert per_model["mnf-leak"] == 14
     (status,) = writer.query("SELECT last(state) FROM gateway_status")

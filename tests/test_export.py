@@ -1,4 +1,5 @@
 """The export registry: what it writes, that it is deterministic, and how it refuses bad requests."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,12 @@ def test_manifest_describes_every_file(tmp_path, data, logreg):
     scaler = logreg[0]
     np.testing.assert_allclose(raw["input"]["scaling"]["mean"], scaler.mean_)
     np.testing.assert_allclose(raw["input"]["scaling"]["scale"], scaler.scale_)
-    assert raw["output"] == {"kind": "probabilities", "names": ["0", "1"], "shape": [None, 2],
-                             "decision": {"kind": "argmax"}}
+    assert raw["output"] == {
+        "kind": "probabilities",
+        "names": ["0", "1"],
+        "shape": [None, 2],
+        "decision": {"kind": "argmax"},
+    }
     assert set(raw["files"]) == {*EXPORTERS, "parity"}
     for entry in m.files.values():
         assert entry.sha256 == sha256_file(entry.path) and entry.bytes == entry.path.stat().st_size
@@ -66,10 +71,13 @@ def test_export_is_deterministic(tmp_path, data, logreg):
 
 def test_tflite_file_is_full_int8(tmp_path, data, logreg):
     from ai_edge_litert.interpreter import Interpreter
+
     X, _ = data
     m = export_model(logreg, X, tmp_path, "leak_lr", 1, formats=["tflite_int8"])
     it = Interpreter(model_path=str(m.files["tflite_int8"].path))
-    types = {d["dtype"] for d in it.get_tensor_details() if d["name"].endswith(("out", "logistic", "features", "weight"))}
+    types = {
+        d["dtype"] for d in it.get_tensor_details() if d["name"].endswith(("out", "logistic", "features", "weight"))
+    }
     assert types == {np.int8}
     assert it.get_input_details()[0]["dtype"] == np.int8 and it.get_output_details()[0]["dtype"] == np.int8
 
@@ -104,12 +112,15 @@ def test_int8_that_strays_is_flagged(tmp_path, data):
         export_model(mlp, X, tmp_path, "unscaled", 1, formats=["tflite_int8", "numpy"])
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"name": "bad name"}, "model name"),
-    ({"formats": ["onnx_float", "keras"]}, "unknown format"),
-    ({"feature_names": ["a", "b"]}, "feature_names must be 3"),
-    ({"decision_threshold": 0.5}, "decision_threshold is for regressions"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"name": "bad name"}, "model name"),
+        ({"formats": ["onnx_float", "keras"]}, "unknown format"),
+        ({"feature_names": ["a", "b"]}, "feature_names must be 3"),
+        ({"decision_threshold": 0.5}, "decision_threshold is for regressions"),
+    ],
+)
 def test_bad_requests_are_refused(tmp_path, data, logreg, kwargs, message):
     X, _ = data
     args = {"name": "leak_lr", **kwargs}

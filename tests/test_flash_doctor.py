@@ -1,4 +1,5 @@
 """`frugalsense flash` and `frugalsense doctor` on real files, a real broker and pty-backed serial lines."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.drivers import DRIVERS
-from edge.drivers import sds011
+from edge.drivers import DRIVERS, sds011
 from edge.drivers.modbus_rtu import encode_value
-from gateway.tools import bundle as B
 from gateway.cli import main
+from gateway.tools import bundle as B
 from gateway.tools.doctor import FAIL, OK, check_frame_stream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,15 @@ def test_flash_writes_a_bundle_that_doctor_passes(tmp_path, exported_model, caps
     card = tmp_path / "card"
     assert main(["flash", str(gateway_config(tmp_path)), "--to", str(card), "--model", str(exported_model)]) == 0
     listing = B.read_checksums(card)
-    assert {"gateway.yaml", "tls/ca.crt", "frugalsense.service", "requirements.txt", "INSTALL.txt",
-            "models/leak_lr/manifest.json", "models/leak_lr/leak_lr.npz"} <= set(listing)
+    assert {
+        "gateway.yaml",
+        "tls/ca.crt",
+        "frugalsense.service",
+        "requirements.txt",
+        "INSTALL.txt",
+        "models/leak_lr/manifest.json",
+        "models/leak_lr/leak_lr.npz",
+    } <= set(listing)
     unit = (card / "frugalsense.service").read_text()
     assert "ExecStart=/opt/frugalsense/venv/bin/frugalsense run /etc/frugalsense/gateway.yaml" in unit
     pins = (card / "requirements.txt").read_text().splitlines()
@@ -110,6 +117,7 @@ def test_flash_refuses_files_outside_the_config_folder_and_a_foreign_target(tmp_
 
 # ---- doctor on the gateway: pty-backed serial lines, the real broker -------------------
 
+
 def doctor_config(tmp_path: Path, port: str, services, mqtt_port: int | None = None) -> Path:
     path = tmp_path / "gateway.yaml"
     path.write_text(f"""\
@@ -120,13 +128,14 @@ sensors:
      device_id: 10, address: 0, data_type: int16, register_unit: mbar, timeout_s: 0.5}}
 models: []
 mqtt: {{host: {services.mqtt_host}, port: {mqtt_port or services.mqtt_port}}}
-storage: {{data_dir: {tmp_path / 'data'}}}
+storage: {{data_dir: {tmp_path / "data"}}}
 """)
     return path
 
 
-def test_doctor_on_the_gateway_passes_with_a_transmitter_answering(tmp_path, null_modem, modbus_device, services,
-                                                                   capsys):
+def test_doctor_on_the_gateway_passes_with_a_transmitter_answering(
+    tmp_path, null_modem, modbus_device, services, capsys
+):
     modbus_device({10: ({0: encode_value(4250, "int16")}, {})})  # 4.25 bar in mbar
     assert main(["doctor", "--config", str(doctor_config(tmp_path, null_modem.gateway, services))]) == 0
     out = capsys.readouterr().out
@@ -177,14 +186,16 @@ def test_a_streaming_sensor_passes_with_frames_and_fails_when_silent(null_modem,
 
 
 def test_status_reads_the_retained_status_from_the_broker_and_the_local_outbox(tmp_path, services, capsys):
-    from gateway.protocol import topics as T
     from gateway.device.publisher import GatewayPublisher
+    from gateway.protocol import topics as T
     from gateway.protocol.mqtt_client import MqttSettings
 
     config = doctor_config(tmp_path, "/dev/null", services)
     config.write_text(config.read_text().replace("port: /dev/null", "port: /dev/serial/by-id/none"))
-    publisher = GatewayPublisher(T.Topics("frugalsense", "dma-7", "gw-dma-7"),
-                                 MqttSettings(services.mqtt_host, services.mqtt_port, client_id="status-test"))
+    publisher = GatewayPublisher(
+        T.Topics("frugalsense", "dma-7", "gw-dma-7"),
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id="status-test"),
+    )
     publisher.connect()
     publisher.publish_status({"outbox_backlog": 3})
     try:

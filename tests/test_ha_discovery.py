@@ -1,4 +1,5 @@
 """Home Assistant discovery through the gateway runner, against the real broker: retained, valid, pointing at real topics."""
+
 from __future__ import annotations
 
 import itertools
@@ -33,11 +34,24 @@ homeassistant: {{enabled: {enabled}, prefix: ha-{i}}}
 
 def run_gateway(services, tmp_path, enabled: bool):
     i = next(_n)
-    dataset = ZoneDataset(time_ms=[1_772_409_600_000, 1_772_410_500_000], values=[[41.0, 52.0], [40.5, np.nan]],
-                          columns=["10", "10"], quantities=["flow", "pressure"], units=["L/s", "m"],
-                          leak_flow_lps=[0, 0]).save(tmp_path / "zone.npz")
-    config = load_config_text(CONFIG.format(i=i, dataset=dataset, host=services.mqtt_host, port=services.mqtt_port,
-                                            data=tmp_path / "data", enabled=str(enabled).lower()))
+    dataset = ZoneDataset(
+        time_ms=[1_772_409_600_000, 1_772_410_500_000],
+        values=[[41.0, 52.0], [40.5, np.nan]],
+        columns=["10", "10"],
+        quantities=["flow", "pressure"],
+        units=["L/s", "m"],
+        leak_flow_lps=[0, 0],
+    ).save(tmp_path / "zone.npz")
+    config = load_config_text(
+        CONFIG.format(
+            i=i,
+            dataset=dataset,
+            host=services.mqtt_host,
+            port=services.mqtt_port,
+            data=tmp_path / "data",
+            enabled=str(enabled).lower(),
+        )
+    )
     published: set[str] = set()
     watcher = _collect(services, f"fs-ha-{i}/#", published.add)
     try:
@@ -91,9 +105,14 @@ def test_discovery_is_retained_valid_and_points_at_the_gateways_topics(services,
     i, config, published = run_gateway(services, tmp_path, enabled=True)
     found = _retained(services, f"ha-{i}/#", expected=6)
     node = f"gw-ha-{i}"
-    assert set(found) == {f"ha-{i}/binary_sensor/{node}/gateway/config", f"ha-{i}/sensor/{node}/outbox_backlog/config",
-                          f"ha-{i}/sensor/{node}/F-inlet/config", f"ha-{i}/sensor/{node}/P-inlet/config",
-                          f"ha-{i}/binary_sensor/{node}/leak/config", f"ha-{i}/sensor/{node}/leak_excess_flow/config"}
+    assert set(found) == {
+        f"ha-{i}/binary_sensor/{node}/gateway/config",
+        f"ha-{i}/sensor/{node}/outbox_backlog/config",
+        f"ha-{i}/sensor/{node}/F-inlet/config",
+        f"ha-{i}/sensor/{node}/P-inlet/config",
+        f"ha-{i}/binary_sensor/{node}/leak/config",
+        f"ha-{i}/sensor/{node}/leak_excess_flow/config",
+    }
     bodies = {}
     for topic, (retain, payload) in found.items():
         assert retain, f"{topic} is not retained"
@@ -105,8 +124,14 @@ def test_discovery_is_retained_valid_and_points_at_the_gateways_topics(services,
     # Readings and status topics are the ones the gateway really published on.
     for name in ("F-inlet", "P-inlet"):
         assert bodies[name]["state_topic"] in published
-        assert bodies[name]["availability"] == [{"topic": status, "value_template": "{{ value_json.state }}",
-                                                 "payload_available": "online", "payload_not_available": "offline"}]
+        assert bodies[name]["availability"] == [
+            {
+                "topic": status,
+                "value_template": "{{ value_json.state }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
     assert bodies["F-inlet"]["unit_of_measurement"] == "L/s" and bodies["P-inlet"]["unit_of_measurement"] == "m"
     assert bodies["gateway"]["state_topic"] == status and status in published
     assert "availability" not in bodies["gateway"]  # it must show 'off' when the gateway is offline

@@ -1,4 +1,5 @@
 """One bridge, two InfluxDB APIs: v1 against real InfluxDB 1.6, v2 (influxdb-client) against real VictoriaMetrics."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from edge.contracts import Reading
-from gateway.protocol import topics as T
-from gateway.bridge.service import Bridge
-from gateway.cli import main
 from gateway.bridge.influx_v2 import InfluxV2Writer
 from gateway.bridge.influx_writer import InfluxV1Writer, WriteError, make_influx_writer
-from gateway.local_services.services import free_port
+from gateway.bridge.service import Bridge
+from gateway.cli import main
 from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.services import free_port
+from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
@@ -29,8 +30,18 @@ SENSORS = ("F-lake", "P-15")
 
 def sent_readings(site: str, n: int = 240) -> list[Reading]:
     # Values with many decimals: a float mangled on the way (v1 text, v2 client) would show.
-    return [Reading(T0 + i * 60_000, site, "gw-01", SENSORS[i % 2], "flow" if i % 2 == 0 else "pressure",
-                    100.0 + i / 7, "L/s" if i % 2 == 0 else "m") for i in range(n)]
+    return [
+        Reading(
+            T0 + i * 60_000,
+            site,
+            "gw-01",
+            SENSORS[i % 2],
+            "flow" if i % 2 == 0 else "pressure",
+            100.0 + i / 7,
+            "L/s" if i % 2 == 0 else "m",
+        )
+        for i in range(n)
+    ]
 
 
 def publish(mqtt_port: int, prefix: str, site: str, readings: list[Reading]) -> None:
@@ -44,6 +55,7 @@ def publish(mqtt_port: int, prefix: str, site: str, readings: list[Reading]) -> 
 
 
 # ---- reading back, one function per API ------------------------------------------------
+
 
 def landed_v1(writer: InfluxV1Writer, site: str) -> dict:
     out = {}
@@ -74,9 +86,11 @@ def same_points(got: dict, want: dict, api: str) -> bool:
     """
     if api == "v1":
         return got == want
-    return (got.keys() == want.keys()
-            and all([t for t, _ in got[k]] == [t for t, _ in want[k]] for k in want)
-            and all([v for _, v in got[k]] == pytest.approx([v for _, v in want[k]], rel=1e-11) for k in want))
+    return (
+        got.keys() == want.keys()
+        and all([t for t, _ in got[k]] == [t for t, _ in want[k]] for k in want)
+        and all([v for _, v in got[k]] == pytest.approx([v for _, v in want[k]], rel=1e-11) for k in want)
+    )
 
 
 def expected(readings: list[Reading], site: str) -> dict:
@@ -136,6 +150,7 @@ def test_v2_keeps_messages_while_the_server_is_down(services, vm_services, lane)
 
 # ---- the writers alone ---------------------------------------------------------------
 
+
 def test_v2_writer_sorts_errors_from_real_servers(services):
     # Debian's InfluxDB 1.6 has no /api/v2/write: a 404, retryable (like a bucket not created yet).
     with pytest.raises(WriteError) as caught:
@@ -160,6 +175,7 @@ def test_factory_refuses_unknown_api():
 
 # ---- the command -----------------------------------------------------------------------
 
+
 def test_bridge_command_refuses_v2_options_with_v1(capsys):
     assert main(["bridge", "--influx-api", "v1", "--bucket", "b"]) == 2
     assert "--bucket, --org and --token-env are for --influx-api v2" in capsys.readouterr().err
@@ -174,10 +190,30 @@ def test_bridge_command_with_v2_switch_writes_to_victoriametrics(services, vm_se
     i = next(_n)
     prefix, site = f"fsv2cmd{i}", f"site-cmd-{i}"
     env = {**os.environ, "FS_TEST_TOKEN": "token-from-env"}
-    argv = [sys.executable, "-m", "gateway.cli", "bridge", "--mqtt-port", str(services.mqtt_port),
-            "--client-id", f"bridge-v2cmd-{i}", "--prefix", prefix, "--influx-api", "v2",
-            "--influx-url", vm_services.vm_url, "--bucket", "fleet", "--org", "frugalsense",
-            "--token-env", "FS_TEST_TOKEN", "--stats-every", "0.2"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "bridge",
+        "--mqtt-port",
+        str(services.mqtt_port),
+        "--client-id",
+        f"bridge-v2cmd-{i}",
+        "--prefix",
+        prefix,
+        "--influx-api",
+        "v2",
+        "--influx-url",
+        vm_services.vm_url,
+        "--bucket",
+        "fleet",
+        "--org",
+        "frugalsense",
+        "--token-env",
+        "FS_TEST_TOKEN",
+        "--stats-every",
+        "0.2",
+    ]
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = []
     try:

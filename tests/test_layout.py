@@ -1,4 +1,5 @@
 """The layout rules the style guide promises, checked: edge/ stands alone; every module says what it is for."""
+
 from __future__ import annotations
 
 import ast

@@ -1,4 +1,5 @@
 """Learned leak detector end to end on a tiny Net1 model: train CLI, streaming = evaluation replay, gaps, config, detect CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,8 @@ from edge.detectors.leak_model import LearnedLeakDetector, leak_scores
 from edge.runtime.registry import ModelIntegrityError
 from edge.sources.replay import ReplaySource
 from gateway.cli import main
-from training.leak.evaluate import replay_learned
 from training.leak.card import load_settings
+from training.leak.evaluate import replay_learned
 from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone
 
 DAY = 86_400
@@ -22,8 +23,24 @@ DAY = 86_400
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "leak-net1-test"
-    code = main(["train", "leak", "--network", "Net1", "--scenarios", "8", "--days", "14", "--workers", "1",
-                 "--out", str(out), "--name", "leak-net1-test"])
+    code = main(
+        [
+            "train",
+            "leak",
+            "--network",
+            "Net1",
+            "--scenarios",
+            "8",
+            "--days",
+            "14",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "--name",
+            "leak-net1-test",
+        ]
+    )
     assert code == 0
     return out
 
@@ -46,8 +63,16 @@ def _stream(model_dir, zone, drop=None):
     out = []
     for reading in source:
         if drop is not None and drop(reading):
-            reading = Reading(reading.time_ms, reading.site, reading.gateway, reading.sensor, reading.quantity,
-                              None, reading.unit, Quality.UNKNOWN)
+            reading = Reading(
+                reading.time_ms,
+                reading.site,
+                reading.gateway,
+                reading.sensor,
+                reading.quantity,
+                None,
+                reading.unit,
+                Quality.UNKNOWN,
+            )
         out += detector.update(reading)
     return out + detector.flush()
 
@@ -68,6 +93,7 @@ def test_streaming_detector_takes_the_decisions_of_the_evaluation_replay(tiny_mo
     settings = load_settings(tiny_model)
     from edge.runtime import load
     from edge.runtime.manifest import ModelManifest
+
     backend = load(ModelManifest.read(tiny_model).files["numpy"], "numpy")
     trace = replay_learned(settings, lambda X: leak_scores(backend, X), net1_runs)
     step_ms = settings.layout.step_s * 1000
@@ -90,28 +116,41 @@ def test_a_window_with_a_missing_sensor_is_insufficient_data_never_an_alarm(tiny
     settings = load_settings(tiny_model)
     pressure = next(e for e, q in settings.sensors if q == "pressure")
     gap = (int(net1_runs.time_ms[0]) + 8 * DAY * 1000, int(net1_runs.time_ms[0]) + 9 * DAY * 1000)
-    out = _stream(tiny_model, net1_runs.zone(1),
-                  drop=lambda r: r.sensor == f"p-{pressure}" and gap[0] <= r.time_ms < gap[1])
+    out = _stream(
+        tiny_model, net1_runs.zone(1), drop=lambda r: r.sensor == f"p-{pressure}" and gap[0] <= r.time_ms < gap[1]
+    )
     inside = [d for d in out if not isinstance(d, Alert) and gap[0] <= d.window_start_ms < gap[1]]
     assert len(inside) == 96 and all(d.label == "insufficient_data" for d in inside)
-    assert all(f"pressure {pressure}" in d.explanation["reason"] or "baseline" in d.explanation["reason"]
-               or f"{pressure}/pressure" in d.explanation["reason"] for d in inside)
+    assert all(
+        f"pressure {pressure}" in d.explanation["reason"]
+        or "baseline" in d.explanation["reason"]
+        or f"{pressure}/pressure" in d.explanation["reason"]
+        for d in inside
+    )
     assert not [a for a in out if isinstance(a, Alert) and gap[0] <= a.time_ms <= gap[1]]
 
 
 def test_gateway_config_builds_the_detector_and_refuses_a_tampered_model(tiny_model, tmp_path):
     from gateway.config.schema import GatewayConfig
     from gateway.device.runner import build_detectors
+
     settings = load_settings(tiny_model)
     sensors = [{"id": f"{q[0]}-{e}", "quantity": q, "driver": "replay", "column": e} for e, q in settings.sensors]
-    config = GatewayConfig.model_validate({
-        "site": "net1", "gateway": "gw-1", "mqtt": {"host": "127.0.0.1"}, "sensors": sensors,
-        "sources": {"replay": {"file": "net1.npz"}},
-        "models": [{"name": "leak-ml", "type": "learned_leak", "model_dir": str(tiny_model), "backend": "numpy"}]})
+    config = GatewayConfig.model_validate(
+        {
+            "site": "net1",
+            "gateway": "gw-1",
+            "mqtt": {"host": "127.0.0.1"},
+            "sensors": sensors,
+            "sources": {"replay": {"file": "net1.npz"}},
+            "models": [{"name": "leak-ml", "type": "learned_leak", "model_dir": str(tiny_model), "backend": "numpy"}],
+        }
+    )
     [detector] = build_detectors(config)
     assert isinstance(detector, LearnedLeakDetector) and detector.model == "leak-ml"
     copy = tmp_path / "model"
     import shutil
+
     shutil.copytree(tiny_model, copy)
     npz = copy / "leak-net1-test.npz"
     npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")
@@ -144,18 +183,46 @@ def _messy_csv(path, s, i):
 def test_detect_cli_reads_a_messy_scada_file_and_reports_what_it_fixed(tiny_model, net1_runs, tmp_path, capsys):
     scada, alerts = tmp_path / "scada.csv", tmp_path / "alerts.csv"
     _messy_csv(scada, net1_runs, 0)
-    assert main(["detect", "leak", "--model", str(tiny_model), "--scada", str(scada), "--out", str(alerts),
-                 "--flow-unit", "m3/h", "--backend", "numpy"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "leak",
+                "--model",
+                str(tiny_model),
+                "--scada",
+                str(scada),
+                "--out",
+                str(alerts),
+                "--flow-unit",
+                "m3/h",
+                "--backend",
+                "numpy",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    for needle in ("out of time order", "1 duplicated timestamp", "stuck at", "non-numeric", "gap(s)",
-                   "without a usable value"):
+    for needle in (
+        "out of time order",
+        "1 duplicated timestamp",
+        "stuck at",
+        "non-numeric",
+        "gap(s)",
+        "without a usable value",
+    ):
         assert needle in printed, needle
     header = alerts.read_text().splitlines()[0]
     assert header == "alert_id,start_utc,raised_utc,end_utc,peak_score,estimated_leak_lps,sensors,severity"
     rows = list(csv.DictReader(alerts.open()))
     leak_start = np.datetime64(int(net1_runs.time_ms[0]) + (10 * DAY + 5 * 3600) * 1000, "ms")
-    hits = [r for r in rows if leak_start - np.timedelta64(2, "h") <= np.datetime64(r["start_utc"].rstrip("Z"))
-            <= leak_start + np.timedelta64(1, "D")]
+    hits = [
+        r
+        for r in rows
+        if leak_start - np.timedelta64(2, "h")
+        <= np.datetime64(r["start_utc"].rstrip("Z"))
+        <= leak_start + np.timedelta64(1, "D")
+    ]
     assert len(hits) == 1 and float(hits[0]["estimated_leak_lps"]) > 10 and float(hits[0]["peak_score"]) > 0.5
 
 

@@ -1,4 +1,5 @@
 """Zone leak features: the device's step-by-step rows equal training's whole-day rows; gaps never score."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,10 +28,10 @@ def _whole_days(layout, s, i, accepted):
     rows, valid = [], []
     for d in range(s.n_steps // spd):
         state.start_day(int(s.time_ms[0]) + d * DAY_MS)
-        X, ok = state.features(ch[d * spd:(d + 1) * spd])
+        X, ok = state.features(ch[d * spd : (d + 1) * spd])
         rows.append(X)
         valid.append(ok)
-        state.end_day(ch[d * spd:(d + 1) * spd], accepted[d])
+        state.end_day(ch[d * spd : (d + 1) * spd], accepted[d])
     return np.vstack(rows), np.concatenate(valid)
 
 
@@ -68,15 +69,15 @@ def test_a_missing_sensor_makes_the_step_invalid_never_a_value(net1_set):
     layout = _layout(net1_set)
     values = net1_set.values[1].copy()
     values[6 * 48 + 10, 3] = np.nan  # one pressure, one step on day 6
-    values[7 * 48:, 0] = np.nan  # a flow meter dead for the whole last day
+    values[7 * 48 :, 0] = np.nan  # a flow meter dead for the whole last day
     state, ch = LeakFeatureState(layout), zone_channels(layout, values)
     oks = []
     for d in range(8):
         state.start_day(int(net1_set.time_ms[0]) + d * DAY_MS)
-        X, ok = state.features(ch[d * 48:(d + 1) * 48])
+        X, ok = state.features(ch[d * 48 : (d + 1) * 48])
         assert np.isfinite(X).all() and np.all(X[~ok] == 0)
         oks.append(ok)
-        state.end_day(ch[d * 48:(d + 1) * 48], True)
+        state.end_day(ch[d * 48 : (d + 1) * 48], True)
     assert oks[6][9] and not oks[6][10] and oks[6][11]
     assert not oks[7].any()
     assert state.days_[-1].accepted is False  # a day without its meter never enters the baseline

@@ -1,4 +1,5 @@
 """Leak scenario generator: EPANET emitter leaks, labels, seeds, sensors, file format (tiny Net1 runs)."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import pytest
 from edge.datasets import DatasetError
 from training.water.demand_model import PopulationChange
 from training.water.epanet_leaks import SimulationError, emitter_coefficient, load_network, prepare_inp
-from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone, sample_scenarios
 from training.water.scenario_set import ScenarioSet
+from training.water.scenarios import LeakEvent, Scenario, ScenarioConfig, generate, plan_zone, sample_scenarios
 from training.water.sensor_placement import boundary_links, flow_signs, place_pressure_sensors
 
 DAY = 86_400
@@ -45,13 +46,19 @@ def test_unknown_network_and_bad_sensor_are_clear_errors():
 def test_labels_follow_the_leak_and_flow_is_positive_only_while_open(net1):
     abrupt = LeakEvent(node="12", diameter_m=0.08, start_s=DAY + 3600, end_s=3 * DAY)
     incipient = LeakEvent(node="22", diameter_m=0.08, start_s=DAY, end_s=None, ramp_s=DAY)
-    s = generate(net1, 3, 0, workers=1, progress=False,
-                 scenarios=[Scenario(1, abrupt), Scenario(2, incipient), Scenario(3, None)])
+    s = generate(
+        net1,
+        3,
+        0,
+        workers=1,
+        progress=False,
+        scenarios=[Scenario(1, abrupt), Scenario(2, incipient), Scenario(3, None)],
+    )
     step = 900
     flag = s.leak_flag
     assert flag[0].nonzero()[0][[0, -1]].tolist() == [(DAY + 3600) // step, 3 * DAY // step - 1]
     assert np.all(s.leak_flow_lps[0][flag[0]] > 10) and np.all(s.leak_flow_lps[0][~flag[0]] == 0)
-    ramp = s.leak_flow_lps[1][DAY // step: 2 * DAY // step]
+    ramp = s.leak_flow_lps[1][DAY // step : 2 * DAY // step]
     # The hole grows linearly; the flow follows it (pump switches move the pressure a little).
     assert ramp[0] == 0 and ramp[-1] > 10 and np.corrcoef(np.arange(ramp.size), ramp)[0, 1] > 0.95
     assert not flag[2].any() and s.scenarios[2]["leak"] is None
@@ -65,9 +72,10 @@ def test_emitter_leak_matches_wntr_simulator_on_net1():
     from wntr.sim import WNTRSimulator
 
     from training.water.epanet_leaks import REQUIRED_PRESSURE_M, EpanetRun
+
     wn, _ = load_network("Net1")
     inp = prepare_inp(wn, 1, 900)
-    area = math.pi * 0.05 ** 2 / 4
+    area = math.pi * 0.05**2 / 4
     wn2, _ = load_network("Net1")
     wn2.options.time.duration = DAY - 900
     wn2.options.time.hydraulic_timestep = wn2.options.time.report_timestep = 900
@@ -79,6 +87,7 @@ def test_emitter_leak_matches_wntr_simulator_on_net1():
         reference = WNTRSimulator(wn2).run_sim().node["leak_demand"]["12"].to_numpy() * 1000
     import tempfile
     from pathlib import Path
+
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "n.inp").write_text(inp)
         with EpanetRun(Path(tmp) / "n.inp", 96, 900) as run:

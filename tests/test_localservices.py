@@ -1,4 +1,5 @@
 """Real Mosquitto, InfluxDB and VictoriaMetrics started by gateway.local_services.services answer as promised."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import gateway.local_services.services as localservices
-from gateway.local_services.services import (InfluxQueryError, LocalServices, ServiceError, http_request,
-                                   mqtt_answers)
+from gateway.local_services.services import InfluxQueryError, LocalServices, ServiceError, http_request, mqtt_answers
 
 WAIT_S = 10.0
 # 2020-01-01T00:00:00Z: far older than VictoriaMetrics' default one-month retention.
@@ -81,12 +81,14 @@ def test_services_listen_on_loopback_only_and_never_on_standard_ports(services):
 
 def test_influxdb_write_then_query_back(services):
     services.create_influx_database("frugalsense_test")
-    services.influx_write("frugalsense_test", [
-        f"water,node=J-10,quantity=pressure value=3.25 {OLD_TIME_MS}",
-        f"water,node=J-10,quantity=pressure value=3.5 {OLD_TIME_MS + 60_000}",
-    ])
-    answer = services.influx_query(
-        "SELECT value FROM water WHERE node = 'J-10' ORDER BY time", db="frugalsense_test")
+    services.influx_write(
+        "frugalsense_test",
+        [
+            f"water,node=J-10,quantity=pressure value=3.25 {OLD_TIME_MS}",
+            f"water,node=J-10,quantity=pressure value=3.5 {OLD_TIME_MS + 60_000}",
+        ],
+    )
+    answer = services.influx_query("SELECT value FROM water WHERE node = 'J-10' ORDER BY time", db="frugalsense_test")
     series = answer["results"][0]["series"][0]
     assert series["columns"] == ["time", "value"]
     assert series["values"] == [[OLD_TIME_MS, 3.25], [OLD_TIME_MS + 60_000, 3.5]]
@@ -94,8 +96,11 @@ def test_influxdb_write_then_query_back(services):
 
 def test_influxdb_raw_http_write_endpoint(services):
     services.create_influx_database("frugalsense_raw")
-    status, body = http_request("POST", f"{services.influx_url}/write?db=frugalsense_raw&precision=ms",
-                                data=f"air pm25=7.5 {OLD_TIME_MS}".encode())
+    status, body = http_request(
+        "POST",
+        f"{services.influx_url}/write?db=frugalsense_raw&precision=ms",
+        data=f"air pm25=7.5 {OLD_TIME_MS}".encode(),
+    )
     assert status == 204, body
     values = services.influx_query("SELECT pm25 FROM air", db="frugalsense_raw")["results"][0]["series"][0]["values"]
     assert values == [[OLD_TIME_MS, 7.5]]
@@ -113,16 +118,22 @@ def test_influxdb_errors_raise(services):
 
 def test_victoriametrics_keeps_old_points_written_as_line_protocol(vm_services):
     line = f"water,node=J-10 pressure_bar=3.25 {OLD_TIME_MS}"
-    status, body = http_request("POST", f"{vm_services.vm_url}/api/v2/write?db=frugalsense&precision=ms",
-                                data=line.encode())
+    status, body = http_request(
+        "POST", f"{vm_services.vm_url}/api/v2/write?db=frugalsense&precision=ms", data=line.encode()
+    )
     assert status == 204, body
     vm_services.flush_victoriametrics()
     match = urllib.parse.urlencode({"match[]": '{__name__="water_pressure_bar"}'})
     status, body = http_request("GET", f"{vm_services.vm_url}/api/v1/export?{match}")
     assert status == 200, body
     series = [json.loads(row) for row in body.splitlines()]
-    assert series == [{"metric": {"__name__": "water_pressure_bar", "db": "frugalsense", "node": "J-10"},
-                       "values": [3.25], "timestamps": [OLD_TIME_MS]}]
+    assert series == [
+        {
+            "metric": {"__name__": "water_pressure_bar", "db": "frugalsense", "node": "J-10"},
+            "values": [3.25],
+            "timestamps": [OLD_TIME_MS],
+        }
+    ]
 
 
 def test_stopped_service_restarts_on_the_same_port_with_its_data(services):
@@ -224,8 +235,7 @@ def test_service_deaf_to_sigterm_is_killed_with_its_process_group(tmp_path):
     real = localservices._find_binary("mosquitto", None)
     wrapper.write_text(f"#!/bin/sh\ntrap '' TERM\n{real} \"$@\" &\nwait\n")
     wrapper.chmod(0o755)
-    services = LocalServices(tmp_path, influxdb=False, binaries={"mosquitto": str(wrapper)},
-                             stop_timeout_s=0.5)
+    services = LocalServices(tmp_path, influxdb=False, binaries={"mosquitto": str(wrapper)}, stop_timeout_s=0.5)
     services.start()
     port = services.mqtt_port
     services.stop()

@@ -1,4 +1,5 @@
 """The Modbus RTU source against pymodbus' own RTU server, on the far end of a pty pair (no mocked line)."""
+
 from __future__ import annotations
 
 import math
@@ -17,29 +18,52 @@ BUS = SerialBus(9600, 8, "N", 1)  # a pty takes no parity setting
 M_PER_BAR = 100 / 9.80665
 
 
-def point(device_id=1, function=3, address=0, data_type="float32", word_order="big", scale=1.0, offset=0.0,
-          quantity="pressure", unit="bar"):
+def point(
+    device_id=1,
+    function=3,
+    address=0,
+    data_type="float32",
+    word_order="big",
+    scale=1.0,
+    offset=0.0,
+    quantity="pressure",
+    unit="bar",
+):
     return RegisterPoint(device_id, function, address, data_type, word_order, scale, offset, quantity, unit)
 
 
 def source(port, sensors, **kw):
-    return ModbusSource("dma-7", "gw-dma-7", port, sensors, bus=BUS, timeout_s=kw.pop("timeout_s", 0.3),
-                        poll_s=kw.pop("poll_s", 0.5), clock=lambda: 1_772_409_600.0, **kw)
+    return ModbusSource(
+        "dma-7",
+        "gw-dma-7",
+        port,
+        sensors,
+        bus=BUS,
+        timeout_s=kw.pop("timeout_s", 0.3),
+        poll_s=kw.pop("poll_s", 0.5),
+        clock=lambda: 1_772_409_600.0,
+        **kw,
+    )
 
 
 def test_register_maps_decode_to_contract_units(null_modem, modbus_device):
-    modbus_device({
-        # Pressure transducer: float32 bar, low word first, in holding registers 0-1.
-        1: ({0: encode_value(3.25, "float32", "little")}, {}),
-        # Flow meter: int32 in m3/h x 100 (big word order) in input registers 100-101, and a
-        # signed int16 test register at 110.
-        2: ({}, {100: encode_value(45_000, "int32", "big"), 110: encode_value(-120, "int16")}),
-    })
-    src = source(null_modem.gateway, [
-        ModbusSensor("P-inlet", point(1, 3, 0, "float32", "little")),
-        ModbusSensor("F-inlet", point(2, 4, 100, "int32", "big", scale=0.01, quantity="flow", unit="m3/h")),
-        ModbusSensor("F-back", point(2, 4, 110, "int16", scale=0.1, quantity="flow", unit="L/s")),
-    ])
+    modbus_device(
+        {
+            # Pressure transducer: float32 bar, low word first, in holding registers 0-1.
+            1: ({0: encode_value(3.25, "float32", "little")}, {}),
+            # Flow meter: int32 in m3/h x 100 (big word order) in input registers 100-101, and a
+            # signed int16 test register at 110.
+            2: ({}, {100: encode_value(45_000, "int32", "big"), 110: encode_value(-120, "int16")}),
+        }
+    )
+    src = source(
+        null_modem.gateway,
+        [
+            ModbusSensor("P-inlet", point(1, 3, 0, "float32", "little")),
+            ModbusSensor("F-inlet", point(2, 4, 100, "int32", "big", scale=0.01, quantity="flow", unit="m3/h")),
+            ModbusSensor("F-back", point(2, 4, 110, "int16", scale=0.1, quantity="flow", unit="L/s")),
+        ],
+    )
     readings = src.poll_once()
     src.line.close()
     assert [r.sensor for r in readings] == ["P-inlet", "F-inlet", "F-back"]
@@ -53,8 +77,10 @@ def test_register_maps_decode_to_contract_units(null_modem, modbus_device):
 def test_the_wrong_word_order_gives_a_different_value(null_modem, modbus_device):
     # The check a technician makes on site: the same registers read with the other word order.
     modbus_device({1: ({0: encode_value(3.25, "float32", "big")}, {})})
-    src = source(null_modem.gateway, [ModbusSensor("P-big", point(word_order="big")),
-                                      ModbusSensor("P-little", point(word_order="little"))])
+    src = source(
+        null_modem.gateway,
+        [ModbusSensor("P-big", point(word_order="big")), ModbusSensor("P-little", point(word_order="little"))],
+    )
     big, little = src.poll_once()
     src.line.close()
     assert big.value == pytest.approx(3.25 * M_PER_BAR)
@@ -63,8 +89,9 @@ def test_the_wrong_word_order_gives_a_different_value(null_modem, modbus_device)
 
 def test_a_silent_transmitter_reads_unknown_never_its_last_value(null_modem, modbus_device):
     device = modbus_device({1: ({0: encode_value(2.0, "float32")}, {})})
-    src = source(null_modem.gateway, [ModbusSensor("P-inlet", point()),
-                                      ModbusSensor("P-ghost", point(device_id=9))])  # not configured at id 9
+    src = source(
+        null_modem.gateway, [ModbusSensor("P-inlet", point()), ModbusSensor("P-ghost", point(device_id=9))]
+    )  # not configured at id 9
     first = src.poll_once()
     assert first[0].quality is Quality.OK and first[0].value == pytest.approx(2.0 * M_PER_BAR)
     assert first[1].quality is Quality.UNKNOWN and first[1].value is None
@@ -79,8 +106,9 @@ def test_a_silent_transmitter_reads_unknown_never_its_last_value(null_modem, mod
 def test_a_modbus_exception_and_a_fault_value_read_unknown(null_modem, modbus_device):
     nan = list(struct.unpack(">HH", struct.pack(">f", math.nan)))
     modbus_device({1: ({0: nan}, {})})
-    src = source(null_modem.gateway, [ModbusSensor("P-nan", point()),
-                                      ModbusSensor("P-wrong", point(address=500))])  # no register 500
+    src = source(
+        null_modem.gateway, [ModbusSensor("P-nan", point()), ModbusSensor("P-wrong", point(address=500))]
+    )  # no register 500
     readings = src.poll_once()
     src.line.close()
     assert [r.quality for r in readings] == [Quality.UNKNOWN, Quality.UNKNOWN]
@@ -129,9 +157,10 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
     from gateway.device.runner import GatewayRunner
 
     modbus_device({1: ({0: encode_value(4.0, "float32", "little")}, {}), 2: ({}, {100: [360]})})
-    text = CONFIG.format(port=null_modem.gateway).replace("{host: 127.0.0.1}", f"{{host: {services.mqtt_host}, "
-                                                          f"port: {services.mqtt_port}, topic_prefix: modbus-e2e, "
-                                                          f"readings_batch: 1}}")
+    text = CONFIG.format(port=null_modem.gateway).replace(
+        "{host: 127.0.0.1}",
+        f"{{host: {services.mqtt_host}, port: {services.mqtt_port}, topic_prefix: modbus-e2e, readings_batch: 1}}",
+    )
     config = load_config_text(text + f"storage: {{data_dir: {tmp_path / 'data'}}}\n")
     received, subscribed = [], threading.Event()
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -11,6 +11,7 @@ Tolerances (stated in docs/models.md):
 - every format: the decision (argmax, or the regression threshold) agrees with the
   reference's on >= 99 % of the parity rows, and every pair of runtimes agrees on >= 99 %.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,30 +46,33 @@ def synthetic_data(seed: int = 7, n: int = 3000):
     return X, y_binary, y_3class, leak_flow
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fit_synthetic(name: str):
     """(fitted model, export keyword arguments) for one synthetic model."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     X, yb, y3, flow = synthetic_data()
     Xtr = X[:2000]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: these tiny fits need not converge
         if name == "mlp_relu_binary":
-            m = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=300,
-                                                              random_state=0))
+            m = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=300, random_state=0))
             return m.fit(Xtr, yb[:2000]), {}
         if name == "mlp_logistic_3class":  # scaler in a pipeline, softmax output
-            m = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(12,), activation="logistic",
-                                                              max_iter=400, random_state=0))
+            m = make_pipeline(
+                StandardScaler(),
+                MLPClassifier(hidden_layer_sizes=(12,), activation="logistic", max_iter=400, random_state=0),
+            )
             return m.fit(Xtr, y3[:2000]), {}
         if name == "logreg_binary":  # bare model: scaling measured and folded in by the exporter
             return LogisticRegression(max_iter=1000).fit(Xtr, yb[:2000]), {}
         if name == "mlp_regressor":
-            m = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=400,
-                                                             random_state=0)).fit(Xtr, flow[:2000])
+            m = make_pipeline(
+                StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=400, random_state=0)
+            ).fit(Xtr, flow[:2000])
             return m, {"output_names": ["leak_flow_lps"], "decision_threshold": 2.0}
     raise KeyError(name)
 
@@ -77,6 +81,7 @@ def fit_synthetic(name: str):
 def exported(tmp_path_factory):
     """Model id -> model directory; synthetic models are fitted and exported once per module."""
     from training.export import export_model
+
     cache: dict[str, Path] = {}
 
     def get(model_id: str) -> Path:
@@ -87,11 +92,19 @@ def exported(tmp_path_factory):
             model, kwargs = fit_synthetic(name)
             X = synthetic_data()[0]
             out = tmp_path_factory.mktemp(name)
-            export_model(model, X[:2000], out, name, "1", X_check=X[2000:],
-                         feature_names=["night_flow", "dp_head", "inflow_day", "residual", "ratio_a", "ratio_b"],
-                         **kwargs)
+            export_model(
+                model,
+                X[:2000],
+                out,
+                name,
+                "1",
+                X_check=X[2000:],
+                feature_names=["night_flow", "dp_head", "inflow_day", "residual", "ratio_a", "ratio_b"],
+                **kwargs,
+            )
             cache[model_id] = out
         return cache[model_id]
+
     return get
 
 
@@ -128,12 +141,15 @@ def test_runtimes_take_the_same_decisions(exported, model_id):
         pytest.skip("a regression without a decision threshold takes no decision")
     with np.load(manifest.files["parity"].path, allow_pickle=False) as z:
         X = z["X"]
-    decisions = {f"{fmt}/{rt}": load(manifest.files[fmt], rt).decide(X)
-                 for fmt, rt in RUNS if rt in INSTALLED and fmt in manifest.files}
+    decisions = {
+        f"{fmt}/{rt}": load(manifest.files[fmt], rt).decide(X)
+        for fmt, rt in RUNS
+        if rt in INSTALLED and fmt in manifest.files
+    }
     assert len(decisions) >= 3
     names = sorted(decisions)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             agree = np.mean(decisions[a] == decisions[b])
             assert agree >= DECISION_AGREEMENT, f"{a} and {b} agree on {agree:.2%}"
 

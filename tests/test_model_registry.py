@@ -1,4 +1,5 @@
 """The model registry: hashes checked before loading, tampered files refused, the model in service kept."""
+
 from __future__ import annotations
 
 import json
@@ -117,8 +118,9 @@ def test_slot_refuses_a_model_that_cannot_score_the_windows(tmp_path, exported, 
 
 def test_slot_refuses_a_consistent_but_wrong_model(tmp_path, exported, data):
     """Weights changed *and* the manifest re-hashed: the hashes pass, the parity rows catch it."""
-    from edge.runtime.numpy_backend import load_network, network_bytes
     from edge.runtime.manifest import sha256_file
+    from edge.runtime.numpy_backend import load_network, network_bytes
+
     X, _ = data
     bad = tmp_path / "bad"
     shutil.copytree(exported / "v1", bad)

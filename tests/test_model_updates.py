@@ -4,6 +4,7 @@ Models are exported with ``training.export.export_model`` from seeded synthetic 
 gateway side is the receiver the runner starts (``start_for_config``), talking to the
 session's Mosquitto. Crash points are simulated by stopping between the store's steps.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,15 +23,25 @@ from sklearn.preprocessing import StandardScaler
 
 from edge.runtime import load_model
 from edge.runtime.manifest import ModelManifest
-from gateway.protocol import topics as T
 from gateway.cli import main as cli
 from gateway.config import GatewayConfig
-from gateway.model_updates.receiver import (MAX_UPDATE_BYTES, POINTER_FILE, ModelStore, ModelUpdateReceiver, Pointer,
-                                   decode_status, load_public_key, start_for_config, status_topic, update_topic,
-                                   verify_update)
+from gateway.model_updates.receiver import (
+    MAX_UPDATE_BYTES,
+    POINTER_FILE,
+    ModelStore,
+    ModelUpdateReceiver,
+    Pointer,
+    decode_status,
+    load_public_key,
+    start_for_config,
+    status_topic,
+    update_topic,
+    verify_update,
+)
+from gateway.model_updates.signing import build_update, generate_signing_key, push_update, sign_model
+from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings, make_client
 from training.export import export_model
-from gateway.model_updates.signing import build_update, generate_signing_key, push_update, sign_model
 
 NAME = "leak_lr"
 WAIT_S = 20.0  # upper bound only: every wait returns as soon as the gateway has answered
@@ -61,12 +72,18 @@ def fleet(tmp_path_factory, data):
     (root / "v3" / "manifest.json").write_text(json.dumps(manifest, indent=1))
     export_model(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y), X, root / "other", "pipe_burst", "1")
     # v5: the same features, but a regression (a detector reading class labels could not use it).
-    export_model(make_pipeline(StandardScaler(), LinearRegression()).fit(X, y), X, root / "v5", NAME, "5",
-                 decision_threshold=0.5)
+    export_model(
+        make_pipeline(StandardScaler(), LinearRegression()).fit(X, y), X, root / "v5", NAME, "5", decision_threshold=0.5
+    )
     for folder in ("v1", "v2", "v3", "v5", "other"):
         sign_model(root / folder, private)
-    return {"root": root, "private": private, "public": public, "other_private": other_private,
-            "key": load_public_key(public)}
+    return {
+        "root": root,
+        "private": private,
+        "public": public,
+        "other_private": other_private,
+        "key": load_public_key(public),
+    }
 
 
 def payload(fleet, folder: str) -> bytes:
@@ -96,13 +113,21 @@ def gateway(services, fleet, tmp_path, request):
 
     def start(*, allow_downgrade=False, bundle="v1"):
         prefix = "mu-" + re.sub(r"[^A-Za-z0-9]", "", request.node.name)[-40:]
-        config = GatewayConfig.model_validate({
-            "site": "net3", "gateway": "gw-07", "mqtt": {"host": services.mqtt_host, "topic_prefix": prefix},
-            "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
-            "sources": {"replay": {"file": "zone.npz"}},
-            "storage": {"data_dir": str(tmp_path / "data")},
-            "model_updates": {"enabled": True, "public_key_file": str(fleet["public"]),
-                              "allow_downgrade": allow_downgrade}})
+        config = GatewayConfig.model_validate(
+            {
+                "site": "net3",
+                "gateway": "gw-07",
+                "mqtt": {"host": services.mqtt_host, "topic_prefix": prefix},
+                "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
+                "sources": {"replay": {"file": "zone.npz"}},
+                "storage": {"data_dir": str(tmp_path / "data")},
+                "model_updates": {
+                    "enabled": True,
+                    "public_key_file": str(fleet["public"]),
+                    "allow_downgrade": allow_downgrade,
+                },
+            }
+        )
         detector = Scorer(load_model(ModelManifest.read(fleet["root"] / bundle), backend="numpy"))
         settings = MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"{prefix}-gw")
         listener = start_for_config(config, settings, [detector], backend="numpy")
@@ -118,8 +143,9 @@ def gateway(services, fleet, tmp_path, request):
 
 def push(services, topics, body: bytes, model=NAME, version="2") -> dict | None:
     settings = MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"{topics.prefix}-push")
-    reports = push_update(settings, {update_topic(topics, model): status_topic(topics)}, body, model=model,
-                          version=version, wait_s=WAIT_S)
+    reports = push_update(
+        settings, {update_topic(topics, model): status_topic(topics)}, body, model=model, version=version, wait_s=WAIT_S
+    )
     return reports[update_topic(topics, model)]
 
 
@@ -158,6 +184,7 @@ def envelope_with(body: bytes, **changes) -> bytes:
 
 # ---- the must-shows -------------------------------------------------------------------------
 
+
 def test_signed_update_is_applied_and_the_gateway_predicts_with_it(services, fleet, gateway):
     listener, detector, topics, store = gateway()
     X, v2_outputs = reference(fleet, "v2")
@@ -189,8 +216,11 @@ def test_next_update_keeps_the_previous_version_on_disk(services, fleet, gateway
     assert push(services, topics, payload(fleet, "v4"), version="4")["outcome"] == "applied"
     assert store.pointer(NAME) == Pointer("4", "2")
     assert sorted(p.name for p in (store.root / NAME).iterdir()) == ["2", "4", POINTER_FILE]
-    assert retained_status(services, topics)["models"][NAME] == {"version": "4", "runtime": "numpy/numpy",
-                                                                  "previous": "2"}
+    assert retained_status(services, topics)["models"][NAME] == {
+        "version": "4",
+        "runtime": "numpy/numpy",
+        "previous": "2",
+    }
 
 
 def _tamper_file(fleet, body):
@@ -222,12 +252,16 @@ def _other_key(fleet, body):
     return build_update(other)[1]
 
 
-@pytest.mark.parametrize("tamper, reason, says", [
-    (_tamper_file, "hash_mismatch", f"{NAME}.npz: expected sha256"),
-    (_tamper_manifest, "bad_signature", "changed after signing"),
-    (_unsigned, "unsigned", "carries no signature"),
-    (_other_key, "bad_signature", "this gateway trusts key"),
-], ids=["model_file_byte", "manifest_byte_after_signing", "unsigned", "other_key"])
+@pytest.mark.parametrize(
+    "tamper, reason, says",
+    [
+        (_tamper_file, "hash_mismatch", f"{NAME}.npz: expected sha256"),
+        (_tamper_manifest, "bad_signature", "changed after signing"),
+        (_unsigned, "unsigned", "carries no signature"),
+        (_other_key, "bad_signature", "this gateway trusts key"),
+    ],
+    ids=["model_file_byte", "manifest_byte_after_signing", "unsigned", "other_key"],
+)
 def test_bad_updates_are_refused_reported_and_v1_keeps_detecting(services, fleet, gateway, tamper, reason, says):
     listener, detector, topics, store = gateway()
     X, v1_outputs = reference(fleet, "v1")
@@ -264,8 +298,9 @@ def test_downgrade_is_refused_unless_allowed(services, fleet, gateway):
     assert report["outcome"] == "refused" and report["reason"] == "downgrade"
     assert "v1 is not newer than v2" in report["detail"] and detector.model_version == "2"
 
-    allowing = ModelUpdateReceiver(ModelStore(store.root.parent / "other"), fleet["key"], models=[NAME],
-                                   allow_downgrade=True, backend="numpy")
+    allowing = ModelUpdateReceiver(
+        ModelStore(store.root.parent / "other"), fleet["key"], models=[NAME], allow_downgrade=True, backend="numpy"
+    )
     assert allowing.apply(payload(fleet, "v2")).outcome == "applied"
     assert allowing.apply(payload(fleet, "v1")).outcome == "applied"
     assert allowing.state()[NAME]["version"] == "1"
@@ -288,6 +323,7 @@ def test_same_update_again_changes_nothing(fleet, tmp_path):
 
 
 # ---- crash safety: the pointer moves only after the files are complete -----------------------
+
 
 def test_crash_before_the_pointer_moved_keeps_the_old_model(fleet, tmp_path):
     store = ModelStore(tmp_path)
@@ -328,17 +364,26 @@ def test_model_changed_on_disk_is_not_loaded_at_start(fleet, tmp_path):
 
 # ---- the envelope ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda body: b" " * (MAX_UPDATE_BYTES + 1), "too_large"),
-    (lambda body: b"\xff\xfe", "bad_envelope"),
-    (lambda body: envelope_with(body, format="something-else"), "bad_envelope"),
-    (lambda body: envelope_with(body, v=2), "bad_envelope"),
-    (lambda body: envelope_with(body, manifest="%%%"), "bad_envelope"),
-    (lambda body: envelope_with(body, signature={"alg": "rsa", "value": "AA=="}), "bad_signature"),
-    (lambda body: envelope_with(body, files={**json.loads(body)["files"], "extra.bin": "AA=="}), "mismatch"),
-    (lambda body: envelope_with(body, files={k: v for k, v in json.loads(body)["files"].items()
-                                             if not k.endswith(".npz")}), "mismatch"),
-], ids=["too_large", "not_utf8", "format", "schema", "manifest_b64", "alg", "extra_file", "missing_file"])
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda body: b" " * (MAX_UPDATE_BYTES + 1), "too_large"),
+        (lambda body: b"\xff\xfe", "bad_envelope"),
+        (lambda body: envelope_with(body, format="something-else"), "bad_envelope"),
+        (lambda body: envelope_with(body, v=2), "bad_envelope"),
+        (lambda body: envelope_with(body, manifest="%%%"), "bad_envelope"),
+        (lambda body: envelope_with(body, signature={"alg": "rsa", "value": "AA=="}), "bad_signature"),
+        (lambda body: envelope_with(body, files={**json.loads(body)["files"], "extra.bin": "AA=="}), "mismatch"),
+        (
+            lambda body: envelope_with(
+                body, files={k: v for k, v in json.loads(body)["files"].items() if not k.endswith(".npz")}
+            ),
+            "mismatch",
+        ),
+    ],
+    ids=["too_large", "not_utf8", "format", "schema", "manifest_b64", "alg", "extra_file", "missing_file"],
+)
 def test_malformed_envelopes_are_refused_with_a_reason(fleet, tmp_path, make, reason):
     receiver = ModelUpdateReceiver(ModelStore(tmp_path), fleet["key"], models=[NAME], backend="numpy")
     report = receiver.apply(make(payload(fleet, "v2")), NAME)
@@ -347,6 +392,7 @@ def test_malformed_envelopes_are_refused_with_a_reason(fleet, tmp_path, make, re
 
 
 # ---- the data scientist's side ----------------------------------------------------------------
+
 
 def test_cli_keygen_sign_and_push(services, fleet, gateway, tmp_path, capsys):
     keys = tmp_path / "keys"
@@ -370,9 +416,25 @@ def test_cli_keygen_sign_and_push(services, fleet, gateway, tmp_path, capsys):
     assert f"signed model {NAME} v2" in capsys.readouterr().out
 
     listener, detector, topics, store = gateway()
-    code = cli(["model", "push", str(model), "--to", f"{topics.site}/{topics.gateway}", "--prefix", topics.prefix,
-                "--mqtt-host", services.mqtt_host, "--mqtt-port", str(services.mqtt_port),
-                "--public-key", str(fleet["public"]), "--wait", str(WAIT_S)])
+    code = cli(
+        [
+            "model",
+            "push",
+            str(model),
+            "--to",
+            f"{topics.site}/{topics.gateway}",
+            "--prefix",
+            topics.prefix,
+            "--mqtt-host",
+            services.mqtt_host,
+            "--mqtt-port",
+            str(services.mqtt_port),
+            "--public-key",
+            str(fleet["public"]),
+            "--wait",
+            str(WAIT_S),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "gateway: applied" in out and detector.model_version == "2"
 
@@ -388,9 +450,15 @@ def test_sign_refuses_a_folder_that_does_not_match_its_manifest(fleet, tmp_path,
 
 # ---- config and contracts -----------------------------------------------------------------------
 
+
 def test_config_needs_the_public_key_when_enabled():
-    base = {"site": "s", "gateway": "g", "mqtt": {"host": "h"},
-            "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}], "sources": {"replay": {"file": "a"}}}
+    base = {
+        "site": "s",
+        "gateway": "g",
+        "mqtt": {"host": "h"},
+        "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}],
+        "sources": {"replay": {"file": "a"}},
+    }
     assert GatewayConfig.model_validate(base).model_updates.enabled is False
     with pytest.raises(ValueError, match="set public_key_file"):
         GatewayConfig.model_validate({**base, "model_updates": {"enabled": True}})
@@ -409,6 +477,7 @@ def test_contracts_doc_lists_the_topics_and_its_status_example_decodes():
 
 # ---- with the production broker setup: TLS, passwords, per-gateway ACL -------------------------
 
+
 def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_path):
     from gateway.local_services.services import LocalServices
     from gateway.model_updates.receiver import DEFAULT_PUSH_USER, ModelUpdateListener
@@ -419,38 +488,60 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
     passwords = {gw1: "pw-1", gw2: "pw-2", DEFAULT_PUSH_USER: "pw-push"}
     ca = make_ca("model updates test CA")
     write_pair(ca, tmp_path / "ca.pem", tmp_path / "ca.key")
-    write_pair(issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
-               tmp_path / "broker.pem", tmp_path / "broker.key")
+    write_pair(
+        issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
+        tmp_path / "broker.pem",
+        tmp_path / "broker.key",
+    )
     (tmp_path / "acl").write_text(acl_text(prefix))  # acl_text includes the model-update lines
     write_password_file(tmp_path / "passwd", passwords)
-    security = BrokerSecurity(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "broker.pem",
-                              key_file=tmp_path / "broker.key", password_file=tmp_path / "passwd",
-                              acl_file=tmp_path / "acl")
+    security = BrokerSecurity(
+        ca_file=tmp_path / "ca.pem",
+        cert_file=tmp_path / "broker.pem",
+        key_file=tmp_path / "broker.key",
+        password_file=tmp_path / "passwd",
+        acl_file=tmp_path / "acl",
+    )
 
     def settings(user: str, client_id: str) -> MqttSettings:
-        return MqttSettings(broker.mqtt_host, broker.mqtt_port, client_id=client_id, username=user,
-                            password=passwords[user], ca_file=str(tmp_path / "ca.pem"))
+        return MqttSettings(
+            broker.mqtt_host,
+            broker.mqtt_port,
+            client_id=client_id,
+            username=user,
+            password=passwords[user],
+            ca_file=str(tmp_path / "ca.pem"),
+        )
 
     listeners = []
     with LocalServices(tmp_path / "services", influxdb=False, mosquitto_security=security) as broker:
         try:
             for user, gateway in ((gw1, "gw-01"), (gw2, "gw-02")):
-                receiver = ModelUpdateReceiver(ModelStore(tmp_path / gateway), fleet["key"], models=[NAME],
-                                               backend="numpy")
-                listeners.append(ModelUpdateListener(receiver, T.Topics(prefix, "net3", gateway),
-                                                     settings(user, f"frugalsense-{gateway}")).start())
+                receiver = ModelUpdateReceiver(
+                    ModelStore(tmp_path / gateway), fleet["key"], models=[NAME], backend="numpy"
+                )
+                listeners.append(
+                    ModelUpdateListener(
+                        receiver, T.Topics(prefix, "net3", gateway), settings(user, f"frugalsense-{gateway}")
+                    ).start()
+                )
                 assert listeners[-1].wait_subscribed(WAIT_S)
             gw1_topics, gw2_topics = listeners[0].topics, listeners[1].topics
             pusher = settings(DEFAULT_PUSH_USER, "pusher")
-            reports = push_update(pusher, {update_topic(gw1_topics, NAME): status_topic(gw1_topics)},
-                                  payload(fleet, "v2"), model=NAME, version="2", wait_s=WAIT_S)
+            reports = push_update(
+                pusher,
+                {update_topic(gw1_topics, NAME): status_topic(gw1_topics)},
+                payload(fleet, "v2"),
+                model=NAME,
+                version="2",
+                wait_s=WAIT_S,
+            )
             assert reports[update_topic(gw1_topics, NAME)]["outcome"] == "applied"
             assert listeners[0].receiver.state()[NAME]["version"] == "2" and listeners[1].receiver.state() == {}
 
             # Another gateway may not send gw-01 an update (v5 PUBACK "not authorized").
             with pytest.raises(ConnectionError, match="refused the update"):
-                push_update(settings(gw2, "gw-02-intruder"), {update_topic(gw1_topics, NAME): ""},
-                            payload(fleet, "v1"))
+                push_update(settings(gw2, "gw-02-intruder"), {update_topic(gw1_topics, NAME): ""}, payload(fleet, "v1"))
             # ... nor read gw-01's: subscribed to gw-01's topic first, then its own, it gets only its own.
             push_update(pusher, {update_topic(gw2_topics, NAME): ""}, b"x")
             seen: list[str] = []
@@ -463,8 +554,9 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
 
             spy = make_client(settings(gw2, "gw-02-spy"))
             spy.on_message = on_message
-            spy.on_connect = lambda c, *a: c.subscribe([(update_topic(gw1_topics, NAME), 1),
-                                                        (update_topic(gw2_topics, NAME), 1)])
+            spy.on_connect = lambda c, *a: c.subscribe(
+                [(update_topic(gw1_topics, NAME), 1), (update_topic(gw2_topics, NAME), 1)]
+            )
             spy.connect(broker.mqtt_host, broker.mqtt_port)
             spy.loop_start()
             try:
@@ -480,20 +572,32 @@ def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_p
 
 # ---- the runner starts the receiver when the config enables it ----------------------------------
 
+
 def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
     from edge.datasets import ZoneDataset
     from gateway.device.runner import GatewayRunner
 
     t0 = 1_772_409_600_000
-    ZoneDataset(time_ms=t0 + 900_000 * np.arange(4, dtype=np.int64), values=np.full((4, 1), 40.0, np.float32),
-                columns=["F-lake"], quantities=["flow"], units=["L/s"], leak_flow_lps=np.zeros(4, np.float32),
-                meta={}).save(tmp_path / "zone.npz")
-    config = GatewayConfig.model_validate({
-        "site": "net3", "gateway": "gw-run", "mqtt": {"host": services.mqtt_host, "topic_prefix": "mu-runner"},
-        "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
-        "sources": {"replay": {"file": str(tmp_path / "zone.npz")}},
-        "storage": {"data_dir": str(tmp_path / "data")},
-        "model_updates": {"enabled": True, "public_key_file": str(fleet["public"]), "models": [NAME]}})
+    ZoneDataset(
+        time_ms=t0 + 900_000 * np.arange(4, dtype=np.int64),
+        values=np.full((4, 1), 40.0, np.float32),
+        columns=["F-lake"],
+        quantities=["flow"],
+        units=["L/s"],
+        leak_flow_lps=np.zeros(4, np.float32),
+        meta={},
+    ).save(tmp_path / "zone.npz")
+    config = GatewayConfig.model_validate(
+        {
+            "site": "net3",
+            "gateway": "gw-run",
+            "mqtt": {"host": services.mqtt_host, "topic_prefix": "mu-runner"},
+            "sensors": [{"id": "F-lake", "quantity": "flow", "driver": "replay"}],
+            "sources": {"replay": {"file": str(tmp_path / "zone.npz")}},
+            "storage": {"data_dir": str(tmp_path / "data")},
+            "model_updates": {"enabled": True, "public_key_file": str(fleet["public"]), "models": [NAME]},
+        }
+    )
     topics = T.Topics("mu-runner", "net3", "gw-run")
     reports = []
 

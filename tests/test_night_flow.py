@@ -1,4 +1,5 @@
 """Minimum Night Flow features and the streaming MNF leak detector, on hand-made data."""
+
 from __future__ import annotations
 
 import random
@@ -22,12 +23,16 @@ def day_series(night_flows: list[float], day_flow: float = 100.0) -> tuple[np.nd
     t = START_MS + np.arange(len(night_flows) * 96, dtype=np.int64) * STEP_MS
     flow = np.full(t.shape, day_flow)
     for n, night in enumerate(night_flows):
-        flow[n * 96 + 8: n * 96 + 16] = night
+        flow[n * 96 + 8 : n * 96 + 16] = night
     return t, flow
 
 
-def night_readings(night_flows: list[float | None], sensors=SENSORS, shuffle: random.Random | None = None,
-                   drop: set[tuple[int, int, str]] = frozenset()) -> list[Reading]:
+def night_readings(
+    night_flows: list[float | None],
+    sensors=SENSORS,
+    shuffle: random.Random | None = None,
+    drop: set[tuple[int, int, str]] = frozenset(),
+) -> list[Reading]:
     """Readings of every night 02:00-03:45 plus the 04:00 step that closes it.
 
     The zone inflow ``night_flows[n]`` is split over the meters (tank sign -1);
@@ -76,7 +81,7 @@ def test_zone_inflow_signs_and_gaps():
 
 def test_mnf_is_the_lowest_hourly_mean_of_each_night():
     t, flow = day_series([40.0, 50.0, 45.0])
-    flow[96 + 8: 96 + 16] = [50, 50, 20, 80, 50, 50, 50, 50]  # a 15-min dip does not make the night
+    flow[96 + 8 : 96 + 16] = [50, 50, 20, 80, 50, 50, 50, 50]  # a 15-min dip does not make the night
     dates, mnf = minimum_night_flow(t, flow)
     assert dates.tolist() == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
     assert mnf.tolist() == [40.0, 50.0, 45.0]
@@ -140,8 +145,9 @@ def test_detector_flags_a_leak_night_and_explains_it():
     alert = outputs[-1].validate()
     assert isinstance(alert, Alert) and alert.state is AlertState.RAISED
     assert alert.alert_id == "leak-2026-03-05" and alert.severity is Severity.WARNING
-    assert alert.message == ("Night flow 130.0 L/s is 30% above the 3-night baseline 100.0 L/s: "
-                             "possible leak of about 30.0 L/s")
+    assert alert.message == (
+        "Night flow 130.0 L/s is 30% above the 3-night baseline 100.0 L/s: possible leak of about 30.0 L/s"
+    )
 
 
 def test_a_large_excess_is_critical():
@@ -151,8 +157,7 @@ def test_a_large_excess_is_critical():
 
 def test_an_unknown_or_missing_meter_gives_insufficient_data_not_a_leak():
     # Night 3 has an UNKNOWN meter, night 4 lacks one meter at one step; both would be "low".
-    readings = night_readings([100.0, 100.0, 100.0, None, 20.0, 100.0],
-                              drop={(4, 3, "F-b")})
+    readings = night_readings([100.0, 100.0, 100.0, None, 20.0, 100.0], drop={(4, 3, "F-b")})
     outputs = run(detector(), readings)
     labels = [o.label for o in outputs]
     assert labels == ["insufficient_data"] * 2 + ["normal", "insufficient_data", "insufficient_data", "normal"]
@@ -161,8 +166,12 @@ def test_an_unknown_or_missing_meter_gives_insufficient_data_not_a_leak():
 
 def test_bad_quality_readings_are_not_used():
     readings = night_readings([100.0, 100.0, 100.0, 130.0])
-    readings = [Reading(r.time_ms, r.site, r.gateway, r.sensor, r.quantity, r.value, r.unit, Quality.BAD)
-                if r.sensor == "F-b" and r.time_ms > START_MS + 3 * DAY_MS else r for r in readings]
+    readings = [
+        Reading(r.time_ms, r.site, r.gateway, r.sensor, r.quantity, r.value, r.unit, Quality.BAD)
+        if r.sensor == "F-b" and r.time_ms > START_MS + 3 * DAY_MS
+        else r
+        for r in readings
+    ]
     assert [o.label for o in run(detector(), readings)][-1] == "insufficient_data"
 
 
@@ -185,8 +194,10 @@ def test_no_flapping_around_the_threshold():
     hovering = [100.0, 100.0, 100.0] + [121.0, 119.0] * 5 + [100.0, 100.0, 100.0]
     outputs = run(detector(raise_after=1, clear_after=2), night_readings(hovering))
     alerts = [o for o in outputs if isinstance(o, Alert)]
-    assert [(a.state, a.alert_id) for a in alerts] == [(AlertState.RAISED, "leak-2026-03-05"),
-                                                       (AlertState.CLEARED, "leak-2026-03-05")]
+    assert [(a.state, a.alert_id) for a in alerts] == [
+        (AlertState.RAISED, "leak-2026-03-05"),
+        (AlertState.CLEARED, "leak-2026-03-05"),
+    ]
     assert alerts[1].time_ms == START_MS + 13 * DAY_MS + 4 * 3_600_000  # second calm night in a row
     assert alerts[1].severity is Severity.INFO and "cleared" in alerts[1].message
     # Asking for two flagged nights in a row, the same series never raises.
@@ -202,10 +213,16 @@ def test_flagged_nights_stay_out_of_the_baseline():
 
 def test_nights_without_any_reading_are_reported():
     readings = night_readings([100.0, 100.0, 100.0])
-    late = night_readings([100.0] * 6)[5 * 9 * len(SENSORS):]  # night 5 only: nights 3 and 4 had no data at all
+    late = night_readings([100.0] * 6)[5 * 9 * len(SENSORS) :]  # night 5 only: nights 3 and 4 had no data at all
     labels = [o.label for o in run(detector(), readings + late)]
-    assert labels == ["insufficient_data", "insufficient_data", "normal",
-                      "insufficient_data", "insufficient_data", "normal"]
+    assert labels == [
+        "insufficient_data",
+        "insufficient_data",
+        "normal",
+        "insufficient_data",
+        "insufficient_data",
+        "normal",
+    ]
 
 
 def test_detector_parameters_are_checked():

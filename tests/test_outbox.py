@@ -1,4 +1,5 @@
 """The durable outbox alone (SQLite, kill -9) and behind the publisher and runner against a real Mosquitto."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.contracts import Reading
+from gateway.device.outbox import (
+    ALERT,
+    BACKLOG_MESSAGES,
+    DETECTION,
+    READING,
+    ROW_OVERHEAD_BYTES,
+    STATUS,
+    Outbox,
+    OutboxError,
+    Outgoing,
+)
+from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.services import LocalServices, free_port
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
-from gateway.local_services.services import LocalServices, free_port
-from gateway.device.outbox import (ALERT, BACKLOG_MESSAGES, DETECTION, READING, ROW_OVERHEAD_BYTES, STATUS, Outbox,
-                            OutboxError, Outgoing)
-from gateway.device.publisher import GatewayPublisher
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0, alert, detection
 
@@ -46,10 +56,17 @@ def size_of(stream: str, payload: bytes) -> int:
 
 # ---- the store ---------------------------------------------------------------------------
 
+
 def test_messages_leave_in_the_order_they_were_put_when_there_is_no_backlog():
     box = Outbox(None)
-    puts = [("gw/readings/F", READING), ("gw/detections/leak", DETECTION), ("gw/alerts", ALERT),
-            ("gw/readings/F", READING), ("gw/status", STATUS), ("gw/alerts", ALERT)]
+    puts = [
+        ("gw/readings/F", READING),
+        ("gw/detections/leak", DETECTION),
+        ("gw/alerts", ALERT),
+        ("gw/readings/F", READING),
+        ("gw/status", STATUS),
+        ("gw/alerts", ALERT),
+    ]
     for stream, kind in puts:
         box.put(stream, b"{}", kind)
     taken = box.take(100)
@@ -116,8 +133,12 @@ def test_messages_in_flight_are_never_dropped_to_make_room():
 def test_old_readings_and_status_expire_but_alerts_and_detections_do_not():
     clock = Clock()
     box = Outbox(None, max_age_s=2 * DAY_S, clock=clock)
-    for stream, kind in (("gw/readings/F", READING), ("gw/status", STATUS), ("gw/alerts", ALERT),
-                         ("gw/detections/leak", DETECTION)):
+    for stream, kind in (
+        ("gw/readings/F", READING),
+        ("gw/status", STATUS),
+        ("gw/alerts", ALERT),
+        ("gw/detections/leak", DETECTION),
+    ):
         box.put(stream, b"{}", kind, items=10 if kind == READING else 1)
     clock.now += 3 * DAY_S
     box.put("gw/readings/F", b"{}", READING, items=10)
@@ -168,8 +189,10 @@ def test_a_mark_counts_the_messages_at_its_time_so_a_resumed_replay_skips_exactl
 def test_an_outbox_file_from_before_counted_marks_is_upgraded_in_place(tmp_path):
     path = tmp_path / "o.sqlite3"
     db = sqlite3.connect(path)
-    db.executescript("CREATE TABLE streams (stream TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, mark_ms INTEGER);"
-                     "INSERT INTO streams VALUES ('gw/alerts', 4, 1772409600000);")
+    db.executescript(
+        "CREATE TABLE streams (stream TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, mark_ms INTEGER);"
+        "INSERT INTO streams VALUES ('gw/alerts', 4, 1772409600000);"
+    )
     db.close()
     with Outbox(path) as box:
         assert box.marks() == {"gw/alerts": (T0, 0)}  # count unknown: the item at the mark is sent again
@@ -222,8 +245,11 @@ def test_full_sync_is_what_the_file_uses(tmp_path):
 
 
 @settings(max_examples=60, derandomize=True, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["put_r", "put_s", "put_a", "put_d", "take", "ack"]),
-                          st.integers(0, 5)), max_size=120))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put_r", "put_s", "put_a", "put_d", "take", "ack"]), st.integers(0, 5)), max_size=120
+    )
+)
 def test_every_message_is_delivered_in_order_dropped_and_counted_or_still_there(ops):
     """Whatever happens, per stream: delivered seqs increase; alerts/detections are never lost."""
     box = Outbox(None, max_bytes=8 * size_of("gw/readings/0", b"x" * 100))
@@ -277,8 +303,7 @@ while True:
 
 def test_every_message_put_before_a_kill_9_is_there_after_it(tmp_path):
     path = tmp_path / "outbox.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     confirmed = []
     try:
         for line in proc.stdout:
@@ -300,19 +325,27 @@ def test_every_message_put_before_a_kill_9_is_there_after_it(tmp_path):
 
 # ---- group commit: several messages in one transaction ------------------------------------
 
+
 def test_put_many_stores_like_puts_in_order_with_per_stream_sequences(tmp_path):
     with Outbox(tmp_path / "o.sqlite3") as box:
         box.put("gw/readings/A", b"a0", READING, items=50)
-        seqs = box.put_many([Outgoing("gw/readings/A", b"a1", READING, 50, T0),
-                             Outgoing("gw/readings/B", b"b1", READING, 50, T0),
-                             Outgoing("gw/alerts", b"al", ALERT, data_time_ms=T0 + 1, retain=True)])
+        seqs = box.put_many(
+            [
+                Outgoing("gw/readings/A", b"a1", READING, 50, T0),
+                Outgoing("gw/readings/B", b"b1", READING, 50, T0),
+                Outgoing("gw/alerts", b"al", ALERT, data_time_ms=T0 + 1, retain=True),
+            ]
+        )
         assert seqs == [2, 1, 1]
         assert box.put_many([]) == []
     with Outbox(tmp_path / "o.sqlite3") as box:
         sent = box.take(10)
         assert [(m.stream, m.seq, m.payload) for m in sent] == [
-            ("gw/readings/A", 1, b"a0"), ("gw/readings/A", 2, b"a1"), ("gw/readings/B", 1, b"b1"),
-            ("gw/alerts", 1, b"al")]
+            ("gw/readings/A", 1, b"a0"),
+            ("gw/readings/A", 2, b"a1"),
+            ("gw/readings/B", 1, b"b1"),
+            ("gw/alerts", 1, b"al"),
+        ]
         assert sent[-1].retain and sent[1].items == 50
         assert box.marks()["gw/readings/B"] == (T0, 1) and box.marks()["gw/alerts"] == (T0 + 1, 1)
         assert box.put("gw/readings/A", b"a2", READING) == 3
@@ -320,8 +353,10 @@ def test_put_many_stores_like_puts_in_order_with_per_stream_sequences(tmp_path):
 
 def test_put_many_drops_oldest_readings_when_full_but_never_alerts_and_counts_as_puts_do():
     box = Outbox(None, max_bytes=3 * size_of("gw/readings/F", b"x" * 100))
-    seqs = box.put_many([Outgoing("gw/readings/F", b"x" * 100, READING, 50) for _ in range(4)]
-                        + [Outgoing("gw/alerts", b"x" * 100, ALERT)])
+    seqs = box.put_many(
+        [Outgoing("gw/readings/F", b"x" * 100, READING, 50) for _ in range(4)]
+        + [Outgoing("gw/alerts", b"x" * 100, ALERT)]
+    )
     assert seqs == [1, 2, 3, 4, 1]
     stats = box.stats()
     assert stats["outbox_dropped_readings"] == 100 and stats["outbox_dropped_reading_messages"] == 2
@@ -343,13 +378,16 @@ def test_a_failed_put_many_stores_none_of_its_messages_and_leaves_sequences_as_t
 
         box.put = failing_put
         with pytest.raises(OutboxError, match="disk I/O error"):
-            box.put_many([Outgoing("gw/readings/A", b"a", READING, data_time_ms=T0),
-                          Outgoing("gw/readings/B", b"b", READING)])
+            box.put_many(
+                [Outgoing("gw/readings/A", b"a", READING, data_time_ms=T0), Outgoing("gw/readings/B", b"b", READING)]
+            )
         del box.put
         assert len(box) == 1 and box.stats()["outbox_bytes"] == size_of("gw/readings/A", b"a")
         assert "gw/readings/A" not in box.marks()
-        assert box.put_many([Outgoing("gw/readings/A", b"a", READING), Outgoing("gw/readings/B", b"b", READING)]) \
-            == [2, 1]
+        assert box.put_many([Outgoing("gw/readings/A", b"a", READING), Outgoing("gw/readings/B", b"b", READING)]) == [
+            2,
+            1,
+        ]
 
 
 GROUP_WRITER = """
@@ -367,8 +405,9 @@ while True:
 
 def test_messages_stored_by_one_put_many_survive_a_kill_9_together_in_order(tmp_path):
     path = tmp_path / "outbox.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", GROUP_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GROUP_WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     confirmed = []
     try:
         for line in proc.stdout:
@@ -412,18 +451,25 @@ def test_publisher_stores_the_batches_of_one_time_step_in_one_transaction_before
     pub.add_reading(Reading(T0 + 180_000, "net3", "gw-01", "F-1", "flow", 1.0, "L/s"))
     pub.add_reading(Reading(T0 + 240_000, "net3", "gw-01", "F-2", "flow", 1.0, "L/s"))  # F-1's step is over
     pub.publish_alert(alert())
-    assert groups == [[(topics.readings(s), READING) for s in sensors] + [(topics.detections("leak"), DETECTION)],
-                      [(topics.readings("F-1"), READING)], [(topics.alerts, ALERT)]]
+    assert groups == [
+        [(topics.readings(s), READING) for s in sensors] + [(topics.detections("leak"), DETECTION)],
+        [(topics.readings("F-1"), READING)],
+        [(topics.alerts, ALERT)],
+    ]
     assert pub.counters["messages_published"] == 6 and pub.counters["readings_published"] == 8
     sent = pub.outbox.take(100)
     assert [(m.stream, m.seq) for m in sent] == [(topics.readings(s), 1) for s in sensors] + [
-        (topics.detections("leak"), 1), (topics.readings("F-1"), 2), (topics.alerts, 1)]
+        (topics.detections("leak"), 1),
+        (topics.readings("F-1"), 2),
+        (topics.alerts, 1),
+    ]
     pub.flush()  # F-2's one reading
     assert groups[-1] == [(topics.readings("F-2"), READING)] and pub.counters["readings_published"] == 9
     pub.outbox.close()
 
 
 # ---- behind the publisher, with a real broker ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
@@ -448,7 +494,7 @@ class Spy:
         with self.lock:
             self.got.append((message.topic, int(props["seq"]) if "seq" in props else None, message.payload))
 
-    def connect(self) -> "Spy":
+    def connect(self) -> Spy:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
@@ -472,8 +518,7 @@ def readings(n: int, sensor: str) -> list[Reading]:
     return [Reading(T0 + i * 60_000, "net3", "gw-01", sensor, "flow", 100.0 + i / 8, "L/s") for i in range(n)]
 
 
-def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_when_the_broker_returns(broker,
-                                                                                                   tmp_path):
+def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_when_the_broker_returns(broker, tmp_path):
     prefix = "obx1"
     spy = Spy(broker.mqtt_port, f"{prefix}/#", "obx1-spy").connect()
     time.sleep(0.3)
@@ -482,8 +527,9 @@ def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_whe
     try:
         topics = T.Topics(prefix, "net3", "gw-01")
         settings = MqttSettings("127.0.0.1", broker.mqtt_port, client_id="obx1-gw")
-        pub = GatewayPublisher(topics, settings, readings_batch=10, outbox=Outbox(tmp_path / "o.sqlite3"),
-                               reconnect_max_s=1).start()
+        pub = GatewayPublisher(
+            topics, settings, readings_batch=10, outbox=Outbox(tmp_path / "o.sqlite3"), reconnect_max_s=1
+        ).start()
         for r in readings(600, "F-lake") + readings(300, "P-15"):
             pub.add_reading(r)
         pub.publish_detection(detection())
@@ -506,8 +552,12 @@ def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_whe
     assert by_stream[topics.readings("F-lake")] == list(range(1, 61))
     assert by_stream[topics.readings("P-15")] == list(range(1, 31))
     assert by_stream[topics.alerts] == [1] and by_stream[topics.detections("leak")] == [1]
-    landed = [r for topic, _, body in spy.got if topic == topics.readings("F-lake")
-              for r in payloads.decode(prefix, topic, body)]
+    landed = [
+        r
+        for topic, _, body in spy.got
+        if topic == topics.readings("F-lake")
+        for r in payloads.decode(prefix, topic, body)
+    ]
     assert landed == readings(600, "F-lake")
     # The queued status says how long the backlog was when it was made.
     (status,) = [json.loads(body) for topic, seq, body in spy.got if topic == topics.status and seq == 1]
@@ -517,11 +567,13 @@ def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_whe
 def test_messages_the_broker_refuses_are_counted_and_do_not_block_the_rest(tmp_path_factory, tmp_path):
     acl = tmp_path / "acl"
     acl.write_text("topic readwrite obx2/net3/gw-01/readings/#\ntopic readwrite obx2/net3/gw-01/status\n")
-    with LocalServices(tmp_path_factory.mktemp("acl-broker"), influxdb=False,
-                       mosquitto_extra_config=[f"acl_file {acl}"]) as acl_broker:
+    with LocalServices(
+        tmp_path_factory.mktemp("acl-broker"), influxdb=False, mosquitto_extra_config=[f"acl_file {acl}"]
+    ) as acl_broker:
         topics = T.Topics("obx2", "net3", "gw-01")
-        pub = GatewayPublisher(topics, MqttSettings("127.0.0.1", acl_broker.mqtt_port, client_id="obx2-gw"),
-                               readings_batch=10).connect()
+        pub = GatewayPublisher(
+            topics, MqttSettings("127.0.0.1", acl_broker.mqtt_port, client_id="obx2-gw"), readings_batch=10
+        ).connect()
         pub.publish_alert(alert())  # alerts are not allowed for this client
         for r in readings(30, "F-lake"):
             pub.add_reading(r)
@@ -564,7 +616,8 @@ def small_zone(path: Path):
 
 
 def test_runner_started_with_the_broker_down_keeps_everything_and_a_restart_delivers_it_without_resending(
-        broker, tmp_path):
+    broker, tmp_path
+):
     from gateway.config import load_config
     from gateway.device.runner import GatewayRunner
 
@@ -595,6 +648,7 @@ def test_runner_started_with_the_broker_down_keeps_everything_and_a_restart_deli
 
 
 # ---- `frugalsense run`: errors a technician can act on -------------------------------------
+
 
 def write_gateway(tmp_path: Path, **replace) -> Path:
     small_zone(tmp_path / "zone.npz")

@@ -1,4 +1,5 @@
 """Replaying a zone dataset as Readings: order, gaps, mapping errors, pacing."""
+
 from __future__ import annotations
 
 import numpy as np

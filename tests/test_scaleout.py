@@ -4,6 +4,7 @@ The points go to VictoriaMetrics through the v2 writer because it keeps every sa
 it is sent: a message written twice shows as two samples, where InfluxDB would
 silently overwrite it. So "every point once" here is a check that can fail.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,11 +19,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.contracts import Reading
-from gateway.protocol import topics as T
-from gateway.bridge.service import Bridge
 from gateway.bridge.influx_writer import make_influx_writer
-from gateway.local_services.services import free_port
+from gateway.bridge.service import Bridge
 from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.services import free_port
+from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_contracts import T0
 
@@ -81,9 +82,15 @@ def wait_for(predicate, timeout_s: float = 30.0) -> bool:
 def test_three_workers_split_the_load_and_every_point_lands_once(services, vm_services):
     i = next(_n)
     prefix, site, group = f"fsscale{i}", f"scale-{i}", f"bridges{i}"
-    workers = [Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-{i}-w{w}"),
-                      make_influx_writer("v2", vm_services.vm_url, bucket="fleet"),
-                      prefix=prefix, share_group=group).start() for w in range(3)]
+    workers = [
+        Bridge(
+            MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-{i}-w{w}"),
+            make_influx_writer("v2", vm_services.vm_url, bucket="fleet"),
+            prefix=prefix,
+            share_group=group,
+        ).start()
+        for w in range(3)
+    ]
     tally = Tally(services.mqtt_port, f"{prefix}/+/+/#")
     try:
         gateways = [f"gw-{g:02d}" for g in range(5)]
@@ -102,9 +109,26 @@ def test_three_workers_split_the_load_and_every_point_lands_once(services, vm_se
 
 
 def _spawn_worker(services, prefix, group, client_id, influx_url):
-    argv = [sys.executable, "-m", "gateway.cli", "bridge", "--mqtt-port", str(services.mqtt_port),
-            "--client-id", client_id, "--prefix", prefix, "--share-group", group,
-            "--influx-api", "v2", "--influx-url", influx_url, "--bucket", "fleet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "bridge",
+        "--mqtt-port",
+        str(services.mqtt_port),
+        "--client-id",
+        client_id,
+        "--prefix",
+        prefix,
+        "--share-group",
+        group,
+        "--influx-api",
+        "v2",
+        "--influx-url",
+        influx_url,
+        "--bucket",
+        "fleet",
+    ]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # subscribed once this is printed
         if "running" in line:
@@ -121,9 +145,12 @@ def test_a_dead_workers_share_waits_in_its_session_until_it_returns(services, vm
     """
     i = next(_n)
     prefix, site, group = f"fsdead{i}", f"dead-{i}", f"bridges{i}"
-    healthy = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-{i}-a"),
-                     make_influx_writer("v2", vm_services.vm_url, bucket="fleet"),
-                     prefix=prefix, share_group=group).start()
+    healthy = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"bridge-{i}-a"),
+        make_influx_writer("v2", vm_services.vm_url, bucket="fleet"),
+        prefix=prefix,
+        share_group=group,
+    ).start()
     # Worker B writes to a database that is not there: it holds every message it gets, unacknowledged.
     dead_url = f"http://127.0.0.1:{free_port()}"
     worker_b = _spawn_worker(services, prefix, group, f"bridge-{i}-b", dead_url)

@@ -3,6 +3,7 @@
 Every refusal is checked next to the same action allowed (own prefix, right password,
 right certificate), so a broker that refused everything, or nothing, fails here.
 """
+
 from __future__ import annotations
 
 import socket
@@ -17,11 +18,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge.contracts import Reading
-from gateway.protocol import topics as T
-from gateway.bridge.service import Bridge
 from gateway.bridge.influx_writer import InfluxV1Writer
-from gateway.local_services.services import LocalServices
+from gateway.bridge.service import Bridge
 from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.services import LocalServices
+from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
 from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
 from gateway.security.certs import issue_certificate, make_ca, write_pair
@@ -43,8 +44,11 @@ class Fleet:
         ca = make_ca("test fleet CA")
         self.ca = root / "ca.pem"
         write_pair(ca, self.ca, root / "ca.key")
-        write_pair(issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
-                   root / "broker.pem", root / "broker.key")
+        write_pair(
+            issue_certificate(ca, "broker", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True),
+            root / "broker.pem",
+            root / "broker.key",
+        )
         for user in (GW1, GW2):
             name = user.replace("/", "_")
             write_pair(issue_certificate(ca, user), root / f"{name}.pem", root / f"{name}.key")
@@ -53,9 +57,14 @@ class Fleet:
         # gw-01 announces itself to Home Assistant; gw-02 does not.
         (root / "acl").write_text(acl_text(PREFIX, BRIDGE_USER, home_assistant=[("net3", "gw-01")]))
         write_password_file(root / "passwd", PASSWORDS)
-        self.security = BrokerSecurity(ca_file=self.ca, cert_file=root / "broker.pem", key_file=root / "broker.key",
-                                       password_file=root / "passwd", acl_file=root / "acl",
-                                       client_cert_listener=True)
+        self.security = BrokerSecurity(
+            ca_file=self.ca,
+            cert_file=root / "broker.pem",
+            key_file=root / "broker.key",
+            password_file=root / "passwd",
+            acl_file=root / "acl",
+            client_cert_listener=True,
+        )
 
     def cert(self, user: str) -> tuple[str, str]:
         name = user.replace("/", "_")
@@ -73,12 +82,22 @@ def fleet(tmp_path_factory):
 
 # ---- a small synchronous MQTT client for the checks ------------------------------------
 
+
 class Client:
     """Connects and reports the CONNACK, PUBACK and SUBACK reason codes as plain ints."""
 
-    def __init__(self, fleet: Fleet, client_id: str, *, user: str | None = None, password: str | None = None,
-                 protocol=mqtt.MQTTv5, tls: bool = True, cert: tuple[str, str] | None = None,
-                 port: int | None = None):
+    def __init__(
+        self,
+        fleet: Fleet,
+        client_id: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        protocol=mqtt.MQTTv5,
+        tls: bool = True,
+        cert: tuple[str, str] | None = None,
+        port: int | None = None,
+    ):
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if user:
             self.c.username_pw_set(user, password)
@@ -169,6 +188,7 @@ def own(user: str, tail: str = "readings/F-lake") -> str:
 
 # ---- the ACL ------------------------------------------------------------------------------
 
+
 def test_v5_gateway_is_refused_under_another_gateways_prefix(fleet, spy):
     gw = Client(fleet, "gw-01-v5", user=GW1, password=PASSWORDS[GW1])
     assert gw.connect() == 0
@@ -216,6 +236,7 @@ def test_gateway_does_not_get_other_gateways_messages(fleet, spy):
 
 # ---- who may connect ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v3.1.1"])
 def test_client_without_credentials_is_refused(fleet, protocol):
     # paho reports v3.1.1's CONNACK codes as v5 reason codes: 5 "not authorized" becomes 135.
@@ -243,7 +264,7 @@ def test_plaintext_is_refused(fleet, listener):
         sock.sendall(_mqtt_connect_packet())
         try:
             answer = sock.recv(16)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             answer = b""
     # A CONNACK starts with 0x20; the TLS listener answers with a TLS alert (0x15) or hangs up.
     assert not answer.startswith(b"\x20"), answer
@@ -269,6 +290,7 @@ def test_broker_config_has_no_plaintext_listener(fleet):
 
 # ---- client certificates ------------------------------------------------------------------
 
+
 def test_client_certificate_is_the_identity(fleet, spy):
     port = fleet.broker.mqtt_client_cert_port
     gw = Client(fleet, "gw-01-cert", cert=fleet.cert(GW1), port=port)  # no username, no password
@@ -287,15 +309,23 @@ def test_client_certificate_is_the_identity(fleet, spy):
 
 # ---- the real publisher and bridge through the secured broker -------------------------------
 
+
 def test_publisher_and_bridge_work_through_tls_and_acl(fleet, services):
     port = fleet.broker.mqtt_port
     writer = InfluxV1Writer(services.influx_url, "security_test")
-    bridge_settings = MqttSettings("127.0.0.1", port, client_id="secure-bridge", username=BRIDGE_USER,
-                                   password=PASSWORDS[BRIDGE_USER], ca_file=str(fleet.ca))
+    bridge_settings = MqttSettings(
+        "127.0.0.1",
+        port,
+        client_id="secure-bridge",
+        username=BRIDGE_USER,
+        password=PASSWORDS[BRIDGE_USER],
+        ca_file=str(fleet.ca),
+    )
     bridge = Bridge(bridge_settings, writer, prefix=PREFIX, share_group="bridges").start()
     try:
-        gw_settings = MqttSettings("127.0.0.1", port, client_id="secure-gw-01", username=GW1,
-                                   password=PASSWORDS[GW1], ca_file=str(fleet.ca))
+        gw_settings = MqttSettings(
+            "127.0.0.1", port, client_id="secure-gw-01", username=GW1, password=PASSWORDS[GW1], ca_file=str(fleet.ca)
+        )
         pub = GatewayPublisher(T.Topics(PREFIX, "net3", "gw-01"), gw_settings, readings_batch=10).connect()
         for i in range(30):
             pub.add_reading(Reading(T0 + i * 60_000, "net3", "gw-01", "F-lake", "flow", float(i), "L/s"))
@@ -309,16 +339,35 @@ def test_publisher_and_bridge_work_through_tls_and_acl(fleet, services):
 
 # ---- the technician's script ----------------------------------------------------------------
 
+
 def test_make_certs_script_writes_private_keys_and_keeps_the_ca(tmp_path):
     out = tmp_path / "fleet"
-    argv = [sys.executable, str(ROOT / "scripts" / "make_certs.py"), "--out", str(out),
-            "--broker-host", "mqtt.example.org", "--broker-ip", "127.0.0.1", "--client-certs",
-            "--gateway", "net3/gw-01", "--gateway", "net3/gw-02"]
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "make_certs.py"),
+        "--out",
+        str(out),
+        "--broker-host",
+        "mqtt.example.org",
+        "--broker-ip",
+        "127.0.0.1",
+        "--client-certs",
+        "--gateway",
+        "net3/gw-01",
+        "--gateway",
+        "net3/gw-02",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     ca_before = (out / "ca.pem").read_bytes()
-    for secret in ("ca.key", "broker/broker.key", "broker/passwd", "gateways/net3/gw-01/client.key",
-                   "gateways/net3/gw-01/mqtt.pass", "bridge/mqtt.pass"):
+    for secret in (
+        "ca.key",
+        "broker/broker.key",
+        "broker/passwd",
+        "gateways/net3/gw-01/client.key",
+        "gateways/net3/gw-01/mqtt.pass",
+        "bridge/mqtt.pass",
+    ):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
     assert "pattern write frugalsense/%u/#" in (out / "broker" / "acl").read_text()
     assert "listener 8883" in (out / "broker" / "mosquitto-tls.conf").read_text()

@@ -1,4 +1,5 @@
 """The site report from the real InfluxDB filled by the gateway -> MQTT -> bridge path: PNG and HTML with the alert marked."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -7,6 +8,8 @@ import pytest
 
 matplotlib.use("Agg")
 
+from datetime import UTC
+
 from gateway.cli import main  # noqa: E402
 from gateway.tools.site_report import build_figure, fetch_site  # noqa: E402
 
@@ -14,9 +17,9 @@ DAY_MS = 86_400_000
 
 
 def _iso(ms: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def test_the_water_report_marks_the_leak_alert(demo_influx, tmp_path, capsys):
@@ -37,8 +40,26 @@ def test_the_water_report_marks_the_leak_alert(demo_influx, tmp_path, capsys):
     matplotlib.pyplot.close(fig)
 
     out = tmp_path / "report"
-    assert main(["report", "--site", d.water_site, "--from", _iso(d.start_ms), "--to", _iso(d.end_ms + 60_000),
-                 "--out", str(out), "--influx-url", d.url, "--database", d.database]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--site",
+                d.water_site,
+                "--from",
+                _iso(d.start_ms),
+                "--to",
+                _iso(d.end_ms + 60_000),
+                "--out",
+                str(out),
+                "--influx-url",
+                d.url,
+                "--database",
+                d.database,
+            ]
+        )
+        == 0
+    )
     png = out / f"{d.water_site}-report.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     page = (out / f"{d.water_site}-report.html").read_text()
@@ -57,8 +78,23 @@ def test_the_air_report_draws_eaqi_bands(demo_influx, tmp_path):
 
 def test_an_unknown_site_says_which_sites_exist(demo_influx, tmp_path, capsys):
     d = demo_influx
-    code = main(["report", "--site", "net3-nort", "--from", _iso(d.start_ms), "--to", _iso(d.end_ms),
-                 "--out", str(tmp_path), "--influx-url", d.url, "--database", d.database])
+    code = main(
+        [
+            "report",
+            "--site",
+            "net3-nort",
+            "--from",
+            _iso(d.start_ms),
+            "--to",
+            _iso(d.end_ms),
+            "--out",
+            str(tmp_path),
+            "--influx-url",
+            d.url,
+            "--database",
+            d.database,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no data for site 'net3-nort'" in err and d.water_site in err and d.air_site in err

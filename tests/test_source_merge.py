@@ -1,4 +1,5 @@
 """Several sources read at once: a live source that never ends does not starve the others."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,7 @@ def test_a_finite_source_is_read_while_a_live_one_runs():
 def test_idle_sources_give_ticks_and_stop_ends_the_stream():
     stop = threading.Event()
     ticks = 0
-    for item in merge_sources([iter(()), _silent(stop)], stop,
-                              idle_s=0.02):
+    for item in merge_sources([iter(()), _silent(stop)], stop, idle_s=0.02):
         assert item is None
         ticks += 1
         if ticks == 5:
@@ -54,7 +54,8 @@ def test_a_failing_source_is_counted_and_the_others_go_on():
         raise OSError("port vanished")
 
     failures: dict[str, int] = {}
-    out = [x for x in merge_sources([broken(), ["ok-1", "ok-2"]], threading.Event(), failures=failures)
-           if x is not None]
+    out = [
+        x for x in merge_sources([broken(), ["ok-1", "ok-2"]], threading.Event(), failures=failures) if x is not None
+    ]
     assert sorted(out) == ["b0", "ok-1", "ok-2"]
     assert failures == {"generator": 1}

@@ -1,4 +1,5 @@
 """The simulated Net3 zone: water balance, leak label, dataset file, and the MNF detector end to end."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,13 +10,20 @@ from edge.datasets import DatasetError, ZoneDataset
 from edge.detectors import MinimumNightFlowDetector
 from edge.features import minimum_night_flow, zone_inflow
 from edge.sources import ReplaySource
-from training.water.zone import (DAY_S, DEFAULT_LEAK, INFLOW_LINKS, PRESSURE_NODES, START_MS, LeakSpec,
-                                 simulate_zone, true_zone_demand)
+from training.water.zone import (
+    DAY_S,
+    DEFAULT_LEAK,
+    INFLOW_LINKS,
+    PRESSURE_NODES,
+    START_MS,
+    LeakSpec,
+    simulate_zone,
+    true_zone_demand,
+)
 
 HOUR_MS = 3_600_000
 INFLOW_SENSORS = [(f"F-{link}", 1) for link in INFLOW_LINKS]
-MAPPING = ([(f"F-{c}", c, "flow") for c in INFLOW_LINKS]
-           + [(f"P-{c}", c, "pressure") for c in PRESSURE_NODES])
+MAPPING = [(f"F-{c}", c, "flow") for c in INFLOW_LINKS] + [(f"P-{c}", c, "pressure") for c in PRESSURE_NODES]
 
 
 def run_detector(dataset: ZoneDataset) -> list[Detection | Alert]:
@@ -45,7 +53,7 @@ def test_dataset_shape_and_timestamps(leak_run):
     assert leak_run.values.shape == (14 * 96, len(INFLOW_LINKS) + len(PRESSURE_NODES))
     assert leak_run.time_ms[0] == START_MS and np.all(np.diff(leak_run.time_ms) == 900_000)
     assert ("10", "flow") in leak_run.sensors and ("101", "pressure") in leak_run.sensors
-    pressures = leak_run.values[:, len(INFLOW_LINKS):]
+    pressures = leak_run.values[:, len(INFLOW_LINKS) :]
     assert 10.0 < pressures.min() and pressures.max() < 80.0
 
 
@@ -94,10 +102,18 @@ def test_detector_stays_quiet_without_a_leak(leak_free_run):
 def test_a_meter_dropout_makes_that_night_insufficient(leak_free_run):
     values = leak_free_run.values.copy()
     night_5 = (leak_free_run.time_ms >= START_MS + 5 * DAY_S * 1000 + 2 * HOUR_MS) & (
-        leak_free_run.time_ms < START_MS + 5 * DAY_S * 1000 + 4 * HOUR_MS)
+        leak_free_run.time_ms < START_MS + 5 * DAY_S * 1000 + 4 * HOUR_MS
+    )
     values[np.flatnonzero(night_5)[3], leak_free_run.column_index("60", "flow")] = np.nan
-    broken = ZoneDataset(leak_free_run.time_ms, values, leak_free_run.columns, leak_free_run.quantities,
-                         leak_free_run.units, leak_free_run.leak_flow_lps, leak_free_run.meta)
+    broken = ZoneDataset(
+        leak_free_run.time_ms,
+        values,
+        leak_free_run.columns,
+        leak_free_run.quantities,
+        leak_free_run.units,
+        leak_free_run.leak_flow_lps,
+        leak_free_run.meta,
+    )
     labels = [o.label for o in run_detector(broken)]
     assert labels[5] == "insufficient_data"
     assert labels[2:5] + labels[6:] == ["normal"] * 11
@@ -111,16 +127,22 @@ def test_dataset_round_trip(tmp_path, leak_run):
     np.testing.assert_array_equal(loaded.values, leak_run.values)
     np.testing.assert_array_equal(loaded.leak_flow_lps, leak_run.leak_flow_lps)
     assert loaded.values.dtype == np.float32 and loaded.time_ms.dtype == np.int64
-    assert (loaded.columns, loaded.quantities, loaded.units) == (leak_run.columns, leak_run.quantities,
-                                                                 leak_run.units)
+    assert (loaded.columns, loaded.quantities, loaded.units) == (leak_run.columns, leak_run.quantities, leak_run.units)
     assert loaded.meta == leak_run.meta
 
 
 def test_csv_has_a_row_per_step_and_empty_cells_for_gaps(tmp_path, leak_run):
     values = leak_run.values[:3].copy()
     values[1, 0] = np.nan
-    small = ZoneDataset(leak_run.time_ms[:3], values, leak_run.columns, leak_run.quantities,
-                        leak_run.units, leak_run.leak_flow_lps[:3], {})
+    small = ZoneDataset(
+        leak_run.time_ms[:3],
+        values,
+        leak_run.columns,
+        leak_run.quantities,
+        leak_run.units,
+        leak_run.leak_flow_lps[:3],
+        {},
+    )
     lines = small.to_csv(tmp_path / "zone.csv").read_text().splitlines()
     assert lines[0].startswith("timestamp,flow_10 [L/s],flow_60 [L/s]")
     assert lines[0].endswith("pressure_247 [m],leak_flow_label [L/s]")

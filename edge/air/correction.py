@@ -38,6 +38,7 @@ Traceback (most recent call last):
 ...
 ValueError: relative humidity 104 % is outside 0..100
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -80,12 +81,13 @@ def epa_piecewise(pm25_cf1, rh):
     """US EPA correction extended to high concentrations (AirNow 2021), clipped at 0."""
     pm, h = _inputs(pm25_cf1, rh)
     low, mid = _fit(LOW_SLOPE, pm, h), _fit(MID_SLOPE, pm, h)
-    high = HIGH[0] + HIGH[1] * pm + HIGH[2] * pm ** 2
+    high = HIGH[0] + HIGH[1] * pm + HIGH[2] * pm**2
     x1, x2 = pm / 20 - 1.5, pm / 50 - 4.2
     value = np.select(
         [pm < 30, pm < 50, pm < 210, pm < 260, pm >= 260],
         [low, (1 - x1) * low + x1 * mid, mid, (1 - x2) * mid + x2 * high, high],
-        default=np.nan)  # only NaN input reaches the default
+        default=np.nan,
+    )  # only NaN input reaches the default
     return _result(value, np.ndim(pm25_cf1) == 0 and np.ndim(rh) == 0)
 
 

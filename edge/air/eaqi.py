@@ -26,6 +26,7 @@ hour with many samples does not outweigh one with few.
 >>> float(window_mean(t[:40], np.full(40, 42.0), end_ms=1_772_413_200_000, hours=1)[1])  # 40 min
 0.6666666666666666
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def pollutant_of(quantity: str) -> str:
     try:
         return POLLUTANT_OF_QUANTITY[quantity]
     except KeyError:
-        raise ValueError(f"the EAQI has no band for {quantity} "
-                         f"(it covers {', '.join(POLLUTANT_OF_QUANTITY)})") from None
+        raise ValueError(
+            f"the EAQI has no band for {quantity} (it covers {', '.join(POLLUTANT_OF_QUANTITY)})"
+        ) from None
 
 
 def band_index(pollutant: str, concentration: float) -> int:

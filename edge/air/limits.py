@@ -5,6 +5,7 @@
 >>> impossible("humidity", 100.0) is None, impossible("humidity", 100.4)
 (True, 'humidity 100.4 % is above 100 (physically impossible)')
 """
+
 from __future__ import annotations
 
 import math

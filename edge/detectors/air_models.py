@@ -18,6 +18,7 @@ An hour without enough data says ``insufficient_data`` and never feeds a model
 made-up values. The pattern and NO2 detectors use OK and SUSPECT readings only;
 the fault detector also looks at BAD ones (a dead fan's 999.9 is the evidence).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,22 @@ import numpy as np
 from edge.air.eaqi import band, band_index
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
 from edge.detectors.aqi import severity_of
-from edge.features.air_features import (CONTEXT_SLOTS, FAULT_FEATURES, FAULT_SENSOR_KINDS, HISTORY_SLOTS,
-                                        HOUR_SLOTS, NO2_FEATURES, NO2_INPUTS, PATTERN_FEATURES, PATTERN_INPUTS,
-                                        SLOT_MS, fault_features, local_clock, no2_features, pattern_features)
+from edge.features.air_features import (
+    CONTEXT_SLOTS,
+    FAULT_FEATURES,
+    FAULT_SENSOR_KINDS,
+    HISTORY_SLOTS,
+    HOUR_SLOTS,
+    NO2_FEATURES,
+    NO2_INPUTS,
+    PATTERN_FEATURES,
+    PATTERN_INPUTS,
+    SLOT_MS,
+    fault_features,
+    local_clock,
+    no2_features,
+    pattern_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +71,11 @@ def load_air_model(model_dir: str | Path, expected_features: tuple[str, ...], ba
         raise ValueError(f"{path}: no exported model here (no {MANIFEST_FILE}); train it with 'make train-air'")
     manifest = verify(ModelManifest.read(path))
     if tuple(manifest.features) != tuple(expected_features):
-        raise ValueError(f"model {manifest.name} v{manifest.version} in {path} expects features "
-                         f"{', '.join(manifest.features)}, but this gateway computes {', '.join(expected_features)}: "
-                         "retrain it with this version ('make train-air')")
+        raise ValueError(
+            f"model {manifest.name} v{manifest.version} in {path} expects features "
+            f"{', '.join(manifest.features)}, but this gateway computes {', '.join(expected_features)}: "
+            "retrain it with this version ('make train-air')"
+        )
     return load_model(manifest, backend=backend)
 
 
@@ -103,8 +119,16 @@ class _HourlyAirDetector:
     features: tuple[str, ...] = ()
     qualities = _USABLE
 
-    def __init__(self, site: str, gateway: str, sensors: dict[str, str], model_dir: str | Path,
-                 backend: str = "auto", model: str = "air", timezone: str = "UTC"):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        sensors: dict[str, str],
+        model_dir: str | Path,
+        backend: str = "auto",
+        model: str = "air",
+        timezone: str = "UTC",
+    ):
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)
         self.model = check_id("model", model)
@@ -152,18 +176,40 @@ class _HourlyAirDetector:
     def _decide(self, values, times, end_ms) -> list[Detection | Alert]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _detection(self, end_ms: int, label: str, score: float, explanation: dict, *, model: str | None = None,
-                   severity: Severity = Severity.INFO, window_ms: tuple[int, int] | None = None) -> Detection:
+    def _detection(
+        self,
+        end_ms: int,
+        label: str,
+        score: float,
+        explanation: dict,
+        *,
+        model: str | None = None,
+        severity: Severity = Severity.INFO,
+        window_ms: tuple[int, int] | None = None,
+    ) -> Detection:
         start, end = window_ms or (end_ms - HOUR_MS, end_ms)
-        return Detection(time_ms=end_ms, site=self.site, gateway=self.gateway, kind=self.kind, label=label,
-                         score=float(score), severity=severity, model=model or self.model,
-                         model_version=self.model_version, window_start_ms=start, window_end_ms=end,
-                         explanation=explanation)
+        return Detection(
+            time_ms=end_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=self.kind,
+            label=label,
+            score=float(score),
+            severity=severity,
+            model=model or self.model,
+            model_version=self.model_version,
+            window_start_ms=start,
+            window_end_ms=end,
+            explanation=explanation,
+        )
 
     @staticmethod
     def _missing(inputs: tuple[str, ...], values) -> list[str]:
-        return [role for role in inputs if np.mean(~np.isnan(values[role][-CONTEXT_SLOTS:])) < 0.5
-                or np.all(np.isnan(values[role][-HOUR_SLOTS:]))]
+        return [
+            role
+            for role in inputs
+            if np.mean(~np.isnan(values[role][-CONTEXT_SLOTS:])) < 0.5 or np.all(np.isnan(values[role][-HOUR_SLOTS:]))
+        ]
 
 
 class AirPatternDetector(_HourlyAirDetector):
@@ -186,16 +232,23 @@ class AirPatternDetector(_HourlyAirDetector):
         row = pattern_features(values, times, np.array([HISTORY_SLOTS]), self.timezone)
         if not np.all(np.isfinite(row)):
             lacking = self._missing(PATTERN_INPUTS, values) or ["context"]
-            return [self._detection(end_ms, INSUFFICIENT, 0.0, {
-                "reason": "not enough data in the last hour or the last 24 h", "lacking": lacking})]
+            return [
+                self._detection(
+                    end_ms,
+                    INSUFFICIENT,
+                    0.0,
+                    {"reason": "not enough data in the last hour or the last 24 h", "lacking": lacking},
+                )
+            ]
         p = self.runtime_.predict(row)[0]
         classes = self.runtime_.manifest.classes
         best = int(np.argmax(p))
         label = classes[best]
         f = dict(zip(PATTERN_FEATURES, row[0].tolist()))
         explanation = {f"p_{c}": round(float(v), 4) for c, v in zip(classes, p)}
-        explanation.update({k: round(f[k], 2) for k in ("pm25_dry_1h", "pm25_dry_floor_24h", "no2_1h",
-                                                        "no2_excess_1h", "cell_rel_1h")})
+        explanation.update(
+            {k: round(f[k], 2) for k in ("pm25_dry_1h", "pm25_dry_floor_24h", "no2_1h", "no2_excess_1h", "cell_rel_1h")}
+        )
         severity = Severity.WARNING if label in WARNING_PATTERNS else Severity.INFO
         return [self._detection(end_ms, label, float(p[best]), explanation, severity=severity)]
 
@@ -212,8 +265,18 @@ class SensorFaultDetector(_HourlyAirDetector):
     features = FAULT_FEATURES
     qualities = _DIAGNOSTIC
 
-    def __init__(self, site, gateway, sensors, model_dir, backend="auto", model="air-fault", timezone="UTC",
-                 raise_after: int = 2, clear_after: int = 2):
+    def __init__(
+        self,
+        site,
+        gateway,
+        sensors,
+        model_dir,
+        backend="auto",
+        model="air-fault",
+        timezone="UTC",
+        raise_after: int = 2,
+        clear_after: int = 2,
+    ):
         for name, value in (("raise_after", raise_after), ("clear_after", clear_after)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of hours >= 1, got {value!r}")
@@ -224,8 +287,9 @@ class SensorFaultDetector(_HourlyAirDetector):
     def _check_sensors(self) -> None:
         unknown = [r for r in self.sensors if r not in FAULT_SENSOR_KINDS]
         if unknown or not self.sensors:
-            raise ValueError(f"sensor_fault judges {', '.join(FAULT_SENSOR_KINDS)} sensors; "
-                             f"got {', '.join(unknown) or 'none'}")
+            raise ValueError(
+                f"sensor_fault judges {', '.join(FAULT_SENSOR_KINDS)} sensors; got {', '.join(unknown) or 'none'}"
+            )
         super()._check_sensors()
         for sensor in self.sensors.values():
             check_id("model and sensor", f"{self.model}.{sensor}")
@@ -243,9 +307,16 @@ class SensorFaultDetector(_HourlyAirDetector):
             x = values[kind]
             model = f"{self.model}.{sensor}"
             if np.all(np.isnan(x[-CONTEXT_SLOTS:])):
-                out.append(self._detection(end_ms, INSUFFICIENT, 0.0, {
-                    "sensor": sensor, "reason": "no value from this sensor in the last 24 h"},
-                    model=model, window_ms=window))
+                out.append(
+                    self._detection(
+                        end_ms,
+                        INSUFFICIENT,
+                        0.0,
+                        {"sensor": sensor, "reason": "no value from this sensor in the last 24 h"},
+                        model=model,
+                        window_ms=window,
+                    )
+                )
                 continue
             row = fault_features(x, kind, np.array([HISTORY_SLOTS]))
             p = self.runtime_.predict(row)[0]
@@ -253,8 +324,9 @@ class SensorFaultDetector(_HourlyAirDetector):
             score = 1.0 - float(p[classes.index("ok")]) if "ok" in classes else float(np.max(p))
             explanation = {"sensor": sensor, **{f"p_{c}": round(float(v), 4) for c, v in zip(classes, p)}}
             severity = Severity.INFO if label == "ok" else Severity.WARNING
-            detection = self._detection(end_ms, label, score, explanation, model=model, severity=severity,
-                                        window_ms=window)
+            detection = self._detection(
+                end_ms, label, score, explanation, model=model, severity=severity, window_ms=window
+            )
             out.append(detection)
             out += self._persist(sensor, label, detection)
         return out
@@ -264,29 +336,61 @@ class SensorFaultDetector(_HourlyAirDetector):
         runs.append(label)
         recent = list(runs)
         raised = self.alerts_.get(sensor)
-        if raised is None and label in ALERT_FAULTS and len(recent) >= self.raise_after \
-                and all(x == label for x in recent[-self.raise_after:]):
+        if (
+            raised is None
+            and label in ALERT_FAULTS
+            and len(recent) >= self.raise_after
+            and all(x == label for x in recent[-self.raise_after :])
+        ):
             since = detection.window_start_ms - (self.raise_after - 1) * HOUR_MS
             stamp = ms_to_datetime(since).strftime("%Y%m%dT%H%M")
             self.alerts_[sensor] = (f"fault-{sensor}-{stamp}", since, label)
-            return [self._alert(sensor, AlertState.RAISED, detection, label,
-                                f"Sensor {sensor} looks {label.replace('_', ' ')} since "
-                                f"{_hhmm(since)} UTC: check it on site")]
-        if raised is not None and len(recent) >= self.clear_after \
-                and all(x == "ok" for x in recent[-self.clear_after:]):
+            return [
+                self._alert(
+                    sensor,
+                    AlertState.RAISED,
+                    detection,
+                    label,
+                    f"Sensor {sensor} looks {label.replace('_', ' ')} since {_hhmm(since)} UTC: check it on site",
+                )
+            ]
+        if (
+            raised is not None
+            and len(recent) >= self.clear_after
+            and all(x == "ok" for x in recent[-self.clear_after :])
+        ):
             self.alerts_.pop(sensor)
-            return [self._alert(sensor, AlertState.CLEARED, detection, raised[2], f"Sensor {sensor} has read "
-                                f"normally for {self.clear_after} h: {raised[2].replace('_', ' ')} cleared",
-                                raised)]
+            return [
+                self._alert(
+                    sensor,
+                    AlertState.CLEARED,
+                    detection,
+                    raised[2],
+                    f"Sensor {sensor} has read "
+                    f"normally for {self.clear_after} h: {raised[2].replace('_', ' ')} cleared",
+                    raised,
+                )
+            ]
         return []
 
     def _alert(self, sensor, state, detection, label, message, raised=None) -> Alert:
         alert_id, since, _ = raised or self.alerts_[sensor]
-        return Alert(time_ms=detection.time_ms, site=self.site, gateway=self.gateway, kind=self.kind,
-                     alert_id=alert_id, state=state, label=label,
-                     severity=Severity.WARNING if state is AlertState.RAISED else Severity.INFO,
-                     score=detection.score, message=message, model=detection.model,
-                     model_version=self.model_version, since_ms=since, explanation=dict(detection.explanation))
+        return Alert(
+            time_ms=detection.time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=self.kind,
+            alert_id=alert_id,
+            state=state,
+            label=label,
+            severity=Severity.WARNING if state is AlertState.RAISED else Severity.INFO,
+            score=detection.score,
+            message=message,
+            model=detection.model,
+            model_version=self.model_version,
+            since_ms=since,
+            explanation=dict(detection.explanation),
+        )
 
 
 def _hhmm(time_ms: int) -> str:
@@ -312,14 +416,27 @@ class No2VirtualSensor(_HourlyAirDetector):
         row = no2_features(values, times, np.array([HISTORY_SLOTS]), self.timezone)
         if not np.all(np.isfinite(row)):
             lacking = self._missing(NO2_INPUTS, values) or ["context"]
-            return [self._detection(end_ms, INSUFFICIENT, 0.0, {
-                "reason": "not enough data in the last hour or the last 24 h", "lacking": lacking})]
+            return [
+                self._detection(
+                    end_ms,
+                    INSUFFICIENT,
+                    0.0,
+                    {"reason": "not enough data in the last hour or the last 24 h", "lacking": lacking},
+                )
+            ]
         estimate = max(0.0, float(self.runtime_.predict(row)[0, 0]))
         f = dict(zip(NO2_FEATURES, row[0].tolist()))
-        explanation = {"no2_ugm3": round(estimate, 1), "cell_1h": round(f["cell_1h"], 1),
-                       "cell_excess_1h": round(f["cell_excess_1h"], 1), "wind_1h": round(f["wind_1h"], 2)}
-        return [self._detection(end_ms, band("no2", estimate), estimate, explanation,
-                                severity=severity_of(band_index("no2", estimate)))]
+        explanation = {
+            "no2_ugm3": round(estimate, 1),
+            "cell_1h": round(f["cell_1h"], 1),
+            "cell_excess_1h": round(f["cell_excess_1h"], 1),
+            "wind_1h": round(f["wind_1h"], 2),
+        }
+        return [
+            self._detection(
+                end_ms, band("no2", estimate), estimate, explanation, severity=severity_of(band_index("no2", estimate))
+            )
+        ]
 
 
 __all__ = ["AirPatternDetector", "SensorFaultDetector", "No2VirtualSensor", "SlotBuffer", "load_air_model"]

@@ -27,6 +27,7 @@ again (same id) when it moves between alert bands, and cleared below.
 >>> [a.message for a in out if hasattr(a, "alert_id")][0]
 'Air quality very poor (EAQI 5) since 01:00 UTC: NO2-kerb NO2 1-h mean 250.0 ug/m3'
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,7 @@ from collections import deque
 
 import numpy as np
 
-from edge.air.eaqi import (AVERAGING_HOURS, BANDS, HOUR_MS, MIN_COVERAGE, band_index, pollutant_of,
-                           window_mean)
+from edge.air.eaqi import AVERAGING_HOURS, BANDS, HOUR_MS, MIN_COVERAGE, band_index, pollutant_of, window_mean
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
 
 KIND = "aqi"
@@ -46,16 +46,28 @@ _NAMES = {"pm25": "PM2.5", "pm10": "PM10", "no2": "NO2", "o3": "O3"}
 
 
 def severity_of(band: int) -> Severity:
-    return Severity.CRITICAL if band >= BANDS.index("very_poor") else (
-        Severity.WARNING if band >= BANDS.index("poor") else Severity.INFO)
+    return (
+        Severity.CRITICAL
+        if band >= BANDS.index("very_poor")
+        else (Severity.WARNING if band >= BANDS.index("poor") else Severity.INFO)
+    )
 
 
 class AqiDetector:
     """Streaming EAQI over a few pollutant sensors of one station."""
 
-    def __init__(self, site: str, gateway: str, sensors: list[tuple[str, str]], alert_from: str = "poor",
-                 raise_after: int = 2, clear_after: int = 3, min_coverage: float = MIN_COVERAGE,
-                 model: str = "eaqi", model_version: str = "1"):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        sensors: list[tuple[str, str]],
+        alert_from: str = "poor",
+        raise_after: int = 2,
+        clear_after: int = 3,
+        min_coverage: float = MIN_COVERAGE,
+        model: str = "eaqi",
+        model_version: str = "1",
+    ):
         self.site = site
         self.gateway = gateway
         self.sensors = sensors
@@ -140,8 +152,12 @@ class AqiDetector:
             times = np.fromiter((s[0] for s in samples), dtype=np.int64, count=len(samples))
             values = np.fromiter((s[1] for s in samples), dtype=float, count=len(samples))
             mean, coverage = window_mean(times, values, end_ms, hours, self.step_ms_[sensor])
-            explanation = {"sensor": sensor, "pollutant": pollutant, "averaging_h": hours,
-                           "coverage": round(coverage, 3)}
+            explanation = {
+                "sensor": sensor,
+                "pollutant": pollutant,
+                "averaging_h": hours,
+                "coverage": round(coverage, 3),
+            }
             if coverage >= self.min_coverage:
                 band = band_index(pollutant, mean)
                 bands[sensor] = (band, mean)
@@ -153,28 +169,47 @@ class AqiDetector:
         if bands:
             worst = max(b for b, _ in bands.values())
             dominant = [s for s, (b, _) in bands.items() if b == worst]
-            overall = self._detection(self.model, end_ms, 24, BANDS[worst], worst, {
-                "dominant": dominant, "sensors_with_data": len(bands), "sensors": list(self.pollutants_)})
+            overall = self._detection(
+                self.model,
+                end_ms,
+                24,
+                BANDS[worst],
+                worst,
+                {"dominant": dominant, "sensors_with_data": len(bands), "sensors": list(self.pollutants_)},
+            )
             out.append(overall)
             out += self._persist(worst, complete, end_ms, overall, bands)
         else:
-            out.append(self._detection(self.model, end_ms, 24, INSUFFICIENT, None, {
-                "sensors_with_data": 0, "sensors": list(self.pollutants_)}))
+            out.append(
+                self._detection(
+                    self.model,
+                    end_ms,
+                    24,
+                    INSUFFICIENT,
+                    None,
+                    {"sensors_with_data": 0, "sensors": list(self.pollutants_)},
+                )
+            )
             self._persist(None, False, end_ms, None, bands)
         return out
 
-    def _persist(self, band: int | None, complete: bool, end_ms: int, detection: Detection,
-                 bands: dict[str, tuple[int, float]]) -> list[Alert]:
+    def _persist(
+        self, band: int | None, complete: bool, end_ms: int, detection: Detection, bands: dict[str, tuple[int, float]]
+    ) -> list[Alert]:
         self.history_.append((band, complete, end_ms))
         recent = list(self.history_)
-        up, down = recent[-self.raise_after:], recent[-self.clear_after:]
+        up, down = recent[-self.raise_after :], recent[-self.clear_after :]
         new = since = None
         if len(up) == self.raise_after and all(b is not None for b, _, _ in up):
             held = min(b for b, _, _ in up)  # the band reached in each of the last raise_after hours
             if self.confirmed_ is None or held > self.confirmed_:
                 new, since = held, up[0][2] - HOUR_MS
-        if new is None and self.confirmed_ is not None and len(down) == self.clear_after \
-                and all(b is not None and c for b, c, _ in down):
+        if (
+            new is None
+            and self.confirmed_ is not None
+            and len(down) == self.clear_after
+            and all(b is not None and c for b, c, _ in down)
+        ):
             held = max(b for b, _, _ in down)  # no sensor above this in each of the last clear_after hours
             if held < self.confirmed_:
                 new, since = held, down[0][2] - HOUR_MS
@@ -189,9 +224,14 @@ class AqiDetector:
         if now and was and new != old:
             return [self._alert(AlertState.RAISED, end_ms, new, detection, self._message(new, old, since, bands))]
         if was and not now:
-            alert = self._alert(AlertState.CLEARED, end_ms, new, detection,
-                                f"Air quality back to {BANDS[new].replace('_', ' ')} (EAQI {new + 1}) for "
-                                f"{self.clear_after} h: alert cleared")
+            alert = self._alert(
+                AlertState.CLEARED,
+                end_ms,
+                new,
+                detection,
+                f"Air quality back to {BANDS[new].replace('_', ' ')} (EAQI {new + 1}) for "
+                f"{self.clear_after} h: alert cleared",
+            )
             self.alert_ = None
             return [alert]
         return []
@@ -199,23 +239,49 @@ class AqiDetector:
     def _message(self, new: int, old: int | None, since: int, bands: dict[str, tuple[int, float]]) -> str:
         verb = "" if old is None or old < BANDS.index(self.alert_from) else ("rose to " if new > old else "eased to ")
         worst = [(s, m) for s, (b, m) in bands.items() if b == max(b for b, _ in bands.values())]
-        causes = ", ".join(f"{s} {_NAMES[self.pollutants_[s]]} {AVERAGING_HOURS[self.pollutants_[s]]}-h mean "
-                           f"{m:.1f} ug/m3" for s, m in worst)
-        return (f"Air quality {verb}{BANDS[new].replace('_', ' ')} (EAQI {new + 1}) since "
-                f"{ms_to_datetime(since).strftime('%H:%M')} UTC: {causes}")[:500]
+        causes = ", ".join(
+            f"{s} {_NAMES[self.pollutants_[s]]} {AVERAGING_HOURS[self.pollutants_[s]]}-h mean {m:.1f} ug/m3"
+            for s, m in worst
+        )
+        return (
+            f"Air quality {verb}{BANDS[new].replace('_', ' ')} (EAQI {new + 1}) since "
+            f"{ms_to_datetime(since).strftime('%H:%M')} UTC: {causes}"
+        )[:500]
 
-    def _detection(self, model: str, end_ms: int, hours: int, label: str, band: int | None,
-                   explanation: dict) -> Detection:
-        return Detection(time_ms=end_ms, site=self.site, gateway=self.gateway, kind=KIND, label=label,
-                         score=float(band + 1) if band is not None else 0.0,
-                         severity=severity_of(band) if band is not None else Severity.INFO, model=model,
-                         model_version=self.model_version, window_start_ms=end_ms - hours * HOUR_MS,
-                         window_end_ms=end_ms, explanation=explanation)
+    def _detection(
+        self, model: str, end_ms: int, hours: int, label: str, band: int | None, explanation: dict
+    ) -> Detection:
+        return Detection(
+            time_ms=end_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            label=label,
+            score=float(band + 1) if band is not None else 0.0,
+            severity=severity_of(band) if band is not None else Severity.INFO,
+            model=model,
+            model_version=self.model_version,
+            window_start_ms=end_ms - hours * HOUR_MS,
+            window_end_ms=end_ms,
+            explanation=explanation,
+        )
 
     def _alert(self, state: AlertState, time_ms: int, band: int, detection: Detection, message: str) -> Alert:
         alert_id, since_ms = self.alert_
         severity = severity_of(band) if state is AlertState.RAISED else Severity.INFO
-        return Alert(time_ms=time_ms, site=self.site, gateway=self.gateway, kind=KIND, alert_id=alert_id,
-                     state=state, label=BANDS[band], severity=severity, score=float(band + 1), message=message,
-                     model=self.model, model_version=self.model_version, since_ms=since_ms,
-                     explanation=dict(detection.explanation))
+        return Alert(
+            time_ms=time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            alert_id=alert_id,
+            state=state,
+            label=BANDS[band],
+            severity=severity,
+            score=float(band + 1),
+            message=message,
+            model=self.model,
+            model_version=self.model_version,
+            since_ms=since_ms,
+            explanation=dict(detection.explanation),
+        )

@@ -33,6 +33,7 @@ days (e.g. after the sensor was recalibrated upstream).
 >>> round(ph.statistic, 2), ph.direction
 (5.2, 'up')
 """
+
 from __future__ import annotations
 
 import math
@@ -99,11 +100,24 @@ class _Calibration:
 class CalibrationDriftDetector:
     """Daily drift check of one sensor against its own calibration period (or a reference sensor)."""
 
-    def __init__(self, site: str, gateway: str, sensor: str, reference: str | None = None, estimator=None,
-                 calibration_days: int = 21, smoothing_days: int = 7, delta: float = 1.5,
-                 threshold: float = 15.0, floor_percentile: float = 10.0, min_sigma: float = 3.0,
-                 z_clip: float = 3.0,
-                 clear_after: int = 3, model: str = "calibration-drift", model_version: str = "1"):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        sensor: str,
+        reference: str | None = None,
+        estimator=None,
+        calibration_days: int = 21,
+        smoothing_days: int = 7,
+        delta: float = 1.5,
+        threshold: float = 15.0,
+        floor_percentile: float = 10.0,
+        min_sigma: float = 3.0,
+        z_clip: float = 3.0,
+        clear_after: int = 3,
+        model: str = "calibration-drift",
+        model_version: str = "1",
+    ):
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)
         self.sensor = check_id("sensor", sensor)
@@ -115,8 +129,11 @@ class CalibrationDriftDetector:
         if estimator is not None and not callable(getattr(estimator, "update", None)):
             raise ValueError("the estimator must have update(reading) returning Detections")
         self.estimator = estimator
-        for name, value, low in (("calibration_days", calibration_days, 3), ("smoothing_days", smoothing_days, 1),
-                                 ("clear_after", clear_after, 1)):
+        for name, value, low in (
+            ("calibration_days", calibration_days, 3),
+            ("smoothing_days", smoothing_days, 1),
+            ("clear_after", clear_after, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be a whole number of days >= {low}, got {value!r}")
         if not 0 < floor_percentile < 100:
@@ -172,8 +189,12 @@ class CalibrationDriftDetector:
             self.day_ = day
             self.slots_ = {}
             self.estimates_ = {h: v for h, v in self.estimates_.items() if h >= day * DAY_MS}
-        if day == self.day_ and reading.quality in _USABLE and reading.value is not None \
-                and math.isfinite(reading.value):
+        if (
+            day == self.day_
+            and reading.quality in _USABLE
+            and reading.value is not None
+            and math.isfinite(reading.value)
+        ):
             if reading.sensor == self.sensor:
                 self.unit_ = reading.unit
             acc = self.slots_.setdefault(reading.time_ms // SLOT_MS, {}).setdefault(reading.sensor, [0.0, 0])
@@ -185,6 +206,7 @@ class CalibrationDriftDetector:
         def mean(slot, sensor):
             acc = slot.get(sensor)
             return acc[0] / acc[1] if acc else math.nan
+
         if self.estimator is not None:
             return self._hourly_residual(mean)
         values = np.array([mean(s, self.sensor) for s in self.slots_.values()])
@@ -214,26 +236,47 @@ class CalibrationDriftDetector:
         label_day = ms_to_datetime(start).date().isoformat()
         value = self._daily_statistic()
         if math.isnan(value):
-            return [self._detection(start, end, INSUFFICIENT, 0.0, {
-                "day": label_day, "reason": f"fewer than {MIN_DAY_COVERAGE:.0%} of the day's slots (or hours with "
-                                            "an estimate) had a value"})]
+            return [
+                self._detection(
+                    start,
+                    end,
+                    INSUFFICIENT,
+                    0.0,
+                    {
+                        "day": label_day,
+                        "reason": f"fewer than {MIN_DAY_COVERAGE:.0%} of the day's slots (or hours with "
+                        "an estimate) had a value",
+                    },
+                )
+            ]
         if self.calibration_ is None:
             self.calibration_values_.append((label_day, value))
             if len(self.calibration_values_) == self.calibration_days:
                 days, values = zip(*self.calibration_values_)
                 sigma = max(float(np.std(values, ddof=1)), self.min_sigma)
                 self.calibration_ = _Calibration(float(np.mean(values)), sigma, days[0], days[-1])
-            return [self._detection(start, end, CALIBRATING, 0.0, {
-                "day": label_day, "statistic": round(value, 3),
-                "calibration_days": len(self.calibration_values_)})]
+            return [
+                self._detection(
+                    start,
+                    end,
+                    CALIBRATING,
+                    0.0,
+                    {"day": label_day, "statistic": round(value, 3), "calibration_days": len(self.calibration_values_)},
+                )
+            ]
         cal = self.calibration_
         # Clipped: one odd day (a fire, a road closure) moves the median, never the whole test.
         self.recent_.append(float(np.clip((value - cal.mean) / cal.sigma, -self.z_clip, self.z_clip)))
         smoothed = float(np.median(self.recent_))
         alarm = self.test_.update(smoothed)
-        explanation = {"day": label_day, "statistic": round(value, 3), "baseline": round(cal.mean, 3),
-                       "sigma": round(cal.sigma, 3), "smoothed_z": round(smoothed, 3),
-                       "direction": self.test_.direction}
+        explanation = {
+            "day": label_day,
+            "statistic": round(value, 3),
+            "baseline": round(cal.mean, 3),
+            "sigma": round(cal.sigma, 3),
+            "smoothed_z": round(smoothed, 3),
+            "direction": self.test_.direction,
+        }
         detection = self._detection(start, end, DRIFTING if alarm else STABLE, self.test_.statistic, explanation)
         return [detection] + self._persist(alarm, smoothed, detection)
 
@@ -246,34 +289,70 @@ class CalibrationDriftDetector:
             self.calm_days_ = 0
             moved = cal.mean + smoothed * cal.sigma
             unit = f" {self.unit_}" if self.unit_ else ""
-            return [self._alert(AlertState.RAISED, detection, Severity.WARNING,
-                                f"Sensor {self.sensor}: its daily {self.statistic_name} has moved from "
-                                f"{cal.mean:.1f} to {moved:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
-                                f"period {cal.first_day}..{cal.last_day}: recalibration needed")]
+            return [
+                self._alert(
+                    AlertState.RAISED,
+                    detection,
+                    Severity.WARNING,
+                    f"Sensor {self.sensor}: its daily {self.statistic_name} has moved from "
+                    f"{cal.mean:.1f} to {moved:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
+                    f"period {cal.first_day}..{cal.last_day}: recalibration needed",
+                )
+            ]
         self.calm_days_ = self.calm_days_ + 1 if abs(smoothed) < 1.0 else 0
         if self.calm_days_ >= self.clear_after:
-            alert = self._alert(AlertState.CLEARED, detection, Severity.INFO,
-                                f"Sensor {self.sensor}: its daily {self.statistic_name} has been back within one "
-                                f"spread of its calibration period for {self.calm_days_} days: cleared")
+            alert = self._alert(
+                AlertState.CLEARED,
+                detection,
+                Severity.INFO,
+                f"Sensor {self.sensor}: its daily {self.statistic_name} has been back within one "
+                f"spread of its calibration period for {self.calm_days_} days: cleared",
+            )
             self.alert_ = None
             self.test_.reset()
             return [alert]
         return []
 
     def _detection(self, start: int, end: int, label: str, score: float, explanation: dict) -> Detection:
-        explanation = {"sensor": self.sensor, **({"reference": self.reference} if self.reference else {}),
-                       **explanation}
+        explanation = {
+            "sensor": self.sensor,
+            **({"reference": self.reference} if self.reference else {}),
+            **explanation,
+        }
         severity = Severity.WARNING if label == DRIFTING else Severity.INFO
-        return Detection(time_ms=end, site=self.site, gateway=self.gateway, kind=KIND, label=label,
-                         score=float(score), severity=severity, model=self.model, model_version=self.model_version,
-                         window_start_ms=start, window_end_ms=end, explanation=explanation)
+        return Detection(
+            time_ms=end,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            label=label,
+            score=float(score),
+            severity=severity,
+            model=self.model,
+            model_version=self.model_version,
+            window_start_ms=start,
+            window_end_ms=end,
+            explanation=explanation,
+        )
 
     def _alert(self, state: AlertState, detection: Detection, severity: Severity, message: str) -> Alert:
         alert_id, since = self.alert_
-        return Alert(time_ms=detection.time_ms, site=self.site, gateway=self.gateway, kind=KIND, alert_id=alert_id,
-                     state=state, label=RECALIBRATION_NEEDED, severity=severity, score=detection.score,
-                     message=message, model=self.model, model_version=self.model_version, since_ms=since,
-                     explanation=dict(detection.explanation))
+        return Alert(
+            time_ms=detection.time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            alert_id=alert_id,
+            state=state,
+            label=RECALIBRATION_NEEDED,
+            severity=severity,
+            score=detection.score,
+            message=message,
+            model=self.model,
+            model_version=self.model_version,
+            since_ms=since,
+            explanation=dict(detection.explanation),
+        )
 
 
 __all__ = ["PageHinkley", "CalibrationDriftDetector", "RECALIBRATION_NEEDED", "KIND"]

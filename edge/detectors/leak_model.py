@@ -18,11 +18,12 @@ The detector settings live in the model's manifest under ``"detector"``; see
 >>> [p.update(s) for s in (0.9, None, 0.95, 0.5, 0.1, 0.2)]
 [None, None, 'raised', None, None, 'cleared']
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -86,17 +87,26 @@ class LeakDetectorSettings:
     clear_after: int
 
     def to_dict(self) -> dict:
-        return {"sensors": [list(s) for s in self.sensors], "layout": self.layout.to_dict(),
-                "raise_threshold": self.raise_threshold, "clear_threshold": self.clear_threshold,
-                "raise_after": self.raise_after, "clear_after": self.clear_after}
+        return {
+            "sensors": [list(s) for s in self.sensors],
+            "layout": self.layout.to_dict(),
+            "raise_threshold": self.raise_threshold,
+            "clear_threshold": self.clear_threshold,
+            "raise_after": self.raise_after,
+            "clear_after": self.clear_after,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LeakDetectorSettings":
+    def from_dict(cls, data: dict) -> LeakDetectorSettings:
         try:
-            return cls(sensors=[(str(e), str(q)) for e, q in data["sensors"]],
-                       layout=LeakFeatureLayout.from_dict(data["layout"]),
-                       raise_threshold=float(data["raise_threshold"]), clear_threshold=float(data["clear_threshold"]),
-                       raise_after=int(data["raise_after"]), clear_after=int(data["clear_after"]))
+            return cls(
+                sensors=[(str(e), str(q)) for e, q in data["sensors"]],
+                layout=LeakFeatureLayout.from_dict(data["layout"]),
+                raise_threshold=float(data["raise_threshold"]),
+                clear_threshold=float(data["clear_threshold"]),
+                raise_after=int(data["raise_after"]),
+                clear_after=int(data["clear_after"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the model's detector settings are incomplete or malformed ({exc})") from None
 
@@ -116,8 +126,15 @@ def leak_scores(backend, X: np.ndarray) -> np.ndarray:
 class LearnedLeakDetector:
     """One zone; ``inputs`` maps this gateway's sensor ids to the model's (element, quantity) pairs."""
 
-    def __init__(self, site: str, gateway: str, backend, settings: LeakDetectorSettings,
-                 inputs: dict[str, tuple[str, str]], model: str | None = None):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        backend,
+        settings: LeakDetectorSettings,
+        inputs: dict[str, tuple[str, str]],
+        model: str | None = None,
+    ):
         self.site, self.gateway = check_id("site", site), check_id("gateway", gateway)
         self.backend, self.settings = backend, settings
         self.model = check_id("model", model or backend.manifest.name)
@@ -131,8 +148,15 @@ class LearnedLeakDetector:
         self.reset()
 
     @classmethod
-    def from_model_dir(cls, model_dir, site: str, gateway: str, inputs: dict[str, tuple[str, str]],
-                       backend: str = "auto", model: str | None = None) -> "LearnedLeakDetector":
+    def from_model_dir(
+        cls,
+        model_dir,
+        site: str,
+        gateway: str,
+        inputs: dict[str, tuple[str, str]],
+        backend: str = "auto",
+        model: str | None = None,
+    ) -> LearnedLeakDetector:
         """Verify every file of an exported model (sha256), load it on ``backend`` and build the detector."""
         from edge.runtime import load_model
         from edge.runtime.manifest import ModelManifest
@@ -219,8 +243,11 @@ class LearnedLeakDetector:
         X, valid = self.state_.features(self.today_[: slot + 1], last_only=True)
         start_ms, end_ms = k * self.step_ms, (k + 1) * self.step_ms
         if not valid[0]:
-            why = (f"baseline has {self.state_.baseline_days} of {lay.min_baseline_days} days needed"
-                   if not self.state_.ready_ else self._missing(row))
+            why = (
+                f"baseline has {self.state_.baseline_days} of {lay.min_baseline_days} days needed"
+                if not self.state_.ready_
+                else self._missing(row)
+            )
             self.alarm_in_day_ |= self.alarm_.active
             return [self._detection(end_ms, start_ms, INSUFFICIENT, 0.0, {"reason": why})]
         score = float(leak_scores(self.backend, X)[0])
@@ -230,7 +257,7 @@ class LearnedLeakDetector:
         detection = self._detection(end_ms, start_ms, label, score, {})
         if event == "raised":
             since_ms = self.alarm_.run_start * self.step_ms
-            self.alert_ = (f"leak-{datetime.fromtimestamp(since_ms / 1000, tz=timezone.utc):%Y%m%dT%H%M}", since_ms)
+            self.alert_ = (f"leak-{datetime.fromtimestamp(since_ms / 1000, tz=UTC):%Y%m%dT%H%M}", since_ms)
             explanation = self._explain(slot, k - self.alarm_.run_start + 1)
             return [detection, self._alert(AlertState.RAISED, end_ms, score, explanation)]
         if event == "cleared":
@@ -251,15 +278,28 @@ class LearnedLeakDetector:
         excess, z = self.state_.recent_residuals(self.today_[: slot + 1], min(steps, lay.steps_per_day))
         pressures = [e for e, q in self.settings.sensors if q == "pressure"]
         order = [i for i in np.argsort(z) if math.isfinite(z[i]) and z[i] < 0][:HINT_SENSORS]
-        return {"excess_lps": round(max(0.0, excess), 2) if math.isfinite(excess) else 0.0,
-                "sensors": [pressures[i] for i in order],
-                "inflow_level_lps": round(self.state_.inflow_level_, 2)}
+        return {
+            "excess_lps": round(max(0.0, excess), 2) if math.isfinite(excess) else 0.0,
+            "sensors": [pressures[i] for i in order],
+            "inflow_level_lps": round(self.state_.inflow_level_, 2),
+        }
 
     def _detection(self, end_ms: int, start_ms: int, label: str, score: float, explanation: dict) -> Detection:
         severity = Severity.WARNING if label == LEAK else Severity.INFO
-        return Detection(time_ms=end_ms, site=self.site, gateway=self.gateway, kind=KIND, label=label,
-                         score=score, severity=severity, model=self.model, model_version=self.model_version,
-                         window_start_ms=start_ms, window_end_ms=end_ms, explanation=explanation)
+        return Detection(
+            time_ms=end_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            label=label,
+            score=score,
+            severity=severity,
+            model=self.model,
+            model_version=self.model_version,
+            window_start_ms=start_ms,
+            window_end_ms=end_ms,
+            explanation=explanation,
+        )
 
     def _alert(self, state: AlertState, time_ms: int, score: float, explanation: dict) -> Alert:
         alert_id, since_ms = self.alert_
@@ -267,13 +307,30 @@ class LearnedLeakDetector:
             share = explanation["excess_lps"] / max(explanation["inflow_level_lps"], 1e-9)
             severity = Severity.CRITICAL if share >= CRITICAL_SHARE else Severity.WARNING
             sensors = ", ".join(explanation["sensors"]) or "no pressure sensor moved"
-            message = (f"Possible leak of about {explanation['excess_lps']:.1f} L/s since "
-                       f"{datetime.fromtimestamp(since_ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC "
-                       f"(score {score:.2f}); pressure dropped most at: {sensors}")
+            message = (
+                f"Possible leak of about {explanation['excess_lps']:.1f} L/s since "
+                f"{datetime.fromtimestamp(since_ms / 1000, tz=UTC):%Y-%m-%d %H:%M} UTC "
+                f"(score {score:.2f}); pressure dropped most at: {sensors}"
+            )
         else:
             severity = Severity.INFO
-            message = (f"Leak alarm cleared: {self.settings.clear_after} steps in a row scored below "
-                       f"{self.settings.clear_threshold:.2f}")
-        return Alert(time_ms=time_ms, site=self.site, gateway=self.gateway, kind=KIND, alert_id=alert_id,
-                     state=state, label=LEAK, severity=severity, score=score, message=message, model=self.model,
-                     model_version=self.model_version, since_ms=since_ms, explanation=explanation)
+            message = (
+                f"Leak alarm cleared: {self.settings.clear_after} steps in a row scored below "
+                f"{self.settings.clear_threshold:.2f}"
+            )
+        return Alert(
+            time_ms=time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            alert_id=alert_id,
+            state=state,
+            label=LEAK,
+            severity=severity,
+            score=score,
+            message=message,
+            model=self.model,
+            model_version=self.model_version,
+            since_ms=since_ms,
+            explanation=explanation,
+        )

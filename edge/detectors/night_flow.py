@@ -19,6 +19,7 @@ clears, and never enters the baseline.
 >>> out[-1].message
 'Night flow 55.0 L/s is 38% above the 3-night baseline 40.0 L/s: possible leak of about 15.0 L/s'
 """
+
 from __future__ import annotations
 
 import math
@@ -43,10 +44,21 @@ _USABLE = (Quality.OK, Quality.SUSPECT)
 class MinimumNightFlowDetector:
     """Streaming MNF leak detector for one metered zone."""
 
-    def __init__(self, site: str, gateway: str, zone_inflow: list[tuple[str, int]],
-                 night_start: str = "02:00", night_end: str = "04:00", threshold: float = 0.2,
-                 history_days: int = 10, raise_after: int = 1, clear_after: int = 2,
-                 timezone: str = "UTC", model: str = "mnf", model_version: str = "1"):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        zone_inflow: list[tuple[str, int]],
+        night_start: str = "02:00",
+        night_end: str = "04:00",
+        threshold: float = 0.2,
+        history_days: int = 10,
+        raise_after: int = 1,
+        clear_after: int = 2,
+        timezone: str = "UTC",
+        model: str = "mnf",
+        model_version: str = "1",
+    ):
         self.site = site
         self.gateway = gateway
         self.zone_inflow = zone_inflow
@@ -126,14 +138,31 @@ class MinimumNightFlowDetector:
         self.samples_ = {}
         self.night_ = night_after(end_ms, self.night_start, self.night_end, self.timezone)
         if math.isnan(mnf):
-            return [self._detection(night_date, start_ms, end_ms, INSUFFICIENT, 0.0,
-                                    {"reason": "a zone inflow meter was missing or unknown during the night"})]
+            return [
+                self._detection(
+                    night_date,
+                    start_ms,
+                    end_ms,
+                    INSUFFICIENT,
+                    0.0,
+                    {"reason": "a zone inflow meter was missing or unknown during the night"},
+                )
+            ]
         if len(self.history_) < MIN_HISTORY_NIGHTS:
             self.history_.append(mnf)
-            return [self._detection(night_date, start_ms, end_ms, INSUFFICIENT, 0.0,
-                                    {"mnf_lps": round(mnf, 3),
-                                     "reason": f"baseline has {len(self.history_) - 1} of "
-                                               f"{MIN_HISTORY_NIGHTS} nights needed"})]
+            return [
+                self._detection(
+                    night_date,
+                    start_ms,
+                    end_ms,
+                    INSUFFICIENT,
+                    0.0,
+                    {
+                        "mnf_lps": round(mnf, 3),
+                        "reason": f"baseline has {len(self.history_) - 1} of {MIN_HISTORY_NIGHTS} nights needed",
+                    },
+                )
+            ]
         baseline = min(self.history_)
         score = mnf / baseline - 1.0 if baseline > 0 else 0.0
         explanation = {
@@ -162,8 +191,9 @@ class MinimumNightFlowDetector:
         except ValueError:  # the step seen does not divide the night: samples are irregular
             return float("nan")
 
-    def _persist(self, flagged: bool, night_date: date, start_ms: int, end_ms: int,
-                 detection: Detection) -> list[Alert]:
+    def _persist(
+        self, flagged: bool, night_date: date, start_ms: int, end_ms: int, detection: Detection
+    ) -> list[Alert]:
         if flagged:
             self.normal_run_ = 0
             self.flagged_run_ += 1
@@ -185,31 +215,58 @@ class MinimumNightFlowDetector:
     def _severity(self, score: float) -> Severity:
         return Severity.CRITICAL if score >= CRITICAL_FACTOR * self.threshold else Severity.WARNING
 
-    def _detection(self, night_date: date, start_ms: int, end_ms: int, label: str, score: float,
-                   explanation: dict) -> Detection:
+    def _detection(
+        self, night_date: date, start_ms: int, end_ms: int, label: str, score: float, explanation: dict
+    ) -> Detection:
         severity = self._severity(score) if label == LEAK else Severity.INFO
         explanation = {"night": night_date.isoformat(), "sensors": list(self.signs_), **explanation}
-        return Detection(time_ms=end_ms, site=self.site, gateway=self.gateway, kind=KIND, label=label,
-                         score=float(score), severity=severity, model=self.model,
-                         model_version=self.model_version, window_start_ms=start_ms,
-                         window_end_ms=end_ms, explanation=explanation)
+        return Detection(
+            time_ms=end_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            label=label,
+            score=float(score),
+            severity=severity,
+            model=self.model,
+            model_version=self.model_version,
+            window_start_ms=start_ms,
+            window_end_ms=end_ms,
+            explanation=explanation,
+        )
 
     def _alert(self, state: AlertState, time_ms: int, detection: Detection, message: str) -> Alert:
         alert_id, since_ms = self.alert_
         severity = self._severity(detection.score) if state is AlertState.RAISED else Severity.INFO
-        return Alert(time_ms=time_ms, site=self.site, gateway=self.gateway, kind=KIND, alert_id=alert_id,
-                     state=state, label=LEAK, severity=severity, score=detection.score, message=message,
-                     model=self.model, model_version=self.model_version, since_ms=since_ms,
-                     explanation=dict(detection.explanation))
+        return Alert(
+            time_ms=time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=KIND,
+            alert_id=alert_id,
+            state=state,
+            label=LEAK,
+            severity=severity,
+            score=detection.score,
+            message=message,
+            model=self.model,
+            model_version=self.model_version,
+            since_ms=since_ms,
+            explanation=dict(detection.explanation),
+        )
 
     def _raise_message(self, detection: Detection) -> str:
         e = detection.explanation
-        return (f"Night flow {e['mnf_lps']:.1f} L/s is {detection.score:.0%} above the "
-                f"{e['baseline_nights']}-night baseline {e['baseline_lps']:.1f} L/s: "
-                f"possible leak of about {e['excess_lps']:.1f} L/s")
+        return (
+            f"Night flow {e['mnf_lps']:.1f} L/s is {detection.score:.0%} above the "
+            f"{e['baseline_nights']}-night baseline {e['baseline_lps']:.1f} L/s: "
+            f"possible leak of about {e['excess_lps']:.1f} L/s"
+        )
 
     def _clear_message(self, detection: Detection) -> str:
         e = detection.explanation
-        return (f"Night flow {e['mnf_lps']:.1f} L/s has been within {self.threshold:.0%} of the "
-                f"{e['baseline_nights']}-night baseline {e['baseline_lps']:.1f} L/s for {self.normal_run_} "
-                f"nights: leak alert cleared")
+        return (
+            f"Night flow {e['mnf_lps']:.1f} L/s has been within {self.threshold:.0%} of the "
+            f"{e['baseline_nights']}-night baseline {e['baseline_lps']:.1f} L/s for {self.normal_run_} "
+            f"nights: leak alert cleared"
+        )

@@ -4,6 +4,7 @@ A driver module (``sds011``, ``pms5003``, ``line_node``) holds two small pure
 functions (frame check, value decoding) and one ``DRIVER`` of this shape; the serial
 source (``edge/sources/serial_source.py``) is the only loop, shared by all of them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

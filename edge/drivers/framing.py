@@ -15,6 +15,7 @@ never skipped. It never raises on input: every byte is accounted for in ``counte
 >>> dict(p.counters)
 {'bytes_in': 9, 'resync_bytes': 5, 'frames_ok': 1, 'bad_checksum': 1}
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -48,8 +49,13 @@ class FrameParser:
     None for a good frame or the reason it is bad.
     """
 
-    def __init__(self, headers: Iterable[bytes], prefix_length: int,
-                 length_of: Callable[[bytes], int | None], check: Callable[[bytes], str | None]):
+    def __init__(
+        self,
+        headers: Iterable[bytes],
+        prefix_length: int,
+        length_of: Callable[[bytes], int | None],
+        check: Callable[[bytes], str | None],
+    ):
         self.headers = tuple(headers)
         if not self.headers or len({h[:1] for h in self.headers}) != 1 or len({len(h) for h in self.headers}) != 1:
             raise ValueError("frame headers must be non-empty, of one length and share their first byte")
@@ -82,7 +88,7 @@ class FrameParser:
                 break
             self._skip(j - i)
             i = j
-            head = bytes(buf[i:i + self.header_length])
+            head = bytes(buf[i : i + self.header_length])
             if len(head) < self.header_length:
                 if any(h.startswith(head) for h in self.headers):
                     break  # may become a header with the next bytes
@@ -95,14 +101,14 @@ class FrameParser:
                 continue
             if len(buf) - i < self.prefix_length:
                 break
-            length = self.length_of(bytes(buf[i:i + self.prefix_length]))
+            length = self.length_of(bytes(buf[i : i + self.prefix_length]))
             if length is None or length < self.prefix_length:
-                out.append(self._reject(i, "bad_length", bytes(buf[i:i + self.prefix_length])))
+                out.append(self._reject(i, "bad_length", bytes(buf[i : i + self.prefix_length])))
                 i += 1
                 continue
             if len(buf) - i < length:
                 break
-            frame = bytes(buf[i:i + length])
+            frame = bytes(buf[i : i + length])
             reason = self.check(frame)
             if reason is None:
                 out.append(Frame(self._base + i, frame))

@@ -17,6 +17,7 @@ edge.drivers.base.DecodeError: line 'no2=nan': no2 is not a finite number
 >>> round(to_canonical("no2", "ppb", 10.0), 2)
 19.13
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,10 @@ _MOLAR_MASS = {"no2": 46.0055, "o3": 47.9982}
 
 # quantity -> {unit a node may print -> conversion to the quantity's canonical unit}
 CONVERSIONS: dict[str, dict[str, Callable[[float], float]]] = {
-    **{gas: {"ppb": (lambda v, m=m: v * m / _MOLAR_VOLUME_L), "ppm": (lambda v, m=m: v * 1000 * m / _MOLAR_VOLUME_L)}
-       for gas, m in _MOLAR_MASS.items()},
+    **{
+        gas: {"ppb": (lambda v, m=m: v * m / _MOLAR_VOLUME_L), "ppm": (lambda v, m=m: v * 1000 * m / _MOLAR_VOLUME_L)}
+        for gas, m in _MOLAR_MASS.items()
+    },
     "temperature": {"degF": lambda v: (v - 32) * 5 / 9, "K": lambda v: v - 273.15},
 }
 
@@ -54,7 +57,9 @@ def node_units(quantity: str) -> list[str]:
 def to_canonical(quantity: str, unit: str, value: float) -> float:
     convert = CONVERSIONS.get(quantity, {}).get(unit)
     if convert is None:
-        raise ValueError(f"no conversion from {unit!r} for {quantity} (known: {', '.join(node_units(quantity)) or 'none'})")
+        raise ValueError(
+            f"no conversion from {unit!r} for {quantity} (known: {', '.join(node_units(quantity)) or 'none'})"
+        )
     return convert(value)
 
 
@@ -75,7 +80,7 @@ class LineParser:
         while (end := self._buffer.find(b"\n")) >= 0:
             raw = bytes(self._buffer[:end])
             offset = self._base
-            del self._buffer[:end + 1]
+            del self._buffer[: end + 1]
             self._base += end + 1
             if self._discarding:
                 self._discarding = False
@@ -83,7 +88,7 @@ class LineParser:
             out += self._line(offset, raw)
         if len(self._buffer) > self.max_line:
             if not self._discarding:
-                out.append(self._reject(self._base, "too_long", bytes(self._buffer[:self.max_line])))
+                out.append(self._reject(self._base, "too_long", bytes(self._buffer[: self.max_line])))
             self._discarding = True
             self._base += len(self._buffer)
             self._buffer.clear()
@@ -94,7 +99,7 @@ class LineParser:
         if not line:
             return []
         if len(line) > self.max_line:
-            return [self._reject(offset, "too_long", line[:self.max_line])]
+            return [self._reject(offset, "too_long", line[: self.max_line])]
         if _NOT_TEXT.search(line):
             return [self._reject(offset, "not_text", line)]
         if line.startswith(b"#"):

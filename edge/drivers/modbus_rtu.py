@@ -31,6 +31,7 @@ Traceback (most recent call last):
 ...
 edge.drivers.modbus_rtu.RegisterMapError: pressure cannot be given in 'psi': use one of m, bar, mbar, kPa
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,10 @@ HOLDING, INPUT = 3, 4
 FUNCTIONS = {HOLDING: "holding registers", INPUT: "input registers"}
 # data type -> (registers, struct format of the big-endian bytes)
 DATA_TYPES: dict[str, tuple[int, str]] = {
-    "int16": (1, ">h"), "uint16": (1, ">H"),
-    "int32": (2, ">i"), "uint32": (2, ">I"),
+    "int16": (1, ">h"),
+    "uint16": (1, ">H"),
+    "int32": (2, ">i"),
+    "uint32": (2, ">I"),
     "float32": (2, ">f"),
 }
 WORD_ORDERS = ("big", "little")
@@ -125,7 +128,9 @@ class RegisterPoint:
         if not 1 <= self.device_id <= MAX_DEVICE_ID:
             raise RegisterMapError(f"device_id must be 1..{MAX_DEVICE_ID}, got {self.device_id}")
         if self.function not in FUNCTIONS:
-            raise RegisterMapError(f"function must be 3 (holding registers) or 4 (input registers), got {self.function}")
+            raise RegisterMapError(
+                f"function must be 3 (holding registers) or 4 (input registers), got {self.function}"
+            )
         if not 0 <= self.address <= MAX_ADDRESS - register_count(self.data_type) + 1:
             raise RegisterMapError(f"register {self.address} is outside 0..{MAX_ADDRESS}")
         if self.word_order not in WORD_ORDERS:

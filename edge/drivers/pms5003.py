@@ -21,6 +21,7 @@ first five bytes.
 >>> PASSIVE_MODE.hex(" "), SLEEP.hex(" ")
 ('42 4d e1 00 00 01 70', '42 4d e4 00 00 01 73')
 """
+
 from __future__ import annotations
 
 import struct
@@ -35,8 +36,7 @@ CMD_READ, CMD_MODE, CMD_SLEEP_WORK = 0xE2, 0xE1, 0xE4
 # Datasheet: "stable data should be got at least 30 seconds after the sensor wakeup".
 WARMUP_S = 30.0
 # Word order of a measurement frame (after header and length).
-FIELDS = ("pm1_cf1", "pm25_cf1", "pm10_cf1", "pm1", "pm25", "pm10",
-          "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10")
+FIELDS = ("pm1_cf1", "pm25_cf1", "pm10_cf1", "pm1", "pm25", "pm10", "n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10")
 
 
 def _sum16(data: bytes) -> int:
@@ -85,9 +85,17 @@ def command_frame(command: int, data: int = 0) -> bytes:
     return body + _sum16(body).to_bytes(2, "big")
 
 
-def measurement_frame(pm1_cf1: int = 0, pm25_cf1: int = 0, pm10_cf1: int = 0, pm1_atm: int = 0,
-                      pm25_atm: int = 0, pm10_atm: int = 0, counts: tuple[int, ...] = (0,) * 6,
-                      version: int = 0x97, error_code: int = 0) -> bytes:
+def measurement_frame(
+    pm1_cf1: int = 0,
+    pm25_cf1: int = 0,
+    pm10_cf1: int = 0,
+    pm1_atm: int = 0,
+    pm25_atm: int = 0,
+    pm10_atm: int = 0,
+    counts: tuple[int, ...] = (0,) * 6,
+    version: int = 0x97,
+    error_code: int = 0,
+) -> bytes:
     """The frame a sensor would send for these values (for tests and simulators)."""
     words = (pm1_cf1, pm25_cf1, pm10_cf1, pm1_atm, pm25_atm, pm10_atm, *counts)
     body = HEADER + MEASUREMENT_LENGTH.to_bytes(2, "big") + struct.pack(">12H", *words)
@@ -106,7 +114,13 @@ QUERY = command_frame(CMD_READ)
 SLEEP = command_frame(CMD_SLEEP_WORK, 0)
 WAKE = command_frame(CMD_SLEEP_WORK, 1)
 
-DRIVER = Driver(name="pms5003", bus=BUS, new_parser=new_parser, decode=decode, fields=FIELDS,
-                correction_input="pm25_cf1",  # the US EPA correction is fitted on CF=1 values
-                commands=PmCommands(passive_mode=PASSIVE_MODE, query=QUERY, sleep=SLEEP, wake=WAKE),
-                warmup_s=WARMUP_S)
+DRIVER = Driver(
+    name="pms5003",
+    bus=BUS,
+    new_parser=new_parser,
+    decode=decode,
+    fields=FIELDS,
+    correction_input="pm25_cf1",  # the US EPA correction is fitted on CF=1 values
+    commands=PmCommands(passive_mode=PASSIVE_MODE, query=QUERY, sleep=SLEEP, wake=WAKE),
+    warmup_s=WARMUP_S,
+)

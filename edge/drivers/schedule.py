@@ -23,6 +23,7 @@ True
 >>> s.due(50.0) == ([sds011.SLEEP], 1), s.next_event()  # that query got no answer; the fan sleeps
 (True, 300.0)
 """
+
 from __future__ import annotations
 
 from edge.drivers.base import PmCommands
@@ -36,13 +37,16 @@ FOREVER = float("inf")
 class QuerySchedule:
     """The command timetable of one fan PM sensor; states: stopped, warmup, sampling, sleeping."""
 
-    def __init__(self, commands: PmCommands, interval_s: float, work_s: float = 0.0, sleep_s: float = 0.0,
-                 warmup_s: float = 0.0):
+    def __init__(
+        self, commands: PmCommands, interval_s: float, work_s: float = 0.0, sleep_s: float = 0.0, warmup_s: float = 0.0
+    ):
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         if sleep_s > 0 and work_s <= warmup_s:
-            raise ValueError(f"work_s ({work_s:g} s) must be longer than the {warmup_s:g} s warm-up when the fan "
-                             "sleeps, or no reading is ever taken")
+            raise ValueError(
+                f"work_s ({work_s:g} s) must be longer than the {warmup_s:g} s warm-up when the fan "
+                "sleeps, or no reading is ever taken"
+            )
         self.commands = commands
         self.interval_s, self.work_s, self.sleep_s, self.warmup_s = interval_s, work_s, sleep_s, warmup_s
         self.stop()

@@ -21,6 +21,7 @@ addresses every sensor on the line).
 >>> SLEEP.hex(" ")
 'aa b4 06 01 00 00 00 00 00 00 00 00 00 00 00 ff ff 05 ab'
 """
+
 from __future__ import annotations
 
 from edge.drivers.base import DecodeError, Driver, PmCommands, Reply, Sample, SerialBus
@@ -79,8 +80,12 @@ def decode(frame: bytes) -> Sample | Reply:
 
 
 def new_parser() -> FrameParser:
-    return FrameParser(headers=[bytes([HEAD, MEASUREMENT]), bytes([HEAD, REPLY])], prefix_length=2,
-                       length_of=lambda prefix: FRAME_LENGTH, check=check_frame)
+    return FrameParser(
+        headers=[bytes([HEAD, MEASUREMENT]), bytes([HEAD, REPLY])],
+        prefix_length=2,
+        length_of=lambda prefix: FRAME_LENGTH,
+        check=check_frame,
+    )
 
 
 def command_frame(command: int, data: bytes = b"", device_id: int = ALL_SENSORS) -> bytes:
@@ -114,7 +119,13 @@ QUERY = command_frame(CMD_QUERY)
 SLEEP = command_frame(CMD_SLEEP_WORK, bytes([SET, 0x00]))
 WAKE = command_frame(CMD_SLEEP_WORK, bytes([SET, 0x01]))
 
-DRIVER = Driver(name="sds011", bus=BUS, new_parser=new_parser, decode=decode, fields=("pm25", "pm10"),
-                correction_input="pm25",  # the SDS011 has one PM2.5 output; no CF=1/atmospheric split
-                commands=PmCommands(passive_mode=PASSIVE_MODE, query=QUERY, sleep=SLEEP, wake=WAKE),
-                warmup_s=WARMUP_S)
+DRIVER = Driver(
+    name="sds011",
+    bus=BUS,
+    new_parser=new_parser,
+    decode=decode,
+    fields=("pm25", "pm10"),
+    correction_input="pm25",  # the SDS011 has one PM2.5 output; no CF=1/atmospheric split
+    commands=PmCommands(passive_mode=PASSIVE_MODE, query=QUERY, sleep=SLEEP, wake=WAKE),
+    warmup_s=WARMUP_S,
+)

@@ -22,6 +22,7 @@ training computes thousands of windows at once and the gateway computes one
 >>> round(float(fault_features(spiky, "no2", np.array([150]))[0][FAULT_FEATURES.index("spike_score")]), 1)
 4.4
 """
+
 from __future__ import annotations
 
 import warnings
@@ -45,9 +46,22 @@ KAPPA = 0.2
 MAX_WATER_ACTIVITY = 0.95  # above this it is fog, not aerosol growth
 
 PATTERN_FEATURES = (
-    "pm25_dry_1h", "pm25_dry_floor_24h", "pm25_dry_floor_6h", "pm25_dry_excess_1h", "pm25_dry_rise_1h",
-    "pm_fine_ratio_1h", "no2_1h", "no2_excess_1h", "no2_floor_24h", "cell_rel_1h",
-    "temperature_1h", "temperature_mean_24h", "humidity_1h", "hour_sin", "hour_cos", "weekend",
+    "pm25_dry_1h",
+    "pm25_dry_floor_24h",
+    "pm25_dry_floor_6h",
+    "pm25_dry_excess_1h",
+    "pm25_dry_rise_1h",
+    "pm_fine_ratio_1h",
+    "no2_1h",
+    "no2_excess_1h",
+    "no2_floor_24h",
+    "cell_rel_1h",
+    "temperature_1h",
+    "temperature_mean_24h",
+    "humidity_1h",
+    "hour_sin",
+    "hour_cos",
+    "weekend",
 )
 PATTERN_INPUTS = ("pm25", "pm10", "no2", "temperature", "humidity", "cell_count")
 
@@ -59,13 +73,29 @@ SATURATION = 999.0  # an optical PM sensor with a dead fan reads 999.9 / 1999.9
 # clean-air or mis-zeroed gas sensor at 0): a flat line there is not a stuck sensor.
 BOUND = {"pm25": 0.0, "pm10": 0.0, "no2": 0.0, "humidity": 100.0}
 FAULT_FEATURES = (
-    "missing_frac", "saturated_frac", "equal_pairs_frac", "equal_pairs_frac_24h", "log_std_rel",
-    "spike_score", "jump_score", "level_z", "at_bound_frac",
+    "missing_frac",
+    "saturated_frac",
+    "equal_pairs_frac",
+    "equal_pairs_frac_24h",
+    "log_std_rel",
+    "spike_score",
+    "jump_score",
+    "level_z",
+    "at_bound_frac",
 ) + tuple(f"kind_{k}" for k in FAULT_SENSOR_KINDS)
 
 NO2_FEATURES = (
-    "cell_1h", "cell_floor_24h", "cell_excess_1h", "wind_1h", "ventilation_1h", "cell_excess_ventilated",
-    "temperature_1h", "humidity_1h", "hour_sin", "hour_cos", "weekend",
+    "cell_1h",
+    "cell_floor_24h",
+    "cell_excess_1h",
+    "wind_1h",
+    "ventilation_1h",
+    "cell_excess_ventilated",
+    "temperature_1h",
+    "humidity_1h",
+    "hour_sin",
+    "hour_cos",
+    "weekend",
 )
 NO2_INPUTS = ("cell_count", "wind_speed", "temperature", "humidity")
 # The weather-only baseline the virtual sensor must beat: no phones, no clock.
@@ -100,8 +130,9 @@ def local_clock(time_ms, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
         zone = ZoneInfo(tz)
         hours = t // 3_600_000
         unique, inverse = np.unique(hours, return_inverse=True)
-        offsets = np.array([datetime.fromtimestamp(int(h) * 3600, tz=zone).utcoffset().total_seconds()
-                            for h in unique], dtype=np.int64)
+        offsets = np.array(
+            [datetime.fromtimestamp(int(h) * 3600, tz=zone).utcoffset().total_seconds() for h in unique], dtype=np.int64
+        )
         local_s = t // 1000 + offsets[inverse]
     hour = (local_s % 86400) / 3600.0
     weekday = (local_s // 86400 + 3) % 7  # 1970-01-01 was a Thursday
@@ -117,8 +148,9 @@ def _windows(x: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
 def _check_ends(n: int, ends: np.ndarray, need: int) -> np.ndarray:
     ends = np.asarray(ends, dtype=np.int64).reshape(-1)
     if ends.size and (ends.min() < need or ends.max() > n):
-        raise ValueError(f"window ends must lie in {need}..{n} (24 h of context before each), "
-                         f"got {ends.min()}..{ends.max()}")
+        raise ValueError(
+            f"window ends must lie in {need}..{n} (24 h of context before each), got {ends.min()}..{ends.max()}"
+        )
     return ends
 
 
@@ -163,9 +195,9 @@ def pattern_features(series, time_ms, ends, tz: str = "UTC") -> np.ndarray:
     pm = dry_pm25(s["pm25"], s["humidity"])
     pm_w, pm_c = _windows(pm, ends, HOUR_SLOTS), _windows(pm, ends, CONTEXT_SLOTS)
     pm_1h = _stat(np.nanmean, pm_w)
-    pm_prev = _stat(np.nanmean, pm_c[:, -2 * HOUR_SLOTS:-HOUR_SLOTS])
+    pm_prev = _stat(np.nanmean, pm_c[:, -2 * HOUR_SLOTS : -HOUR_SLOTS])
     floor_24h = _stat(np.nanpercentile, pm_c, q=10)
-    floor_6h = _stat(np.nanpercentile, pm_c[:, -6 * HOUR_SLOTS:], q=10)
+    floor_6h = _stat(np.nanpercentile, pm_c[:, -6 * HOUR_SLOTS :], q=10)
     pm10_1h = _stat(np.nanmean, _windows(dry_pm25(s["pm10"], s["humidity"]), ends, HOUR_SLOTS))
     no2_c = _windows(s["no2"], ends, CONTEXT_SLOTS)
     no2_1h, no2_floor = _stat(np.nanmean, no2_c[:, -HOUR_SLOTS:]), _stat(np.nanpercentile, no2_c, q=10)
@@ -173,10 +205,18 @@ def pattern_features(series, time_ms, ends, tz: str = "UTC") -> np.ndarray:
     cell_rel = _stat(np.nanmean, cells_c[:, -HOUR_SLOTS:]) / np.maximum(_stat(np.nanmedian, cells_c), 1.0)
     temp_c = _windows(s["temperature"], ends, CONTEXT_SLOTS)
     columns = [
-        pm_1h, floor_24h, floor_6h, pm_1h - floor_24h, pm_1h - pm_prev,
+        pm_1h,
+        floor_24h,
+        floor_6h,
+        pm_1h - floor_24h,
+        pm_1h - pm_prev,
         np.clip(pm_1h / np.maximum(pm10_1h, 1.0), 0.0, 1.5),
-        no2_1h, no2_1h - no2_floor, no2_floor, cell_rel,
-        _stat(np.nanmean, temp_c[:, -HOUR_SLOTS:]), _stat(np.nanmean, temp_c),
+        no2_1h,
+        no2_1h - no2_floor,
+        no2_floor,
+        cell_rel,
+        _stat(np.nanmean, temp_c[:, -HOUR_SLOTS:]),
+        _stat(np.nanmean, temp_c),
         _stat(np.nanmean, _windows(s["humidity"], ends, HOUR_SLOTS)),
         *_clock_columns(time_ms, ends, tz),
     ]
@@ -205,8 +245,9 @@ def fault_features(values, kind: str, ends) -> np.ndarray:
     spike = _stat(np.nanmax, np.fmin(left, right), min_valid=1 / HOUR_SLOTS)
     jump = _stat(np.nanmax, np.abs(np.diff(hour, axis=1)), min_valid=1 / HOUR_SLOTS)
     centre = _stat(np.nanmedian, context, min_valid=0.25)
-    spread = _stat(np.nanpercentile, context, q=75, min_valid=0.25) - _stat(np.nanpercentile, context, q=25,
-                                                                             min_valid=0.25)
+    spread = _stat(np.nanpercentile, context, q=75, min_valid=0.25) - _stat(
+        np.nanpercentile, context, q=25, min_valid=0.25
+    )
     level = (_stat(np.nanmedian, hour, min_valid=1 / HOUR_SLOTS) - centre) / (np.nan_to_num(spread) + SCALE_FLOOR[kind])
     std = _stat(np.nanstd, hour, min_valid=1 / HOUR_SLOTS)
     columns = [
@@ -235,7 +276,12 @@ def no2_features(series, time_ms, ends, tz: str = "UTC") -> np.ndarray:
     ventilation = 1.0 / (wind + 1.0)  # box-model dilution ~ 1/u, floored by street turbulence
     excess = cell_1h - cell_floor
     columns = [
-        cell_1h, cell_floor, excess, wind, ventilation, excess * ventilation,
+        cell_1h,
+        cell_floor,
+        excess,
+        wind,
+        ventilation,
+        excess * ventilation,
         _stat(np.nanmean, _windows(s["temperature"], ends, HOUR_SLOTS)),
         _stat(np.nanmean, _windows(s["humidity"], ends, HOUR_SLOTS)),
         *_clock_columns(time_ms, ends, tz),
@@ -254,6 +300,21 @@ def hour_ends(n_slots: int, first_time_ms: int) -> np.ndarray:
     return np.arange(start, n_slots + 1, HOUR_SLOTS, dtype=np.int64)
 
 
-__all__ = ["SLOT_MS", "HOUR_SLOTS", "CONTEXT_SLOTS", "HISTORY_SLOTS", "PATTERN_FEATURES", "FAULT_FEATURES",
-           "NO2_FEATURES", "NO2_WEATHER_FEATURES", "FAULT_SENSOR_KINDS", "hygroscopic_growth", "dry_pm25",
-           "local_clock", "pattern_features", "fault_features", "no2_features", "hour_ends"]
+__all__ = [
+    "SLOT_MS",
+    "HOUR_SLOTS",
+    "CONTEXT_SLOTS",
+    "HISTORY_SLOTS",
+    "PATTERN_FEATURES",
+    "FAULT_FEATURES",
+    "NO2_FEATURES",
+    "NO2_WEATHER_FEATURES",
+    "FAULT_SENSOR_KINDS",
+    "hygroscopic_growth",
+    "dry_pm25",
+    "local_clock",
+    "pattern_features",
+    "fault_features",
+    "no2_features",
+    "hour_ends",
+]

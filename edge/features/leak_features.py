@@ -43,12 +43,13 @@ False
 >>> valid.tolist(), f["inflow_rel_6h"], f["pressure_min_z_6h"], f["pdiff_max_z_6h"]
 ([True], 0.1, -3.04, 3.04)
 """
+
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class LeakFeatureLayout:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LeakFeatureLayout":
+    def from_dict(cls, data: dict) -> LeakFeatureLayout:
         return cls(**data)
 
 
@@ -129,7 +130,7 @@ def zone_channels(layout: LeakFeatureLayout, values: np.ndarray) -> np.ndarray:
     if values.ndim != 2 or values.shape[1] != layout.n_sensors:
         raise ValueError(f"need values of shape (steps, {layout.n_sensors}), got {values.shape}")
     nf, np_ = layout.n_flow, layout.n_pressure
-    pressures = values[:, nf:nf + np_]
+    pressures = values[:, nf : nf + np_]
     parts = [values[:, :nf].sum(axis=1, keepdims=True), pressures]
     if layout.pairs:
         i, j = np.array(layout.pairs).T
@@ -169,19 +170,19 @@ class LeakFeatureState:
         """Fix today's expected patterns from the accepted days so far."""
         lay = self.layout
         self.day_start_ms_ = int(day_start_ms)
-        weekday = datetime.fromtimestamp(day_start_ms / 1000, tz=timezone.utc).weekday()
+        weekday = datetime.fromtimestamp(day_start_ms / 1000, tz=UTC).weekday()
         accepted = [d for d in self.days_ if d.accepted]
         self.ready_ = len(accepted) >= lay.min_baseline_days
         if not self.ready_:
             return
-        recent = np.stack([d.channels for d in accepted[-lay.baseline_days:]])
+        recent = np.stack([d.channels for d in accepted[-lay.baseline_days :]])
         with np.errstate(all="ignore"), _quiet():
             self.expected_ = np.nanmedian(recent, axis=0)
             same = [d.channels for d in accepted if d.weekday == weekday][-3:]
             weekly = np.nanmedian(np.stack(same), axis=0) if same else self.expected_
             self.weekly_ = np.where(np.isnan(weekly), self.expected_, weekly)
             spread = 1.4826 * np.nanmedian(np.abs(recent - self.expected_), axis=(0, 1))
-            mnfs = np.array([d.mnf for d in accepted[-lay.baseline_days:]])
+            mnfs = np.array([d.mnf for d in accepted[-lay.baseline_days :]])
             self.mnf_baseline_ = float(np.nanmedian(mnfs)) if np.isfinite(mnfs).any() else math.nan
             level = float(np.nanmean(self.expected_[:, 0]))
         self.inflow_level_ = max(abs(level), LEVEL_FLOOR) if math.isfinite(level) else LEVEL_FLOOR
@@ -199,11 +200,12 @@ class LeakFeatureState:
         if channels.shape != (lay.steps_per_day, lay.n_channels):
             raise ValueError(f"a day has shape ({lay.steps_per_day}, {lay.n_channels}), got {channels.shape}")
         start = self.day_start_ms_
-        weekday = datetime.fromtimestamp(start / 1000, tz=timezone.utc).weekday()
+        weekday = datetime.fromtimestamp(start / 1000, tz=UTC).weekday()
         covered = np.isfinite(channels[:, self._base_channels()]).all(axis=1).mean()
-        self.tail_ = np.vstack([self.tail_, self._residuals(channels)])[-(lay.steps_per_day - 1):]
-        self.days_.append(_Day(channels, weekday, bool(accepted and covered >= MIN_DAY_COVERAGE),
-                               self._night_mnf(channels)))
+        self.tail_ = np.vstack([self.tail_, self._residuals(channels)])[-(lay.steps_per_day - 1) :]
+        self.days_.append(
+            _Day(channels, weekday, bool(accepted and covered >= MIN_DAY_COVERAGE), self._night_mnf(channels))
+        )
 
     # ---- per step --------------------------------------------------------------------
     def features(self, today: np.ndarray, last_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -239,13 +241,16 @@ class LeakFeatureState:
         P = slice(1, 1 + lay.n_pressure)
         D = slice(1 + lay.n_pressure, 1 + lay.n_pressure + len(lay.pairs))
         cols = [means[w][:, 0] / self.inflow_level_ for w in WINDOWS_H]
-        cols += [means[24][:, C] / self.inflow_level_, np.full(len(slots), self.inflow_cv_),
-                 self._mnf_excess(today, slots)]
+        cols += [
+            means[24][:, C] / self.inflow_level_,
+            np.full(len(slots), self.inflow_cv_),
+            self._mnf_excess(today, slots),
+        ]
         with np.errstate(all="ignore"), _quiet():
             if lay.n_pressure:
                 z = {w: means[w][:, P] / self.scale_[P] for w in WINDOWS_H}
                 cols += [np.nanmin(z[w], axis=1) for w in WINDOWS_H] + [np.nanmean(z[w], axis=1) for w in WINDOWS_H]
-                cols.append(np.nanmin(means[24][:, C + 1:C + 1 + lay.n_pressure] / self.scale_[P], axis=1))
+                cols.append(np.nanmin(means[24][:, C + 1 : C + 1 + lay.n_pressure] / self.scale_[P], axis=1))
             else:
                 cols += [np.zeros(len(slots))] * 7
             if lay.pairs:
@@ -302,7 +307,7 @@ class LeakFeatureState:
         """Mean inflow residual (L/s) and per-pressure z-scores over the last ``steps`` steps."""
         if not getattr(self, "ready_", False):
             return math.nan, np.full(self.layout.n_pressure, np.nan)
-        r = np.vstack([self.tail_, self._residuals(np.asarray(today, dtype=np.float64))])[-max(1, steps):]
+        r = np.vstack([self.tail_, self._residuals(np.asarray(today, dtype=np.float64))])[-max(1, steps) :]
         with np.errstate(all="ignore"), _quiet():
             means = np.nanmean(r, axis=0)
         P = slice(1, 1 + self.layout.n_pressure)
@@ -319,6 +324,7 @@ class _quiet:
 
     def __enter__(self):
         import warnings
+
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)

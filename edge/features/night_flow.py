@@ -17,6 +17,7 @@ must never look like a low night.
 >>> minimum_night_flow(t, flow)[1].tolist()
 [nan]
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,9 @@ def zone_inflow(values: np.ndarray, signs) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     signs = np.asarray(signs, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != signs.shape[0]:
-        raise ValueError(f"zone inflow needs values of shape (T, {signs.shape[0]}) for {signs.shape[0]} signs, "
-                         f"got {values.shape}")
+        raise ValueError(
+            f"zone inflow needs values of shape (T, {signs.shape[0]}) for {signs.shape[0]} signs, got {values.shape}"
+        )
     if not np.all(np.isin(signs, (-1.0, 1.0))):
         raise ValueError(f"inflow signs must be +1 or -1, got {signs.tolist()}")
     return values @ signs
@@ -75,8 +77,9 @@ def zone_info(tz: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'UTC' or 'Europe/Paris')") from None
 
 
-def night_window(night_date: date, night_start: str = "02:00", night_end: str = "04:00",
-                 tz: str = "UTC") -> tuple[int, int]:
+def night_window(
+    night_date: date, night_start: str = "02:00", night_end: str = "04:00", tz: str = "UTC"
+) -> tuple[int, int]:
     """UTC ms [start, end) of the night that ends on ``night_date`` (local time).
 
     A window across midnight (e.g. '23:00'-'05:00') starts the evening before.
@@ -96,8 +99,9 @@ def night_window(night_date: date, night_start: str = "02:00", night_end: str = 
     return int(start.timestamp() * 1000), int(stop.timestamp() * 1000)
 
 
-def night_after(time_ms: int, night_start: str = "02:00", night_end: str = "04:00",
-                tz: str = "UTC") -> tuple[date, int, int]:
+def night_after(
+    time_ms: int, night_start: str = "02:00", night_end: str = "04:00", tz: str = "UTC"
+) -> tuple[date, int, int]:
     """The first night (date, start ms, end ms) that has not ended at ``time_ms``.
 
     >>> night_after(1_772_424_000_000)[0]  # 04:00 exactly: that night is over
@@ -112,8 +116,9 @@ def night_after(time_ms: int, night_start: str = "02:00", night_end: str = "04:0
     raise AssertionError("unreachable: a night ends within two days")
 
 
-def night_mnf(time_ms: np.ndarray, inflow: np.ndarray, start_ms: int, end_ms: int,
-              step_ms: int, rolling_ms: int = 3_600_000) -> float:
+def night_mnf(
+    time_ms: np.ndarray, inflow: np.ndarray, start_ms: int, end_ms: int, step_ms: int, rolling_ms: int = 3_600_000
+) -> float:
     """MNF of one night window, or NaN unless every step in [start, end) has a value.
 
     >>> t = np.arange(0, 7_200_000, 900_000)
@@ -123,8 +128,10 @@ def night_mnf(time_ms: np.ndarray, inflow: np.ndarray, start_ms: int, end_ms: in
     nan
     """
     if step_ms <= 0 or rolling_ms % step_ms or (end_ms - start_ms) % step_ms:
-        raise ValueError(f"the rolling window ({rolling_ms} ms) and the night ({end_ms - start_ms} ms) "
-                         f"must be whole numbers of the sample step ({step_ms} ms)")
+        raise ValueError(
+            f"the rolling window ({rolling_ms} ms) and the night ({end_ms - start_ms} ms) "
+            f"must be whole numbers of the sample step ({step_ms} ms)"
+        )
     width = rolling_ms // step_ms
     expected = (end_ms - start_ms) // step_ms
     if width > expected:
@@ -139,8 +146,15 @@ def night_mnf(time_ms: np.ndarray, inflow: np.ndarray, start_ms: int, end_ms: in
     return float(means.min())
 
 
-def minimum_night_flow(time_ms, inflow, night_start: str = "02:00", night_end: str = "04:00",
-                       tz: str = "UTC", rolling: str = "1h", step_ms: int | None = None):
+def minimum_night_flow(
+    time_ms,
+    inflow,
+    night_start: str = "02:00",
+    night_end: str = "04:00",
+    tz: str = "UTC",
+    rolling: str = "1h",
+    step_ms: int | None = None,
+):
     """One MNF per night fully inside the data: ``(night_dates, mnf)``, NaN where a sample is missing.
 
     ``step_ms`` is the sample step; by default the smallest gap between timestamps.

@@ -5,6 +5,7 @@ backend="auto")`` tries every format whose runtime is installed, times a tiny pr
 (one window, a few runs) and keeps the fastest, logging what it measured. See
 ``docs/models.md``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,18 @@ _AVAILABLE = {
 }
 PROBE_RUNS = 15
 
-__all__ = ["BACKENDS", "Backend", "InputError", "ManifestError", "ModelFile", "ModelManifest",
-           "RuntimeUnavailable", "available_backends", "load", "load_model"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "InputError",
+    "ManifestError",
+    "ModelFile",
+    "ModelManifest",
+    "RuntimeUnavailable",
+    "available_backends",
+    "load",
+    "load_model",
+]
 
 
 def available_backends() -> list[str]:
@@ -65,8 +76,7 @@ def probe_seconds(model: Backend, runs: int = PROBE_RUNS, row: np.ndarray | None
     return float(np.median(times))
 
 
-def load_model(manifest: ModelManifest, backend: str = "auto", formats=None,
-               num_threads: int = 1) -> Backend:
+def load_model(manifest: ModelManifest, backend: str = "auto", formats=None, num_threads: int = 1) -> Backend:
     """Load ``manifest``'s model on ``backend``, or with ``"auto"`` on the fastest available one.
 
     ``formats`` restricts which files may be used (default: all the manifest lists).
@@ -75,15 +85,18 @@ def load_model(manifest: ModelManifest, backend: str = "auto", formats=None,
     """
     allowed = [f for f in manifest.formats if formats is None or f in formats]
     if not allowed:
-        raise ManifestError(f"model {manifest.name}: none of the formats {list(formats)} is in its "
-                            f"manifest (it has {', '.join(manifest.formats)})")
+        raise ManifestError(
+            f"model {manifest.name}: none of the formats {list(formats)} is in its "
+            f"manifest (it has {', '.join(manifest.formats)})"
+        )
     if backend != "auto":
         if backend not in BACKENDS:
             raise ManifestError(f"unknown backend '{backend}' (known: auto, {', '.join(BACKENDS)})")
         usable = [f for f in allowed if backend in FORMAT_RUNTIMES[f]]
         if not usable:
-            raise ManifestError(f"model {manifest.name} has no file backend '{backend}' can run "
-                                f"(it has {', '.join(allowed)})")
+            raise ManifestError(
+                f"model {manifest.name} has no file backend '{backend}' can run (it has {', '.join(allowed)})"
+            )
         return load(manifest.files[usable[0]], backend, num_threads)
     installed = available_backends()
     candidates, skipped = [], []
@@ -98,12 +111,16 @@ def load_model(manifest: ModelManifest, backend: str = "auto", formats=None,
             skipped.append(f"{fmt} ({e})")
     if not candidates:
         raise RuntimeUnavailable(f"model {manifest.name}: no file can run here: {'; '.join(skipped)}")
-    timings = {f"{c.format}/{c.name}": probe_seconds(c) * 1e6 for c in candidates} \
-        if len(candidates) > 1 else {}
+    timings = {f"{c.format}/{c.name}": probe_seconds(c) * 1e6 for c in candidates} if len(candidates) > 1 else {}
     best = min(candidates, key=lambda c: timings.get(f"{c.format}/{c.name}", 0.0))
     best.probe_us = timings
-    log.info("model %s v%s: backend auto picked %s on %s (probe, µs per window: %s%s)",
-             manifest.name, manifest.version, best.format, best.name,
-             ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "single candidate",
-             f"; skipped {', '.join(skipped)}" if skipped else "")
+    log.info(
+        "model %s v%s: backend auto picked %s on %s (probe, µs per window: %s%s)",
+        manifest.name,
+        manifest.version,
+        best.format,
+        best.name,
+        ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "single candidate",
+        f"; skipped {', '.join(skipped)}" if skipped else "",
+    )
     return best

@@ -4,6 +4,7 @@ A backend owns one model file. ``predict`` checks and standardises the rows with
 manifest, runs the file (quantising and dequantising inside when the file is int8)
 and returns ``(n, k)`` float32: class probabilities or regression values.
 """
+
 from __future__ import annotations
 
 import numpy as np

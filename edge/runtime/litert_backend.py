@@ -4,6 +4,7 @@ The file takes int8 in and gives int8 out; this backend quantises the standardis
 rows with the input tensor's scale and zero point and dequantises the output, so
 callers see floats like every other backend.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,13 @@ def _interpreter_class():
     """(Interpreter class, module name): ai-edge-litert first, tflite-runtime (numpy < 2 only) second."""
     try:
         from ai_edge_litert.interpreter import Interpreter
+
         return Interpreter, "ai_edge_litert"
     except ImportError:
         pass
     try:
         from tflite_runtime.interpreter import Interpreter
+
         return Interpreter, "tflite_runtime"
     except ImportError:
         return None, None
@@ -37,8 +40,10 @@ class LiteRTBackend(Backend):
         super().__init__(entry, num_threads)
         Interpreter, self.module = _interpreter_class()
         if Interpreter is None:
-            raise RuntimeUnavailable("neither ai-edge-litert nor tflite-runtime is installed on "
-                                     "this gateway: use the numpy or onnxruntime backend")
+            raise RuntimeUnavailable(
+                "neither ai-edge-litert nor tflite-runtime is installed on "
+                "this gateway: use the numpy or onnxruntime backend"
+            )
         try:
             self.interpreter = Interpreter(model_path=str(entry.path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
@@ -53,11 +58,16 @@ class LiteRTBackend(Backend):
         self._quantised_in = self.input_dtype == np.int8
         self._quantised_out = self.output_dtype == np.int8
         expected = entry.info.get("input_quant")
-        if expected and self.input_dtype == np.int8 and (
-                not np.isclose(self.input_quant[0], expected["scale"])
-                or self.input_quant[1] != expected["zero_point"]):
-            raise ManifestError(f"{entry.path}: input quantisation {self.input_quant} differs from "
-                                f"the manifest's {expected}")
+        if (
+            expected
+            and self.input_dtype == np.int8
+            and (
+                not np.isclose(self.input_quant[0], expected["scale"]) or self.input_quant[1] != expected["zero_point"]
+            )
+        ):
+            raise ManifestError(
+                f"{entry.path}: input quantisation {self.input_quant} differs from the manifest's {expected}"
+            )
 
     def _run(self, scaled):
         n = len(scaled)

@@ -22,6 +22,7 @@ Traceback (most recent call last):
 ...
 edge.runtime.manifest.InputError: model leak_demo: feature 'dp' is not a finite number in row 0 (nan); the caller must report insufficient data instead
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,10 +49,16 @@ FORMAT_RUNTIMES: dict[str, tuple[str, ...]] = {
 AUX_FILES = ("parity",)
 
 EXAMPLE = {
-    "format": FORMAT, "schema_version": SCHEMA_VERSION, "name": "leak_demo", "version": "1",
+    "format": FORMAT,
+    "schema_version": SCHEMA_VERSION,
+    "name": "leak_demo",
+    "version": "1",
     "task": "classification",
-    "input": {"features": ["night_flow", "dp"], "dtype": "float32",
-              "scaling": {"mean": [40.0, 1.0], "scale": [2.0, 0.5]}},
+    "input": {
+        "features": ["night_flow", "dp"],
+        "dtype": "float32",
+        "scaling": {"mean": [40.0, 1.0], "scale": [2.0, 0.5]},
+    },
     "output": {"kind": "probabilities", "names": ["normal", "leak"], "decision": {"kind": "argmax"}},
     "files": {"numpy": {"path": "leak_demo.npz", "sha256": "0" * 64, "bytes": 0}},
 }
@@ -74,7 +81,7 @@ class ModelFile:
     sha256: str
     bytes: int
     info: dict = field(default_factory=dict)  # format-specific: quantisation, output name...
-    manifest: "ModelManifest | None" = field(default=None, repr=False, compare=False)
+    manifest: ModelManifest | None = field(default=None, repr=False, compare=False)
 
     @property
     def format(self) -> str:
@@ -112,7 +119,7 @@ class ModelManifest:
 
     # -- reading -----------------------------------------------------------
     @classmethod
-    def read(cls, path: str | Path) -> "ModelManifest":
+    def read(cls, path: str | Path) -> ModelManifest:
         """Read ``path`` (a manifest file or a model directory holding ``manifest.json``)."""
         path = Path(path)
         if path.is_dir():
@@ -126,7 +133,7 @@ class ModelManifest:
         return cls.from_dict(data, root=path.parent, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: dict, root: str | Path, source: str = "manifest") -> "ModelManifest":
+    def from_dict(cls, data: dict, root: str | Path, source: str = "manifest") -> ModelManifest:
         def need(obj, key, kind, where=""):
             if not isinstance(obj, dict) or key not in obj:
                 raise ManifestError(f"{source}: missing key '{where}{key}'")
@@ -137,8 +144,10 @@ class ModelManifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"{source}: not a frugalsense model manifest (format must be '{FORMAT}')")
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise ManifestError(f"{source}: schema_version {data.get('schema_version')!r} is not "
-                                f"supported (this gateway reads {SCHEMA_VERSION})")
+            raise ManifestError(
+                f"{source}: schema_version {data.get('schema_version')!r} is not "
+                f"supported (this gateway reads {SCHEMA_VERSION})"
+            )
         name, version = need(data, "name", str), str(need(data, "version", (str, int)))
         task = need(data, "task", str)
         if task not in TASKS:
@@ -149,8 +158,9 @@ class ModelManifest:
         mean = np.asarray(need(scaling, "mean", list, "input.scaling."), dtype=np.float64)
         scale = np.asarray(need(scaling, "scale", list, "input.scaling."), dtype=np.float64)
         if not features or len(mean) != len(features) or len(scale) != len(features):
-            raise ManifestError(f"{source}: input.features, scaling.mean and scaling.scale must "
-                                f"have the same non-zero length")
+            raise ManifestError(
+                f"{source}: input.features, scaling.mean and scaling.scale must have the same non-zero length"
+            )
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
             raise ManifestError(f"{source}: input.scaling must be finite with scale > 0")
         names = [str(n) for n in need(out, "names", list, "output.")]
@@ -162,9 +172,20 @@ class ModelManifest:
         decision = out.get("decision")
         if decision is not None:
             _check_decision(decision, len(names), source)
-        m = cls(name=name, version=version, task=task, features=[str(f) for f in features],
-                mean=mean, scale=scale, output_kind=kind, output_names=names, decision=decision,
-                files={}, raw=data, root=Path(root))
+        m = cls(
+            name=name,
+            version=version,
+            task=task,
+            features=[str(f) for f in features],
+            mean=mean,
+            scale=scale,
+            output_kind=kind,
+            output_names=names,
+            decision=decision,
+            files={},
+            raw=data,
+            root=Path(root),
+        )
         for key, entry in need(data, "files", dict).items():
             sha = need(entry, "sha256", str, f"files.{key}.")
             size = need(entry, "bytes", int, f"files.{key}.")
@@ -172,8 +193,9 @@ class ModelManifest:
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise ManifestError(f"{source}: files.{key}.path must stay inside the model directory")
             if key not in FORMAT_RUNTIMES and key not in AUX_FILES:
-                raise ManifestError(f"{source}: unknown file kind '{key}' (known: "
-                                    f"{', '.join([*FORMAT_RUNTIMES, *AUX_FILES])})")
+                raise ManifestError(
+                    f"{source}: unknown file kind '{key}' (known: {', '.join([*FORMAT_RUNTIMES, *AUX_FILES])})"
+                )
             info = {k: v for k, v in entry.items() if k not in ("path", "sha256", "bytes")}
             m.files[key] = ModelFile(key, Path(root) / rel, sha.lower(), size, info, m)
         if not any(k in FORMAT_RUNTIMES for k in m.files):
@@ -199,8 +221,10 @@ class ModelManifest:
             X = X.reshape(1, -1)
         if X.ndim != 2 or X.shape[1] != len(self.features):
             got = X.shape[1] if X.ndim == 2 else f"shape {X.shape}"
-            raise InputError(f"model {self.name} expects {len(self.features)} features "
-                             f"({', '.join(self.features)}), got {got} per row")
+            raise InputError(
+                f"model {self.name} expects {len(self.features)} features "
+                f"({', '.join(self.features)}), got {got} per row"
+            )
         # An overflow (numpy warns) is caught below with a message; np.errstate would cost more
         # than the rest of this method on every call.
         scaled = ((X - self.mean) / self.scale).astype(np.float32)
@@ -211,12 +235,16 @@ class ModelManifest:
             bad = ~np.isfinite(X)
             if bad.any():
                 row, col = map(int, np.argwhere(bad)[0])
-                raise InputError(f"model {self.name}: feature '{self.features[col]}' is not a finite "
-                                 f"number in row {row} ({X[row, col]}); the caller must report "
-                                 f"insufficient data instead")
+                raise InputError(
+                    f"model {self.name}: feature '{self.features[col]}' is not a finite "
+                    f"number in row {row} ({X[row, col]}); the caller must report "
+                    f"insufficient data instead"
+                )
             row, col = map(int, np.argwhere(~np.isfinite(scaled))[0])
-            raise InputError(f"model {self.name}: feature '{self.features[col]}' in row {row} ({X[row, col]}) "
-                             f"is far outside the training range")
+            raise InputError(
+                f"model {self.name}: feature '{self.features[col]}' in row {row} ({X[row, col]}) "
+                f"is far outside the training range"
+            )
         return scaled
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
@@ -228,8 +256,7 @@ class ModelManifest:
         if self.task == "classification" and k == 2 and raw.shape[1] == 1:
             raw = np.concatenate((1.0 - raw, raw), axis=1)
         if raw.shape[1] != k:
-            raise InputError(f"model {self.name}: a model file gave {raw.shape[1]} outputs, "
-                             f"the manifest names {k}")
+            raise InputError(f"model {self.name}: a model file gave {raw.shape[1]} outputs, the manifest names {k}")
         return raw
 
     def decide(self, outputs: np.ndarray) -> np.ndarray:
@@ -238,8 +265,7 @@ class ModelManifest:
         d = self.decision or {"kind": "argmax"}
         if d["kind"] == "argmax":
             if self.task != "classification":
-                raise ManifestError(f"model {self.name}: a regression has no decision threshold "
-                                    f"in its manifest")
+                raise ManifestError(f"model {self.name}: a regression has no decision threshold in its manifest")
             return np.argmax(outputs, axis=1).astype(np.int64)
         return (outputs[:, d.get("column", 0)] >= d["threshold"]).astype(np.int64)
 
@@ -256,5 +282,4 @@ def _check_decision(decision, n_outputs: int, source: str) -> None:
         if not isinstance(t, (int, float)) or not math.isfinite(t):
             raise ManifestError(f"{source}: output.decision.threshold must be a finite number")
         if not isinstance(col, int) or not 0 <= col < n_outputs:
-            raise ManifestError(f"{source}: output.decision.column must be an output index "
-                                f"below {n_outputs}")
+            raise ManifestError(f"{source}: output.decision.column must be an output index below {n_outputs}")

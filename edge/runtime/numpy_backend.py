@@ -9,6 +9,7 @@ layer. It is also the float reference the other formats are checked against.
 >>> forward(W, b, ["relu", "identity"], np.array([[1.0], [-2.0]], dtype=np.float32)).tolist()
 [[1.0], [5.0]]
 """
+
 from __future__ import annotations
 
 import io
@@ -108,8 +109,10 @@ class NumpyBackend(Backend):
         super().__init__(entry, num_threads)
         self.weights, self.biases, self.activations = load_network(entry.path)
         if self.weights[0].shape[0] != len(self.manifest.features):
-            raise ManifestError(f"{entry.path}: takes {self.weights[0].shape[0]} inputs, the "
-                                f"manifest names {len(self.manifest.features)} features")
+            raise ManifestError(
+                f"{entry.path}: takes {self.weights[0].shape[0]} inputs, the "
+                f"manifest names {len(self.manifest.features)} features"
+            )
 
     def _run(self, scaled):
         return forward(self.weights, self.biases, self.activations, scaled)

@@ -1,4 +1,5 @@
 """The onnxruntime backend: runs the ``onnx_float`` and ``onnx_int8`` files (float in, float out)."""
+
 from __future__ import annotations
 
 from edge.runtime.base import Backend, RuntimeUnavailable
@@ -21,16 +22,17 @@ class OnnxBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RuntimeUnavailable("onnxruntime is not installed on this gateway "
-                                     "(no wheel for 32-bit ARM): use the numpy or litert backend") from None
+            raise RuntimeUnavailable(
+                "onnxruntime is not installed on this gateway "
+                "(no wheel for 32-bit ARM): use the numpy or litert backend"
+            ) from None
         opts = ort.SessionOptions()
         # Gateways run several services on few cores: one thread per model unless told otherwise.
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(entry.path), sess_options=opts,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(entry.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             raise ManifestError(f"{entry.path}: onnxruntime cannot load this model ({e})") from None
         self.input_name = self.session.get_inputs()[0].name

@@ -6,6 +6,7 @@ expected and actual hash). :class:`ModelSlot` keeps the model in service and onl
 replaces it when the candidate passed verification, loading and a smoke test on the
 windows it was given; on any failure the previous model stays.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,10 @@ class ModelIntegrityError(ManifestError):
     def __init__(self, model: str, path: Path, expected: str, actual: str | None):
         self.model, self.path, self.expected, self.actual = model, Path(path), expected, actual
         found = "the file is missing" if actual is None else f"actual sha256 {actual}"
-        super().__init__(f"model {model}: {path} does not match its manifest (expected sha256 "
-                         f"{expected}, {found}); refusing to load it")
+        super().__init__(
+            f"model {model}: {path} does not match its manifest (expected sha256 "
+            f"{expected}, {found}); refusing to load it"
+        )
 
 
 class ModelSmokeTestError(ManifestError):
@@ -77,14 +80,13 @@ def smoke_test(model: Backend, windows) -> None:
     try:
         out = model.predict(windows)
     except InputError as e:
-        raise ModelSmokeTestError(f"model {m.name} v{m.version} cannot score the smoke-test "
-                                  f"windows: {e}") from None
+        raise ModelSmokeTestError(f"model {m.name} v{m.version} cannot score the smoke-test windows: {e}") from None
     if not np.all(np.isfinite(out)):
         raise ModelSmokeTestError(f"model {m.name} v{m.version} gave non-finite outputs")
-    if m.task == "classification" and (np.any(out < -1e-3) or np.any(out > 1 + 1e-3)
-                                       or np.any(np.abs(out.sum(axis=1) - 1) > 0.05)):
-        raise ModelSmokeTestError(f"model {m.name} v{m.version} gave outputs that are not "
-                                  f"probabilities")
+    if m.task == "classification" and (
+        np.any(out < -1e-3) or np.any(out > 1 + 1e-3) or np.any(np.abs(out.sum(axis=1) - 1) > 0.05)
+    ):
+        raise ModelSmokeTestError(f"model {m.name} v{m.version} gave outputs that are not probabilities")
     parity = m.files.get("parity")
     if parity is not None and (m.task == "classification" or m.decision):
         with np.load(parity.path, allow_pickle=False) as z:
@@ -93,7 +95,8 @@ def smoke_test(model: Backend, windows) -> None:
         if agree < SMOKE_AGREEMENT:
             raise ModelSmokeTestError(
                 f"model {m.name} v{m.version} on {model.name}/{model.format} takes the reference "
-                f"decision on only {agree:.1%} of its parity rows (needs {SMOKE_AGREEMENT:.0%})")
+                f"decision on only {agree:.1%} of its parity rows (needs {SMOKE_AGREEMENT:.0%})"
+            )
 
 
 class ModelSlot:
@@ -117,14 +120,22 @@ class ModelSlot:
             smoke_test(model, self.smoke_windows)
         except Exception as e:
             self.last_error = e
-            kept = (f"{self.active.manifest.name} v{self.active.manifest.version} stays in service"
-                    if self.active else "no model in service")
+            kept = (
+                f"{self.active.manifest.name} v{self.active.manifest.version} stays in service"
+                if self.active
+                else "no model in service"
+            )
             log.error("model swap refused: %s (%s)", e, kept)
             raise
         previous, self.active, self.last_error = self.active, model, None
-        log.info("model swap: %s v%s on %s/%s now in service%s", manifest.name, manifest.version,
-                 model.name, model.format,
-                 f" (was {previous.manifest.name} v{previous.manifest.version})" if previous else "")
+        log.info(
+            "model swap: %s v%s on %s/%s now in service%s",
+            manifest.name,
+            manifest.version,
+            model.name,
+            model.format,
+            f" (was {previous.manifest.name} v{previous.manifest.version})" if previous else "",
+        )
         return model
 
     def predict(self, X) -> np.ndarray:

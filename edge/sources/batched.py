@@ -3,6 +3,7 @@
 The gateway hands these lists between threads whole (gateway.device.source_merge); anyone else
 may iterate the source and get the readings one by one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

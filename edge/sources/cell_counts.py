@@ -25,6 +25,7 @@ were dropped (the sum is then a lower bound), UNKNOWN (no value) when none passe
 >>> src.counters["suppressed"]
 1
 """
+
 from __future__ import annotations
 
 import csv
@@ -118,9 +119,19 @@ class CellCountSource(BatchedSource):
     With ``follow``, a folder is watched every ``poll_s`` seconds for new files until ``stop`` is set.
     """
 
-    def __init__(self, path: str | Path | TextIO, site: str, gateway: str, zones: Iterable[ZoneCount], *,
-                 k: int = DEFAULT_K, timezone: str = "UTC", follow: bool = False, poll_s: float = 60.0,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        path: str | Path | TextIO,
+        site: str,
+        gateway: str,
+        zones: Iterable[ZoneCount],
+        *,
+        k: int = DEFAULT_K,
+        timezone: str = "UTC",
+        follow: bool = False,
+        poll_s: float = 60.0,
+        stop: threading.Event | None = None,
+    ):
         self.path = path
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)
@@ -135,9 +146,16 @@ class CellCountSource(BatchedSource):
         self._counters: Counter[str] = Counter()
 
     @classmethod
-    def from_config_entries(cls, site: str, gateway: str, entries: Iterable[dict], *,
-                            resolve: Callable[[str], Path] = Path, timezone: str = "UTC",
-                            stop: threading.Event | None = None) -> list["CellCountSource"]:
+    def from_config_entries(
+        cls,
+        site: str,
+        gateway: str,
+        entries: Iterable[dict],
+        *,
+        resolve: Callable[[str], Path] = Path,
+        timezone: str = "UTC",
+        stop: threading.Event | None = None,
+    ) -> list[CellCountSource]:
         """Sources for the gateway config's ``cell_counts`` sensor entries (plain mappings): one per file and k,
         so a file is read once whatever the number of zones and modes it feeds."""
         groups: dict[tuple, list[ZoneCount]] = {}
@@ -149,16 +167,21 @@ class CellCountSource(BatchedSource):
                 try:
                     zones = read_cell_map(path)
                 except (OSError, UnicodeDecodeError, csv.Error) as exc:
-                    raise CellFileError(f"sensor {e['id']}: cannot read cell_map {path}: "
-                                        f"{getattr(exc, 'strerror', None) or exc}") from None
+                    raise CellFileError(
+                        f"sensor {e['id']}: cannot read cell_map {path}: {getattr(exc, 'strerror', None) or exc}"
+                    ) from None
                 if e["zone"] not in zones:
-                    raise CellFileError(f"sensor {e['id']}: cell_map {path} has no zone {e['zone']!r} "
-                                        f"(it has {', '.join(sorted(zones)) or 'none'})")
+                    raise CellFileError(
+                        f"sensor {e['id']}: cell_map {path} has no zone {e['zone']!r} "
+                        f"(it has {', '.join(sorted(zones)) or 'none'})"
+                    )
                 cells = zones[e["zone"]]
             key = (str(resolve(e["file"])), e.get("k", DEFAULT_K), e.get("follow", False), e.get("poll_s", 60.0))
             groups.setdefault(key, []).append(ZoneCount(e["id"], cells, e.get("mode")))
-        return [cls(path, site, gateway, zones, k=k, timezone=timezone, follow=follow, poll_s=poll_s, stop=stop)
-                for (path, k, follow, poll_s), zones in groups.items()]
+        return [
+            cls(path, site, gateway, zones, k=k, timezone=timezone, follow=follow, poll_s=poll_s, stop=stop)
+            for (path, k, follow, poll_s), zones in groups.items()
+        ]
 
     @property
     def counters(self) -> Counter:
@@ -202,10 +225,11 @@ class CellCountSource(BatchedSource):
         cell_i = next((header.index(c) for c in CELL_COLUMNS if c in header), None)
         slot_i = next((header.index(c) for c in SLOT_COLUMNS if c in header), None)
         if cell_i is None or slot_i is None or COUNT_COLUMN not in header:
-            raise CellFileError(f"{name}: the header must name cell_id, slot_start and count; it has "
-                                f"{', '.join(header) or 'nothing'}")
+            raise CellFileError(
+                f"{name}: the header must name cell_id, slot_start and count; it has {', '.join(header) or 'nothing'}"
+            )
         count_i = header.index(COUNT_COLUMN)
-        modes = {h[len(MODE_PREFIX):]: i for i, h in enumerate(header) if h.startswith(MODE_PREFIX) and len(h) > 6}
+        modes = {h[len(MODE_PREFIX) :]: i for i, h in enumerate(header) if h.startswith(MODE_PREFIX) and len(h) > 6}
         slots: dict[int, dict[str, tuple[int | None, dict[str, int | None]]]] = {}
         for line, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
@@ -222,8 +246,13 @@ class CellCountSource(BatchedSource):
             cell = row[cell_i].strip()
             slot = self._slot_ms(row[slot_i])
             if not cell or slot is None:
-                self._bad(name, line, "no cell id" if not cell else f"slot_start {row[slot_i].strip()[:40]!r} is not "
-                                                                    "an ISO 8601 date-time")
+                self._bad(
+                    name,
+                    line,
+                    "no cell id"
+                    if not cell
+                    else f"slot_start {row[slot_i].strip()[:40]!r} is not an ISO 8601 date-time",
+                )
                 continue
             if cell in slots.setdefault(slot, {}):
                 self._bad(name, line, f"cell {cell[:40]} appears twice in one slot")
@@ -244,16 +273,21 @@ class CellCountSource(BatchedSource):
     def _zone_readings(self, slot_ms: int, cells: dict) -> list[Reading]:
         out = []
         for zone in self.zones:
-            counts = [total if zone.mode is None else modes.get(zone.mode, None)
-                      for cell, (total, modes) in cells.items() if cell in zone.cells]
+            counts = [
+                total if zone.mode is None else modes.get(zone.mode, None)
+                for cell, (total, modes) in cells.items()
+                if cell in zone.cells
+            ]
             admitted = [c for c in counts if c is not None]
             if not admitted:
-                reading = Reading(slot_ms, self.site, self.gateway, zone.sensor, "cell_count", None, "count",
-                                  Quality.UNKNOWN)
+                reading = Reading(
+                    slot_ms, self.site, self.gateway, zone.sensor, "cell_count", None, "count", Quality.UNKNOWN
+                )
             else:
                 quality = Quality.OK if len(admitted) == len(counts) else Quality.SUSPECT
-                reading = Reading(slot_ms, self.site, self.gateway, zone.sensor, "cell_count", float(sum(admitted)),
-                                  "count", quality)
+                reading = Reading(
+                    slot_ms, self.site, self.gateway, zone.sensor, "cell_count", float(sum(admitted)), "count", quality
+                )
             out.append(reading)
         self._counters["outside_zones"] += sum(not any(c in z.cells for z in self.zones) for c in cells)
         return out
@@ -262,4 +296,3 @@ class CellCountSource(BatchedSource):
         self._counters["bad_rows"] += 1
         if self._counters["bad_rows"] <= LOGGED_ROWS:
             log.warning("cell counts: %s:%d: %s; row skipped", name, line, why)
-

@@ -11,6 +11,7 @@ value: never the last good value as if it were fresh.
         ModbusSensor("F-inlet", point_of_meter)], timeout_s=1.0, poll_s=10)
     for reading in source: ...
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,22 +72,34 @@ class ModbusLine:
         self.timeout_s = timeout_s
         # retries=0: one request per poll; the next poll is the retry, so a dead
         # transmitter costs one timeout per cycle, not four.
-        self.client = ModbusSerialClient(port, framer=FramerType.RTU, baudrate=bus.baudrate, bytesize=bus.bytesize,
-                                         parity=bus.parity, stopbits=int(bus.stopbits), timeout=timeout_s, retries=0)
+        self.client = ModbusSerialClient(
+            port,
+            framer=FramerType.RTU,
+            baudrate=bus.baudrate,
+            bytesize=bus.bytesize,
+            parity=bus.parity,
+            stopbits=int(bus.stopbits),
+            timeout=timeout_s,
+            retries=0,
+        )
 
     def read(self, point: RegisterPoint) -> list[int]:
         from pymodbus.exceptions import ModbusException
 
         if not self.client.connected and not self.client.connect():
-            raise PollError("port_unavailable", f"cannot open serial port {self.port} ({self.bus.describe()}): "
-                                                "is the USB-RS485 adapter plugged in and the path right?")
-        method = (self.client.read_holding_registers if point.function == HOLDING
-                  else self.client.read_input_registers)
+            raise PollError(
+                "port_unavailable",
+                f"cannot open serial port {self.port} ({self.bus.describe()}): "
+                "is the USB-RS485 adapter plugged in and the path right?",
+            )
+        method = self.client.read_holding_registers if point.function == HOLDING else self.client.read_input_registers
         try:
             answer = method(point.address, count=point.count, device_id=point.device_id)
         except ModbusException as exc:
-            raise PollError("no_answer", f"no valid answer from {point.describe()} on {self.port} within "
-                                         f"{self.timeout_s:g} s ({exc})") from None
+            raise PollError(
+                "no_answer",
+                f"no valid answer from {point.describe()} on {self.port} within {self.timeout_s:g} s ({exc})",
+            ) from None
         except OSError as exc:
             self.client.close()  # reopened on the next poll (adapter unplugged and back)
             raise PollError("port_error", f"serial port {self.port} failed: {exc}") from None
@@ -96,8 +109,9 @@ class ModbusLine:
             raise PollError(f"modbus_exception_{code}", f"{point.describe()} answered: {words}")
         registers = list(getattr(answer, "registers", []))
         if len(registers) != point.count:
-            raise PollError("short_answer", f"{point.describe()} sent {len(registers)} registers, "
-                                            f"{point.count} were asked for")
+            raise PollError(
+                "short_answer", f"{point.describe()} sent {len(registers)} registers, {point.count} were asked for"
+            )
         return registers
 
     def close(self) -> None:
@@ -111,10 +125,21 @@ class ModbusSource(BatchedSource):
     gateway clock's (``clock`` returns seconds since 1970).
     """
 
-    def __init__(self, site: str, gateway: str, port: str, sensors: Iterable[ModbusSensor], *,
-                 bus: SerialBus = BUS, timeout_s: float = 1.0, poll_s: float = 10.0, polls: int | None = None,
-                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
-                 line: ModbusLine | None = None):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        port: str,
+        sensors: Iterable[ModbusSensor],
+        *,
+        bus: SerialBus = BUS,
+        timeout_s: float = 1.0,
+        poll_s: float = 10.0,
+        polls: int | None = None,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.time,
+        line: ModbusLine | None = None,
+    ):
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)
         self.port = port
@@ -143,16 +168,19 @@ class ModbusSource(BatchedSource):
             registers = self.line.read(sensor.point)
             value = sensor.point.value(registers)
             if not math.isfinite(value):
-                raise PollError("device_fault", f"{sensor.point.describe()} holds a non-finite value "
-                                                "(the transmitter's own fault flag)")
+                raise PollError(
+                    "device_fault",
+                    f"{sensor.point.describe()} holds a non-finite value (the transmitter's own fault flag)",
+                )
         except (PollError, RegisterMapError) as exc:
             reason = getattr(exc, "reason", "bad_register_map")
             self.counters[reason] += 1
             if self._failing.get(sensor.sensor) != reason:
                 log.warning("sensor %s: %s; publishing 'unknown' until it answers", sensor.sensor, exc)
                 self._failing[sensor.sensor] = reason
-            return Reading(self._now_ms(), self.site, self.gateway, sensor.sensor, sensor.quantity, None, unit,
-                           Quality.UNKNOWN)
+            return Reading(
+                self._now_ms(), self.site, self.gateway, sensor.sensor, sensor.quantity, None, unit, Quality.UNKNOWN
+            )
         self.counters["ok"] += 1
         if self._failing.pop(sensor.sensor, None) is not None:
             log.info("sensor %s answers again", sensor.sensor)
@@ -181,13 +209,22 @@ class ModbusSource(BatchedSource):
 def point_of(sensor_config) -> RegisterPoint:
     """The register point of a ``modbus_rtu`` sensor config (any object with the config's attribute names)."""
     c = sensor_config
-    return RegisterPoint(device_id=c.device_id, function=c.function, address=c.address, data_type=c.data_type,
-                         word_order=c.word_order, scale=c.scale, offset=c.offset, quantity=c.quantity,
-                         register_unit=c.register_unit or QUANTITY_UNITS[c.quantity])
+    return RegisterPoint(
+        device_id=c.device_id,
+        function=c.function,
+        address=c.address,
+        data_type=c.data_type,
+        word_order=c.word_order,
+        scale=c.scale,
+        offset=c.offset,
+        quantity=c.quantity,
+        register_unit=c.register_unit or QUANTITY_UNITS[c.quantity],
+    )
 
 
-def sources_from_config(site: str, gateway: str, sensor_configs: Iterable, *, stop: threading.Event | None = None,
-                        polls: int | None = None) -> list[ModbusSource]:
+def sources_from_config(
+    site: str, gateway: str, sensor_configs: Iterable, *, stop: threading.Event | None = None, polls: int | None = None
+) -> list[ModbusSource]:
     """One source per serial port for the ``modbus_rtu`` sensors of a gateway config.
 
     Sensors on one port share its line settings and poll period: the first sensor's
@@ -201,10 +238,29 @@ def sources_from_config(site: str, gateway: str, sensor_configs: Iterable, *, st
     for port, configs in by_port.items():
         first = configs[0]
         bus = SerialBus(first.baudrate, first.bytesize, first.parity, first.stopbits)
-        sources.append(ModbusSource(site, gateway, port, [ModbusSensor(c.id, point_of(c)) for c in configs],
-                                    bus=bus, timeout_s=first.timeout_s, poll_s=first.poll_s, polls=polls, stop=stop))
+        sources.append(
+            ModbusSource(
+                site,
+                gateway,
+                port,
+                [ModbusSensor(c.id, point_of(c)) for c in configs],
+                bus=bus,
+                timeout_s=first.timeout_s,
+                poll_s=first.poll_s,
+                polls=polls,
+                stop=stop,
+            )
+        )
     return sources
 
 
-__all__ = ["EXCEPTION_CODES", "FUNCTIONS", "ModbusLine", "ModbusSensor", "ModbusSource", "PollError", "point_of",
-           "sources_from_config"]
+__all__ = [
+    "EXCEPTION_CODES",
+    "FUNCTIONS",
+    "ModbusLine",
+    "ModbusSensor",
+    "ModbusSource",
+    "PollError",
+    "point_of",
+    "sources_from_config",
+]

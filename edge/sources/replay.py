@@ -17,6 +17,7 @@ Traceback (most recent call last):
 ...
 edge.datasets.DatasetError: no sensor column '60' with quantity 'flow' in the dataset (available: 10/flow, 10/pressure)
 """
+
 from __future__ import annotations
 
 import math
@@ -33,9 +34,16 @@ SensorMapping = Sequence[tuple[str, str, str]]  # (sensor_id, dataset column, qu
 class ReplaySource:
     """Readings from a ZoneDataset; ``speed`` 0 = as fast as possible, N = N times real time."""
 
-    def __init__(self, dataset: ZoneDataset | str | Path, site: str, gateway: str, sensors: SensorMapping,
-                 speed: float = 0.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        dataset: ZoneDataset | str | Path,
+        site: str,
+        gateway: str,
+        sensors: SensorMapping,
+        speed: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.dataset = dataset if isinstance(dataset, ZoneDataset) else ZoneDataset.load(dataset)
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)

@@ -27,6 +27,7 @@ Traceback (most recent call last):
 ...
 edge.sources.scada_csv.ScadaError: the CSV has no column for flow 60 (name a column '60' or 'flow_60'); columns found: flow_10 [m3/h], 101
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,7 +35,7 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -66,8 +67,14 @@ class ScadaSeries:
         return int(np.median(gaps)) if gaps.size else 0
 
 
-def read_scada_csv(source, sensors: list[tuple[str, str]], flow_unit: str = "L/s", pressure_unit: str = "m",
-                   tz: str = "UTC", stuck_hours: float = STUCK_HOURS) -> ScadaSeries:
+def read_scada_csv(
+    source,
+    sensors: list[tuple[str, str]],
+    flow_unit: str = "L/s",
+    pressure_unit: str = "m",
+    tz: str = "UTC",
+    stuck_hours: float = STUCK_HOURS,
+) -> ScadaSeries:
     """Read ``source`` (path or text stream) for ``sensors``; raise ScadaError if it cannot serve them."""
     if flow_unit not in FLOW_UNITS:
         raise ScadaError(f"flow unit {flow_unit!r} is not one of {', '.join(FLOW_UNITS)}")
@@ -104,8 +111,10 @@ def read_scada_csv(source, sensors: list[tuple[str, str]], flow_unit: str = "L/s
         times.append(t)
         table.append(values)
     if not times:
-        raise ScadaError(f"no row has a readable timestamp in the first column (line 2: {rows[1][0]!r}); "
-                         "use ISO 8601 such as 2026-03-02T00:15:00Z")
+        raise ScadaError(
+            f"no row has a readable timestamp in the first column (line 2: {rows[1][0]!r}); "
+            "use ISO 8601 such as 2026-03-02T00:15:00Z"
+        )
     if bad_times:
         issues.append(f"{len(bad_times)} row(s) with an unreadable timestamp skipped (first at line {bad_times[0]})")
     time_ms, values = np.array(times, dtype=np.int64), np.array(table, dtype=np.float64)
@@ -113,11 +122,17 @@ def read_scada_csv(source, sensors: list[tuple[str, str]], flow_unit: str = "L/s
     for j, (element, quantity) in enumerate(sensors):
         if cells[j]["count"]:
             line, cell = cells[j]["first"]
-            issues.append(f"{quantity} {element} (column '{header[index[j]]}'): {cells[j]['count']} non-numeric "
-                          f"cell{'s' if cells[j]['count'] > 1 else ''} (first at line {line}: {cell!r}), "
-                          "treated as missing")
-    factors = np.array([FLOW_UNITS[flow_unit] if q == "flow" else PRESSURE_UNITS[pressure_unit] if q == "pressure"
-                        else 1.0 for _, q in sensors])
+            issues.append(
+                f"{quantity} {element} (column '{header[index[j]]}'): {cells[j]['count']} non-numeric "
+                f"cell{'s' if cells[j]['count'] > 1 else ''} (first at line {line}: {cell!r}), "
+                "treated as missing"
+            )
+    factors = np.array(
+        [
+            FLOW_UNITS[flow_unit] if q == "flow" else PRESSURE_UNITS[pressure_unit] if q == "pressure" else 1.0
+            for _, q in sensors
+        ]
+    )
     values = values * factors
     series = ScadaSeries(time_ms, values, list(sensors), [header[i] for i in index], issues)
     _report_gaps(series)
@@ -153,8 +168,10 @@ def _match_columns(header: list[str], sensors: list[tuple[str, str]]) -> list[in
         elif plain:
             twins = [q for e, q in sensors if e == element and q != quantity]
             if twins:
-                raise ScadaError(f"column '{header[plain[0]]}' could be {quantity} {element} or {twins[0]} {element}: "
-                                 f"name them {quantity}_{element} and {twins[0]}_{element}")
+                raise ScadaError(
+                    f"column '{header[plain[0]]}' could be {quantity} {element} or {twins[0]} {element}: "
+                    f"name them {quantity}_{element} and {twins[0]}_{element}"
+                )
             index.append(plain[0])
         else:
             missing.append(f"{quantity} {element} (name a column '{element}' or '{quantity}_{element}')")
@@ -184,7 +201,7 @@ def _parse_time(text: str, zone: ZoneInfo) -> int | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=zone)
-    return int(round(when.astimezone(timezone.utc).timestamp() * 1000))
+    return int(round(when.astimezone(UTC).timestamp() * 1000))
 
 
 def _number(cell: str, decimal_comma: bool) -> float | None:
@@ -209,14 +226,16 @@ def _sort_and_merge(time_ms: np.ndarray, values: np.ndarray, issues: list[str]):
     merged = values[first].copy()
     differing = 0
     for k in np.flatnonzero(counts > 1):
-        block = values[first[k]: first[k] + counts[k]]
+        block = values[first[k] : first[k] + counts[k]]
         filled = [b[np.isfinite(b)] for b in block.T]
         if any(f.size > 1 and np.ptp(f) > 0 for f in filled):
             differing += 1
         merged[k] = [f[0] if f.size else math.nan for f in filled]
     dupes = int(np.sum(counts > 1))
-    issues.append(f"{dupes} duplicated timestamp{'s' if dupes > 1 else ''}, {differing} with different values: "
-                  "the first non-empty value kept")
+    issues.append(
+        f"{dupes} duplicated timestamp{'s' if dupes > 1 else ''}, {differing} with different values: "
+        "the first non-empty value kept"
+    )
     return unique, merged
 
 
@@ -227,8 +246,10 @@ def _report_gaps(series: ScadaSeries) -> None:
     step = series.step_ms
     long = gaps > 1.5 * step
     if long.any():
-        series.issues.append(f"{int(long.sum())} gap(s) longer than the {step / 60000:g} min step; the longest "
-                             f"{gaps.max() / 3.6e6:.1f} h from {_iso(series.time_ms[np.argmax(gaps)])}")
+        series.issues.append(
+            f"{int(long.sum())} gap(s) longer than the {step / 60000:g} min step; the longest "
+            f"{gaps.max() / 3.6e6:.1f} h from {_iso(series.time_ms[np.argmax(gaps)])}"
+        )
 
 
 def _blank_stuck(series: ScadaSeries, stuck_hours: float) -> None:
@@ -250,8 +271,10 @@ def _blank_stuck(series: ScadaSeries, stuck_hours: float) -> None:
                 end += 1
             hours = (series.time_ms[end - 1] - series.time_ms[run_start]) / 3.6e6
             if hours >= stuck_hours and v[run_start] != 0:
-                series.issues.append(f"{quantity} {element} stuck at {v[run_start]:g} for {hours:.1f} h from "
-                                     f"{_iso(series.time_ms[run_start])}: treated as missing")
+                series.issues.append(
+                    f"{quantity} {element} stuck at {v[run_start]:g} for {hours:.1f} h from "
+                    f"{_iso(series.time_ms[run_start])}: treated as missing"
+                )
                 series.values[run_start:end, j] = math.nan
             start = end
 
@@ -260,9 +283,11 @@ def _report_missing(series: ScadaSeries) -> None:
     for j, (element, quantity) in enumerate(series.sensors):
         n = int(np.isnan(series.values[:, j]).sum())
         if n:
-            series.issues.append(f"{quantity} {element}: {n} of {len(series.time_ms)} steps without a usable value "
-                                 f"({n / len(series.time_ms):.1%}); the detector says insufficient_data there")
+            series.issues.append(
+                f"{quantity} {element}: {n} of {len(series.time_ms)} steps without a usable value "
+                f"({n / len(series.time_ms):.1%}); the detector says insufficient_data there"
+            )
 
 
 def _iso(time_ms: int) -> str:
-    return datetime.fromtimestamp(int(time_ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(int(time_ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -21,6 +21,7 @@ humidity reading (at most 10 minutes old) of the configured humidity sensor.
         sensors=(SerialSensor("PM25-roof", "pm25"), SerialSensor("PM10-roof", "pm10")))])
     for reading in source: ...
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,8 +86,16 @@ def open_serial(port: str, bus: SerialBus):
     """A pyserial port, non-blocking, locked so no other program reads the same sensor."""
     import serial  # only a gateway with serial sensors needs pyserial
 
-    return serial.Serial(port, baudrate=bus.baudrate, bytesize=bus.bytesize, parity=bus.parity,
-                         stopbits=bus.stopbits, timeout=0, write_timeout=1.0, exclusive=True)
+    return serial.Serial(
+        port,
+        baudrate=bus.baudrate,
+        bytesize=bus.bytesize,
+        parity=bus.parity,
+        stopbits=bus.stopbits,
+        timeout=0,
+        write_timeout=1.0,
+        exclusive=True,
+    )
 
 
 @dataclass
@@ -115,11 +124,18 @@ class _Port:
 class SerialSource(BatchedSource):
     """Readings from every serial device of a gateway; iterate it, or call ``poll`` from your own loop."""
 
-    def __init__(self, site: str, gateway: str, devices: Iterable[SerialDevice], *,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 open_port: Callable[[str, SerialBus], object] = open_serial,
-                 stop: threading.Event | None = None, humidity_max_age_s: float = HUMIDITY_MAX_AGE_S):
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        devices: Iterable[SerialDevice],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        open_port: Callable[[str, SerialBus], object] = open_serial,
+        stop: threading.Event | None = None,
+        humidity_max_age_s: float = HUMIDITY_MAX_AGE_S,
+    ):
         self.site = check_id("site", site)
         self.gateway = check_id("gateway", gateway)
         self._clock, self._wall_ms, self._open_port = clock, wall_ms, open_port
@@ -138,8 +154,10 @@ class SerialSource(BatchedSource):
         for p in self._ports:
             for s in p.device.sensors:
                 if s.quantity == "pm25_corrected" and s.humidity_sensor not in humidity_ids:
-                    raise ValueError(f"sensor {s.id}: humidity_sensor {s.humidity_sensor!r} is not a humidity "
-                                     "sensor of this serial source")
+                    raise ValueError(
+                        f"sensor {s.id}: humidity_sensor {s.humidity_sensor!r} is not a humidity "
+                        "sensor of this serial source"
+                    )
         self._humidity: dict[str, tuple[float, float]] = {}  # sensor -> (clock time, RH %)
 
     def _prepare(self, device: SerialDevice) -> _Port:
@@ -163,8 +181,9 @@ class SerialSource(BatchedSource):
             if s.quantity not in QUANTITY_UNITS:
                 raise ValueError(f"sensor {s.id}: unknown quantity {s.quantity!r}")
             if driver.fields and s.quantity != "pm25_corrected" and s.key not in driver.fields:
-                raise ValueError(f"sensor {s.id}: the {driver.name} gives no {s.key!r} "
-                                 f"(it gives {', '.join(driver.fields)})")
+                raise ValueError(
+                    f"sensor {s.id}: the {driver.name} gives no {s.key!r} (it gives {', '.join(driver.fields)})"
+                )
             if s.quantity == "pm25_corrected" and driver.correction_input is None:
                 raise ValueError(f"sensor {s.id}: pm25_corrected needs a PM sensor driver, not {driver.name}")
             if s.node_unit is not None:
@@ -214,8 +233,11 @@ class SerialSource(BatchedSource):
         """Per port: the parser's counters (bytes, frames, rejections) and the source's (misses, faults...)."""
         out = {}
         for p in self._ports:
-            out[p.device.port] = {**(p.parser.counters if p.parser is not None else {}), **p.counters,
-                                  "recoveries": p.schedule.recoveries}
+            out[p.device.port] = {
+                **(p.parser.counters if p.parser is not None else {}),
+                **p.counters,
+                "recoveries": p.schedule.recoveries,
+            }
         return out
 
     def _next_event(self, port: _Port) -> float:
@@ -248,8 +270,7 @@ class SerialSource(BatchedSource):
             port.counters["missed_samples"] += 1
             out = self._unknown(port, port.device.sensors)
             if port.schedule.missed_run >= REOPEN_AFTER_MISSED:
-                self._lost(port, now, f"no answer to {port.schedule.missed_run} queries in a row",
-                           unknown_now=False)
+                self._lost(port, now, f"no answer to {port.schedule.missed_run} queries in a row", unknown_now=False)
                 return out
         for command in commands:
             self._write(port, command, now)
@@ -262,8 +283,12 @@ class SerialSource(BatchedSource):
         except (OSError, ValueError) as exc:
             port.counters["open_failures"] += 1
             if port.counters["open_failures"] == 1 or port.backoff >= BACKOFF_S[1]:
-                log.warning("%s: cannot open the port (%s): is it plugged in? retrying in %.0f s",
-                            port.name, getattr(exc, "strerror", None) or exc, port.backoff)
+                log.warning(
+                    "%s: cannot open the port (%s): is it plugged in? retrying in %.0f s",
+                    port.name,
+                    getattr(exc, "strerror", None) or exc,
+                    port.backoff,
+                )
             self._close(port)
             port.next_open = now + port.backoff
             port.backoff = min(port.backoff * 2, BACKOFF_S[1])
@@ -292,8 +317,9 @@ class SerialSource(BatchedSource):
 
     def _lost(self, port: _Port, now: float, why: str, unknown_now: bool = True) -> None:
         port.counters["port_lost"] += 1
-        log.warning("%s: %s: readings are 'unknown' until it is back; reopening in %.0f s",
-                    port.name, why, port.backoff)
+        log.warning(
+            "%s: %s: readings are 'unknown' until it is back; reopening in %.0f s", port.name, why, port.backoff
+        )
         self._close(port)
         port.next_open = now + port.backoff
         port.backoff = min(port.backoff * 2, BACKOFF_S[1])
@@ -359,13 +385,19 @@ class SerialSource(BatchedSource):
         quantity = sensor.quantity
         if quantity == "pm25_corrected":
             if sample.fault:
-                return self._unknown_reading(port, sensor, t, "corrected_of_faulty",
-                                             "no corrected value from a faulty sample")
+                return self._unknown_reading(
+                    port, sensor, t, "corrected_of_faulty", "no corrected value from a faulty sample"
+                )
             rh = self._fresh_humidity(sensor.humidity_sensor, now)
             if rh is None:
-                return self._unknown_reading(port, sensor, t, "no_humidity",
-                                             f"no humidity from {sensor.humidity_sensor} in the last "
-                                             f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with")
+                return self._unknown_reading(
+                    port,
+                    sensor,
+                    t,
+                    "no_humidity",
+                    f"no humidity from {sensor.humidity_sensor} in the last "
+                    f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with",
+                )
             raw = sample.values[port.driver.correction_input]
             if (why := impossible("pm25", raw)) is not None:
                 return self._unknown_reading(port, sensor, t, "impossible_values", why)
@@ -379,15 +411,22 @@ class SerialSource(BatchedSource):
         quality = Quality.BAD if sample.fault else Quality.OK
         if quantity == "humidity" and quality is Quality.OK:
             self._humidity[sensor.id] = (now, value)
-        return Reading(t, self.site, self.gateway, sensor.id, quantity, float(value), QUANTITY_UNITS[quantity],
-                       quality)
+        return Reading(t, self.site, self.gateway, sensor.id, quantity, float(value), QUANTITY_UNITS[quantity], quality)
 
     def _unknown_reading(self, port: _Port, sensor: SerialSensor, t: int, reason: str, message: str) -> Reading:
         self._note(port, reason, f"{sensor.id}: {message}")
         if sensor.quantity == "humidity":
             self._humidity.pop(sensor.id, None)
-        return Reading(t, self.site, self.gateway, sensor.id, sensor.quantity, None, QUANTITY_UNITS[sensor.quantity],
-                       Quality.UNKNOWN)
+        return Reading(
+            t,
+            self.site,
+            self.gateway,
+            sensor.id,
+            sensor.quantity,
+            None,
+            QUANTITY_UNITS[sensor.quantity],
+            Quality.UNKNOWN,
+        )
 
     def _fresh_humidity(self, sensor_id: str | None, now: float) -> float | None:
         entry = self._humidity.get(sensor_id) if sensor_id else None
@@ -402,8 +441,9 @@ class SerialSource(BatchedSource):
             if s.quantity == "humidity":
                 self._humidity.pop(s.id, None)
             port.counters["unknown_published"] += 1
-            out.append(Reading(t, self.site, self.gateway, s.id, s.quantity, None, QUANTITY_UNITS[s.quantity],
-                               Quality.UNKNOWN))
+            out.append(
+                Reading(t, self.site, self.gateway, s.id, s.quantity, None, QUANTITY_UNITS[s.quantity], Quality.UNKNOWN)
+            )
         return out
 
     def _note(self, port: _Port, reason: str, message: str) -> None:
@@ -414,7 +454,7 @@ class SerialSource(BatchedSource):
     # ---- from a gateway config -----------------------------------------------------
 
     @classmethod
-    def from_config_entries(cls, site: str, gateway: str, entries: Iterable[Mapping], **kwargs) -> "SerialSource":
+    def from_config_entries(cls, site: str, gateway: str, entries: Iterable[Mapping], **kwargs) -> SerialSource:
         """Build from the gateway config's serial sensor entries (``sds011``, ``pms5003``, ``line``) as plain
         mappings; entries on one port form one device."""
         devices: dict[str, list[Mapping]] = {}
@@ -423,11 +463,27 @@ class SerialSource(BatchedSource):
         built = []
         for port, group in devices.items():
             first = group[0]
-            sensors = tuple(SerialSensor(e["id"], e["quantity"], field=e.get("key"), node_unit=e.get("node_unit"),
-                                         humidity_sensor=e.get("humidity_sensor"),
-                                         correction=e.get("correction") or DEFAULT_CORRECTION) for e in group)
-            built.append(SerialDevice(port=port, driver=first["driver"], sensors=sensors, baudrate=first.get("baudrate"),
-                                      interval_s=first.get("interval_s", 10.0), work_s=first.get("work_s", 0.0),
-                                      sleep_s=first.get("sleep_s", 0.0), warmup_s=first.get("warmup_s")))
+            sensors = tuple(
+                SerialSensor(
+                    e["id"],
+                    e["quantity"],
+                    field=e.get("key"),
+                    node_unit=e.get("node_unit"),
+                    humidity_sensor=e.get("humidity_sensor"),
+                    correction=e.get("correction") or DEFAULT_CORRECTION,
+                )
+                for e in group
+            )
+            built.append(
+                SerialDevice(
+                    port=port,
+                    driver=first["driver"],
+                    sensors=sensors,
+                    baudrate=first.get("baudrate"),
+                    interval_s=first.get("interval_s", 10.0),
+                    work_s=first.get("work_s", 0.0),
+                    sleep_s=first.get("sleep_s", 0.0),
+                    warmup_s=first.get("warmup_s"),
+                )
+            )
         return cls(site, gateway, built, **kwargs)
-

@@ -10,6 +10,7 @@ overwrites the same points: writes are idempotent.
 >>> to_line_protocol(r)
 ['reading,gateway=gw-01,quantity=pressure,sensor=P-15,site=net3,unit=m quality="ok",value=42.5 1772409600000']
 """
+
 from __future__ import annotations
 
 import math
@@ -130,8 +131,13 @@ _ESCAPE_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 @lru_cache(maxsize=4096)
 def _reading_series(site: str, gateway: str, sensor: str, quantity: str, unit: str) -> str:
     tags = []
-    for key, value in (("gateway", gateway), ("quantity", quantity), ("sensor", sensor), ("site", site),
-                       ("unit", unit)):  # Point sorts tags by key
+    for key, value in (
+        ("gateway", gateway),
+        ("quantity", quantity),
+        ("sensor", sensor),
+        ("site", site),
+        ("unit", unit),
+    ):  # Point sorts tags by key
         value = value.translate(_ESCAPE_TAG)
         if value.endswith("\\"):
             value += " "

@@ -6,6 +6,7 @@ used in SYNCHRONOUS mode on purpose: its batching mode retries in the background
 then drops the batch (field notes), while here every failure raises ``WriteError`` so
 the bridge keeps the MQTT messages unacknowledged and tries again itself.
 """
+
 from __future__ import annotations
 
 import urllib3
@@ -24,15 +25,15 @@ class InfluxV2Writer:
 
     api = "v2"
 
-    def __init__(self, url: str, bucket: str, *, org: str = ANY_ORG, token: str | None = None,
-                 timeout_s: float = 10.0):
+    def __init__(self, url: str, bucket: str, *, org: str = ANY_ORG, token: str | None = None, timeout_s: float = 10.0):
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.org = org
         # retries=False is the client's default for synchronous writes: say it, since
         # a hidden retry loop here would hold the writer thread without the bridge knowing.
-        self._client = InfluxDBClient(url=self.url, token=token or "", org=org, timeout=int(timeout_s * 1000),
-                                      retries=False)
+        self._client = InfluxDBClient(
+            url=self.url, token=token or "", org=org, timeout=int(timeout_s * 1000), retries=False
+        )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
     def write(self, lines: list[str]) -> None:
@@ -44,8 +45,11 @@ class InfluxV2Writer:
             status = exc.status or 0
             detail = (exc.body or b"")[:300]
             detail = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
-            raise WriteError(f"InfluxDB {self.url} answered {status} for bucket {self.bucket!r}: {detail}",
-                             retryable=is_retryable_status(status), status=status) from None
+            raise WriteError(
+                f"InfluxDB {self.url} answered {status} for bucket {self.bucket!r}: {detail}",
+                retryable=is_retryable_status(status),
+                status=status,
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
 
@@ -62,9 +66,12 @@ class InfluxV2Writer:
         except ApiException as exc:
             if exc.status in (400, 404, 405):
                 return
-            raise WriteError(f"InfluxDB {self.url} refused to create bucket {self.bucket!r} ({exc.status}): "
-                             "create it by hand or give the token the right to", retryable=False,
-                             status=exc.status) from None
+            raise WriteError(
+                f"InfluxDB {self.url} refused to create bucket {self.bucket!r} ({exc.status}): "
+                "create it by hand or give the token the right to",
+                retryable=False,
+                status=exc.status,
+            ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
 

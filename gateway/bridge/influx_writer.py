@@ -7,6 +7,7 @@ v2 writer (``gateway.bridge.influx_v2``) serves InfluxDB 1.8+, 2.x, 3.x and Clou
 Errors are sorted into *retryable* (server down, 5xx, timeouts: keep the batch and
 try again) and *rejected* (4xx: the data itself is wrong; retrying cannot help).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -15,11 +16,22 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+
 from gateway.bridge.writer_base import PRECISION, InfluxWriter, WriteError, is_retryable_status
 
-def make_influx_writer(api: str, url: str, *, database: str = "frugalsense", bucket: str | None = None,
-                       org: str | None = None, token: str | None = None, username: str | None = None,
-                       password: str | None = None, timeout_s: float = 10.0) -> InfluxWriter:
+
+def make_influx_writer(
+    api: str,
+    url: str,
+    *,
+    database: str = "frugalsense",
+    bucket: str | None = None,
+    org: str | None = None,
+    token: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    timeout_s: float = 10.0,
+) -> InfluxWriter:
     """The writer for ``api`` ("v1": ``/write?db=database``; "v2": ``/api/v2/write`` to ``bucket``).
 
     ``bucket`` defaults to ``database``, so switching API keeps the data in the same place on
@@ -38,8 +50,10 @@ def make_influx_writer(api: str, url: str, *, database: str = "frugalsense", buc
         from gateway.bridge.influx_v2 import ANY_ORG, InfluxV2Writer  # influxdb-client only when asked for
 
         return InfluxV2Writer(url, bucket or database, org=org or ANY_ORG, token=token, timeout_s=timeout_s)
-    raise ValueError(f"unknown InfluxDB API {api!r}: use v1 (InfluxDB 1.x /write) or "
-                     "v2 (/api/v2/write: InfluxDB 1.8+, 2.x, 3.x, Cloud)")
+    raise ValueError(
+        f"unknown InfluxDB API {api!r}: use v1 (InfluxDB 1.x /write) or "
+        "v2 (/api/v2/write: InfluxDB 1.8+, 2.x, 3.x, Cloud)"
+    )
 
 
 class InfluxV1Writer:
@@ -53,8 +67,16 @@ class InfluxV1Writer:
 
     api = "v1"
 
-    def __init__(self, url: str, database: str, *, username: str | None = None, password: str | None = None,
-                 timeout_s: float = 10.0, retention_policy: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10.0,
+        retention_policy: str | None = None,
+    ):
         self.url = url.rstrip("/")
         self.database = database
         self.timeout_s = timeout_s
@@ -89,15 +111,15 @@ class InfluxV1Writer:
                     if last_try:
                         raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
         if status >= 300:
-            raise WriteError(f"InfluxDB {self.url} answered {status}: {detail}",
-                             retryable=is_retryable_status(status), status=status)
+            raise WriteError(
+                f"InfluxDB {self.url} answered {status}: {detail}", retryable=is_retryable_status(status), status=status
+            )
 
     def _post(self, body: bytes) -> tuple[int, str]:
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
             self._conn = cls(self._netloc, timeout=self.timeout_s)
-        self._conn.request("POST", self._write_path, body=body,
-                           headers={"Content-Type": "text/plain; charset=utf-8"})
+        self._conn.request("POST", self._write_path, body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
         response = self._conn.getresponse()
         detail = response.read().decode(errors="replace")[:300]
         if response.will_close:
@@ -135,9 +157,12 @@ class InfluxV1Writer:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise WriteError(f"InfluxDB {self.url} answered {exc.code} to a query: "
-                             f"{exc.read().decode(errors='replace')[:300]}", retryable=exc.code >= 500,
-                             status=exc.code) from None
+            raise WriteError(
+                f"InfluxDB {self.url} answered {exc.code} to a query: {exc.read().decode(errors='replace')[:300]}",
+                retryable=exc.code >= 500,
+                status=exc.code,
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise WriteError(f"InfluxDB {self.url} unreachable: {getattr(exc, 'reason', exc)}",
-                             retryable=True) from None
+            raise WriteError(
+                f"InfluxDB {self.url} unreachable: {getattr(exc, 'reason', exc)}", retryable=True
+            ) from None

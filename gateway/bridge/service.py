@@ -12,6 +12,7 @@ Several bridges can share the load: give each its own fixed client id and the sa
 other channels) and the
 broker hands each message to one of them (docs/scaling.md).
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,9 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.bridge import influx_points
+from gateway.bridge.writer_base import InfluxWriter, WriteError
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
-from gateway.bridge.writer_base import InfluxWriter, WriteError
 from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ def subscriptions(prefix: str, share_group: str | None = None) -> tuple[str, ...
     if share_group is None:
         return topics
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", share_group):
-        raise ValueError(f"share group {share_group!r} must be letters, digits, '.', '_' or '-' "
-                         "(it becomes one topic level)")
+        raise ValueError(
+            f"share group {share_group!r} must be letters, digits, '.', '_' or '-' (it becomes one topic level)"
+        )
     return tuple(f"$share/{share_group}/{topic}" for topic in topics)
 
 
@@ -127,13 +129,18 @@ class Bridge:
 
     # --- lifecycle ----------------------------------------------------------
 
-    def start(self, timeout_s: float = 10.0) -> "Bridge":
+    def start(self, timeout_s: float = 10.0) -> Bridge:
         self._writer_thread.start()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = RECEIVE_MAXIMUM
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
-                                  clean_start=False, properties=props)
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
         self.client.loop_start()
         wait_connected(self.client, self.settings, self._connected, timeout_s)
         # Messages published before the broker has our subscription are not queued for us.
@@ -142,9 +149,11 @@ class Bridge:
             self.client.loop_stop()
             self._stop.set()
             why = self._subscribe_refused or f"no answer within {timeout_s:.0f} s"
-            raise SubscriptionRefused(f"MQTT broker {self.settings.host}:{self.settings.port} did not accept the "
-                                      f"bridge's subscriptions {list(self.subscriptions)}: {why} "
-                                      "(check the broker ACL for this user)")
+            raise SubscriptionRefused(
+                f"MQTT broker {self.settings.host}:{self.settings.port} did not accept the "
+                f"bridge's subscriptions {list(self.subscriptions)}: {why} "
+                "(check the broker ACL for this user)"
+            )
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -174,8 +183,12 @@ class Bridge:
         self._connected.set()
         # Re-subscribing on every connect is harmless and covers a broker that lost the session.
         client.subscribe([(topic, 1) for topic in self.subscriptions])
-        log.info("bridge connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
-                 flags.session_present)
+        log.info(
+            "bridge connected to %s:%s (session present: %s)",
+            self.settings.host,
+            self.settings.port,
+            flags.session_present,
+        )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         refused = [rc for rc in reason_codes if rc.is_failure]
@@ -183,8 +196,11 @@ class Bridge:
             # Usually the broker's ACL: the bridge's user may not read the gateways' topics.
             self.counters["subscribe_refused"] += 1
             self._subscribe_refused = str(refused[0])
-            log.error("broker refused the bridge's subscriptions %s: %s (check the broker ACL for this user)",
-                      list(self.subscriptions), refused[0])
+            log.error(
+                "broker refused the bridge's subscriptions %s: %s (check the broker ACL for this user)",
+                list(self.subscriptions),
+                refused[0],
+            )
         self._subscribed.set()
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage):
@@ -202,8 +218,7 @@ class Bridge:
             return
         with self._arrived:
             wake = not self._pending
-            self._pending.append(_Pending(message.mid, message.qos, lines, message.topic, message.payload,
-                                          arrived))
+            self._pending.append(_Pending(message.mid, message.qos, lines, message.topic, message.payload, arrived))
             self._pending_points += len(lines)
             if wake or self._pending_points >= self.batch_points:
                 self._arrived.notify()
@@ -217,9 +232,18 @@ class Bridge:
             text, encoding = payload[:4096].decode(), "utf-8"
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(payload[:4096]).decode(), "base64"
-        body = json.dumps({"v": 1, "reason": reason, "detail": detail[:500], "topic": topic,
-                           "payload": text, "encoding": encoding, "bytes": len(payload)},
-                          separators=(",", ":"))
+        body = json.dumps(
+            {
+                "v": 1,
+                "reason": reason,
+                "detail": detail[:500],
+                "topic": topic,
+                "payload": text,
+                "encoding": encoding,
+                "bytes": len(payload),
+            },
+            separators=(",", ":"),
+        )
         self.client.publish(T.deadletter_topic(self.prefix), body, qos=1)
 
     # --- InfluxDB side (writer thread) -------------------------------------
@@ -236,8 +260,9 @@ class Bridge:
                 self._write_batch(batch)
             except WriteError as exc:
                 self.counters["write_failures"] += 1
-                log.warning("InfluxDB write failed, retrying in %.1f s (messages stay unacknowledged): %s",
-                            backoff, exc)
+                log.warning(
+                    "InfluxDB write failed, retrying in %.1f s (messages stay unacknowledged): %s", backoff, exc
+                )
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.max_backoff_s)

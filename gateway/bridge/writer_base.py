@@ -3,6 +3,7 @@
 Both writers (``influx_writer`` for v1, ``influx_v2``) build on this module, so neither
 imports the other.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

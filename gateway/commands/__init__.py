@@ -6,6 +6,7 @@
 ...     command_group(sub, "train", help="train or retrain models", metavar="MODEL")
 True
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`frugalsense config validate FILE...`: check gateway config files before they go on a gateway."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("config", help="check gateway config files")
     actions = parser.add_subparsers(dest="config_action", metavar="ACTION", required=True)
     validate = actions.add_parser(
-        "validate", help="check config files; print 'FILE: ok' or every problem as FILE:LINE: key: message",
-        description="Exit code 0 if all files are valid, 1 if any is invalid, 2 if any cannot be read.")
+        "validate",
+        help="check config files; print 'FILE: ok' or every problem as FILE:LINE: key: message",
+        description="Exit code 0 if all files are valid, 1 if any is invalid, 2 if any cannot be read.",
+    )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE", help="gateway config (YAML)")
     validate.set_defaults(func=run_validate)
 
@@ -46,5 +49,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise UserError(f"invalid config {path}:\n{exc}",
-                        code=EXIT_UNREADABLE if isinstance(exc, ConfigUnreadable) else EXIT_INVALID) from None
+        raise UserError(
+            f"invalid config {path}:\n{exc}",
+            code=EXIT_UNREADABLE if isinstance(exc, ConfigUnreadable) else EXIT_INVALID,
+        ) from None

@@ -5,6 +5,7 @@ second week, starts a private Mosquitto and InfluxDB, runs the bridge and the
 gateway (replaying the simulation as fast as it can), then asks InfluxDB what
 landed and prints each alert next to the injected leak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,17 @@ DATABASE = "frugalsense"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run a simulated water zone end to end on local services",
-                              description=__doc__.split("\n\n", 1)[1])
+    p = subparsers.add_parser(
+        "demo", help="run a simulated water zone end to end on local services", description=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"gateway config (default {DEFAULT_CONFIG})")
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"where services keep their data (default {DEFAULT_DIR})")
     p.add_argument("--fresh", action="store_true", help="simulate again even if the dataset exists")
-    p.add_argument("--keep", action="store_true",
-                   help="keep Mosquitto and InfluxDB running at the end (Ctrl-C stops them) to look with their CLIs")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep Mosquitto and InfluxDB running at the end (Ctrl-C stops them) to look with their CLIs",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,17 +105,22 @@ def _dataset(path: Path, *, fresh: bool):
 def _stream(config, services, expected_readings: int):
     from tqdm import tqdm
 
-    from gateway.bridge.service import Bridge
     from gateway.bridge.influx_writer import InfluxV1Writer
-    from gateway.protocol.mqtt_client import MqttSettings
+    from gateway.bridge.service import Bridge
     from gateway.device.runner import GatewayRunner
+    from gateway.protocol.mqtt_client import MqttSettings
 
     say("[3/5] Starting the bridge (MQTT -> InfluxDB, acknowledged after each write)")
     writer = InfluxV1Writer(services.influx_url, DATABASE)
-    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-bridge"),
-                    writer, prefix=config.mqtt.topic_prefix).start()
+    bridge = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-bridge"),
+        writer,
+        prefix=config.mqtt.topic_prefix,
+    ).start()
     try:
-        say(f"[4/5] Gateway {config.gateway} replays {expected_readings} readings through its detectors (MNF and learned) and MQTT")
+        say(
+            f"[4/5] Gateway {config.gateway} replays {expected_readings} readings through its detectors (MNF and learned) and MQTT"
+        )
         runner = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port)
         with tqdm(total=expected_readings, unit="reading", file=sys.stdout, leave=True) as bar:
             counter = {"n": 0}
@@ -144,15 +154,20 @@ def _report(services, summary, bridge, meta) -> bool:
     for measurement, n in counts.items():
         say(f"      {measurement:<15} {n:>7} points")
     landed_ok = counts[P.READING] == summary.readings and summary.all_acknowledged
-    say(f"      readings published {summary.readings}, in InfluxDB {counts[P.READING]}"
-        f" -> {'all landed' if landed_ok else 'MISSING SOME'}; dead letters {sum(bridge.deadletters.values())}")
+    say(
+        f"      readings published {summary.readings}, in InfluxDB {counts[P.READING]}"
+        f" -> {'all landed' if landed_ok else 'MISSING SOME'}; dead letters {sum(bridge.deadletters.values())}"
+    )
 
     leak_start = meta.get("leak_start_ms")
     if leak_start is not None:
-        say(f"      injected leak: node {meta['leak_node']}, {meta['leak_diameter_m'] * 100:.0f} cm hole, "
-            f"~{meta['leak_mean_flow_lps']:.0f} L/s, from {ms_to_datetime(leak_start):%Y-%m-%d %H:%M} UTC")
-    answer = services.influx_query('SELECT alert_id, message, x_excess_lps FROM "alert" WHERE "state" = \'raised\'',
-                                   db=DATABASE)
+        say(
+            f"      injected leak: node {meta['leak_node']}, {meta['leak_diameter_m'] * 100:.0f} cm hole, "
+            f"~{meta['leak_mean_flow_lps']:.0f} L/s, from {ms_to_datetime(leak_start):%Y-%m-%d %H:%M} UTC"
+        )
+    answer = services.influx_query(
+        'SELECT alert_id, message, x_excess_lps FROM "alert" WHERE "state" = \'raised\'', db=DATABASE
+    )
     rows = answer["results"][0].get("series", [{}])[0].get("values", [])
     if not rows:
         say("      no leak alert in InfluxDB")
@@ -167,8 +182,16 @@ def _report(services, summary, bridge, meta) -> bool:
 
 AIR_SITE, AIR_GATEWAY = "city-centre", "gw-air-demo"
 AIR_SEED, AIR_DAYS, AIR_START = 21, 14, "2026-01-12"  # a seed with all four patterns and a few faults
-AIR_SENSORS = {"PM25-sds": "pm25", "PM10-sds": "pm10", "PM25c-sds": "pm25_corrected", "NO2-node": "no2",
-               "T-node": "temperature", "RH-node": "humidity", "WIND-met": "wind_speed", "CC-centre": "cell_count"}
+AIR_SENSORS = {
+    "PM25-sds": "pm25",
+    "PM10-sds": "pm10",
+    "PM25c-sds": "pm25_corrected",
+    "NO2-node": "no2",
+    "T-node": "temperature",
+    "RH-node": "humidity",
+    "WIND-met": "wind_speed",
+    "CC-centre": "cell_count",
+}
 
 
 def _air_config(water_config, services, dataset_path: Path, root: Path) -> dict:
@@ -176,22 +199,41 @@ def _air_config(water_config, services, dataset_path: Path, root: Path) -> dict:
     by_input = {q: sid for sid, q in AIR_SENSORS.items()}
     inputs = lambda names: {k: by_input[k] for k in names}  # noqa: E731
     return {
-        "site": AIR_SITE, "gateway": AIR_GATEWAY, "timezone": "UTC",
+        "site": AIR_SITE,
+        "gateway": AIR_GATEWAY,
+        "timezone": "UTC",
         "sensors": [{"id": sid, "quantity": q, "driver": "replay", "column": q} for sid, q in AIR_SENSORS.items()],
         "sources": {"replay": {"file": str(dataset_path)}},
         "models": [
             {"name": "eaqi-centre", "type": "eaqi", "sensors": ["PM25c-sds", "NO2-node"]},
             # backend numpy: it runs everywhere (a 32-bit Pi too) and prints no runtime banner into the story.
-            {"name": "air-pattern", "type": "air_pattern", "model_dir": str(models / "air-pattern"), "backend": "numpy",
-             "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity", "cell_count"))},
-            {"name": "air-fault", "type": "sensor_fault", "model_dir": str(models / "air-fault"), "backend": "numpy",
-             "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity"))},
-            {"name": "no2-virtual", "type": "no2_virtual", "model_dir": str(models / "air-no2-virtual"),
-             "backend": "numpy",
-             "sensors": inputs(("cell_count", "wind_speed", "temperature", "humidity"))},
+            {
+                "name": "air-pattern",
+                "type": "air_pattern",
+                "model_dir": str(models / "air-pattern"),
+                "backend": "numpy",
+                "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity", "cell_count")),
+            },
+            {
+                "name": "air-fault",
+                "type": "sensor_fault",
+                "model_dir": str(models / "air-fault"),
+                "backend": "numpy",
+                "sensors": inputs(("pm25", "pm10", "no2", "temperature", "humidity")),
+            },
+            {
+                "name": "no2-virtual",
+                "type": "no2_virtual",
+                "model_dir": str(models / "air-no2-virtual"),
+                "backend": "numpy",
+                "sensors": inputs(("cell_count", "wind_speed", "temperature", "humidity")),
+            },
         ],
-        "mqtt": {"host": services.mqtt_host, "port": services.mqtt_port,
-                 "topic_prefix": water_config.mqtt.topic_prefix},
+        "mqtt": {
+            "host": services.mqtt_host,
+            "port": services.mqtt_port,
+            "topic_prefix": water_config.mqtt.topic_prefix,
+        },
         "storage": {"data_dir": str(root / AIR_GATEWAY)},
     }
 
@@ -201,21 +243,26 @@ def _air_site(water_config, services, root: Path) -> bool:
     import numpy as np
 
     from edge.contracts import ms_to_datetime
+    from gateway.bridge.influx_writer import InfluxV1Writer
     from gateway.bridge.service import Bridge
     from gateway.config import GatewayConfig
-    from gateway.bridge.influx_writer import InfluxV1Writer
-    from gateway.protocol.mqtt_client import MqttSettings
     from gateway.device.runner import GatewayRunner
+    from gateway.protocol.mqtt_client import MqttSettings
     from training.air.simulation import FAULTS, PATTERNS, simulate_air_site
 
     site = simulate_air_site(days=AIR_DAYS, seed=AIR_SEED, start=AIR_START)
     path = site.to_dataset().save(root / "air-site.npz")
     config = GatewayConfig.model_validate(_air_config(water_config, services, path, root))
     expected = len(site.time_ms) * len(AIR_SENSORS)
-    say(f"[+]   Air-quality site {AIR_SITE} next to the zone: {AIR_DAYS} simulated days (seed {AIR_SEED}), "
-        f"{expected} readings through the same runner, MQTT and bridge")
-    bridge = Bridge(MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-air-bridge"),
-                    InfluxV1Writer(services.influx_url, DATABASE), prefix=config.mqtt.topic_prefix).start()
+    say(
+        f"[+]   Air-quality site {AIR_SITE} next to the zone: {AIR_DAYS} simulated days (seed {AIR_SEED}), "
+        f"{expected} readings through the same runner, MQTT and bridge"
+    )
+    bridge = Bridge(
+        MqttSettings(services.mqtt_host, services.mqtt_port, client_id="frugalsense-demo-air-bridge"),
+        InfluxV1Writer(services.influx_url, DATABASE),
+        prefix=config.mqtt.topic_prefix,
+    ).start()
     try:
         summary = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port).run()
         bridge.wait_idle(quiet_s=1.0, timeout_s=120)
@@ -225,31 +272,44 @@ def _air_site(water_config, services, root: Path) -> bool:
     def rows(query):
         answer = services.influx_query(query, db=DATABASE)
         return answer["results"][0].get("series", [{}])[0].get("values", [])
+
     where = f"\"site\" = '{AIR_SITE}' AND \"gateway\" = '{AIR_GATEWAY}'"
     landed = rows(f'SELECT count("quality") FROM "reading" WHERE {where}')
     landed = landed[0][1] if landed else 0
     landed_ok = landed == summary.readings and summary.all_acknowledged
-    say(f"      readings published {summary.readings}, in InfluxDB {landed}"
-        f" -> {'all landed' if landed_ok else 'MISSING SOME'}")
+    say(
+        f"      readings published {summary.readings}, in InfluxDB {landed}"
+        f" -> {'all landed' if landed_ok else 'MISSING SOME'}"
+    )
 
     truth = {int(t): PATTERNS[c] for t, c in zip(site.hour_ms, site.pattern)}
     hours = rows(f'SELECT label, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'air_pattern\'')
     judged = [(label, truth.get(int(start))) for _, label, start in hours if label != "insufficient_data"]
     counts = {p: sum(label == p for label, _ in judged) for p in PATTERNS}
     agree = np.mean([label == true for label, true in judged]) if judged else 0.0
-    say("      air pattern per hour: " + ", ".join(f"{p} {n}" for p, n in counts.items())
-        + f"; agrees with the simulation on {agree:.0%} of {len(judged)} hours")
+    say(
+        "      air pattern per hour: "
+        + ", ".join(f"{p} {n}" for p, n in counts.items())
+        + f"; agrees with the simulation on {agree:.0%} of {len(judged)} hours"
+    )
 
     hourly = site.truth["no2"].reshape(-1, 6).mean(axis=1)
     index = {int(t): i for i, t in enumerate(site.hour_ms)}
-    virtual = [(score, hourly[index[int(start)]]) for _, score, start in rows(
-        f'SELECT score, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'no2_virtual\' '
-        "AND \"label\" != 'insufficient_data'") if int(start) in index]
+    virtual = [
+        (score, hourly[index[int(start)]])
+        for _, score, start in rows(
+            f'SELECT score, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'no2_virtual\' '
+            "AND \"label\" != 'insufficient_data'"
+        )
+        if int(start) in index
+    ]
     if virtual:
         est, true = np.array(virtual).T
         r2 = 1 - np.sum((true - est) ** 2) / np.sum((true - true.mean()) ** 2)
-        say(f"      NO2 virtual sensor (phones per antenna + weather): R2 {r2:.2f} against the true hourly NO2 "
-            f"over {len(est)} hours, mean {est.mean():.0f} ug/m3")
+        say(
+            f"      NO2 virtual sensor (phones per antenna + weather): R2 {r2:.2f} against the true hourly NO2 "
+            f"over {len(est)} hours, mean {est.mean():.0f} ug/m3"
+        )
 
     injected = []
     for column, codes in site.faults.items():
@@ -258,16 +318,23 @@ def _air_site(water_config, services, root: Path) -> bool:
         for start in starts:
             length = int(np.argmax(codes[start:] != codes[start])) or len(codes) - start
             if FAULTS[codes[start]] in ("stuck", "fan_failure") and length >= 6:
-                injected.append(f"{sensor} {FAULTS[codes[start]]} {ms_to_datetime(int(site.time_ms[start])):%m-%d %H:%M}")
-    alerts = rows(f'SELECT alert_id, label FROM "alert" WHERE {where} AND "state" = \'raised\' '
-                  "AND \"kind\" = 'sensor_fault'")
+                injected.append(
+                    f"{sensor} {FAULTS[codes[start]]} {ms_to_datetime(int(site.time_ms[start])):%m-%d %H:%M}"
+                )
+    alerts = rows(
+        f'SELECT alert_id, label FROM "alert" WHERE {where} AND "state" = \'raised\' AND "kind" = \'sensor_fault\''
+    )
     say(f"      injected stuck or fan faults of 1 h or more: {', '.join(injected) or 'none'}")
-    say(f"      sensor-fault alerts raised: {len(alerts)} "
+    say(
+        f"      sensor-fault alerts raised: {len(alerts)} "
         f"({', '.join(sorted({f'{a} {label}' for _, a, label in alerts if label != 'dropout'})) or 'no stuck or fan'}"
-        f"{'; and dropouts' if any(label == 'dropout' for *_, label in alerts) else ''})")
+        f"{'; and dropouts' if any(label == 'dropout' for *_, label in alerts) else ''})"
+    )
     eaqi = rows(f'SELECT label FROM "alert" WHERE {where} AND "state" = \'raised\' AND "kind" = \'aqi\'')
-    say(f"      EAQI station index (corrected PM2.5, NO2): {len(eaqi)} alerts raised"
-        + (f" ({', '.join(sorted({label for _, label in eaqi}))})" if eaqi else ""))
+    say(
+        f"      EAQI station index (corrected PM2.5, NO2): {len(eaqi)} alerts raised"
+        + (f" ({', '.join(sorted({label for _, label in eaqi}))})" if eaqi else "")
+    )
     return landed_ok
 
 

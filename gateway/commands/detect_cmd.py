@@ -6,6 +6,7 @@ replays the readings through the same detector a gateway runs, and writes one ro
 alert to --out: alert id, start, raised, end (empty if still open when the data end),
 peak score, estimated leak flow (L/s), most affected pressure sensors, severity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,22 +20,33 @@ from gateway.commands import command_group
 
 DETECT_GROUP = "detect"
 SITE, GATEWAY = "scada", "history"
-ALERT_COLUMNS = ("alert_id", "start_utc", "raised_utc", "end_utc", "peak_score", "estimated_leak_lps", "sensors",
-                 "severity")
+ALERT_COLUMNS = (
+    "alert_id",
+    "start_utc",
+    "raised_utc",
+    "end_utc",
+    "peak_score",
+    "estimated_leak_lps",
+    "sensors",
+    "severity",
+)
 
 
 def register(subparsers) -> None:
     group = command_group(subparsers, DETECT_GROUP, help="run a detector over historical data", metavar="KIND")
-    p = group.add_parser("leak", help="learned leak detector over a SCADA CSV",
-                                             description=__doc__.split("\n\n", 1)[1])
+    p = group.add_parser("leak", help="learned leak detector over a SCADA CSV", description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="learned leak model folder")
     p.add_argument("--scada", required=True, type=Path, metavar="FILE.csv", help="the SCADA export")
     p.add_argument("--out", required=True, type=Path, metavar="alerts.csv", help="alerts file to write")
     p.add_argument("--flow-unit", default="L/s", choices=("L/s", "m3/h"), help="unit of the flow columns")
     p.add_argument("--pressure-unit", default="m", choices=("m", "bar", "kPa"), help="unit of the pressure columns")
     p.add_argument("--timezone", default="UTC", help="zone of timestamps written without an offset (default UTC)")
-    p.add_argument("--stuck-hours", type=float, default=6.0,
-                   help="a sensor repeating one non-zero value this long is stuck (default 6)")
+    p.add_argument(
+        "--stuck-hours",
+        type=float,
+        default=6.0,
+        help="a sensor repeating one non-zero value this long is stuck (default 6)",
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "litert", "numpy"))
     p.set_defaults(func=run)
 
@@ -56,25 +68,43 @@ def run(args: argparse.Namespace) -> int:
     except (ManifestError, ValueError, OSError) as exc:
         raise UserError(f"model {args.model}: {exc}") from None
     try:
-        series = read_scada_csv(args.scada, settings.sensors, flow_unit=args.flow_unit,
-                                pressure_unit=args.pressure_unit, tz=args.timezone, stuck_hours=args.stuck_hours)
+        series = read_scada_csv(
+            args.scada,
+            settings.sensors,
+            flow_unit=args.flow_unit,
+            pressure_unit=args.pressure_unit,
+            tz=args.timezone,
+            stuck_hours=args.stuck_hours,
+        )
     except ScadaError as exc:
         raise UserError(f"{args.scada}: {exc}") from None
-    print(f"{args.scada}: {len(series.time_ms)} rows, step {series.step_ms / 60000:g} min, sensors "
-          + ", ".join(f"{q} {e} <- '{c}'" for (e, q), c in zip(series.sensors, series.columns)))
+    print(
+        f"{args.scada}: {len(series.time_ms)} rows, step {series.step_ms / 60000:g} min, sensors "
+        + ", ".join(f"{q} {e} <- '{c}'" for (e, q), c in zip(series.sensors, series.columns))
+    )
     for issue in series.issues:
         print(f"  data: {issue}")
     if series.step_ms and series.step_ms > settings.layout.step_s * 1000:
-        print(f"  data: samples every {series.step_ms / 60000:g} min but the model decides every "
-              f"{settings.layout.step_s / 60:g} min: steps without a sample are insufficient_data")
+        print(
+            f"  data: samples every {series.step_ms / 60000:g} min but the model decides every "
+            f"{settings.layout.step_s / 60:g} min: steps without a sample are insufficient_data"
+        )
     outputs = []
     names = list(ids)
     for t, row in zip(series.time_ms.tolist(), series.values.tolist()):
         for sensor, value in zip(names, row):
             element, quantity = ids[sensor]
             ok = math.isfinite(value)
-            reading = Reading(t, SITE, GATEWAY, sensor, quantity, value if ok else None, QUANTITY_UNITS[quantity],
-                              Quality.OK if ok else Quality.UNKNOWN)
+            reading = Reading(
+                t,
+                SITE,
+                GATEWAY,
+                sensor,
+                quantity,
+                value if ok else None,
+                QUANTITY_UNITS[quantity],
+                Quality.OK if ok else Quality.UNKNOWN,
+            )
             outputs += detector.update(reading)
     outputs += detector.flush()
     alerts = _alert_rows(outputs, LEAK, Alert, AlertState)
@@ -86,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(alerts)
     print(f"{len(decided)} decisions ({insufficient} insufficient_data), {len(alerts)} alert(s) written to {args.out}")
     for a in alerts:
-        print(f"  {a['alert_id']}: from {a['start_utc']} to {a['end_utc'] or 'end of data (open)'}, about "
-              f"{a['estimated_leak_lps']} L/s, peak score {a['peak_score']}, sensors {a['sensors'] or '-'}")
+        print(
+            f"  {a['alert_id']}: from {a['start_utc']} to {a['end_utc'] or 'end of data (open)'}, about "
+            f"{a['estimated_leak_lps']} L/s, peak score {a['peak_score']}, sensors {a['sensors'] or '-'}"
+        )
     return 0
 
 
@@ -117,10 +149,16 @@ def _alert_rows(outputs, leak_label, alert_type, states) -> list[dict]:
         if isinstance(o, alert_type):
             if o.state == states.RAISED:
                 e = o.explanation
-                open_row = {"alert_id": o.alert_id, "start_utc": iso(o.since_ms), "raised_utc": iso(o.time_ms),
-                            "end_utc": "", "peak_score": round(o.score, 3),
-                            "estimated_leak_lps": e.get("excess_lps", ""),
-                            "sensors": " ".join(e.get("sensors", [])), "severity": str(o.severity)}
+                open_row = {
+                    "alert_id": o.alert_id,
+                    "start_utc": iso(o.since_ms),
+                    "raised_utc": iso(o.time_ms),
+                    "end_utc": "",
+                    "peak_score": round(o.score, 3),
+                    "estimated_leak_lps": e.get("excess_lps", ""),
+                    "sensors": " ".join(e.get("sensors", [])),
+                    "severity": str(o.severity),
+                }
                 rows.append(open_row)
             elif open_row is not None:
                 open_row["end_utc"] = iso(o.time_ms)

@@ -1,4 +1,5 @@
 """`frugalsense flash FILE --to DIR`: write a gateway's bundle (config, models, unit, pinned requirements) and verify it."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,24 +8,38 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "flash", help="write a gateway bundle to a folder (e.g. a mounted SD card) and verify it",
+        "flash",
+        help="write a gateway bundle to a folder (e.g. a mounted SD card) and verify it",
         description="Validate FILE, then write to DIR everything the gateway needs: the config, the model files "
-                    "with their manifests, the systemd unit frugalsense.service, requirements.txt pinned to the "
-                    "versions installed here, INSTALL.txt, and BUNDLE.sha256. Every file is then read back and "
-                    "checked against BUNDLE.sha256. Exit code 0 when the bundle is verified, 1 if the read-back "
-                    "differs, 2 when the config or a model is not usable.")
+        "with their manifests, the systemd unit frugalsense.service, requirements.txt pinned to the "
+        "versions installed here, INSTALL.txt, and BUNDLE.sha256. Every file is then read back and "
+        "checked against BUNDLE.sha256. Exit code 0 when the bundle is verified, 1 if the read-back "
+        "differs, 2 when the config or a model is not usable.",
+    )
     p.add_argument("config", type=Path, metavar="FILE", help="gateway config (YAML)")
-    p.add_argument("--to", type=Path, required=True, metavar="DIR", dest="target",
-                   help="target folder: empty, or holding an earlier bundle (which is replaced)")
-    p.add_argument("--model", type=Path, action="append", default=[], metavar="DIR",
-                   help="also bundle this model folder (with manifest.json) under models/; repeatable")
+    p.add_argument(
+        "--to",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        dest="target",
+        help="target folder: empty, or holding an earlier bundle (which is replaced)",
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also bundle this model folder (with manifest.json) under models/; repeatable",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.tools import bundle as B
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
+    from gateway.tools import bundle as B
 
     config = load_gateway_config(args.config)
     try:
@@ -33,13 +48,17 @@ def run(args: argparse.Namespace) -> int:
     except B.BundleError as exc:
         raise UserError(f"flash: {exc}") from None
     except OSError as exc:
-        raise UserError(f"flash: cannot write to {args.target}: {exc.strerror or exc} "
-                        "(is the card mounted and writable?)") from None
+        raise UserError(
+            f"flash: cannot write to {args.target}: {exc.strerror or exc} (is the card mounted and writable?)"
+        ) from None
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
-        raise UserError(f"flash: {len(problems)} file(s) read back differently from what was written to "
-                        f"{args.target}: the card may be failing; try another one", code=1)
+        raise UserError(
+            f"flash: {len(problems)} file(s) read back differently from what was written to "
+            f"{args.target}: the card may be failing; try another one",
+            code=1,
+        )
     models = ", ".join(written.models) or "none"
     print(f"{args.target}: {len(written.files)} files written and verified (sha256 in {B.CHECKSUMS_NAME})")
     print(f"  gateway {config.site}/{config.gateway}, models: {models}")

@@ -1,4 +1,5 @@
 """`frugalsense model keygen|sign|push`: make the fleet's signing key, sign an exported model, send it to gateways."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,39 +10,69 @@ from gateway.commands.mqtt_options import add_mqtt_options, mqtt_settings
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("model", help="sign exported models and push them to gateways over MQTT",
-                              description="Signed model updates (docs/model-updates.md): a gateway runs a model "
-                                          "only if its manifest is signed by the fleet's key and every file "
-                                          "matches the manifest.")
+    p = subparsers.add_parser(
+        "model",
+        help="sign exported models and push them to gateways over MQTT",
+        description="Signed model updates (docs/model-updates.md): a gateway runs a model "
+        "only if its manifest is signed by the fleet's key and every file "
+        "matches the manifest.",
+    )
     sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
-    keygen = sub.add_parser("keygen", help="make the fleet's Ed25519 model-signing key pair",
-                            description="Write DIR/model-signing.key (private, mode 0600: keep it off gateways) and "
-                                        "DIR/model-signing.pub (goes on every gateway: model_updates.public_key_file).")
+    keygen = sub.add_parser(
+        "keygen",
+        help="make the fleet's Ed25519 model-signing key pair",
+        description="Write DIR/model-signing.key (private, mode 0600: keep it off gateways) and "
+        "DIR/model-signing.pub (goes on every gateway: model_updates.public_key_file).",
+    )
     keygen.add_argument("--out", type=Path, required=True, metavar="DIR")
-    keygen.add_argument("--force", action="store_true", help="replace an existing key (gateways must get the new "
-                                                             "public key)")
+    keygen.add_argument(
+        "--force", action="store_true", help="replace an existing key (gateways must get the new public key)"
+    )
     keygen.set_defaults(func=run_keygen)
 
-    sign = sub.add_parser("sign", help="check an exported model folder and sign its manifest",
-                          description="Check every file of DIR against DIR/manifest.json (sha256), then sign the "
-                                      "manifest and write DIR/manifest.sig.")
+    sign = sub.add_parser(
+        "sign",
+        help="check an exported model folder and sign its manifest",
+        description="Check every file of DIR against DIR/manifest.json (sha256), then sign the "
+        "manifest and write DIR/manifest.sig.",
+    )
     sign.add_argument("model_dir", type=Path, metavar="DIR")
     sign.add_argument("--key", type=Path, required=True, metavar="KEY", help="private key file (mode 0600)")
     sign.set_defaults(func=run_sign)
 
-    push = sub.add_parser("push", help="publish a signed model to gateways (retained, QoS 1)",
-                          description="Send DIR as one MQTT message to <prefix>/<site>/<gateway>/model-update/<model>, "
-                                      "retained: a gateway that is offline gets it when it reconnects.")
+    push = sub.add_parser(
+        "push",
+        help="publish a signed model to gateways (retained, QoS 1)",
+        description="Send DIR as one MQTT message to <prefix>/<site>/<gateway>/model-update/<model>, "
+        "retained: a gateway that is offline gets it when it reconnects.",
+    )
     push.add_argument("model_dir", type=Path, metavar="DIR")
-    push.add_argument("--to", action="append", required=True, metavar="SITE/GATEWAY", dest="targets",
-                      help="a gateway to update (repeat for more)")
-    push.add_argument("--public-key", type=Path, default=None, metavar="PUB",
-                      help="check the signature with this public key before sending")
-    push.add_argument("--wait", type=float, default=0.0, metavar="S",
-                      help="wait up to S seconds for each gateway's report and print it")
-    push.add_argument("--clear", action="store_true",
-                      help="remove the retained update of this model instead of sending it")
+    push.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="SITE/GATEWAY",
+        dest="targets",
+        help="a gateway to update (repeat for more)",
+    )
+    push.add_argument(
+        "--public-key",
+        type=Path,
+        default=None,
+        metavar="PUB",
+        help="check the signature with this public key before sending",
+    )
+    push.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for each gateway's report and print it",
+    )
+    push.add_argument(
+        "--clear", action="store_true", help="remove the retained update of this model instead of sending it"
+    )
     push.add_argument("--prefix", default="frugalsense")
     add_mqtt_options(push, client_id=f"frugalsense-model-push-{os.getpid()}")
     push.set_defaults(func=run_push)
@@ -57,8 +88,10 @@ def run_keygen(args: argparse.Namespace) -> int:
     except (SigningError, OSError) as exc:
         raise UserError(str(exc)) from None
     print(f"private key {private} (mode 0600: keep it on the signing workstation or in CI secrets)")
-    print(f"public key  {public} (key id {key_id(load_public_key(public))}): copy it to every gateway and set "
-          "model_updates.public_key_file")
+    print(
+        f"public key  {public} (key id {key_id(load_public_key(public))}): copy it to every gateway and set "
+        "model_updates.public_key_file"
+    )
     return 0
 
 
@@ -72,18 +105,20 @@ def run_sign(args: argparse.Namespace) -> int:
     except (SigningError, OSError) as exc:
         raise UserError(str(exc)) from None
     m = ModelManifest.read(args.model_dir)
-    print(f"signed model {m.name} v{m.version} ({len(m.files)} files) with key {signature['key_id']}: "
-          f"{args.model_dir / 'manifest.sig'}")
+    print(
+        f"signed model {m.name} v{m.version} ({len(m.files)} files) with key {signature['key_id']}: "
+        f"{args.model_dir / 'manifest.sig'}"
+    )
     return 0
 
 
 def run_push(args: argparse.Namespace) -> int:
     from edge.contracts import ContractError, check_id
     from edge.runtime.manifest import ManifestError, ModelManifest
-    from gateway.protocol import topics as T
     from gateway.cli import UserError
     from gateway.model_updates.receiver import ModelUpdateConfigError, load_public_key, status_topic, update_topic
     from gateway.model_updates.signing import SigningError, build_update, push_update
+    from gateway.protocol import topics as T
 
     gateways = []
     for target in args.targets:
@@ -102,8 +137,14 @@ def run_push(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     targets = {update_topic(t, manifest.name): status_topic(t) for t in gateways}
     try:
-        reports = push_update(mqtt_settings(args), targets, payload, model=manifest.name, version=manifest.version,
-                              wait_s=0.0 if args.clear else args.wait)
+        reports = push_update(
+            mqtt_settings(args),
+            targets,
+            payload,
+            model=manifest.name,
+            version=manifest.version,
+            wait_s=0.0 if args.clear else args.wait,
+        )
     except ConnectionError as exc:
         raise UserError(str(exc)) from None
     what = "cleared" if args.clear else f"sent ({len(payload)} bytes, retained)"

@@ -3,6 +3,7 @@
 Secrets never go on the command line (``ps`` would show them): the password comes from
 an environment variable or a 0600 file, and a private key file must be 0600 too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,28 @@ def add_mqtt_options(parser: argparse.ArgumentParser, *, client_id: str, client_
     mqtt.add_argument("--mqtt-port", type=int, default=1883)
     mqtt.add_argument("--mqtt-username", default=None)
     secret = mqtt.add_mutually_exclusive_group()
-    secret.add_argument("--mqtt-password-env", default=None, metavar="VAR",
-                        help="environment variable holding the MQTT password (never on the command line)")
-    secret.add_argument("--mqtt-password-file", default=None, metavar="FILE",
-                        help="file holding the MQTT password; must not be readable by group or others")
-    mqtt.add_argument("--mqtt-ca-file", default=None, metavar="PEM",
-                      help="CA certificate of the broker: connect with TLS")
+    secret.add_argument(
+        "--mqtt-password-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable holding the MQTT password (never on the command line)",
+    )
+    secret.add_argument(
+        "--mqtt-password-file",
+        default=None,
+        metavar="FILE",
+        help="file holding the MQTT password; must not be readable by group or others",
+    )
+    mqtt.add_argument(
+        "--mqtt-ca-file", default=None, metavar="PEM", help="CA certificate of the broker: connect with TLS"
+    )
     mqtt.add_argument("--mqtt-cert-file", default=None, metavar="PEM", help="client certificate (with --mqtt-key-file)")
-    mqtt.add_argument("--mqtt-key-file", default=None, metavar="PEM",
-                      help="client private key; must not be readable by group or others")
+    mqtt.add_argument(
+        "--mqtt-key-file",
+        default=None,
+        metavar="PEM",
+        help="client private key; must not be readable by group or others",
+    )
     mqtt.add_argument("--client-id", default=client_id, help=client_id_help)
     return mqtt
 
@@ -59,6 +73,13 @@ def mqtt_settings(args: argparse.Namespace):
             check_private_file(args.mqtt_key_file)
     except SecretFileError as exc:
         raise UserError(str(exc)) from None
-    return MqttSettings(args.mqtt_host, args.mqtt_port, client_id=args.client_id, username=args.mqtt_username,
-                        password=password, ca_file=args.mqtt_ca_file, cert_file=args.mqtt_cert_file,
-                        key_file=args.mqtt_key_file)
+    return MqttSettings(
+        args.mqtt_host,
+        args.mqtt_port,
+        client_id=args.client_id,
+        username=args.mqtt_username,
+        password=password,
+        ca_file=args.mqtt_ca_file,
+        cert_file=args.mqtt_cert_file,
+        key_file=args.mqtt_key_file,
+    )

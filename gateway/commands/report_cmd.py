@@ -1,9 +1,10 @@
 """`frugalsense report`: a site's readings, alerts, night-flow trend and EAQI bands from InfluxDB, as PNG and HTML."""
+
 from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_URL = "http://127.0.0.1:8086"
@@ -12,12 +13,14 @@ DEFAULT_DATABASE = "frugalsense"
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "report", help="render a site report (PNG + HTML) from InfluxDB: readings with alerts, night flow, EAQI",
+        "report",
+        help="render a site report (PNG + HTML) from InfluxDB: readings with alerts, night flow, EAQI",
         description="Read one site's readings, alerts and night-flow decisions between T1 and T2 from InfluxDB 1.x "
-                    "and write <site>-report.png and <site>-report.html to DIR. Times are ISO 8601 "
-                    "(2026-03-01 or 2026-03-01T06:00), UTC unless they carry an offset. "
-                    "Exit code 0 when the report is written, 2 if there is nothing to report or InfluxDB cannot "
-                    "be read.")
+        "and write <site>-report.png and <site>-report.html to DIR. Times are ISO 8601 "
+        "(2026-03-01 or 2026-03-01T06:00), UTC unless they carry an offset. "
+        "Exit code 0 when the report is written, 2 if there is nothing to report or InfluxDB cannot "
+        "be read.",
+    )
     p.add_argument("--site", required=True, help="site id as in the gateway configs (e.g. dma-hillside)")
     p.add_argument("--from", dest="start", required=True, metavar="T1", help="start of the period")
     p.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the period")
@@ -38,13 +41,13 @@ def parse_time(text: str, option: str) -> int:
     except ValueError:
         raise UserError(f"{option} {text!r} is not a date: write it as 2026-03-01 or 2026-03-01T06:00") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.cli import UserError
     from gateway.bridge.influx_writer import InfluxV1Writer, WriteError
+    from gateway.cli import UserError
     from gateway.tools.site_report import ReportError, fetch_site, write_report
 
     start_ms, end_ms = parse_time(args.start, "--from"), parse_time(args.end, "--to")

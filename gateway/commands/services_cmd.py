@@ -1,4 +1,5 @@
 """`frugalsense services up`: run private Mosquitto and InfluxDB (and VictoriaMetrics) until Ctrl-C."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("services", help="run local Mosquitto/InfluxDB for trying things out")
     actions = parser.add_subparsers(dest="services_action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start them on free loopback ports and wait for Ctrl-C")
-    up.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                    help=f"folder for configs, data and logs (default {DEFAULT_DIR})")
+    up.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"folder for configs, data and logs (default {DEFAULT_DIR})"
+    )
     up.add_argument("--victoria-metrics", action="store_true", help="also start VictoriaMetrics")
-    up.add_argument("--database", default=DEFAULT_DATABASE,
-                    help=f"InfluxDB database to create (default {DEFAULT_DATABASE})")
+    up.add_argument(
+        "--database", default=DEFAULT_DATABASE, help=f"InfluxDB database to create (default {DEFAULT_DATABASE})"
+    )
     up.set_defaults(func=run_up)
 
 
@@ -43,8 +46,7 @@ def describe(services: LocalServices, database: str) -> str:
         f"  influx -host {host} -port {influx_port} -database {database} -execute 'SHOW MEASUREMENTS'",
     ]
     if "victoriametrics" in services.names:
-        lines += ["List VictoriaMetrics series:",
-                  f"  curl -s '{services.vm_url}/api/v1/label/__name__/values'"]
+        lines += ["List VictoriaMetrics series:", f"  curl -s '{services.vm_url}/api/v1/label/__name__/values'"]
     lines += ["", "Press Ctrl-C to stop them."]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """`frugalsense simulate water`: write a simulated two-week zone dataset (EPANET Net3, one leak)."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,19 @@ def run_water(args: argparse.Namespace) -> int:
     written = dataset.save(args.out)
     meta = dataset.meta
     start, end = ms_to_datetime(meta["start_ms"]), ms_to_datetime(meta["end_ms"])
-    print(f"wrote {written}: {meta['network']}, {len(dataset.time_ms)} steps of {meta['step_s']} s, "
-          f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, seed {meta['seed']}, "
-          f"simulated in {meta['simulation_s']:.1f} s")
+    print(
+        f"wrote {written}: {meta['network']}, {len(dataset.time_ms)} steps of {meta['step_s']} s, "
+        f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC, seed {meta['seed']}, "
+        f"simulated in {meta['simulation_s']:.1f} s"
+    )
     if meta["leak_node"] is None:
         print("leak: none")
     else:
-        print(f"leak: junction {meta['leak_node']}, hole {meta['leak_diameter_m'] * 100:.1f} cm, "
-              f"from {ms_to_datetime(meta['leak_start_ms']):%Y-%m-%d %H:%M} UTC, "
-              f"mean flow {meta['leak_mean_flow_lps']:.1f} L/s")
+        print(
+            f"leak: junction {meta['leak_node']}, hole {meta['leak_diameter_m'] * 100:.1f} cm, "
+            f"from {ms_to_datetime(meta['leak_start_ms']):%Y-%m-%d %H:%M} UTC, "
+            f"mean flow {meta['leak_mean_flow_lps']:.1f} L/s"
+        )
     print("sensors (column, quantity, unit; zone inflow = sum of the flows):")
     for column, quantity, unit in zip(dataset.columns, dataset.quantities, dataset.units):
         print(f"  {column:>5}  {quantity:<8} {unit}")

@@ -1,4 +1,5 @@
 """`frugalsense status`: a gateway's retained status from the broker, or its local outbox when the broker is away."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,16 @@ SETTLE_S = 0.5  # after the SUBACK, how long to collect retained messages
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "status", help="show a gateway's status (online/offline, counters) from the broker, or its local outbox",
+        "status",
+        help="show a gateway's status (online/offline, counters) from the broker, or its local outbox",
         description="Validate the config, subscribe to the gateway's retained status topic and print it. With "
-                    "--all, every gateway under the config's topic prefix. With --local, or when the broker cannot "
-                    "be reached, read the outbox in storage.data_dir instead (what is waiting to be sent). "
-                    "Exit code 0 if the gateway is online, 1 if offline or unknown, 2 on a usage error.")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-                   help=f"gateway config (default {DEFAULT_CONFIG})")
+        "--all, every gateway under the config's topic prefix. With --local, or when the broker cannot "
+        "be reached, read the outbox in storage.data_dir instead (what is waiting to be sent). "
+        "Exit code 0 if the gateway is online, 1 if offline or unknown, 2 on a usage error.",
+    )
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help=f"gateway config (default {DEFAULT_CONFIG})"
+    )
     p.add_argument("--all", action="store_true", help="every gateway under the topic prefix, not just this one")
     p.add_argument("--local", action="store_true", help="read the local outbox only; do not ask the broker")
     p.add_argument("--mqtt-host", default=None, help="broker host instead of the config's mqtt.host")
@@ -35,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.config)
     if not args.local:
         try:
-            statuses = retained_statuses(config, everyone=args.all, host=args.mqtt_host, port=args.mqtt_port,
-                                         timeout_s=args.timeout)
+            statuses = retained_statuses(
+                config, everyone=args.all, host=args.mqtt_host, port=args.mqtt_port, timeout_s=args.timeout
+            )
         except ConnectionError as exc:
             print(f"broker: {exc}; showing the local outbox instead")
         else:
@@ -44,19 +49,22 @@ def run(args: argparse.Namespace) -> int:
     return _print_local(config)
 
 
-def retained_statuses(config, *, everyone: bool = False, host: str | None = None, port: int | None = None,
-                      timeout_s: float = 5.0) -> dict[str, dict]:
+def retained_statuses(
+    config, *, everyone: bool = False, host: str | None = None, port: int | None = None, timeout_s: float = 5.0
+) -> dict[str, dict]:
     """``site/gateway`` -> decoded retained status payload, from the broker."""
     import dataclasses
 
     from gateway.protocol import topics as T
-    from gateway.protocol.mqtt_client import make_client
-    from gateway.protocol.mqtt_client import settings_from_config
+    from gateway.protocol.mqtt_client import make_client, settings_from_config
 
     settings = settings_from_config(config, host=host, port=port)
     settings = dataclasses.replace(settings, client_id=f"{settings.client_id}-status-{int(time.time())}")
-    topic = (f"{config.mqtt.topic_prefix}/+/+/{T.STATUS}" if everyone
-             else T.Topics(config.mqtt.topic_prefix, config.site, config.gateway).status)
+    topic = (
+        f"{config.mqtt.topic_prefix}/+/+/{T.STATUS}"
+        if everyone
+        else T.Topics(config.mqtt.topic_prefix, config.site, config.gateway).status
+    )
     client = make_client(settings)
     subscribed, found = threading.Event(), {}
 
@@ -81,8 +89,10 @@ def retained_statuses(config, *, everyone: bool = False, host: str | None = None
     client.loop_start()
     try:
         if not subscribed.wait(timeout_s):
-            raise ConnectionError(f"{settings.host}:{settings.port} did not accept the subscription within "
-                                  f"{timeout_s:g} s (credentials, TLS or ACL?)")
+            raise ConnectionError(
+                f"{settings.host}:{settings.port} did not accept the subscription within "
+                f"{timeout_s:g} s (credentials, TLS or ACL?)"
+            )
         time.sleep(SETTLE_S)  # retained messages follow the SUBACK
     finally:
         client.disconnect()
@@ -126,7 +136,8 @@ def _print_local(config) -> int:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
             count, size, oldest = db.execute(
-                "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM messages").fetchone()
+                "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM messages"
+            ).fetchone()
         finally:
             db.close()
     except sqlite3.Error as exc:

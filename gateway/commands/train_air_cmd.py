@@ -7,11 +7,13 @@ and report.md with its plots. Reads the UCI "Air Quality" shape (';', decimal
 commas, Date and Time columns, -200 = missing) and plain CSV (',' and one date-time
 column).
 """
+
 from __future__ import annotations
 
 import argparse
 
 from gateway.commands import command_group
+
 
 def train_subparsers(subparsers):
     """The sub-commands of ``frugalsense train``, shared by every module adding one."""
@@ -20,15 +22,27 @@ def train_subparsers(subparsers):
 
 def register(subparsers) -> None:
     p = train_subparsers(subparsers).add_parser(
-        "air-calibration", help="retrain a sensor calibration from a CSV with a reference column",
-        description=__doc__.split("\n\n", 1)[1])
+        "air-calibration",
+        help="retrain a sensor calibration from a CSV with a reference column",
+        description=__doc__.split("\n\n", 1)[1],
+    )
     p.add_argument("--csv", required=True, metavar="FILE", help="the co-location CSV")
-    p.add_argument("--target", required=True, metavar="COLUMN", help="the reference column to reproduce, e.g. 'NO2(GT)'")
-    p.add_argument("--features", metavar="COL,...",
-                   help="input columns (default: every numeric column but the target and other '(GT)' columns)")
+    p.add_argument(
+        "--target", required=True, metavar="COLUMN", help="the reference column to reproduce, e.g. 'NO2(GT)'"
+    )
+    p.add_argument(
+        "--features",
+        metavar="COL,...",
+        help="input columns (default: every numeric column but the target and other '(GT)' columns)",
+    )
     p.add_argument("--missing", type=float, default=-200.0, help="the value meaning 'missing' (default -200)")
-    p.add_argument("--train-days", type=float, default=30.0, metavar="N",
-                   help="days, from the first usable row, that train; the rest test (default 30)")
+    p.add_argument(
+        "--train-days",
+        type=float,
+        default=30.0,
+        metavar="N",
+        help="days, from the first usable row, that train; the rest test (default 30)",
+    )
     p.add_argument("--timezone", default="UTC", help="time zone of times written without an offset (default UTC)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the model, metrics.json and report.md go")
     p.set_defaults(func=run)
@@ -55,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  trained on {m['n_train']} rows (first {m['train_days']:g} days), tested on {m['n_test']}")
     print(f"  calibration      r2 {m['r2']:.3f}  mae {m['mae']:.3f}  rmse {m['rmse']:.3f}")
     print(f"  linear baseline  r2 {b['r2']:.3f}  mae {b['mae']:.3f}  rmse {b['rmse']:.3f}")
-    print(f"  written to {result.out_dir}: model files, metrics.json, report.md, "
-          + ", ".join(p.name for p in result.files if p.suffix == ".png"))
+    print(
+        f"  written to {result.out_dir}: model files, metrics.json, report.md, "
+        + ", ".join(p.name for p in result.files if p.suffix == ".png")
+    )
     return 0

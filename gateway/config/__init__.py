@@ -3,13 +3,41 @@
 Use ``load_config(path)``; it returns a ``GatewayConfig`` or raises ``ConfigError``
 whose ``problems`` say ``FILE:LINE: key: what is wrong`` for everything found.
 """
-from gateway.config.schema import (MODEL_TYPES, SENSOR_DRIVERS, GatewayConfig, InflowTerm, MnfModel, ModelBase,
-                                   MqttConfig, ReplaySensor, ReplaySource, SensorBase, SourcesConfig,
-                                   StorageConfig, TlsConfig)
+
+from gateway.config.schema import (
+    MODEL_TYPES,
+    SENSOR_DRIVERS,
+    GatewayConfig,
+    InflowTerm,
+    MnfModel,
+    ModelBase,
+    MqttConfig,
+    ReplaySensor,
+    ReplaySource,
+    SensorBase,
+    SourcesConfig,
+    StorageConfig,
+    TlsConfig,
+)
 from gateway.config.validate import ConfigError, ConfigUnreadable, Problem, load_config, load_config_text
 
 __all__ = [
-    "ConfigError", "ConfigUnreadable", "GatewayConfig", "InflowTerm", "MODEL_TYPES", "MnfModel", "ModelBase",
-    "MqttConfig", "Problem", "ReplaySensor", "ReplaySource", "SENSOR_DRIVERS", "SensorBase", "SourcesConfig",
-    "StorageConfig", "TlsConfig", "load_config", "load_config_text",
+    "ConfigError",
+    "ConfigUnreadable",
+    "GatewayConfig",
+    "InflowTerm",
+    "MODEL_TYPES",
+    "MnfModel",
+    "ModelBase",
+    "MqttConfig",
+    "Problem",
+    "ReplaySensor",
+    "ReplaySource",
+    "SENSOR_DRIVERS",
+    "SensorBase",
+    "SourcesConfig",
+    "StorageConfig",
+    "TlsConfig",
+    "load_config",
+    "load_config_text",
 ]

@@ -6,6 +6,7 @@ Traceback (most recent call last):
 gateway.config.validate.ConfigError: gw.yaml:3: sensors: must have at least 1 entry
 gw.yaml:4: mqqt: unknown key, did you mean 'mqtt'?
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from gateway.config.schema import (CONTEXT_CROSS_CHECKS, CONTEXT_PATH, GatewayConfig, Section,
-                                   cross_section_issues, describe, format_path, suggest)
+from gateway.config.schema import (
+    CONTEXT_CROSS_CHECKS,
+    CONTEXT_PATH,
+    GatewayConfig,
+    Section,
+    cross_section_issues,
+    describe,
+    format_path,
+    suggest,
+)
 from gateway.config.yaml_lines import LoadedYaml, YamlSyntaxError, load_yaml_text
 
 
@@ -64,8 +73,9 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([Problem(name, line, "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
-                                                   "save the file as UTF-8")]) from None
+        raise ConfigError(
+            [Problem(name, line, "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")]
+        ) from None
     return load_config_text(text, name, path=Path(path))
 
 
@@ -78,8 +88,14 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
     problems = [Problem(name, issue.line, format_path(issue.path), issue.message) for issue in doc.issues]
     if not isinstance(doc.data, dict):
         got = "an empty file" if doc.data is None else describe(doc.data)
-        problems.append(Problem(name, doc.first_line, "",
-                                f"a gateway config must be `key: value` lines (site:, gateway:, ...), got {got}"))
+        problems.append(
+            Problem(
+                name,
+                doc.first_line,
+                "",
+                f"a gateway config must be `key: value` lines (site:, gateway:, ...), got {got}",
+            )
+        )
         raise ConfigError(problems)
 
     config = None
@@ -99,12 +115,18 @@ def _without_explained_missing(problems: list[Problem]) -> list[Problem]:
 
     One mistake, one line: the technician fixes the typo and both go away.
     """
+
     def parent(key: str) -> str:
         return key.rpartition(".")[0]
 
-    explained = {(parent(p.key), p.suggestion) for p in problems if p.suggestion and p.message.startswith("unknown key")}
-    return [p for p in problems
-            if not (p.message == "is required" and (parent(p.key), p.key.rpartition(".")[2]) in explained)]
+    explained = {
+        (parent(p.key), p.suggestion) for p in problems if p.suggestion and p.message.startswith("unknown key")
+    }
+    return [
+        p
+        for p in problems
+        if not (p.message == "is required" and (parent(p.key), p.key.rpartition(".")[2]) in explained)
+    ]
 
 
 # ---- pydantic errors in plain words ----------------------------------------------------

@@ -13,6 +13,7 @@ last one.
 >>> load_yaml_text("a: 1\\nb: 2\\na: 3\\n").issues
 [YamlIssue(line=3, path=('a',), message="duplicate key 'a' (first on line 1)")]
 """
+
 from __future__ import annotations
 
 import re
@@ -53,25 +54,33 @@ class _Loader(yaml.SafeLoader):
 
 
 _loader_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.yaml_implicit_resolvers = _loader_resolvers
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:int",
     # No base-60 and no leading-zero octal: `010` stays the text '010'.
     re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-    list("-+0123456789"))
+    list("-+0123456789"),
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
-               r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+        r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 @dataclass
@@ -99,8 +108,9 @@ def load_yaml_text(text: str) -> LoadedYaml:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:  # checked up front, before any parsing
         line = text.count("\n", 0, exc.position) + 1
-        raise YamlSyntaxError(line, f"character U+{exc.character:04X} is not allowed in YAML "
-                                    "(a stray control character?)") from exc
+        raise YamlSyntaxError(
+            line, f"character U+{exc.character:04X} is not allowed in YAML (a stray control character?)"
+        ) from exc
     try:
         root = loader.get_single_node()
         doc = LoadedYaml(data=None)
@@ -129,8 +139,12 @@ def _explain_syntax(exc: yaml.MarkedYAMLError) -> str:
     if problem == "mapping values are not allowed here":
         return "unexpected ':' (check the indentation, or quote a value that contains ': ')"
     context = f" ({exc.context})" if exc.context else ""
-    if exc.context and exc.context_mark is not None and exc.problem_mark is not None \
-            and exc.context_mark.line != exc.problem_mark.line:
+    if (
+        exc.context
+        and exc.context_mark is not None
+        and exc.problem_mark is not None
+        and exc.context_mark.line != exc.problem_mark.line
+    ):
         context = f" ({exc.context} started on line {exc.context_mark.line + 1})"
     return f"invalid YAML: {problem}{context}"
 
@@ -139,8 +153,9 @@ def _build(loader: _Loader, node: Node, path: KeyPath, doc: LoadedYaml, inside: 
     if isinstance(node, ScalarNode):
         return loader.construct_object(node, deep=True)
     if id(node) in inside:  # `a: &x [*x]` would otherwise recurse forever
-        doc.issues.append(YamlIssue(node.start_mark.line + 1, path,
-                                    "an alias (*name) refers to a section containing it"))
+        doc.issues.append(
+            YamlIssue(node.start_mark.line + 1, path, "an alias (*name) refers to a section containing it")
+        )
         return None
     inside = inside | {id(node)}
     if isinstance(node, MappingNode):

@@ -25,14 +25,15 @@ value.
  'homeassistant/sensor/gw-1/F-inlet/config', 'homeassistant/binary_sensor/gw-1/leak/config',
  'homeassistant/sensor/gw-1/leak_excess_flow/config']
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
 
-from gateway.protocol import topics as T
 from gateway.config import GatewayConfig
+from gateway.protocol import topics as T
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,21 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
     topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
     node = _object_id(config.gateway)
     uid = f"frugalsense_{_object_id(config.site)}_{node}"
-    device = {"identifiers": [uid], "name": f"frugalsense {config.gateway}", "manufacturer": "frugalsense",
-              "model": "edge gateway", "suggested_area": config.site}
-    availability = [{"topic": topics.status, "value_template": "{{ value_json.state }}",
-                     "payload_available": "online", "payload_not_available": "offline"}]
+    device = {
+        "identifiers": [uid],
+        "name": f"frugalsense {config.gateway}",
+        "manufacturer": "frugalsense",
+        "model": "edge gateway",
+        "suggested_area": config.site,
+    }
+    availability = [
+        {
+            "topic": topics.status,
+            "value_template": "{{ value_json.state }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }
+    ]
     out: list[tuple[str, dict]] = []
 
     def add(component: str, object_id: str, body: dict, available: bool = True) -> None:
@@ -83,21 +95,42 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
         out.append((f"{prefix}/{component}/{node}/{object_id}/config", body))
 
     # The gateway itself: its retained status says online/offline (the will), so it needs no availability.
-    add("binary_sensor", "gateway", {
-        "name": "Gateway", "device_class": "connectivity", "state_topic": topics.status,
-        "value_template": "{{ 'ON' if value_json.state == 'online' else 'OFF' }}",
-        "json_attributes_topic": topics.status,
-        "json_attributes_template": "{{ (value_json.counters or {}) | tojson }}"}, available=False)
-    add("sensor", "outbox_backlog", {
-        "name": "Outbox backlog", "state_topic": topics.status, "unit_of_measurement": "messages",
-        "state_class": "measurement", "entity_category": "diagnostic",
-        "value_template": "{{ (value_json.counters or {}).get('outbox_backlog', 'None') }}"}, available=False)
+    add(
+        "binary_sensor",
+        "gateway",
+        {
+            "name": "Gateway",
+            "device_class": "connectivity",
+            "state_topic": topics.status,
+            "value_template": "{{ 'ON' if value_json.state == 'online' else 'OFF' }}",
+            "json_attributes_topic": topics.status,
+            "json_attributes_template": "{{ (value_json.counters or {}) | tojson }}",
+        },
+        available=False,
+    )
+    add(
+        "sensor",
+        "outbox_backlog",
+        {
+            "name": "Outbox backlog",
+            "state_topic": topics.status,
+            "unit_of_measurement": "messages",
+            "state_class": "measurement",
+            "entity_category": "diagnostic",
+            "value_template": "{{ (value_json.counters or {}).get('outbox_backlog', 'None') }}",
+        },
+        available=False,
+    )
 
     for sensor in config.sensors:
         device_class, unit = HA_QUANTITIES.get(sensor.quantity, (None, sensor.unit))
-        body = {"name": f"{sensor.id} {sensor.quantity}", "state_topic": topics.readings(sensor.id),
-                "value_template": "{{ value_json.readings[-1][1] }}", "unit_of_measurement": unit,
-                "state_class": "measurement"}
+        body = {
+            "name": f"{sensor.id} {sensor.quantity}",
+            "state_topic": topics.readings(sensor.id),
+            "value_template": "{{ value_json.readings[-1][1] }}",
+            "unit_of_measurement": unit,
+            "state_class": "measurement",
+        }
         if device_class:
             body["device_class"] = device_class
         add("sensor", _object_id(sensor.id), body)
@@ -105,22 +138,42 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
     for kind in sorted({DETECTION_KINDS.get(m.type, getattr(m, "kind", None)) for m in config.models} - {None}):
         state_topic = topics.detections(kind)
         if kind == "leak":
-            add("binary_sensor", "leak", {
-                "name": "Leak", "device_class": "moisture", "state_topic": state_topic,
-                "value_template": "{{ 'ON' if value_json.label == 'leak' else 'OFF' }}",
-                "json_attributes_topic": state_topic,
-                "json_attributes_template": "{{ value_json.explanation | tojson }}"})
-            add("sensor", "leak_excess_flow", {
-                "name": "Leak estimated flow", "state_topic": state_topic, "unit_of_measurement": "L/s",
-                "state_class": "measurement",
-                "value_template": "{{ value_json.explanation.get('excess_lps', 'None') }}"})
+            add(
+                "binary_sensor",
+                "leak",
+                {
+                    "name": "Leak",
+                    "device_class": "moisture",
+                    "state_topic": state_topic,
+                    "value_template": "{{ 'ON' if value_json.label == 'leak' else 'OFF' }}",
+                    "json_attributes_topic": state_topic,
+                    "json_attributes_template": "{{ value_json.explanation | tojson }}",
+                },
+            )
+            add(
+                "sensor",
+                "leak_excess_flow",
+                {
+                    "name": "Leak estimated flow",
+                    "state_topic": state_topic,
+                    "unit_of_measurement": "L/s",
+                    "state_class": "measurement",
+                    "value_template": "{{ value_json.explanation.get('excess_lps', 'None') }}",
+                },
+            )
         else:
             # e.g. the air-quality index: the label is the band (good ... extremely_poor).
-            add("sensor", _object_id(f"{kind}_label"), {
-                "name": f"{kind} detection", "state_topic": state_topic,
-                "value_template": "{{ value_json.label }}",
-                "json_attributes_topic": state_topic,
-                "json_attributes_template": "{{ value_json.explanation | tojson }}"})
+            add(
+                "sensor",
+                _object_id(f"{kind}_label"),
+                {
+                    "name": f"{kind} detection",
+                    "state_topic": state_topic,
+                    "value_template": "{{ value_json.label }}",
+                    "json_attributes_topic": state_topic,
+                    "json_attributes_template": "{{ value_json.explanation | tojson }}",
+                },
+            )
     return [(topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) for topic, body in out]
 
 

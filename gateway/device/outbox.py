@@ -37,6 +37,7 @@ costly part of a put) covers them all; they are stored all together or not at al
 ...               Outgoing("fs/s/g/readings/F-2", b"z", READING, items=50)])  # one transaction
 [4, 1]
 """
+
 from __future__ import annotations
 
 import logging
@@ -155,9 +156,15 @@ def outbox_path(data_dir: str | os.PathLike) -> Path:
 class Outbox:
     """A durable queue of MQTT messages; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: str | os.PathLike | None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_age_s: float = DEFAULT_MAX_AGE_S, sync: str = SYNC_FULL,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        sync: str = SYNC_FULL,
+        clock: Callable[[], float] = time.time,
+    ):
         if sync not in SYNC_POLICIES:
             raise ValueError(f"outbox sync policy must be one of {', '.join(SYNC_POLICIES)}, got {sync!r}")
         if max_bytes < 1 or max_age_s <= 0:
@@ -189,27 +196,35 @@ class Outbox:
             where.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
         except OSError as exc:
-            raise OutboxError(f"cannot create the outbox in {where}: {exc.strerror or exc}; "
-                              "set storage.data_dir to a folder this user can write") from None
+            raise OutboxError(
+                f"cannot create the outbox in {where}: {exc.strerror or exc}; "
+                "set storage.data_dir to a folder this user can write"
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 self._lock_file.close()
-                raise OutboxError(f"another gateway process is using the outbox {self.path}; "
-                                  "stop it first (two processes would send the same messages)") from None
+                raise OutboxError(
+                    f"another gateway process is using the outbox {self.path}; "
+                    "stop it first (two processes would send the same messages)"
+                ) from None
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
-                raise OutboxError(f"the outbox {self.path} cannot use SQLite WAL mode (got {mode!r}); "
-                                  "put storage.data_dir on a local disk, not a network share")
+                raise OutboxError(
+                    f"the outbox {self.path} cannot use SQLite WAL mode (got {mode!r}); "
+                    "put storage.data_dir on a local disk, not a network share"
+                )
             db.execute(f"PRAGMA synchronous={self.sync.upper()}")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _FILE_FORMAT):
-                raise OutboxError(f"the outbox {self.path} has format {version}, this version reads "
-                                  f"{_FILE_FORMAT}; deliver it with the version that wrote it")
+                raise OutboxError(
+                    f"the outbox {self.path} has format {version}, this version reads "
+                    f"{_FILE_FORMAT}; deliver it with the version that wrote it"
+                )
             db.executescript(_SCHEMA)
             if "at_mark" not in {row[1] for row in db.execute("PRAGMA table_info(streams)")}:
                 # Written by the first version of this module, before marks counted their messages.
@@ -217,8 +232,10 @@ class Outbox:
             db.execute(f"PRAGMA user_version={_FILE_FORMAT}")
         except sqlite3.DatabaseError as exc:
             self._release_lock()
-            raise OutboxError(f"the outbox {self.path} is damaged or not an outbox ({exc}); move it aside to "
-                              "start a new one (the messages in it would not be sent)") from None
+            raise OutboxError(
+                f"the outbox {self.path} is damaged or not an outbox ({exc}); move it aside to "
+                "start a new one (the messages in it would not be sent)"
+            ) from None
         except OutboxError:
             self._release_lock()
             raise
@@ -233,14 +250,16 @@ class Outbox:
         self.replayed = count  # messages found from a previous process, sent again now
 
     def _load_streams(self) -> None:
-        self._streams = {s: [n, m, c] for s, n, m, c in
-                         self._db.execute("SELECT stream, next_seq, mark_ms, at_mark FROM streams")}
+        self._streams = {
+            s: [n, m, c] for s, n, m, c in self._db.execute("SELECT stream, next_seq, mark_ms, at_mark FROM streams")
+        }
 
     def _recount(self) -> None:
         """After a failed transaction: counts, sequences and marks as the file has them, not as the cache guessed."""
         try:
             self._count, self._bytes = self._db.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+                "SELECT count(*), coalesce(sum(size), 0) FROM messages"
+            ).fetchone()
             self._load_streams()
         except sqlite3.Error:
             pass
@@ -257,7 +276,7 @@ class Outbox:
                 self._db = None
             self._release_lock()
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Outbox:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -265,8 +284,16 @@ class Outbox:
 
     # --- writing ------------------------------------------------------------
 
-    def put(self, stream: str, payload: bytes, kind: str, *, items: int = 1, data_time_ms: int | None = None,
-            retain: bool = False) -> int | None:
+    def put(
+        self,
+        stream: str,
+        payload: bytes,
+        kind: str,
+        *,
+        items: int = 1,
+        data_time_ms: int | None = None,
+        retain: bool = False,
+    ) -> int | None:
         """Store a message; return its sequence number in ``stream``, or None if it was dropped (full).
 
         ``items`` is how many readings the message holds (for the drop counter);
@@ -295,19 +322,33 @@ class Outbox:
             return []
         with self._lock:
             if self._group is not None:  # nested: the outer put_many commits
-                return [self.put(m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms,
-                                 retain=m.retain) for m in messages]
+                return [
+                    self.put(m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms, retain=m.retain)
+                    for m in messages
+                ]
             with self._transaction() as counters:
                 self._group = counters
                 try:
                     # self.put, not _insert: whoever wraps put (a tool recording payloads) sees these too.
-                    return [self.put(m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms,
-                                     retain=m.retain) for m in messages]
+                    return [
+                        self.put(
+                            m.stream, m.payload, m.kind, items=m.items, data_time_ms=m.data_time_ms, retain=m.retain
+                        )
+                        for m in messages
+                    ]
                 finally:
                     self._group = None
 
-    def _insert(self, stream: str, payload: bytes, kind: str, items: int, data_time_ms: int | None, retain: bool,
-                counters: dict[str, int]) -> int | None:
+    def _insert(
+        self,
+        stream: str,
+        payload: bytes,
+        kind: str,
+        items: int,
+        data_time_ms: int | None,
+        retain: bool,
+        counters: dict[str, int],
+    ) -> int | None:
         """Within an open transaction; the cached state moves with it (a rollback reloads it, see _recount)."""
         size = len(payload) + len(stream.encode()) + ROW_OVERHEAD_BYTES
         now_ms = int(self._clock() * 1000)
@@ -320,13 +361,17 @@ class Outbox:
                 mark, at_mark = data_time_ms, 1
             elif data_time_ms == mark:
                 at_mark += 1
-        self._db.execute("INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload))
-        self._db.execute("INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
-                         "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
-                         (stream, next_seq + 1, mark, at_mark))
+        self._db.execute(
+            "INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload),
+        )
+        self._db.execute(
+            "INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
+            "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
+            (stream, next_seq + 1, mark, at_mark),
+        )
         self._streams[stream] = [next_seq + 1, mark, at_mark]
         self._count += 1
         self._bytes += size
@@ -351,8 +396,10 @@ class Outbox:
         priority = PRIORITY[kind]
         freed, ids, items = 0, [], 0
         while freed < wanted:
-            rows = self._db.execute("SELECT id, size, items FROM messages WHERE priority = ? AND id > ? "
-                                    "ORDER BY id LIMIT 256", (priority, max([self._cursor[priority], *ids]))).fetchall()
+            rows = self._db.execute(
+                "SELECT id, size, items FROM messages WHERE priority = ? AND id > ? ORDER BY id LIMIT 256",
+                (priority, max([self._cursor[priority], *ids])),
+            ).fetchall()
             if not rows:
                 break
             for row_id, row_size, row_items in rows:
@@ -382,19 +429,22 @@ class Outbox:
         oldest_kept_ms = now_ms - int(self.max_age_s * 1000)
         for kind in DROP_ORDER:
             priority = PRIORITY[kind]
-            rows = self._db.execute("SELECT id, size, items FROM messages WHERE priority = ? AND id > ? "
-                                    "AND created_ms < ?", (priority, self._cursor[priority], oldest_kept_ms)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, size, items FROM messages WHERE priority = ? AND id > ? AND created_ms < ?",
+                (priority, self._cursor[priority], oldest_kept_ms),
+            ).fetchall()
             if rows:
                 self._delete([r[0] for r in rows])
                 self._count_drop(kind, len(rows), sum(r[2] for r in rows), counters)
                 self._count -= len(rows)
                 self._bytes -= sum(r[1] for r in rows)
-                log.warning("outbox: dropped %d %s messages older than %.0f days", len(rows), kind,
-                            self.max_age_s / 86_400)
+                log.warning(
+                    "outbox: dropped %d %s messages older than %.0f days", len(rows), kind, self.max_age_s / 86_400
+                )
 
     def _delete(self, ids: list[int]) -> None:
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             self._db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
     def _transaction(self):
@@ -421,19 +471,23 @@ class Outbox:
                 for priority in sorted(self._cursor):
                     if len(rows) >= limit:
                         break
-                    rows += self._db.execute(f"SELECT {columns} FROM messages WHERE priority = ? AND id > ? "
-                                             "ORDER BY id LIMIT ?",
-                                             (priority, self._cursor[priority], limit - len(rows))).fetchall()
+                    rows += self._db.execute(
+                        f"SELECT {columns} FROM messages WHERE priority = ? AND id > ? ORDER BY id LIMIT ?",
+                        (priority, self._cursor[priority], limit - len(rows)),
+                    ).fetchall()
             else:
-                candidates = self._db.execute(f"SELECT {columns} FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                                              (min(self._cursor.values()), limit + len(self._taken))).fetchall()
+                candidates = self._db.execute(
+                    f"SELECT {columns} FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                    (min(self._cursor.values()), limit + len(self._taken)),
+                ).fetchall()
                 rows = [r for r in candidates if r[0] > self._cursor[r[3]]][:limit]
             out = []
             for row_id, stream, seq, priority, payload, created_ms, retain, items, size in rows:
                 self._cursor[priority] = max(self._cursor[priority], row_id)
                 self._taken[row_id] = size
-                out.append(Message(row_id, stream, seq, KINDS[priority], bytes(payload), created_ms, bool(retain),
-                                   items, size))
+                out.append(
+                    Message(row_id, stream, seq, KINDS[priority], bytes(payload), created_ms, bool(retain), items, size)
+                )
             return out
 
     def ack(self, ids: Iterable[int], *, refused: Iterable[int] = ()) -> None:
@@ -471,9 +525,14 @@ class Outbox:
             oldest = self._db.execute("SELECT created_ms FROM messages ORDER BY id LIMIT 1").fetchone()
             counters = dict(self._counters)
         age_s = max(0.0, self._clock() - oldest[0] / 1000) if oldest else 0.0
-        return {"outbox_backlog": self._count, "outbox_bytes": self._bytes, "outbox_max_bytes": self.max_bytes,
-                "outbox_oldest_s": round(age_s, 1), "outbox_replayed": self.replayed,
-                **{f"outbox_{name}": value for name, value in counters.items()}}
+        return {
+            "outbox_backlog": self._count,
+            "outbox_bytes": self._bytes,
+            "outbox_max_bytes": self.max_bytes,
+            "outbox_oldest_s": round(age_s, 1),
+            "outbox_replayed": self.replayed,
+            **{f"outbox_{name}": value for name, value in counters.items()},
+        }
 
     def _check_open(self) -> None:
         if self._db is None:
@@ -498,8 +557,11 @@ class _Transaction:
             try:
                 for name, delta in self.deltas.items():
                     if delta:
-                        db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                                   "DO UPDATE SET value = value + excluded.value", (name, delta))
+                        db.execute(
+                            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                            "DO UPDATE SET value = value + excluded.value",
+                            (name, delta),
+                        )
                 db.execute("COMMIT")
             except sqlite3.Error as commit_error:
                 exc_type, exc = type(commit_error), commit_error

@@ -19,6 +19,7 @@ stop, so a dashboard knows which gateways are alive. Those two are published
 directly (they describe the link now; replaying an old one would lie); the periodic
 status with counters goes through the outbox like everything else.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,10 +32,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.contracts import Alert, Detection, Reading
-from gateway.protocol import payloads
-from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
-from gateway.protocol import topics as T
 from gateway.device.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
+from gateway.protocol import payloads
+from gateway.protocol import topics as T
+from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,14 @@ class GatewayPublisher:
         self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
         self._started = False
         self._counters_lock = threading.Lock()
-        self.counters = {"readings_published": 0, "messages_published": 0, "messages_sent": 0,
-                         "messages_acked": 0, "messages_refused": 0, "readings_dropped_full": 0}
+        self.counters = {
+            "readings_published": 0,
+            "messages_published": 0,
+            "messages_sent": 0,
+            "messages_acked": 0,
+            "messages_refused": 0,
+            "readings_dropped_full": 0,
+        }
 
         self.client = make_client(settings)
         self.client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
@@ -103,19 +110,21 @@ class GatewayPublisher:
 
     # --- connection ---------------------------------------------------------
 
-    def start(self) -> "GatewayPublisher":
+    def start(self) -> GatewayPublisher:
         """Start connecting in the background and return at once; the outbox holds messages meanwhile."""
         try:
             self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
         except (OSError, ValueError) as exc:
-            raise BrokerUnreachable(f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}") from exc
+            raise BrokerUnreachable(
+                f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
         self.client.loop_start()  # retries the first connection too, with the backoff above
         if not self._started:
             self._started = True
             self._sender.start()
         return self
 
-    def connect(self, timeout_s: float = 10.0) -> "GatewayPublisher":
+    def connect(self, timeout_s: float = 10.0) -> GatewayPublisher:
         """Start, and wait until the broker accepted us (BrokerUnreachable otherwise)."""
         self.start()
         try:
@@ -133,26 +142,35 @@ class GatewayPublisher:
         if reason_code.is_failure:
             log.error("broker %s:%s refused the gateway: %s", self.settings.host, self.settings.port, reason_code)
             return
-        log.info("connected to %s:%s; %d messages wait in the outbox", self.settings.host, self.settings.port,
-                 len(self.outbox))
+        log.info(
+            "connected to %s:%s; %d messages wait in the outbox",
+            self.settings.host,
+            self.settings.port,
+            len(self.outbox),
+        )
         self._was_down_logged = False
         self._connected.set()
         self._wake.set()
         # Directly, not through the outbox: "online" is about now.
-        client.publish(self.topics.status, payloads.encode_status("online", _now_ms(), self._own_counters()),
-                       qos=1, retain=True)
+        client.publish(
+            self.topics.status, payloads.encode_status("online", _now_ms(), self._own_counters()), qos=1, retain=True
+        )
 
     def _on_connect_fail(self, client, userdata):
         if not self._was_down_logged:  # once per outage, not at every retry
             self._was_down_logged = True
-            log.warning("MQTT broker %s:%s unreachable; messages wait in the outbox and go when it is back",
-                        self.settings.host, self.settings.port)
+            log.warning(
+                "MQTT broker %s:%s unreachable; messages wait in the outbox and go when it is back",
+                self.settings.host,
+                self.settings.port,
+            )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         if reason_code != 0 and not self._stopping.is_set():
-            log.warning("disconnected from broker (%s); reconnecting with backoff, the outbox keeps messages",
-                        reason_code)
+            log.warning(
+                "disconnected from broker (%s); reconnecting with backoff, the outbox keeps messages", reason_code
+            )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         # paho calls this holding its own mutexes: record and wake, nothing else. Taking a
@@ -194,8 +212,9 @@ class GatewayPublisher:
             self.counters["messages_acked"] += len(acked)
             self.counters["messages_refused"] += len(refused)
         if refused:
-            log.error("the broker refused %d messages (not authorised to publish there?); they are dropped",
-                      len(refused))
+            log.error(
+                "the broker refused %d messages (not authorised to publish there?); they are dropped", len(refused)
+            )
         with self._shrunk:
             self._shrunk.notify_all()
 
@@ -205,15 +224,19 @@ class GatewayPublisher:
             props = Properties(PacketTypes.PUBLISH)
             props.UserProperty = (SEQ_PROPERTY, str(message.seq))
             try:
-                info = self.client.publish(message.stream, message.payload, qos=1, retain=message.retain,
-                                           properties=props)
+                info = self.client.publish(
+                    message.stream, message.payload, qos=1, retain=message.retain, properties=props
+                )
             except ValueError as exc:  # a topic or payload MQTT can never carry: retrying cannot help
                 log.error("cannot publish a message on %r, dropping it: %s", message.stream, exc)
                 self.outbox.ack([], refused=[message.id])
                 continue
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho resends it
-                log.error("paho did not queue a message on %s (%s); it is sent again after a restart",
-                          message.stream, mqtt.error_string(info.rc))
+                log.error(
+                    "paho did not queue a message on %s (%s); it is sent again after a restart",
+                    message.stream,
+                    mqtt.error_string(info.rc),
+                )
                 continue
             # paho numbers mids 1..65535 in turn, so an old PUBACK cannot hit a reused mid
             # before this one is recorded: acks are settled by this thread only.
@@ -229,8 +252,9 @@ class GatewayPublisher:
 
     # --- publishing -----------------------------------------------------------
 
-    def _message(self, topic: str, payload: bytes, kind: str, *, items: int = 1,
-                 data_time_ms: int | None = None) -> Outgoing:
+    def _message(
+        self, topic: str, payload: bytes, kind: str, *, items: int = 1, data_time_ms: int | None = None
+    ) -> Outgoing:
         return Outgoing(topic, payload, kind, items, data_time_ms, T.QOS[_CHANNEL[kind]][1])
 
     def _store(self, *messages: Outgoing) -> None:
@@ -268,8 +292,13 @@ class GatewayPublisher:
     def flush_due(self) -> None:
         """Store batches older than ``max_delay_s`` and the full ones; call this from the main loop's tick."""
         now = time.monotonic()
-        self._store(*[self._batch_message(sensor) for sensor, started in list(self._batch_started.items())
-                      if now - started >= self.max_delay_s])
+        self._store(
+            *[
+                self._batch_message(sensor)
+                for sensor, started in list(self._batch_started.items())
+                if now - started >= self.max_delay_s
+            ]
+        )
 
     def flush(self) -> None:
         """Store every batch now, however small."""
@@ -278,16 +307,26 @@ class GatewayPublisher:
     def _batch_message(self, sensor: str) -> Outgoing:
         batch = self._batches.pop(sensor)
         self._batch_started.pop(sensor, None)
-        return self._message(self.topics.readings(sensor), payloads.encode_readings(batch), READING,
-                             items=len(batch), data_time_ms=max(r.time_ms for r in batch))
+        return self._message(
+            self.topics.readings(sensor),
+            payloads.encode_readings(batch),
+            READING,
+            items=len(batch),
+            data_time_ms=max(r.time_ms for r in batch),
+        )
 
     def publish_detection(self, detection: Detection) -> None:
-        self._store(self._message(self.topics.detections(detection.kind), payloads.encode_detection(detection),
-                                  DETECTION, data_time_ms=detection.time_ms))
+        self._store(
+            self._message(
+                self.topics.detections(detection.kind),
+                payloads.encode_detection(detection),
+                DETECTION,
+                data_time_ms=detection.time_ms,
+            )
+        )
 
     def publish_alert(self, alert: Alert) -> None:
-        self._store(self._message(self.topics.alerts, payloads.encode_alert(alert), ALERT,
-                                  data_time_ms=alert.time_ms))
+        self._store(self._message(self.topics.alerts, payloads.encode_alert(alert), ALERT, data_time_ms=alert.time_ms))
 
     def publish_status(self, counters: dict | None = None) -> None:
         body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot())
@@ -323,8 +362,9 @@ class GatewayPublisher:
         self.flush()
         done = self.wait_acked(timeout_s) if self._started else len(self.outbox) == 0
         if self._connected.is_set():
-            info = self.client.publish(self.topics.status, payloads.encode_status("offline", _now_ms()),
-                                       qos=1, retain=True)
+            info = self.client.publish(
+                self.topics.status, payloads.encode_status("offline", _now_ms()), qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(5.0)
             except (RuntimeError, ValueError):

@@ -11,6 +11,7 @@ goes on where the outbox left off: readings, detections and alerts at or before 
 latest data time already stored on their stream are fed to the detectors (to rebuild
 their state) but not published again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from edge.contracts import Alert, ContractError, Detection, Reading
-from edge.detectors.aqi import AqiDetector
 from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, SensorFaultDetector
+from edge.detectors.aqi import AqiDetector
 from edge.detectors.drift import CalibrationDriftDetector
 from edge.detectors.leak_model import LearnedLeakDetector
 from edge.detectors.night_flow import MinimumNightFlowDetector
@@ -30,14 +31,14 @@ from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
 from edge.sources.serial_source import SerialSource
-from gateway.device import ha_discovery
-from gateway.model_updates import receiver as model_updates
-from gateway.protocol import topics as T
 from gateway.config import GatewayConfig
+from gateway.device import ha_discovery
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
-from gateway.protocol.mqtt_client import settings_from_config
 from gateway.device.source_merge import merge_sources
+from gateway.model_updates import receiver as model_updates
+from gateway.protocol import topics as T
+from gateway.protocol.mqtt_client import settings_from_config
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,20 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
     sources: list[Iterable[Reading]] = []
     if replayed:
         replay = config.sources.replay
-        sources.append(ReplaySource(config.resolve_path(replay.file), config.site, config.gateway,
-                                    [(s.id, s.column, s.quantity) for s in replayed], speed=0))
+        sources.append(
+            ReplaySource(
+                config.resolve_path(replay.file),
+                config.site,
+                config.gateway,
+                [(s.id, s.column, s.quantity) for s in replayed],
+                speed=0,
+            )
+        )
     # Cell-count files before the serial sensors: a live serial source never ends.
     cells = [s.model_dump() for s in config.sensors if s.driver == "cell_counts"]
-    sources += CellCountSource.from_config_entries(config.site, config.gateway, cells, resolve=config.resolve_path,
-                                                   timezone=config.timezone)
+    sources += CellCountSource.from_config_entries(
+        config.site, config.gateway, cells, resolve=config.resolve_path, timezone=config.timezone
+    )
     # Modbus RTU transmitters: one polling source per serial port (edge/sources/modbus_source.py).
     sources += modbus_sources(config.site, config.gateway, [s for s in config.sensors if s.driver == "modbus_rtu"])
     serial = [s.model_dump() for s in config.sensors if s.driver in ("sds011", "pms5003", "line")]
@@ -84,24 +93,39 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
 
 # model type in the config -> detector factory. Each new detector type registers here.
 DETECTOR_FACTORIES: dict[str, Callable] = {
-    "mnf": lambda config, m: MinimumNightFlowDetector(config.site, config.gateway, model=m.name,
-                                                      **m.detector_params(config.timezone)),
+    "mnf": lambda config, m: MinimumNightFlowDetector(
+        config.site, config.gateway, model=m.name, **m.detector_params(config.timezone)
+    ),
     "learned_leak": lambda config, m: LearnedLeakDetector.from_model_dir(
-        site=config.site, gateway=config.gateway, model=m.name, **m.detector_params(config)),
-    "eaqi": lambda config, m: AqiDetector(config.site, config.gateway, model=m.name,
-                                          **m.detector_params({s.id: s.quantity for s in config.sensors})),
-    "air_pattern": lambda config, m: AirPatternDetector(config.site, config.gateway, model=m.name,
-                                                        **m.detector_params(config)),
-    "sensor_fault": lambda config, m: SensorFaultDetector(config.site, config.gateway, model=m.name,
-                                                          **m.detector_params(config)),
-    "no2_virtual": lambda config, m: No2VirtualSensor(config.site, config.gateway, model=m.name,
-                                                      **m.detector_params(config)),
+        site=config.site, gateway=config.gateway, model=m.name, **m.detector_params(config)
+    ),
+    "eaqi": lambda config, m: AqiDetector(
+        config.site, config.gateway, model=m.name, **m.detector_params({s.id: s.quantity for s in config.sensors})
+    ),
+    "air_pattern": lambda config, m: AirPatternDetector(
+        config.site, config.gateway, model=m.name, **m.detector_params(config)
+    ),
+    "sensor_fault": lambda config, m: SensorFaultDetector(
+        config.site, config.gateway, model=m.name, **m.detector_params(config)
+    ),
+    "no2_virtual": lambda config, m: No2VirtualSensor(
+        config.site, config.gateway, model=m.name, **m.detector_params(config)
+    ),
     # With estimate_from, the drift detector runs its own copy of that NO2 virtual sensor as its reference.
     "calibration_drift": lambda config, m: CalibrationDriftDetector(
-        config.site, config.gateway, model=m.name, **m.detector_params(),
-        estimator=None if m.estimate_from is None else No2VirtualSensor(
-            config.site, config.gateway, model=m.estimate_from,
-            **next(x for x in config.models if x.name == m.estimate_from).detector_params(config))),
+        config.site,
+        config.gateway,
+        model=m.name,
+        **m.detector_params(),
+        estimator=None
+        if m.estimate_from is None
+        else No2VirtualSensor(
+            config.site,
+            config.gateway,
+            model=m.estimate_from,
+            **next(x for x in config.models if x.name == m.estimate_from).detector_params(config),
+        ),
+    ),
 }
 
 
@@ -113,8 +137,12 @@ def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:
     """The gateway's outbox in ``storage.data_dir``, bounded as the config says."""
     storage = config.storage
     max_age_days = getattr(storage, "outbox_max_age_days", DEFAULT_MAX_AGE_DAYS)
-    return Outbox(outbox_path(config.resolve_path(storage.data_dir)), max_bytes=storage.outbox_max_mb * 1024 * 1024,
-                  max_age_s=max_age_days * 86_400, sync=sync)
+    return Outbox(
+        outbox_path(config.resolve_path(storage.data_dir)),
+        max_bytes=storage.outbox_max_mb * 1024 * 1024,
+        max_age_s=max_age_days * 86_400,
+        sync=sync,
+    )
 
 
 class _Pacer:
@@ -161,8 +189,16 @@ class _Resume:
 
 
 class GatewayRunner:
-    def __init__(self, config: GatewayConfig, publisher: GatewayPublisher,
-                 sources: list[Iterable[Reading]], detectors: list, *, resume: bool = False, speed: float = 0.0):
+    def __init__(
+        self,
+        config: GatewayConfig,
+        publisher: GatewayPublisher,
+        sources: list[Iterable[Reading]],
+        detectors: list,
+        *,
+        resume: bool = False,
+        speed: float = 0.0,
+    ):
         self.config = config
         self.publisher = publisher
         self.sources = sources
@@ -174,19 +210,32 @@ class GatewayRunner:
         self._next_status = 0.0
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, *, mqtt_host: str | None = None, mqtt_port: int | None = None,
-                    resume: bool = False, outbox_sync: str = SYNC_FULL) -> "GatewayRunner":
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        mqtt_host: str | None = None,
+        mqtt_port: int | None = None,
+        resume: bool = False,
+        outbox_sync: str = SYNC_FULL,
+    ) -> GatewayRunner:
         """Build the runner; this opens (and locks) the outbox, which ``run()`` closes at its end."""
         topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
         settings = settings_from_config(config, host=mqtt_host, port=mqtt_port)
         sources, detectors = build_sources(config), build_detectors(config)
-        publisher = GatewayPublisher(topics, settings, readings_batch=config.mqtt.readings_batch,
-                                     outbox=open_outbox(config, sync=outbox_sync))
+        publisher = GatewayPublisher(
+            topics, settings, readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config, sync=outbox_sync)
+        )
         speed = config.sources.replay.speed if config.sources.replay else 0.0
         return cls(config, publisher, sources, detectors, resume=resume, speed=speed)
 
-    def run(self, *, stop: threading.Event | None = None, on_reading: Callable[[Reading], None] | None = None,
-            drain_timeout_s: float = DRAIN_TIMEOUT_S) -> RunSummary:
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    ) -> RunSummary:
         """Stream every source to its end (or until ``stop``), then wait up to ``drain_timeout_s`` for delivery.
 
         Never waits for the broker to start: with the broker down the outbox fills.
@@ -208,8 +257,9 @@ class GatewayRunner:
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
                     continue
-                fresh = not resume.marks or not resume.stored(self.publisher.topics.readings(reading.sensor),
-                                                              reading.time_ms)
+                fresh = not resume.marks or not resume.stored(
+                    self.publisher.topics.readings(reading.sensor), reading.time_ms
+                )
                 if fresh:
                     pacer.wait_for(reading.time_ms)
                 if self._stop.is_set():
@@ -243,7 +293,7 @@ class GatewayRunner:
             return iter(self.sources[0])
         return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
 
-    def _flush_detectors(self, summary: RunSummary, resume: "_Resume") -> None:
+    def _flush_detectors(self, summary: RunSummary, resume: _Resume) -> None:
         for detector in self.detectors:
             flush = getattr(detector, "flush", None)
             if flush is not None:
@@ -280,7 +330,7 @@ class GatewayRunner:
             if outputs:
                 self._publish_outputs(outputs, summary, resume)
 
-    def _publish_outputs(self, outputs, summary: RunSummary, resume: "_Resume") -> None:
+    def _publish_outputs(self, outputs, summary: RunSummary, resume: _Resume) -> None:
         topics = self.publisher.topics
         for out in outputs:
             if isinstance(out, Alert):
@@ -309,6 +359,11 @@ class GatewayRunner:
             log.error("%s", exc)
 
     def _counters(self, summary: RunSummary) -> dict[str, int | float]:
-        return {**self.publisher.counters_snapshot(), "readings_rejected": sum(summary.rejected.values()),
-                "readings_resumed": summary.resumed, "detections": len(summary.detections),
-                "alerts": len(summary.alerts), "outbox_errors": summary.outbox_errors}
+        return {
+            **self.publisher.counters_snapshot(),
+            "readings_rejected": sum(summary.rejected.values()),
+            "readings_resumed": summary.resumed,
+            "detections": len(summary.detections),
+            "alerts": len(summary.alerts),
+            "outbox_errors": summary.outbox_errors,
+        }

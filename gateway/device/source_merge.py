@@ -15,6 +15,7 @@ counted; the others go on.
 >>> sorted(map(str, (r for r in merge_sources([a, b], threading.Event()) if r is not None)))
 ['1', '2', '3', 'x', 'y']
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ QUEUE_BATCHES = 1_000  # back-pressure: a fast source waits instead of filling m
 _DONE = object()
 
 
-def merge_sources(sources: list[Iterable], stop: threading.Event, *, idle_s: float = 0.2,
-                  failures: dict[str, int] | None = None) -> Iterator:
+def merge_sources(
+    sources: list[Iterable], stop: threading.Event, *, idle_s: float = 0.2, failures: dict[str, int] | None = None
+) -> Iterator:
     """Yield every reading of every source (``None`` when idle) until all end or ``stop`` is set."""
     out: queue.Queue = queue.Queue(QUEUE_BATCHES)
 
@@ -56,8 +58,10 @@ def merge_sources(sources: list[Iterable], stop: threading.Event, *, idle_s: flo
         finally:
             put(_DONE)
 
-    threads = [threading.Thread(target=pump, args=(source,), name=f"source-{i}-{type(source).__name__}",
-                                daemon=True) for i, source in enumerate(sources)]
+    threads = [
+        threading.Thread(target=pump, args=(source,), name=f"source-{i}-{type(source).__name__}", daemon=True)
+        for i, source in enumerate(sources)
+    ]
     for thread in threads:
         thread.start()
     running = len(threads)

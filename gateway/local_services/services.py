@@ -13,6 +13,7 @@ Binaries are found on PATH (plus /usr/sbin, where Debian puts mosquitto); an
 environment variable (``FRUGALSENSE_MOSQUITTO_BIN``, ``FRUGALSENSE_INFLUXD_BIN``,
 ``FRUGALSENSE_VICTORIA_METRICS_BIN``) or the ``binaries`` keyword overrides that.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -87,9 +88,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def mosquitto_config_lines(port: int, log_path: Path, *, persistence_dir: Path | None = None,
-                           user: str | None = None, extra_lines: Sequence[str] = (),
-                           listener_lines: Sequence[str] | None = None) -> list[str]:
+def mosquitto_config_lines(
+    port: int,
+    log_path: Path,
+    *,
+    persistence_dir: Path | None = None,
+    user: str | None = None,
+    extra_lines: Sequence[str] = (),
+    listener_lines: Sequence[str] | None = None,
+) -> list[str]:
     """Lines of a Mosquitto 2.0 config: one anonymous loopback listener, a log file, options.
 
     ``listener_lines`` replace the anonymous listener (``BrokerSecurity.config_lines``:
@@ -131,12 +138,12 @@ reporting-enabled = false
 bind-address = "{LOOPBACK}:{rpc_port}"
 
 [meta]
-  dir = "{data_dir / 'meta'}"
+  dir = "{data_dir / "meta"}"
   logging-enabled = false
 
 [data]
-  dir = "{data_dir / 'data'}"
-  wal-dir = "{data_dir / 'wal'}"
+  dir = "{data_dir / "data"}"
+  wal-dir = "{data_dir / "wal"}"
   query-log-enabled = false
 
 [monitor]
@@ -163,8 +170,14 @@ bind-address = "{LOOPBACK}:{rpc_port}"
 """
 
 
-def http_request(method: str, url: str, *, data: bytes | None = None, timeout_s: float = 5.0,
-                 headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+def http_request(
+    method: str,
+    url: str,
+    *,
+    data: bytes | None = None,
+    timeout_s: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One HTTP exchange; returns (status, body) for any answered status, raises OSError if none."""
     request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     try:
@@ -185,7 +198,8 @@ def mqtt_answers(host: str, port: int, timeout_s: float = 2.0, *, ca_file: Path 
     result: dict[str, bool] = {}
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"frugalsense-probe-{os.getpid()}")
     client.on_connect = lambda c, u, flags, reason, props: result.setdefault(
-        "ok", ca_file is not None or not reason.is_failure)
+        "ok", ca_file is not None or not reason.is_failure
+    )
     try:
         if ca_file is not None:
             client.tls_set(ca_certs=str(ca_file))
@@ -260,8 +274,14 @@ class _Service:
 
     def info(self) -> ServiceInfo:
         pid = self.process.pid if self.running else -1
-        return ServiceInfo(self.name, self.ports[0] if self.ports else 0, pid, self.data_dir, self.log_path,
-                           self.url if self.ports else "")
+        return ServiceInfo(
+            self.name,
+            self.ports[0] if self.ports else 0,
+            pid,
+            self.data_dir,
+            self.log_path,
+            self.url if self.ports else "",
+        )
 
     def start(self, timeout_s: float) -> None:
         if self.running:
@@ -269,9 +289,11 @@ class _Service:
         binary = _find_binary(self.binary, self.binary_override)
         if binary is None:
             wanted = self.binary_override or self.binary
-            raise ServiceError(f"{self.name}: program {wanted!r} not found; install it with "
-                               f"'apt-get install {self.apt_package}'"
-                               + (f", or fix {self.override_from}" if self.binary_override else ""))
+            raise ServiceError(
+                f"{self.name}: program {wanted!r} not found; install it with "
+                f"'apt-get install {self.apt_package}'"
+                + (f", or fix {self.override_from}" if self.binary_override else "")
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         keep_ports = bool(self.ports)  # a restart keeps its port so clients can reconnect
         for attempt in range(1 if keep_ports else PORT_ATTEMPTS):
@@ -292,19 +314,21 @@ class _Service:
         with open(self.log_path, "ab") as log:
             # Own session: Ctrl-C in a terminal reaches us, not the service, so we stop it in
             # order; and the whole group can be killed if it does not stop.
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                            cwd=self.dir, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                return (f"exited with code {self.process.returncode} during startup; "
-                        f"last lines of {self.log_path}:\n{self._log_tail(log_offset)}")
+                return (
+                    f"exited with code {self.process.returncode} during startup; "
+                    f"last lines of {self.log_path}:\n{self._log_tail(log_offset)}"
+                )
             if self.answers() and self.process.poll() is None:
                 return None
             time.sleep(0.05)
         self.stop()
-        return (f"did not answer within {timeout_s:.0f} s; "
-                f"last lines of {self.log_path}:\n{self._log_tail(log_offset)}")
+        return f"did not answer within {timeout_s:.0f} s; last lines of {self.log_path}:\n{self._log_tail(log_offset)}"
 
     def _log_tail(self, offset: int) -> str:
         try:
@@ -334,8 +358,15 @@ class _Service:
 class _Mosquitto(_Service):
     name, binary, apt_package, env_var = MOSQUITTO, "mosquitto", "mosquitto", "FRUGALSENSE_MOSQUITTO_BIN"
 
-    def __init__(self, root: Path, binary_override: str | None, *, persistence: bool,
-                 extra_config: Sequence[str], security: BrokerSecurity | None = None):
+    def __init__(
+        self,
+        root: Path,
+        binary_override: str | None,
+        *,
+        persistence: bool,
+        extra_config: Sequence[str],
+        security: BrokerSecurity | None = None,
+    ):
         super().__init__(root, binary_override)
         self.persistence = persistence
         self.extra_config = list(extra_config)
@@ -350,8 +381,13 @@ class _Mosquitto(_Service):
     def command(self, binary: str) -> list[str]:
         listeners = self.security.config_lines(self.ports, LOOPBACK) if self.security else None
         lines = mosquitto_config_lines(
-            self.ports[0], self.log_path, persistence_dir=self.data_dir if self.persistence else None,
-            user=_current_user(), extra_lines=self.extra_config, listener_lines=listeners)
+            self.ports[0],
+            self.log_path,
+            persistence_dir=self.data_dir if self.persistence else None,
+            user=_current_user(),
+            extra_lines=self.extra_config,
+            listener_lines=listeners,
+        )
         self.config_path.write_text("\n".join(lines) + "\n")
         return [binary, "-c", str(self.config_path)]
 
@@ -377,11 +413,15 @@ class _VictoriaMetrics(_Service):
     env_var = "FRUGALSENSE_VICTORIA_METRICS_BIN"
 
     def command(self, binary: str) -> list[str]:
-        return [binary, f"-httpListenAddr={LOOPBACK}:{self.ports[0]}", f"-storageDataPath={self.data_dir}",
-                # Demo data carries old timestamps; the default one-month retention drops them.
-                "-retentionPeriod=100y",
-                # Without this, points younger than 30 s are hidden from queries.
-                "-search.latencyOffset=0s"]
+        return [
+            binary,
+            f"-httpListenAddr={LOOPBACK}:{self.ports[0]}",
+            f"-storageDataPath={self.data_dir}",
+            # Demo data carries old timestamps; the default one-month retention drops them.
+            "-retentionPeriod=100y",
+            # Without this, points younger than 30 s are hidden from queries.
+            "-search.latencyOffset=0s",
+        ]
 
     def answers(self) -> bool:
         return _http_answers(self.url + "/health", 200)
@@ -407,24 +447,37 @@ class LocalServices:
     A service still running ``stop_timeout_s`` after SIGTERM has its process group killed.
     """
 
-    def __init__(self, root: Path, *, mosquitto: bool = True, influxdb: bool = True,
-                 victoriametrics: bool = False, mosquitto_persistence: bool = False,
-                 startup_timeout_s: float = 20.0, binaries: Mapping[str, str] | None = None,
-                 mosquitto_extra_config: Sequence[str] = (), stop_timeout_s: float = STOP_TIMEOUT_S,
-                 mosquitto_security: BrokerSecurity | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        mosquitto: bool = True,
+        influxdb: bool = True,
+        victoriametrics: bool = False,
+        mosquitto_persistence: bool = False,
+        startup_timeout_s: float = 20.0,
+        binaries: Mapping[str, str] | None = None,
+        mosquitto_extra_config: Sequence[str] = (),
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        mosquitto_security: BrokerSecurity | None = None,
+    ):
         self.root = Path(root).resolve()
         self.startup_timeout_s = startup_timeout_s
         binaries = dict(binaries or {})
         unknown = set(binaries) - set(SERVICE_NAMES)
         if unknown:
-            raise ValueError(f"unknown service name(s) in binaries: {sorted(unknown)}; "
-                             f"expected some of {list(SERVICE_NAMES)}")
+            raise ValueError(
+                f"unknown service name(s) in binaries: {sorted(unknown)}; expected some of {list(SERVICE_NAMES)}"
+            )
         self._services: dict[str, _Service] = {}
         if mosquitto:
-            self._services[MOSQUITTO] = _Mosquitto(self.root, binaries.get(MOSQUITTO),
-                                                   persistence=mosquitto_persistence,
-                                                   extra_config=mosquitto_extra_config,
-                                                   security=mosquitto_security)
+            self._services[MOSQUITTO] = _Mosquitto(
+                self.root,
+                binaries.get(MOSQUITTO),
+                persistence=mosquitto_persistence,
+                extra_config=mosquitto_extra_config,
+                security=mosquitto_security,
+            )
         if influxdb:
             self._services[INFLUXDB] = _InfluxDB(self.root, binaries.get(INFLUXDB))
         if victoriametrics:
@@ -503,8 +556,10 @@ class LocalServices:
         """The TLS listener that requires a client certificate (``client_cert_listener=True``)."""
         service = self._started(MOSQUITTO)
         if len(service.ports) < 2:
-            raise ServiceError("mosquitto: no client-certificate listener; "
-                               "pass mosquitto_security=BrokerSecurity(..., client_cert_listener=True)")
+            raise ServiceError(
+                "mosquitto: no client-certificate listener; "
+                "pass mosquitto_security=BrokerSecurity(..., client_cert_listener=True)"
+            )
         return service.ports[1]
 
     @property

@@ -24,6 +24,7 @@ Traceback (most recent call last):
 ...
 gateway.model_updates.receiver.UpdateRefused: bad_manifest: version 'v3' cannot be ordered: use numbers such as 3 or 1.2.0
 """
+
 from __future__ import annotations
 
 import base64
@@ -98,6 +99,7 @@ class ModelUpdateConfigError(ValueError):
 
 # ---- keys and versions ------------------------------------------------------------------
 
+
 def load_public_key(path: str | os.PathLike):
     """The fleet's Ed25519 model-signing public key from a PEM file (``frugalsense model keygen``)."""
     from cryptography.hazmat.primitives import serialization
@@ -108,11 +110,14 @@ def load_public_key(path: str | os.PathLike):
     except FileNotFoundError:
         raise ModelUpdateConfigError(f"model_updates.public_key_file {os.fspath(path)} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise ModelUpdateConfigError(f"model_updates.public_key_file {os.fspath(path)} is not a PEM public key "
-                                     f"({exc})") from None
+        raise ModelUpdateConfigError(
+            f"model_updates.public_key_file {os.fspath(path)} is not a PEM public key ({exc})"
+        ) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ModelUpdateConfigError(f"model_updates.public_key_file {os.fspath(path)} is not an Ed25519 key "
-                                     "(make one with: frugalsense model keygen)")
+        raise ModelUpdateConfigError(
+            f"model_updates.public_key_file {os.fspath(path)} is not an Ed25519 key "
+            "(make one with: frugalsense model keygen)"
+        )
     return key
 
 
@@ -137,6 +142,7 @@ def parse_version(version: str) -> tuple[int, ...]:
 
 
 # ---- the envelope -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VerifiedUpdate:
@@ -173,10 +179,13 @@ def check_signature(manifest_bytes: bytes, signature: object, public_key) -> Non
     except InvalidSignature:
         ours, theirs = key_id(public_key), signature.get("key_id")
         if isinstance(theirs, str) and theirs != ours:
-            raise UpdateRefused("bad_signature", f"signed by key {theirs[:16]}, this gateway trusts key {ours} "
-                                                 "only") from None
-        raise UpdateRefused("bad_signature", f"the signature does not verify with key {ours}: the manifest or the "
-                                             "signature was changed after signing") from None
+            raise UpdateRefused(
+                "bad_signature", f"signed by key {theirs[:16]}, this gateway trusts key {ours} only"
+            ) from None
+        raise UpdateRefused(
+            "bad_signature",
+            f"the signature does not verify with key {ours}: the manifest or the signature was changed after signing",
+        ) from None
 
 
 def verify_update(payload: bytes, public_key, topic_model: str | None = None) -> VerifiedUpdate:
@@ -185,8 +194,9 @@ def verify_update(payload: bytes, public_key, topic_model: str | None = None) ->
     Raises UpdateRefused; nothing of the payload is trusted before the signature verifies.
     """
     if len(payload) > MAX_UPDATE_BYTES:
-        raise UpdateRefused("too_large", f"{len(payload)} bytes, an update may have at most {MAX_UPDATE_BYTES}",
-                            topic_model)
+        raise UpdateRefused(
+            "too_large", f"{len(payload)} bytes, an update may have at most {MAX_UPDATE_BYTES}", topic_model
+        )
     try:
         envelope = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -194,8 +204,11 @@ def verify_update(payload: bytes, public_key, topic_model: str | None = None) ->
     if not isinstance(envelope, dict) or envelope.get("format") != UPDATE_FORMAT:
         raise UpdateRefused("bad_envelope", f"the message is not a '{UPDATE_FORMAT}'", topic_model)
     if envelope.get("v") != UPDATE_SCHEMA:
-        raise UpdateRefused("bad_envelope", f"update schema {envelope.get('v')!r} is not supported (this gateway "
-                                            f"reads {UPDATE_SCHEMA})", topic_model)
+        raise UpdateRefused(
+            "bad_envelope",
+            f"update schema {envelope.get('v')!r} is not supported (this gateway reads {UPDATE_SCHEMA})",
+            topic_model,
+        )
     manifest_bytes = _b64(envelope.get("manifest"), "manifest")
     check_signature(manifest_bytes, envelope.get("signature"), public_key)
     # From here on the manifest is the signer's own words.
@@ -208,31 +221,44 @@ def verify_update(payload: bytes, public_key, topic_model: str | None = None) ->
     name, version = manifest.name, manifest.version
     parse_version(version)
     if topic_model is not None and name != topic_model:
-        raise UpdateRefused("mismatch", f"the manifest is for model {name}, the topic for {topic_model}",
-                            topic_model, version)
+        raise UpdateRefused(
+            "mismatch", f"the manifest is for model {name}, the topic for {topic_model}", topic_model, version
+        )
     listed = {entry["path"]: entry for entry in data["files"].values()}
     if set(listed) & {MANIFEST_FILE, SIGNATURE_FILE}:
-        raise UpdateRefused("bad_manifest", f"a model file may not be named {MANIFEST_FILE} or {SIGNATURE_FILE}",
-                            name, version)
+        raise UpdateRefused(
+            "bad_manifest", f"a model file may not be named {MANIFEST_FILE} or {SIGNATURE_FILE}", name, version
+        )
     sent = envelope.get("files")
     if not isinstance(sent, dict):
         raise UpdateRefused("bad_envelope", "files must be an object of path -> base64", name, version)
     if set(sent) != set(listed):
         missing, extra = sorted(set(listed) - set(sent)), sorted(set(sent) - set(listed))
-        raise UpdateRefused("mismatch", f"files missing: {', '.join(missing) or 'none'}; files not in the signed "
-                                        f"manifest: {', '.join(extra) or 'none'}", name, version)
+        raise UpdateRefused(
+            "mismatch",
+            f"files missing: {', '.join(missing) or 'none'}; files not in the signed "
+            f"manifest: {', '.join(extra) or 'none'}",
+            name,
+            version,
+        )
     files = {}
     for path, entry in sorted(listed.items()):
         content = _b64(sent[path], f"files[{path!r}]")
         actual = hashlib.sha256(content).hexdigest()
         if actual != entry["sha256"].lower() or len(content) != entry["bytes"]:
-            raise UpdateRefused("hash_mismatch", f"{path}: expected sha256 {entry['sha256']} ({entry['bytes']} "
-                                                 f"bytes), got sha256 {actual} ({len(content)} bytes)", name, version)
+            raise UpdateRefused(
+                "hash_mismatch",
+                f"{path}: expected sha256 {entry['sha256']} ({entry['bytes']} "
+                f"bytes), got sha256 {actual} ({len(content)} bytes)",
+                name,
+                version,
+            )
         files[path] = content
     return VerifiedUpdate(name, version, manifest_bytes, envelope["signature"], files, manifest)
 
 
 # ---- the model store on the gateway's disk -------------------------------------------------
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -354,6 +380,7 @@ class ModelStore:
 
 # ---- applying updates --------------------------------------------------------------------
 
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -396,8 +423,17 @@ class ModelUpdateReceiver:
     ``slots[name].active`` is the model in service; ``on_swap`` callbacks hear of every new one.
     """
 
-    def __init__(self, store: ModelStore, public_key, *, models=(), allow_downgrade: bool = False,
-                 backend: str = "auto", formats=None, smoke_windows: dict | None = None):
+    def __init__(
+        self,
+        store: ModelStore,
+        public_key,
+        *,
+        models=(),
+        allow_downgrade: bool = False,
+        backend: str = "auto",
+        formats=None,
+        smoke_windows: dict | None = None,
+    ):
         self.store = store
         self.public_key = public_key
         self.models = set(models)
@@ -433,8 +469,11 @@ class ModelUpdateReceiver:
             if slot.active is not None:
                 pointer = self.store.pointer(name)
                 m = slot.active.manifest
-                out[name] = {"version": m.version, "runtime": f"{slot.active.format}/{slot.active.name}",
-                             "previous": pointer.previous if pointer and pointer.current == m.version else None}
+                out[name] = {
+                    "version": m.version,
+                    "runtime": f"{slot.active.format}/{slot.active.name}",
+                    "previous": pointer.previous if pointer and pointer.current == m.version else None,
+                }
         return out
 
     # -- at start ------------------------------------------------------------------------
@@ -460,8 +499,13 @@ class ModelUpdateReceiver:
             try:
                 self._check_order(ModelManifest.read(current), active, at_start=True)
             except (UpdateRefused, ManifestError) as exc:
-                log.warning("model %s: keeping v%s from the gateway's bundle over the installed v%s: %s",
-                            name, active.version, pointer.current, exc)
+                log.warning(
+                    "model %s: keeping v%s from the gateway's bundle over the installed v%s: %s",
+                    name,
+                    active.version,
+                    pointer.current,
+                    exc,
+                )
                 return None
         try:
             self._swap(name, self.store.version_dir(name, pointer.current))
@@ -473,8 +517,13 @@ class ModelUpdateReceiver:
                 self._swap(name, self.store.version_dir(name, pointer.previous))
                 self.store.set_pointer(name, Pointer(pointer.previous))
                 log.error("model %s: %s; rolled back to v%s", name, failure, pointer.previous)
-                return UpdateReport(ROLLED_BACK, name, pointer.current, "smoke_test_failed",
-                                    f"{failure}; v{pointer.previous} is in service")
+                return UpdateReport(
+                    ROLLED_BACK,
+                    name,
+                    pointer.current,
+                    "smoke_test_failed",
+                    f"{failure}; v{pointer.previous} is in service",
+                )
             except Exception as exc:
                 failure += f"; v{pointer.previous} cannot either ({exc})"
         log.error("model %s: %s", name, failure)
@@ -495,23 +544,35 @@ class ModelUpdateReceiver:
         name, version = update.name, update.version
         if not self.accepts(name):
             known = ", ".join(sorted(self.models | set(self.slots))) or "none"
-            raise UpdateRefused("unknown_model", f"this gateway runs no model {name} (it accepts: {known}; add the "
-                                                 "name to model_updates.models to accept a new one)", name, version)
+            raise UpdateRefused(
+                "unknown_model",
+                f"this gateway runs no model {name} (it accepts: {known}; add the "
+                "name to model_updates.models to accept a new one)",
+                name,
+                version,
+            )
         active = self.in_service(name)
         if active is not None:
-            if active.version == version and (active.root / MANIFEST_FILE).is_file() \
-                    and (active.root / MANIFEST_FILE).read_bytes() == update.manifest_bytes:
+            if (
+                active.version == version
+                and (active.root / MANIFEST_FILE).is_file()
+                and (active.root / MANIFEST_FILE).read_bytes() == update.manifest_bytes
+            ):
                 return UpdateReport(UNCHANGED, name, version)
             self._check_order(update.manifest, active)
         before = self.store.pointer(name)
         try:
             folder = self.store.install(update)
-            kept = before.current if before is not None and active is not None \
-                and before.current == active.version else None
+            kept = (
+                before.current
+                if before is not None and active is not None and before.current == active.version
+                else None
+            )
             self.store.set_pointer(name, Pointer(version, kept))
         except OSError as exc:
-            raise UpdateRefused("storage_error", f"cannot write to {self.store.root / name}: {exc}", name,
-                                version) from None
+            raise UpdateRefused(
+                "storage_error", f"cannot write to {self.store.root / name}: {exc}", name, version
+            ) from None
         try:
             self._swap(name, folder)
         except Exception as exc:
@@ -526,30 +587,49 @@ class ModelUpdateReceiver:
     def _check_order(self, candidate: ModelManifest, active: ModelManifest, at_start: bool = False) -> None:
         name, version = candidate.name, candidate.version
         if list(candidate.features) != list(active.features):
-            raise UpdateRefused("features_changed", f"v{version} reads {', '.join(candidate.features)}, the model in "
-                                                    f"service (v{active.version}) reads {', '.join(active.features)}: "
-                                                    "this gateway computes the latter", name, version)
+            raise UpdateRefused(
+                "features_changed",
+                f"v{version} reads {', '.join(candidate.features)}, the model in "
+                f"service (v{active.version}) reads {', '.join(active.features)}: "
+                "this gateway computes the latter",
+                name,
+                version,
+            )
         if (candidate.task, candidate.output_names) != (active.task, active.output_names):
             # Detectors read the labels: a new class list needs new detector code, not just a new model.
-            raise UpdateRefused("outputs_changed", f"v{version} is a {candidate.task} with outputs "
-                                                   f"{', '.join(candidate.output_names)}, the model in service "
-                                                   f"(v{active.version}) a {active.task} with outputs "
-                                                   f"{', '.join(active.output_names)}", name, version)
+            raise UpdateRefused(
+                "outputs_changed",
+                f"v{version} is a {candidate.task} with outputs "
+                f"{', '.join(candidate.output_names)}, the model in service "
+                f"(v{active.version}) a {active.task} with outputs "
+                f"{', '.join(active.output_names)}",
+                name,
+                version,
+            )
         if candidate.version == active.version:
             if at_start:
                 raise UpdateRefused("downgrade", f"v{version} is already in service", name, version)
-            raise UpdateRefused("downgrade", f"v{version} is already in service with other content: give the new "
-                                             "build a new version", name, version)
+            raise UpdateRefused(
+                "downgrade",
+                f"v{version} is already in service with other content: give the new build a new version",
+                name,
+                version,
+            )
         try:
             older = parse_version(candidate.version) < parse_version(active.version)
         except UpdateRefused:
             older = True  # an in-service version that cannot be ordered: only an explicit allowance goes past it
         if older and at_start:
-            raise UpdateRefused("downgrade", f"v{version} is older than v{active.version} from the bundle", name,
-                                version)
+            raise UpdateRefused(
+                "downgrade", f"v{version} is older than v{active.version} from the bundle", name, version
+            )
         if older and not self.allow_downgrade:
-            raise UpdateRefused("downgrade", f"v{version} is not newer than v{active.version} in service "
-                                             "(model_updates.allow_downgrade is false)", name, version)
+            raise UpdateRefused(
+                "downgrade",
+                f"v{version} is not newer than v{active.version} in service (model_updates.allow_downgrade is false)",
+                name,
+                version,
+            )
 
     def _swap(self, name: str, folder: Path):
         """Signature on disk, then ModelSlot.swap (hashes, load, smoke test); listeners hear of the new model."""
@@ -571,9 +651,12 @@ class ModelUpdateReceiver:
 
     def _windows(self, name: str, candidate: ModelManifest) -> np.ndarray:
         """Rows the candidate must score: recorded here, else the parity rows of the model in service or its own."""
-        for source in (lambda: self.smoke_windows.get(name), lambda: self.store.smoke_windows(name),
-                       lambda: _parity_rows(self.in_service(name)) if self.in_service(name) else None,
-                       lambda: _parity_rows(candidate)):
+        for source in (
+            lambda: self.smoke_windows.get(name),
+            lambda: self.store.smoke_windows(name),
+            lambda: _parity_rows(self.in_service(name)) if self.in_service(name) else None,
+            lambda: _parity_rows(candidate),
+        ):
             rows = source()
             if rows is not None and len(rows):
                 return np.asarray(rows, dtype=np.float64)
@@ -598,6 +681,7 @@ class ModelUpdateReceiver:
 
 
 # ---- MQTT ------------------------------------------------------------------------------------
+
 
 def update_topic(topics, model: str) -> str:
     """Where the update for one model of one gateway is published (retained: the model it should run)."""
@@ -625,11 +709,13 @@ def acl_lines(prefix: str = "frugalsense", push_user: str = DEFAULT_PUSH_USER) -
     topic write frugalsense/+/+/model-update/#
     topic read frugalsense/+/+/models
     """
-    return (f"# Signed model updates: a gateway reads only its own updates; the model publisher sends them.\n"
-            f"pattern read {prefix}/%u/{UPDATE_CHANNEL}/#\n"
-            f"user {push_user}\n"
-            f"topic write {prefix}/+/+/{UPDATE_CHANNEL}/#\n"
-            f"topic read {prefix}/+/+/{STATUS_CHANNEL}\n")
+    return (
+        f"# Signed model updates: a gateway reads only its own updates; the model publisher sends them.\n"
+        f"pattern read {prefix}/%u/{UPDATE_CHANNEL}/#\n"
+        f"user {push_user}\n"
+        f"topic write {prefix}/+/+/{UPDATE_CHANNEL}/#\n"
+        f"topic read {prefix}/+/+/{STATUS_CHANNEL}\n"
+    )
 
 
 def encode_status(state: dict, last: UpdateReport | None, time_ms: int | None = None) -> bytes:
@@ -663,7 +749,7 @@ class ModelUpdateListener:
         self._worker = threading.Thread(target=self._work, name="model-updates", daemon=True)
         self.handled: deque = deque(maxlen=100)  # recent reports, newest last
 
-    def start(self) -> "ModelUpdateListener":
+    def start(self) -> ModelUpdateListener:
         """Connect in the background (never waits for the broker) and start applying updates."""
         from gateway.protocol.mqtt_client import make_client
 
@@ -690,14 +776,21 @@ class ModelUpdateListener:
 
     def publish_status(self) -> None:
         if self.client is not None:
-            self.client.publish(status_topic(self.topics), encode_status(self.receiver.state(),
-                                                                          self.receiver.last_report),
-                                qos=1, retain=True)
+            self.client.publish(
+                status_topic(self.topics),
+                encode_status(self.receiver.state(), self.receiver.last_report),
+                qos=1,
+                retain=True,
+            )
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         if reason_code.is_failure:
-            log.error("model updates: broker %s:%s refused the connection: %s", self.settings.host,
-                      self.settings.port, reason_code)
+            log.error(
+                "model updates: broker %s:%s refused the connection: %s",
+                self.settings.host,
+                self.settings.port,
+                reason_code,
+            )
             return
         client.subscribe(f"{self.topics.base}/{UPDATE_CHANNEL}/+", qos=1)
         self.publish_status()
@@ -765,8 +858,9 @@ def start_for_config(config, settings, detectors=(), *, backend: str = "auto") -
         log.error("model updates are off: %s", exc)
         return None
     store = ModelStore(config.resolve_path(config.storage.data_dir) / "models")
-    receiver = ModelUpdateReceiver(store, key, models=section.models, allow_downgrade=section.allow_downgrade,
-                                   backend=backend)
+    receiver = ModelUpdateReceiver(
+        store, key, models=section.models, allow_downgrade=section.allow_downgrade, backend=backend
+    )
     receiver.on_swap(lambda name, backend: hand_to_detectors(detectors, name, backend))
     for detector in detectors:
         runtime = getattr(detector, "runtime_", None)

@@ -12,6 +12,7 @@ folder into one MQTT message; ``push_update`` publishes it, retained, to one gat
 >>> oct(private.stat().st_mode & 0o777), public.name
 ('0o600', 'model-signing.pub')
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +23,19 @@ from pathlib import Path
 
 from edge.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 from edge.runtime.registry import verify
-from gateway.model_updates.receiver import (MAX_FILE_BYTES, MAX_UPDATE_BYTES, SIGNATURE_ALG, SIGNATURE_FILE, SIGNING_CONTEXT,
-                                   UPDATE_FORMAT, UPDATE_SCHEMA, UpdateRefused, check_signature, key_id,
-                                   parse_version)
+from gateway.model_updates.receiver import (
+    MAX_FILE_BYTES,
+    MAX_UPDATE_BYTES,
+    SIGNATURE_ALG,
+    SIGNATURE_FILE,
+    SIGNING_CONTEXT,
+    UPDATE_FORMAT,
+    UPDATE_SCHEMA,
+    UpdateRefused,
+    check_signature,
+    key_id,
+    parse_version,
+)
 from gateway.security.secrets import SecretFileError, check_private_file, write_private_file
 
 KEY_NAME = "model-signing"
@@ -43,14 +54,18 @@ def generate_signing_key(out_dir: str | os.PathLike, name: str = KEY_NAME, *, fo
     private, public = out / f"{name}.key", out / f"{name}.pub"
     if private.exists() and not force:
         # Overwriting it would orphan every gateway that trusts the old public key.
-        raise SigningError(f"{private} already exists: gateways trust its public key; use another folder or "
-                           "--force to replace it")
+        raise SigningError(
+            f"{private} already exists: gateways trust its public key; use another folder or --force to replace it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    write_private_file(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_private_file(
+        private,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     os.chmod(public, 0o644)
     return private, public
 
@@ -83,8 +98,9 @@ def _checked_manifest(model_dir: Path) -> ModelManifest:
         raise SigningError(f"model {manifest.name}: {exc.detail}") from None
     for entry in manifest.files.values():
         if entry.bytes > MAX_FILE_BYTES:
-            raise SigningError(f"{entry.path} has {entry.bytes} bytes; a model file sent to gateways may have at "
-                               f"most {MAX_FILE_BYTES}")
+            raise SigningError(
+                f"{entry.path} has {entry.bytes} bytes; a model file sent to gateways may have at most {MAX_FILE_BYTES}"
+            )
     return manifest
 
 
@@ -94,8 +110,11 @@ def sign_model(model_dir: str | os.PathLike, key_path: str | os.PathLike) -> dic
     key = load_signing_key(key_path)
     _checked_manifest(model_dir)
     manifest_bytes = (model_dir / MANIFEST_FILE).read_bytes()
-    signature = {"alg": SIGNATURE_ALG, "key_id": key_id(key.public_key()),
-                 "value": base64.b64encode(key.sign(SIGNING_CONTEXT + manifest_bytes)).decode()}
+    signature = {
+        "alg": SIGNATURE_ALG,
+        "key_id": key_id(key.public_key()),
+        "value": base64.b64encode(key.sign(SIGNING_CONTEXT + manifest_bytes)).decode(),
+    }
     (model_dir / SIGNATURE_FILE).write_text(json.dumps(signature) + "\n")
     return signature
 
@@ -110,8 +129,9 @@ def build_update(model_dir: str | os.PathLike, public_key=None) -> tuple[ModelMa
     try:
         signature = json.loads((model_dir / SIGNATURE_FILE).read_text())
     except FileNotFoundError:
-        raise SigningError(f"{model_dir} is not signed (no {SIGNATURE_FILE}): run frugalsense model sign "
-                           f"{model_dir} --key KEY") from None
+        raise SigningError(
+            f"{model_dir} is not signed (no {SIGNATURE_FILE}): run frugalsense model sign {model_dir} --key KEY"
+        ) from None
     except ValueError as exc:
         raise SigningError(f"{model_dir / SIGNATURE_FILE} is not readable JSON ({exc})") from None
     manifest_bytes = (model_dir / MANIFEST_FILE).read_bytes()
@@ -121,18 +141,32 @@ def build_update(model_dir: str | os.PathLike, public_key=None) -> tuple[ModelMa
         except UpdateRefused as exc:
             raise SigningError(f"{model_dir}: {exc.detail}") from None
     rel = {entry["path"] for entry in manifest.raw["files"].values()}
-    envelope = {"format": UPDATE_FORMAT, "v": UPDATE_SCHEMA,
-                "manifest": base64.b64encode(manifest_bytes).decode(), "signature": signature,
-                "files": {path: base64.b64encode((model_dir / path).read_bytes()).decode() for path in sorted(rel)}}
+    envelope = {
+        "format": UPDATE_FORMAT,
+        "v": UPDATE_SCHEMA,
+        "manifest": base64.b64encode(manifest_bytes).decode(),
+        "signature": signature,
+        "files": {path: base64.b64encode((model_dir / path).read_bytes()).decode() for path in sorted(rel)},
+    }
     payload = json.dumps(envelope, separators=(",", ":")).encode()
     if len(payload) > MAX_UPDATE_BYTES:
-        raise SigningError(f"model {manifest.name} v{manifest.version} makes an update of {len(payload)} bytes, "
-                           f"more than one message may carry ({MAX_UPDATE_BYTES}): export fewer formats")
+        raise SigningError(
+            f"model {manifest.name} v{manifest.version} makes an update of {len(payload)} bytes, "
+            f"more than one message may carry ({MAX_UPDATE_BYTES}): export fewer formats"
+        )
     return manifest, payload
 
 
-def push_update(settings, targets: dict[str, str], payload: bytes, *, model: str | None = None,
-                version: str | None = None, wait_s: float = 0.0, timeout_s: float = 30.0) -> dict[str, dict | None]:
+def push_update(
+    settings,
+    targets: dict[str, str],
+    payload: bytes,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    wait_s: float = 0.0,
+    timeout_s: float = 30.0,
+) -> dict[str, dict | None]:
     """Publish one update, retained at QoS 1, to each gateway of ``targets`` (update topic -> models status topic).
 
     Returns once the broker acknowledged every message (PUBACK) and, with ``wait_s``, once

@@ -1,4 +1,5 @@
 """The one MQTT client factory (paho 2.x, MQTT v5) and its settings, for the gateway, the bridge and the tools."""
+
 from __future__ import annotations
 
 import os

@@ -16,6 +16,7 @@ Traceback (most recent call last):
 ...
 gateway.protocol.payloads.PayloadError: schema_version: payload schema version 9 is not supported (this bridge reads 1)
 """
+
 from __future__ import annotations
 
 import json
@@ -134,8 +135,9 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 MAX_PAST_MS = 10 * 365 * 24 * 3600 * 1000
 
 
-def decode(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-           ) -> list[Reading] | Detection | Alert | GatewayStatus:
+def decode(
+    prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
+) -> list[Reading] | Detection | Alert | GatewayStatus:
     """Decode and validate one message; raise PayloadError with a reason otherwise.
 
     With ``now_ms`` (the bridge passes its clock), data times more than a day ahead or
@@ -156,8 +158,10 @@ def _check_times(decoded, now_ms: int) -> None:
         times = [decoded.time_ms]
     for t in times:
         if t > now_ms + MAX_FUTURE_MS:
-            raise PayloadError("time_out_of_range", f"time {t} ms is {(t - now_ms) / 86_400_000:.1f} days in the "
-                                                    "future (gateway clock wrong?)")
+            raise PayloadError(
+                "time_out_of_range",
+                f"time {t} ms is {(t - now_ms) / 86_400_000:.1f} days in the future (gateway clock wrong?)",
+            )
         if t < now_ms - MAX_PAST_MS:
             raise PayloadError("time_out_of_range", f"time {t} ms is more than 10 years in the past")
 
@@ -218,8 +222,10 @@ class ReadingBatch:
     rows: list[tuple[int, float | None, str]]
 
     def readings(self) -> list[Reading]:
-        return [Reading(t, self.site, self.gateway, self.sensor, self.quantity, v, self.unit, Quality(q))
-                for t, v, q in self.rows]
+        return [
+            Reading(t, self.site, self.gateway, self.sensor, self.quantity, v, self.unit, Quality(q))
+            for t, v, q in self.rows
+        ]
 
     @property
     def times(self) -> list[int]:
@@ -231,8 +237,9 @@ _OK, _UNKNOWN = str(Quality.OK), str(Quality.UNKNOWN)
 _INF, _NINF = math.inf, -math.inf
 
 
-def decode_batch(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-                 ) -> ReadingBatch | Detection | Alert | GatewayStatus:
+def decode_batch(
+    prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
+) -> ReadingBatch | Detection | Alert | GatewayStatus:
     """``decode``, except that a readings message stays one ``ReadingBatch`` (the bridge's hot path).
 
     The same checks, the same reasons and messages; only no Reading object per row.
@@ -275,9 +282,18 @@ def _decode_readings(parts: T.TopicParts, body: dict) -> ReadingBatch:
             t, value, quality = row
             if type(value) is int:
                 value = float(value)
-            if (type(t) is int and EARLIEST_MS <= t < LATEST_MS and quality in _QUALITIES
-                    and (type(value) is float and _NINF < value < _INF and quality != _UNKNOWN
-                         or value is None and quality == _UNKNOWN)):
+            if (
+                type(t) is int
+                and EARLIEST_MS <= t < LATEST_MS
+                and quality in _QUALITIES
+                and (
+                    type(value) is float
+                    and _NINF < value < _INF
+                    and quality != _UNKNOWN
+                    or value is None
+                    and quality == _UNKNOWN
+                )
+            ):
                 append((t, value, quality))
                 continue
         reading = _validated_row(row, site, gateway, sensor, quantity, unit)  # raises the contract's error

@@ -16,6 +16,7 @@ Traceback (most recent call last):
 ...
 gateway.protocol.topics.TopicError: topic 'frugalsense/net3/gw-01/readings' is not in the frugalsense topic tree
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,8 +91,12 @@ def bridge_subscriptions(prefix: str) -> tuple[str, ...]:
     >>> bridge_subscriptions("frugalsense")
     ('frugalsense/+/+/status', 'frugalsense/+/+/readings/+', 'frugalsense/+/+/detections/+', 'frugalsense/+/+/alerts')
     """
-    return (f"{prefix}/+/+/{STATUS}", f"{prefix}/+/+/{READINGS}/+", f"{prefix}/+/+/{DETECTIONS}/+",
-            f"{prefix}/+/+/{ALERTS}")
+    return (
+        f"{prefix}/+/+/{STATUS}",
+        f"{prefix}/+/+/{READINGS}/+",
+        f"{prefix}/+/+/{DETECTIONS}/+",
+        f"{prefix}/+/+/{ALERTS}",
+    )
 
 
 def parse_topic(prefix: str, topic: str) -> TopicParts:

@@ -21,6 +21,7 @@ user frugalsense-models
 topic write frugalsense/+/+/model-update/#
 topic read frugalsense/+/+/models
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,12 @@ def gateway_user(site: str, gateway: str) -> str:
     return f"{site}/{gateway}"
 
 
-def acl_text(prefix: str = T.DEFAULT_PREFIX, bridge_user: str = DEFAULT_BRIDGE_USER,
-             home_assistant: Iterable[tuple[str, str]] = (), ha_prefix: str = "homeassistant") -> str:
+def acl_text(
+    prefix: str = T.DEFAULT_PREFIX,
+    bridge_user: str = DEFAULT_BRIDGE_USER,
+    home_assistant: Iterable[tuple[str, str]] = (),
+    ha_prefix: str = "homeassistant",
+) -> str:
     """The broker ACL; ``home_assistant`` lists the (site, gateway) pairs that announce themselves to Home Assistant.
 
     Discovery topics are ``<ha_prefix>/<component>/<gateway>/<object>/config`` (gateway/device/ha_discovery.py):
@@ -98,8 +103,11 @@ def write_password_file(path: Path, users: Mapping[str, str], *, mosquitto_passw
     The clear text goes into a 0600 file that ``-U`` hashes in place, so no password is
     ever on a command line (where ``ps`` would show it).
     """
-    tool = mosquitto_passwd or shutil.which("mosquitto_passwd") or shutil.which(
-        "mosquitto_passwd", path="/usr/sbin:/usr/local/bin:/usr/local/sbin")
+    tool = (
+        mosquitto_passwd
+        or shutil.which("mosquitto_passwd")
+        or shutil.which("mosquitto_passwd", path="/usr/sbin:/usr/local/bin:/usr/local/sbin")
+    )
     if tool is None:
         raise FileNotFoundError("mosquitto_passwd not found: install it with 'apt-get install mosquitto'")
     for name, password in users.items():
@@ -140,10 +148,15 @@ class BrokerSecurity:
         return lines
 
     def _listener(self, port: int, bind: str, *, client_certs: bool) -> list[str]:
-        return [f"listener {port} {bind}".rstrip(), f"cafile {self.ca_file}", f"certfile {self.cert_file}",
-                f"keyfile {self.key_file}", "tls_version tlsv1.2",
-                f"require_certificate {'true' if client_certs else 'false'}",
-                f"use_identity_as_username {'true' if client_certs else 'false'}"]
+        return [
+            f"listener {port} {bind}".rstrip(),
+            f"cafile {self.ca_file}",
+            f"certfile {self.cert_file}",
+            f"keyfile {self.key_file}",
+            "tls_version tlsv1.2",
+            f"require_certificate {'true' if client_certs else 'false'}",
+            f"use_identity_as_username {'true' if client_certs else 'false'}",
+        ]
 
     @property
     def port_count(self) -> int:

@@ -11,6 +11,7 @@ certificate carries ``<site>/<gateway>`` as its Common Name: with Mosquitto's
 >>> common_name(gw.cert), verify_signed_by(gw.cert, ca.cert), verify_signed_by(gw.cert, make_ca("other").cert)
 ('net3/gw-01', True, False)
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,43 +40,77 @@ class KeyPair:
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "frugalsense"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "frugalsense"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _now() -> dt.datetime:
     # A minute back: a gateway whose clock is slightly behind still accepts a fresh certificate.
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 
 
 def make_ca(common_name: str = "frugalsense fleet CA", days: int = CA_DAYS) -> KeyPair:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(_now())
-            .not_valid_after(_now() + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return KeyPair(key, cert)
 
 
-def issue_certificate(ca: KeyPair, common_name: str, *, dns_names: list[str] = (), ip_addresses: list[str] = (),
-                      server: bool = False, days: int = LEAF_DAYS) -> KeyPair:
+def issue_certificate(
+    ca: KeyPair,
+    common_name: str,
+    *,
+    dns_names: list[str] = (),
+    ip_addresses: list[str] = (),
+    server: bool = False,
+    days: int = LEAF_DAYS,
+) -> KeyPair:
     """A leaf certificate signed by ``ca``: a server one (with names to verify) or a client one."""
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca.cert.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-                              critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+    )
     names = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     if server and not names:
         raise ValueError("a server certificate needs at least one DNS name or IP address clients will connect to")
@@ -98,8 +133,9 @@ def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def write_pair(pair: KeyPair, cert_path: Path, key_path: Path) -> None:
     """Certificate readable by all (it is public), key by its owner only."""
-    key_pem = pair.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption())
+    key_pem = pair.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_private_file(key_path, key_pem)
     cert_path.write_bytes(pair.cert.public_bytes(serialization.Encoding.PEM))
     os.chmod(cert_path, 0o644)

@@ -13,6 +13,7 @@ True
 >>> loose_permissions(path), read_secret_file(path)
 (None, 's3cret')
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def loose_permissions(path: str | os.PathLike) -> str | None:
     except FileNotFoundError:
         return None
     if mode & GROUP_OR_OTHERS:
-        return (f"{os.fspath(path)} is open to other users (mode {stat.S_IMODE(mode):04o}): "
-                f"run chmod 600 {os.fspath(path)}")
+        return (
+            f"{os.fspath(path)} is open to other users (mode {stat.S_IMODE(mode):04o}): run chmod 600 {os.fspath(path)}"
+        )
     return None
 
 

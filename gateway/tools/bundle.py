@@ -10,6 +10,7 @@ Layout of a bundle (it is copied as is to ``/etc/frugalsense`` on the gateway)::
     INSTALL.txt             the commands a technician runs on the gateway
     BUNDLE.sha256           sha256 of every file above (``sha256sum -c BUNDLE.sha256`` works too)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,6 +69,7 @@ def sha256_file(path: Path) -> str:
 
 # ---- what goes in ----------------------------------------------------------------------
 
+
 def config_paths(config: GatewayConfig) -> list[tuple[str, Path]]:
     """Every file path the config names, as ``(key, path as written)``, except places the gateway writes to."""
     found: list[tuple[str, Path]] = []
@@ -104,9 +106,11 @@ def checked_model(directory: Path) -> ModelManifest:
     try:
         return verify(ModelManifest.read(directory))
     except ModelIntegrityError as exc:
-        raise BundleError(f"model {exc.model}: {exc.path} is not the file its manifest describes "
-                          f"(sha256 {exc.actual or 'missing'}, expected {exc.expected}): export the model again "
-                          "or copy it again from where it was exported") from None
+        raise BundleError(
+            f"model {exc.model}: {exc.path} is not the file its manifest describes "
+            f"(sha256 {exc.actual or 'missing'}, expected {exc.expected}): export the model again "
+            "or copy it again from where it was exported"
+        ) from None
     except ManifestError as exc:
         raise BundleError(f"model directory {directory}: {exc}") from None
 
@@ -129,8 +133,10 @@ def pinned_requirements(extras: tuple[str, ...] = GATEWAY_EXTRAS) -> list[str]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise BundleError(f"package {name} is needed on the gateway but not installed here: "
-                              f"pip install -e '.[{','.join(extras)}]' first, so its version can be pinned") from None
+            raise BundleError(
+                f"package {name} is needed on the gateway but not installed here: "
+                f"pip install -e '.[{','.join(extras)}]' first, so its version can be pinned"
+            ) from None
         pins[key] = (f"{dist.metadata['Name']}=={dist.version}", marker if key not in pins else None)
         for text in dist.requires or []:
             req = Requirement(text)
@@ -165,8 +171,11 @@ def _declared_requirements(extras: tuple[str, ...]) -> list[tuple[str, str | Non
         texts = []
         for text in metadata.requires("frugalsense") or []:
             req = Requirement(text)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras) \
-                    or "extra ==" not in str(req.marker):
+            if (
+                req.marker is None
+                or any(req.marker.evaluate({"extra": e}) for e in extras)
+                or "extra ==" not in str(req.marker)
+            ):
                 texts.append(re.sub(r"\s*and extra == \"[^\"]+\"|extra == \"[^\"]+\"", "", text).rstrip("; "))
     out = []
     for text in texts:
@@ -176,6 +185,7 @@ def _declared_requirements(extras: tuple[str, ...]) -> list[tuple[str, str | Non
 
 
 # ---- writing ---------------------------------------------------------------------------
+
 
 def systemd_unit(config: GatewayConfig) -> str:
     return f"""\
@@ -232,8 +242,10 @@ def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> tuple[di
         if written.is_absolute():
             continue  # a path on the gateway itself (e.g. provisioned TLS keys): doctor checks it there
         if not _inside(written):
-            raise BundleError(f"{key}: {written} is outside the config's folder {base}; move the file next to the "
-                              f"config (or below it) or give its absolute path on the gateway")
+            raise BundleError(
+                f"{key}: {written} is outside the config's folder {base}; move the file next to the "
+                f"config (or below it) or give its absolute path on the gateway"
+            )
         if not source.exists():
             raise BundleError(f"{key}: {source} does not exist; put the file there or fix the path in the config")
         if _is_model_dir(source):
@@ -254,8 +266,9 @@ def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> tuple[di
         models.append(relative)
         plan.update(_model_files(manifest, relative))
     plan[UNIT_NAME] = systemd_unit(config).encode()
-    plan[REQUIREMENTS_NAME] = ("# pinned by `frugalsense flash` from the environment it ran in\n"
-                               + "\n".join(pinned_requirements()) + "\n").encode()
+    plan[REQUIREMENTS_NAME] = (
+        "# pinned by `frugalsense flash` from the environment it ran in\n" + "\n".join(pinned_requirements()) + "\n"
+    ).encode()
     plan[INSTALL_NAME] = install_text(config).encode()
     return plan, models
 
@@ -303,14 +316,16 @@ def _fsync(path: Path) -> None:
 
 # ---- reading back ----------------------------------------------------------------------
 
+
 def read_checksums(root: Path) -> dict[str, str]:
     """``BUNDLE.sha256`` of a bundle: relative path -> sha256 (BundleError if missing or malformed)."""
     path = Path(root) / CHECKSUMS_NAME
     try:
         text = path.read_text()
     except OSError as exc:
-        raise BundleError(f"{path}: cannot read it ({exc.strerror or exc}); is this a bundle written by "
-                          "`frugalsense flash`?") from None
+        raise BundleError(
+            f"{path}: cannot read it ({exc.strerror or exc}); is this a bundle written by `frugalsense flash`?"
+        ) from None
     out = {}
     for n, line in enumerate(text.splitlines(), 1):
         match = re.fullmatch(r"([0-9a-f]{64})  (\S.*)", line)

@@ -4,6 +4,7 @@ Each check returns ``Check(status, name, detail, fix)``; ``status`` is OK, FAIL 
 (the check cannot run here, and the detail says why). The command prints one line
 per check and exits non-zero if any failed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.tools import bundle as B
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.tools import bundle as B
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 BY_ID = Path("/dev/serial/by-id")
@@ -38,6 +39,7 @@ class Check:
 
 # ---- config, bundle, models --------------------------------------------------------------
 
+
 def check_config(path: Path) -> tuple[Check, GatewayConfig | None]:
     try:
         config = load_config(path)
@@ -55,8 +57,12 @@ def check_bundle(root: Path) -> Check:
     except B.BundleError as exc:
         return Check(FAIL, "bundle", str(exc), "flash the bundle again with `frugalsense flash CONFIG --to DIR`")
     if problems:
-        return Check(FAIL, "bundle", "; ".join(str(p) for p in problems),
-                     "the card or the copy is damaged: flash the bundle again (and try another SD card if it recurs)")
+        return Check(
+            FAIL,
+            "bundle",
+            "; ".join(str(p) for p in problems),
+            "the card or the copy is damaged: flash the bundle again (and try another SD card if it recurs)",
+        )
     return Check(OK, "bundle", f"{count} files match {B.CHECKSUMS_NAME}")
 
 
@@ -88,15 +94,27 @@ def check_models(config: GatewayConfig) -> list[Check]:
         try:
             manifest = B.checked_model(directory)
         except B.BundleError as exc:
-            checks.append(Check(FAIL, f"model {directory.name}", str(exc),
-                                f"copy {directory.name} again from the bundle, or flash the bundle again"))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"model {directory.name}",
+                    str(exc),
+                    f"copy {directory.name} again from the bundle, or flash the bundle again",
+                )
+            )
             continue
-        checks.append(Check(OK, f"model {manifest.name}",
-                            f"version {manifest.version}: {len(manifest.files)} files match their sha256"))
+        checks.append(
+            Check(
+                OK,
+                f"model {manifest.name}",
+                f"version {manifest.version}: {len(manifest.files)} files match their sha256",
+            )
+        )
     return checks
 
 
 # ---- serial ports and sensors ----------------------------------------------------------
+
 
 def _ports(config: GatewayConfig) -> dict[str, list]:
     ports: dict[str, list] = {}
@@ -120,9 +138,14 @@ def check_ports(config: GatewayConfig) -> list[Check]:
         else:
             present = sorted(p.name for p in BY_ID.iterdir()) if BY_ID.is_dir() else []
             seen = f"; present now: {', '.join(present)}" if present else "; no adapter is plugged in at all"
-            checks.append(Check(FAIL, "serial port", f"{port} not found (used by {ids}){seen}",
-                                f"plug in the USB adapter, run `ls -l {BY_ID}/` and put that path in the "
-                                "sensors' port"))
+            checks.append(
+                Check(
+                    FAIL,
+                    "serial port",
+                    f"{port} not found (used by {ids}){seen}",
+                    f"plug in the USB adapter, run `ls -l {BY_ID}/` and put that path in the sensors' port",
+                )
+            )
     return checks
 
 
@@ -133,8 +156,14 @@ def check_sensors(config: GatewayConfig, timeout_s: float | None = None) -> list
         if port is None:
             checks.append(Check(SKIP, f"sensor {sensor.id}", f"driver {sensor.driver} has no line to test"))
         elif not os.path.exists(str(port)):
-            checks.append(Check(FAIL, f"sensor {sensor.id}", f"its port {port} is missing",
-                                "fix the serial port first (see the serial port line)"))
+            checks.append(
+                Check(
+                    FAIL,
+                    f"sensor {sensor.id}",
+                    f"its port {port} is missing",
+                    "fix the serial port first (see the serial port line)",
+                )
+            )
         elif sensor.driver == "modbus_rtu":
             checks.append(_check_modbus(sensor, timeout_s))
         else:
@@ -144,10 +173,10 @@ def check_sensors(config: GatewayConfig, timeout_s: float | None = None) -> list
 
 _MODBUS_FIXES = {
     "no_answer": "check the transmitter's power, the RS-485 A/B wires (swap them if unsure), that its address is "
-                 "device_id {device_id} and its line settings are {bus}",
+    "device_id {device_id} and its line settings are {bus}",
     "modbus_exception_1": "the transmitter does not support function {function}: try function 3 or 4",
     "modbus_exception_2": "no register {address} on this transmitter: check address on its datasheet "
-                          "(register 40001 or 30001 is address 0)",
+    "(register 40001 or 30001 is address 0)",
     "modbus_exception_3": "check data_type against the datasheet (float32 and 32-bit integers use two registers)",
     "port_unavailable": "check the adapter is plugged in and that the gateway user is in the dialout group",
     "port_error": "unplug and replug the USB adapter; check `dmesg | tail` for USB errors",
@@ -168,9 +197,14 @@ def _check_modbus(sensor, timeout_s: float | None) -> Check:
             raise PollError("device_fault", f"{point.describe()} holds a non-finite value")
     except PollError as exc:
         fix = _MODBUS_FIXES.get(exc.reason, "check the register map against the datasheet")
-        return Check(FAIL, f"sensor {sensor.id}", str(exc),
-                     fix.format(device_id=sensor.device_id, bus=bus.describe(), function=sensor.function,
-                                address=sensor.address))
+        return Check(
+            FAIL,
+            f"sensor {sensor.id}",
+            str(exc),
+            fix.format(
+                device_id=sensor.device_id, bus=bus.describe(), function=sensor.function, address=sensor.address
+            ),
+        )
     finally:
         line.close()
     return Check(OK, f"sensor {sensor.id}", f"{point.describe()} on {sensor.port}: {value:.3g} {sensor.unit}")
@@ -184,12 +218,18 @@ def _check_stream_sensor(sensor, timeout_s: float | None) -> Check:
     if driver is None:
         return Check(SKIP, f"sensor {sensor.id}", f"doctor has no frame check for driver {sensor.driver}")
     baudrate = getattr(sensor, "baudrate", None) or driver.bus.baudrate
-    return check_frame_stream(str(sensor.port), driver, sensor_id=sensor.id, baudrate=baudrate,
-                              timeout_s=timeout_s or max(5.0, getattr(sensor, "timeout_s", 0) or 0))
+    return check_frame_stream(
+        str(sensor.port),
+        driver,
+        sensor_id=sensor.id,
+        baudrate=baudrate,
+        timeout_s=timeout_s or max(5.0, getattr(sensor, "timeout_s", 0) or 0),
+    )
 
 
-def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | None = None,
-                       timeout_s: float = 5.0) -> Check:
+def check_frame_stream(
+    port: str, driver, *, sensor_id: str, baudrate: int | None = None, timeout_s: float = 5.0
+) -> Check:
     """Open ``port`` with the driver's line settings, ask for a measurement if the driver can, and wait for a
     frame that passes the driver's frame check and decodes."""
     import serial
@@ -201,11 +241,16 @@ def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | Non
     baudrate = baudrate or bus.baudrate
     name = f"sensor {sensor_id}"
     try:
-        line = serial.Serial(port, baudrate=baudrate, bytesize=bus.bytesize, parity=bus.parity,
-                             stopbits=bus.stopbits, timeout=0.2)
+        line = serial.Serial(
+            port, baudrate=baudrate, bytesize=bus.bytesize, parity=bus.parity, stopbits=bus.stopbits, timeout=0.2
+        )
     except (serial.SerialException, OSError) as exc:
-        return Check(FAIL, name, f"cannot open {port}: {exc}",
-                     "check the adapter is plugged in and that the gateway user is in the dialout group")
+        return Check(
+            FAIL,
+            name,
+            f"cannot open {port}: {exc}",
+            "check the adapter is plugged in and that the gateway user is in the dialout group",
+        )
     parser = driver.new_parser()
     received = 0
     try:
@@ -226,33 +271,49 @@ def check_frame_stream(port: str, driver, *, sensor_id: str, baudrate: int | Non
                     continue
                 values = ", ".join(f"{k}={v:g}" for k, v in sample.values.items())
                 fault = f" (fault: {sample.fault})" if sample.fault else ""
-                return Check(FAIL if sample.fault else OK, name, f"{driver.name} frame on {port}: {values}{fault}",
-                             "the sensor reports a fault: check its fan and inlet" if sample.fault else None)
+                return Check(
+                    FAIL if sample.fault else OK,
+                    name,
+                    f"{driver.name} frame on {port}: {values}{fault}",
+                    "the sensor reports a fault: check its fan and inlet" if sample.fault else None,
+                )
     finally:
         line.close()
     settings = f"{baudrate} {bus.bytesize}{bus.parity}{int(bus.stopbits)}"
     if received == 0:
-        return Check(FAIL, name, f"no bytes from {port} within {timeout_s:g} s",
-                     "the sensor sends nothing: check its power (5 V), that its TX goes to the adapter's RX, "
-                     "and that this port is the sensor's")
+        return Check(
+            FAIL,
+            name,
+            f"no bytes from {port} within {timeout_s:g} s",
+            "the sensor sends nothing: check its power (5 V), that its TX goes to the adapter's RX, "
+            "and that this port is the sensor's",
+        )
     rejected = {k: v for k, v in parser.counters.items() if k not in ("bytes_in", "frames_ok", "resync_bytes")}
-    return Check(FAIL, name, f"{received} bytes from {port} within {timeout_s:g} s but no valid {driver.name} frame "
-                             f"(rejected: {rejected or 'none'})",
-                 f"check the line settings ({settings}) and that the sensor is a {driver.name}")
+    return Check(
+        FAIL,
+        name,
+        f"{received} bytes from {port} within {timeout_s:g} s but no valid {driver.name} frame "
+        f"(rejected: {rejected or 'none'})",
+        f"check the line settings ({settings}) and that the sensor is a {driver.name}",
+    )
 
 
 # ---- broker, clock, disk ---------------------------------------------------------------
 
+
 def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
-    from gateway.protocol.mqtt_client import make_client
-    from gateway.protocol.mqtt_client import settings_from_config
+    from gateway.protocol.mqtt_client import make_client, settings_from_config
 
     tls = config.mqtt.tls
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(tls, key, None) if tls else None
         if path is not None and not config.resolve_path(path).is_file():
-            return Check(FAIL, "broker", f"mqtt.tls.{key} {config.resolve_path(path)} not found",
-                         f"copy the file there (see docs/operations.md, TLS) or fix mqtt.tls.{key}")
+            return Check(
+                FAIL,
+                "broker",
+                f"mqtt.tls.{key} {config.resolve_path(path)} not found",
+                f"copy the file there (see docs/operations.md, TLS) or fix mqtt.tls.{key}",
+            )
     try:
         settings = settings_from_config(config)
     except (RuntimeError, OSError) as exc:
@@ -272,21 +333,37 @@ def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
     try:
         client.connect(settings.host, settings.port, keepalive=30)
     except ssl.SSLError as exc:
-        return Check(FAIL, "broker", f"TLS handshake with {where} failed: {exc}",
-                     "check mqtt.tls.ca_file is the CA that signed the broker's certificate and that mqtt.host "
-                     "matches the name in it")
+        return Check(
+            FAIL,
+            "broker",
+            f"TLS handshake with {where} failed: {exc}",
+            "check mqtt.tls.ca_file is the CA that signed the broker's certificate and that mqtt.host "
+            "matches the name in it",
+        )
     except (OSError, ValueError) as exc:
-        return Check(FAIL, "broker", f"cannot reach {where}: {exc}",
-                     "check the broker runs, mqtt.host and mqtt.port, and that the network lets the port through")
+        return Check(
+            FAIL,
+            "broker",
+            f"cannot reach {where}: {exc}",
+            "check the broker runs, mqtt.host and mqtt.port, and that the network lets the port through",
+        )
     client.loop_start()
     try:
         if not answered.wait(timeout_s):
-            return Check(FAIL, "broker", f"{where} accepted the connection but sent no CONNACK within {timeout_s:g} s",
-                         "check that the port is MQTT (1883 plain, 8883 TLS) and that TLS is set as the broker expects")
+            return Check(
+                FAIL,
+                "broker",
+                f"{where} accepted the connection but sent no CONNACK within {timeout_s:g} s",
+                "check that the port is MQTT (1883 plain, 8883 TLS) and that TLS is set as the broker expects",
+            )
         reason = result["reason"]
         if reason.is_failure:
-            return Check(FAIL, "broker", f"{where} refused the connection: {reason}",
-                         "check mqtt.username and the password, and that the broker's ACL lists this gateway")
+            return Check(
+                FAIL,
+                "broker",
+                f"{where} refused the connection: {reason}",
+                "check mqtt.username and the password, and that the broker's ACL lists this gateway",
+            )
     finally:
         client.disconnect()
         client.loop_stop()
@@ -296,14 +373,19 @@ def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
 def check_clock(now: float | None = None) -> Check:
     now = time.time() if now is None else now
     if time.gmtime(now).tm_year < EARLIEST_YEAR:
-        return Check(FAIL, "clock", f"the clock says {time.strftime('%Y-%m-%d', time.gmtime(now))}: it was never set",
-                     "connect the gateway to a network with NTP (UDP 123) or fit an RTC; readings need the time")
+        return Check(
+            FAIL,
+            "clock",
+            f"the clock says {time.strftime('%Y-%m-%d', time.gmtime(now))}: it was never set",
+            "connect the gateway to a network with NTP (UDP 123) or fit an RTC; readings need the time",
+        )
     tool = shutil.which("timedatectl")
     if tool is None:
         return Check(SKIP, "clock", "cannot tell if the clock is synchronised here (no timedatectl)")
     try:
-        answer = subprocess.run([tool, "show", "--property=NTPSynchronized", "--value"], capture_output=True,
-                                text=True, timeout=5)
+        answer = subprocess.run(
+            [tool, "show", "--property=NTPSynchronized", "--value"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check(SKIP, "clock", f"cannot tell if the clock is synchronised: timedatectl failed ({exc})")
     value = answer.stdout.strip()
@@ -311,8 +393,12 @@ def check_clock(now: float | None = None) -> Check:
         why = (answer.stderr.strip().splitlines() or ["no answer"])[0]
         return Check(SKIP, "clock", f"cannot tell if the clock is synchronised: timedatectl says {why!r}")
     if value == "no":
-        return Check(FAIL, "clock", "not synchronised (timedatectl: NTPSynchronized=no)",
-                     "sudo timedatectl set-ntp true, and check the gateway reaches an NTP server (UDP 123)")
+        return Check(
+            FAIL,
+            "clock",
+            "not synchronised (timedatectl: NTPSynchronized=no)",
+            "sudo timedatectl set-ntp true, and check the gateway reaches an NTP server (UDP 123)",
+        )
     return Check(OK, "clock", "synchronised (timedatectl: NTPSynchronized=yes)")
 
 
@@ -324,23 +410,37 @@ def check_disk(config: GatewayConfig) -> Check:
     free_mb = shutil.disk_usage(existing).free / 1e6
     needed_mb = config.storage.outbox_max_mb
     if data_dir.exists() and not os.access(data_dir, os.W_OK):
-        return Check(FAIL, "disk", f"{data_dir} is not writable by this user",
-                     f"sudo chown frugalsense {data_dir} (the service runs as user frugalsense)")
+        return Check(
+            FAIL,
+            "disk",
+            f"{data_dir} is not writable by this user",
+            f"sudo chown frugalsense {data_dir} (the service runs as user frugalsense)",
+        )
     where = f"{data_dir}{'' if data_dir.exists() else f' (not created yet; on {existing})'}"
     if free_mb < needed_mb:
-        return Check(FAIL, "disk", f"{free_mb:.0f} MB free for {where}, the outbox may take {needed_mb} MB",
-                     "free space on that file system or lower storage.outbox_max_mb")
+        return Check(
+            FAIL,
+            "disk",
+            f"{free_mb:.0f} MB free for {where}, the outbox may take {needed_mb} MB",
+            "free space on that file system or lower storage.outbox_max_mb",
+        )
     return Check(OK, "disk", f"{free_mb:.0f} MB free for {where} (outbox up to {needed_mb} MB)")
 
 
 # ---- all of it -------------------------------------------------------------------------
 
+
 def _not_here(name: str) -> Check:
     return Check(SKIP, name, "checking a bundle: run `frugalsense doctor` on the gateway for this")
 
 
-def run_checks(*, config_path: Path | None = None, bundle: Path | None = None,
-               sensor_timeout_s: float | None = None, broker_timeout_s: float = 5.0) -> list[Check]:
+def run_checks(
+    *,
+    config_path: Path | None = None,
+    bundle: Path | None = None,
+    sensor_timeout_s: float | None = None,
+    broker_timeout_s: float = 5.0,
+) -> list[Check]:
     """Every check, in the order a technician fixes things: files, then the line, then the network."""
     checks: list[Check] = []
     if bundle is not None:

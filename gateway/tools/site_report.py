@@ -5,13 +5,14 @@ docs/contracts.md); ``build_figure(data)`` draws it (each alert marker carries t
 ``alert:<alert_id>`` so it can be found in the figure); ``write_report(data, out_dir)``
 writes ``<site>-report.png`` and ``<site>-report.html``.
 """
+
 from __future__ import annotations
 
 import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ class SiteData:
 
 
 def _iso(time_ms: int) -> str:
-    return datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def interval_for(start_ms: int, end_ms: int) -> str:
@@ -80,28 +81,41 @@ def fetch_site(query: Query, site: str, start_ms: int, end_ms: int) -> SiteData:
         raise ReportError(f"the period ends ({_iso(end_ms)}) before it starts ({_iso(start_ms)})")
     where = f"\"site\" = '{_quote(site)}' AND time >= {start_ms}ms AND time <= {end_ms}ms"
     data = SiteData(site, start_ms, end_ms, interval_for(start_ms, end_ms))
-    for s in query(f'SELECT mean("value") FROM "reading" WHERE {where} '
-                   f'GROUP BY time({data.interval}), "sensor", "quantity", "unit" fill(none)'):
+    for s in query(
+        f'SELECT mean("value") FROM "reading" WHERE {where} '
+        f'GROUP BY time({data.interval}), "sensor", "quantity", "unit" fill(none)'
+    ):
         rows = _rows(s)
-        data.series.append(Series(s["tags"]["sensor"], s["tags"]["quantity"], s["tags"]["unit"],
-                                  np.array([r["time"] for r in rows], dtype=np.int64),
-                                  np.array([r["mean"] for r in rows], dtype=float)))
+        data.series.append(
+            Series(
+                s["tags"]["sensor"],
+                s["tags"]["quantity"],
+                s["tags"]["unit"],
+                np.array([r["time"] for r in rows], dtype=np.int64),
+                np.array([r["mean"] for r in rows], dtype=float),
+            )
+        )
     data.series.sort(key=lambda s: (s.quantity, s.sensor))
-    for s in query(f'SELECT "alert_id", "state", "severity", "message", "x_excess_lps" FROM "alert" '
-                   f"WHERE {where}"):
+    for s in query(f'SELECT "alert_id", "state", "severity", "message", "x_excess_lps" FROM "alert" WHERE {where}'):
         data.alerts += _rows(s)
-    for s in query(f'SELECT "label", "x_mnf_lps", "x_baseline_lps", "x_excess_lps" FROM "detection" '
-                   f"WHERE \"kind\" = 'leak' AND {where}"):
+    for s in query(
+        f'SELECT "label", "x_mnf_lps", "x_baseline_lps", "x_excess_lps" FROM "detection" '
+        f"WHERE \"kind\" = 'leak' AND {where}"
+    ):
         data.nights += _rows(s)
     if not data.series and not data.alerts and not data.nights:
-        known = sorted({row["value"] for s in query('SHOW TAG VALUES FROM "reading" WITH KEY = "site"')
-                        for row in _rows(s)})
-        raise ReportError(f"no data for site {site!r} between {_iso(start_ms)} and {_iso(end_ms)} "
-                          f"(sites in this database: {', '.join(known) or 'none'})")
+        known = sorted(
+            {row["value"] for s in query('SHOW TAG VALUES FROM "reading" WITH KEY = "site"') for row in _rows(s)}
+        )
+        raise ReportError(
+            f"no data for site {site!r} between {_iso(start_ms)} and {_iso(end_ms)} "
+            f"(sites in this database: {', '.join(known) or 'none'})"
+        )
     return data
 
 
 # ---- drawing ---------------------------------------------------------------------------
+
 
 def _dates(time_ms) -> np.ndarray:
     return np.asarray(time_ms, dtype="datetime64[ms]")
@@ -110,9 +124,14 @@ def _dates(time_ms) -> np.ndarray:
 def _mark_alerts(ax, data: SiteData, label: bool) -> None:
     for alert in data.alerts:
         raised = alert["state"] == "raised"
-        ax.axvline(_dates([alert["time"]])[0], color="#C00000" if raised else "#2E7D32",
-                   linestyle="-" if raised else "--", linewidth=1.5, gid=f"alert:{alert['alert_id']}:{alert['state']}",
-                   label=(f"alert {alert['alert_id']} {alert['state']}" if label else None))
+        ax.axvline(
+            _dates([alert["time"]])[0],
+            color="#C00000" if raised else "#2E7D32",
+            linestyle="-" if raised else "--",
+            linewidth=1.5,
+            gid=f"alert:{alert['alert_id']}:{alert['state']}",
+            label=(f"alert {alert['alert_id']} {alert['state']}" if label else None),
+        )
 
 
 def _water_axis(ax, data: SiteData, quantity: str) -> None:
@@ -133,8 +152,17 @@ def _night_axis(ax, data: SiteData) -> None:
         ax.plot([b[0] for b in base], [b[1] for b in base], "s--", color="#7F7F7F", label="baseline")
     flagged = [(tt, n["x_mnf_lps"]) for tt, n in zip(t, nights) if n["label"] == "leak"]
     if flagged:
-        ax.scatter([f[0] for f in flagged], [f[1] for f in flagged], s=90, facecolors="none", edgecolors="#C00000",
-                   linewidths=2, zorder=3, label="night flagged as leak", gid="nights:leak")
+        ax.scatter(
+            [f[0] for f in flagged],
+            [f[1] for f in flagged],
+            s=90,
+            facecolors="none",
+            edgecolors="#C00000",
+            linewidths=2,
+            zorder=3,
+            label="night flagged as leak",
+            gid="nights:leak",
+        )
     _mark_alerts(ax, data, label=False)
     ax.set_ylabel("night flow (L/s)")
     ax.legend(loc="upper left", fontsize=7)
@@ -147,8 +175,15 @@ def _air_axis(ax, data: SiteData, quantity: str) -> None:
     edges = (0.0, *bounds, max(top, bounds[-1] * 1.2))
     for i, name in enumerate(BANDS):
         if edges[i] < top:
-            ax.axhspan(edges[i], edges[i + 1], color=BAND_COLORS[i], alpha=0.25, linewidth=0,
-                       label=name.replace("_", " "), gid=f"eaqi:{quantity}:{name}")
+            ax.axhspan(
+                edges[i],
+                edges[i + 1],
+                color=BAND_COLORS[i],
+                alpha=0.25,
+                linewidth=0,
+                label=name.replace("_", " "),
+                gid=f"eaqi:{quantity}:{name}",
+            )
     for s in series:
         ax.plot(_dates(s.time_ms), s.value, linewidth=0.8, color="black", label=s.sensor)
     ax.set_ylim(0, top)
@@ -183,6 +218,7 @@ def build_figure(data: SiteData):
 
 # ---- files ------------------------------------------------------------------------------
 
+
 def band_hours(series: Series) -> dict[str, int]:
     """How many averaged intervals of a pollutant series fall in each EAQI band (not the regulatory averages)."""
     bounds = UPPER_BOUNDS[POLLUTANT_OF_QUANTITY[series.quantity]]
@@ -197,26 +233,55 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def report_html(data: SiteData, png_name: str) -> str:
-    sensors = [[s.sensor, s.quantity, s.unit, len(s.value), f"{np.nanmin(s.value):.2f}", f"{np.nanmean(s.value):.2f}",
-                f"{np.nanmax(s.value):.2f}"] for s in data.series if len(s.value)]
-    alerts = [[_iso(a["time"]), a["alert_id"], a["state"], a.get("severity") or "",
-               "" if a.get("x_excess_lps") is None else f"{a['x_excess_lps']:.1f}", a.get("message") or ""]
-              for a in data.alerts]
+    sensors = [
+        [
+            s.sensor,
+            s.quantity,
+            s.unit,
+            len(s.value),
+            f"{np.nanmin(s.value):.2f}",
+            f"{np.nanmean(s.value):.2f}",
+            f"{np.nanmax(s.value):.2f}",
+        ]
+        for s in data.series
+        if len(s.value)
+    ]
+    alerts = [
+        [
+            _iso(a["time"]),
+            a["alert_id"],
+            a["state"],
+            a.get("severity") or "",
+            "" if a.get("x_excess_lps") is None else f"{a['x_excess_lps']:.1f}",
+            a.get("message") or "",
+        ]
+        for a in data.alerts
+    ]
     air = [[s.sensor, s.quantity, *band_hours(s).values()] for s in data.series if s.quantity in POLLUTANT_OF_QUANTITY]
-    parts = [f"<h1>Site report: {html.escape(data.site)}</h1>",
-             f"<p>{_iso(data.start_ms)} to {_iso(data.end_ms)}; readings averaged over {data.interval}.</p>",
-             f'<img src="{html.escape(png_name)}" alt="time series of {html.escape(data.site)}" style="max-width:100%">',
-             "<h2>Alerts</h2>",
-             _table(["time", "alert", "state", "severity", "estimated flow (L/s)", "message"], alerts)
-             if alerts else "<p>No alert in this period.</p>",
-             "<h2>Sensors</h2>", _table(["sensor", "quantity", "unit", "intervals", "min", "mean", "max"], sensors)]
+    parts = [
+        f"<h1>Site report: {html.escape(data.site)}</h1>",
+        f"<p>{_iso(data.start_ms)} to {_iso(data.end_ms)}; readings averaged over {data.interval}.</p>",
+        f'<img src="{html.escape(png_name)}" alt="time series of {html.escape(data.site)}" style="max-width:100%">',
+        "<h2>Alerts</h2>",
+        _table(["time", "alert", "state", "severity", "estimated flow (L/s)", "message"], alerts)
+        if alerts
+        else "<p>No alert in this period.</p>",
+        "<h2>Sensors</h2>",
+        _table(["sensor", "quantity", "unit", "intervals", "min", "mean", "max"], sensors),
+    ]
     if air:
-        parts += ["<h2>Air quality: intervals per EAQI band</h2>",
-                  _table(["sensor", "pollutant", *(b.replace("_", " ") for b in BANDS)], air)]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #bbb;padding:2px 8px;font-size:90%}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(data.site)} report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+        parts += [
+            "<h2>Air quality: intervals per EAQI band</h2>",
+            _table(["sensor", "pollutant", *(b.replace("_", " ") for b in BANDS)], air),
+        ]
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:2px 8px;font-size:90%}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(data.site)} report</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def write_report(data: SiteData, out_dir: Path, fig=None) -> tuple[Path, Path]:

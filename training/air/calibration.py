@@ -20,6 +20,7 @@ says whether the extra capacity bought anything.
 >>> ms_to_datetime(int(table.time_ms[0])).isoformat()
 '2004-03-10T18:00:00+00:00'
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -68,6 +69,7 @@ class CalibrationTable:
 
 
 # ---- reading -------------------------------------------------------------------------
+
 
 def _open_text(path) -> tuple[str, str]:
     if isinstance(path, io.StringIO):
@@ -111,12 +113,19 @@ def _time_columns(header: list[str]) -> tuple[int, int | None]:
 
 def _time_parser(samples: list[str], where: str):
     """A function text -> datetime for the format the samples are in."""
+
     def iso(text):
         return datetime.fromisoformat(text.strip().replace(" ", "T", 1))
-    candidates = [iso] + [
-        (lambda fmt: lambda text: datetime.strptime(text.strip(), fmt))(f"{d} {t}")
-        for d in DATE_FORMATS for t in TIME_FORMATS] + [
-        (lambda fmt: lambda text: datetime.strptime(text.strip(), fmt))(d) for d in DATE_FORMATS]
+
+    candidates = (
+        [iso]
+        + [
+            (lambda fmt: lambda text: datetime.strptime(text.strip(), fmt))(f"{d} {t}")
+            for d in DATE_FORMATS
+            for t in TIME_FORMATS
+        ]
+        + [(lambda fmt: lambda text: datetime.strptime(text.strip(), fmt))(d) for d in DATE_FORMATS]
+    )
     for parse in candidates:
         try:
             for s in samples:
@@ -124,8 +133,10 @@ def _time_parser(samples: list[str], where: str):
             return parse
         except ValueError:
             continue
-    raise CalibrationCsvError(f"{where}: cannot read {samples[0]!r} as a date and time "
-                              "(expected e.g. 10/03/2004 18.00.00, 2004-03-10T18:00:00 or 2004-03-10 18:00)")
+    raise CalibrationCsvError(
+        f"{where}: cannot read {samples[0]!r} as a date and time "
+        "(expected e.g. 10/03/2004 18.00.00, 2004-03-10T18:00:00 or 2004-03-10 18:00)"
+    )
 
 
 def read_calibration_csv(path, missing: float | None = -200.0, tz: str = "UTC") -> CalibrationTable:
@@ -151,6 +162,7 @@ def read_calibration_csv(path, missing: float | None = -200.0, tz: str = "UTC") 
 
     def stamp(r):
         return f"{r[date_col]} {r[time_col]}" if time_col is not None else r[date_col]
+
     dated = [r for r in body if r[date_col].strip()]
     # Spread over the file: a day-first file may show a day above 12 only after the 12th of the month.
     samples = [stamp(r) for r in dated[:: max(1, len(dated) // 500)]]
@@ -166,7 +178,7 @@ def read_calibration_csv(path, missing: float | None = -200.0, tz: str = "UTC") 
             continue
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
-        times.append(int(when.astimezone(timezone.utc).timestamp() * 1000))
+        times.append(int(when.astimezone(UTC).timestamp() * 1000))
         keep.append(n)
     skip = {date_col} | ({time_col} if time_col is not None else set())
     columns = {}
@@ -181,14 +193,21 @@ def read_calibration_csv(path, missing: float | None = -200.0, tz: str = "UTC") 
     if not columns:
         raise CalibrationCsvError(f"{source}: no numeric column besides the time")
     order = np.argsort(np.asarray(times, dtype=np.int64), kind="stable")
-    table = CalibrationTable(np.asarray(times, dtype=np.int64)[order], {k: v[order] for k, v in columns.items()},
-                             source, rows_without_time=len(body) - len(keep))
-    table.notes.append(f"separator {delimiter!r}, decimal {'comma' if decimal_comma else 'point'}, "
-                       f"time from {header[date_col]!r}" + (f" + {header[time_col]!r}" if time_col is not None else ""))
+    table = CalibrationTable(
+        np.asarray(times, dtype=np.int64)[order],
+        {k: v[order] for k, v in columns.items()},
+        source,
+        rows_without_time=len(body) - len(keep),
+    )
+    table.notes.append(
+        f"separator {delimiter!r}, decimal {'comma' if decimal_comma else 'point'}, "
+        f"time from {header[date_col]!r}" + (f" + {header[time_col]!r}" if time_col is not None else "")
+    )
     return table
 
 
 # ---- training ------------------------------------------------------------------------
+
 
 @dataclass
 class CalibrationResult:
@@ -202,8 +221,9 @@ def _pick(table: CalibrationTable, name: str, what: str) -> str:
         return name
     close = difflib.get_close_matches(name, table.names, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise CalibrationCsvError(f"no numeric {what} column {name!r} in {table.source}{hint}; "
-                              f"numeric columns: {', '.join(table.names)}")
+    raise CalibrationCsvError(
+        f"no numeric {what} column {name!r} in {table.source}{hint}; numeric columns: {', '.join(table.names)}"
+    )
 
 
 def default_features(table: CalibrationTable, target: str) -> list[str]:
@@ -213,9 +233,13 @@ def default_features(table: CalibrationTable, target: str) -> list[str]:
 
 def _metrics(y, p, n_train, n_test) -> dict:
     residual = y - p
-    return {"r2": round(float(1 - np.sum(residual ** 2) / np.sum((y - y.mean()) ** 2)), 4),
-            "mae": round(float(np.mean(np.abs(residual))), 4), "rmse": round(float(np.sqrt(np.mean(residual ** 2))), 4),
-            "n_train": int(n_train), "n_test": int(n_test)}
+    return {
+        "r2": round(float(1 - np.sum(residual**2) / np.sum((y - y.mean()) ** 2)), 4),
+        "mae": round(float(np.mean(np.abs(residual))), 4),
+        "rmse": round(float(np.sqrt(np.mean(residual**2))), 4),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+    }
 
 
 def _slug(text: str) -> str:
@@ -232,17 +256,27 @@ def split_rows(table: CalibrationTable, target: str, features: list[str], train_
     test = usable & ~train
     span = (int(table.time_ms[usable][-1]) - start) / DAY_MS
     if train.sum() < MIN_TRAIN_ROWS:
-        raise CalibrationCsvError(f"only {int(train.sum())} usable rows in the first {train_days:g} days "
-                                  f"(need {MIN_TRAIN_ROWS}): give more --train-days")
+        raise CalibrationCsvError(
+            f"only {int(train.sum())} usable rows in the first {train_days:g} days "
+            f"(need {MIN_TRAIN_ROWS}): give more --train-days"
+        )
     if test.sum() < MIN_TEST_ROWS:
-        raise CalibrationCsvError(f"only {int(test.sum())} usable rows after the first {train_days:g} days "
-                                  f"(need {MIN_TEST_ROWS} to evaluate; the data span {span:.1f} days): "
-                                  "give fewer --train-days")
+        raise CalibrationCsvError(
+            f"only {int(test.sum())} usable rows after the first {train_days:g} days "
+            f"(need {MIN_TEST_ROWS} to evaluate; the data span {span:.1f} days): "
+            "give fewer --train-days"
+        )
     return train, test
 
 
-def train_calibration(table: CalibrationTable, target: str, out_dir: str | Path, features: list[str] | None = None,
-                      train_days: float = 30.0, seed: int = 0) -> CalibrationResult:
+def train_calibration(
+    table: CalibrationTable,
+    target: str,
+    out_dir: str | Path,
+    features: list[str] | None = None,
+    train_days: float = 30.0,
+    seed: int = 0,
+) -> CalibrationResult:
     """Fit, evaluate, export and report a calibration of ``target`` from ``features``; see the module doc."""
     from sklearn.linear_model import LinearRegression
     from sklearn.neural_network import MLPRegressor
@@ -263,8 +297,10 @@ def train_calibration(table: CalibrationTable, target: str, out_dir: str | Path,
     X = np.stack([table.columns[f] for f in features], axis=1)
     y = table.columns[target]
     # L-BFGS: a co-location period is hundreds to thousands of rows, where it beats Adam.
-    mlp = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", alpha=1e-3,
-                                                       max_iter=2000, random_state=seed))
+    mlp = make_pipeline(
+        StandardScaler(),
+        MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", alpha=1e-3, max_iter=2000, random_state=seed),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter: the fit is still usable
         mlp.fit(X[train], y[train])
@@ -274,17 +310,33 @@ def train_calibration(table: CalibrationTable, target: str, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = f"calibration-{_slug(target)}"[:64].strip("-")
-    export_model(mlp, X[train], out, name, "1", feature_names=features, output_names=[_slug(target)],
-                 description=f"Calibration of {target} from {', '.join(features)} ({table.source})")
-    span = lambda rows: [ms_to_datetime(int(table.time_ms[rows][0])).isoformat(),  # noqa: E731
-                         ms_to_datetime(int(table.time_ms[rows][-1])).isoformat()]
+    export_model(
+        mlp,
+        X[train],
+        out,
+        name,
+        "1",
+        feature_names=features,
+        output_names=[_slug(target)],
+        description=f"Calibration of {target} from {', '.join(features)} ({table.source})",
+    )
+    span = lambda rows: [
+        ms_to_datetime(int(table.time_ms[rows][0])).isoformat(),  # noqa: E731
+        ms_to_datetime(int(table.time_ms[rows][-1])).isoformat(),
+    ]
     metrics = {
-        "target": target, "features": features, "train_days": train_days, "source": table.source,
+        "target": target,
+        "features": features,
+        "train_days": train_days,
+        "source": table.source,
         **_metrics(y[test], predicted, n_train, n_test),
         "linear_baseline": _metrics(y[test], baseline, n_train, n_test),
-        "train_period": span(train), "test_period": span(test),
-        "rows_without_target_or_feature": int(len(y) - n_train - n_test), "rows_without_time": table.rows_without_time,
-        "model": f"MLPRegressor(16, L-BFGS) in a StandardScaler pipeline, seed {seed}", "notes": table.notes,
+        "train_period": span(train),
+        "test_period": span(test),
+        "rows_without_target_or_feature": int(len(y) - n_train - n_test),
+        "rows_without_time": table.rows_without_time,
+        "model": f"MLPRegressor(16, L-BFGS) in a StandardScaler pipeline, seed {seed}",
+        "notes": table.notes,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots = _plots(out, table.time_ms[test], y[test], predicted, baseline, target)
@@ -294,6 +346,7 @@ def train_calibration(table: CalibrationTable, target: str, out_dir: str | Path,
 
 def _plots(out: Path, time_ms, reference, predicted, baseline, target: str) -> list[Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -327,22 +380,40 @@ def _plots(out: Path, time_ms, reference, predicted, baseline, target: str) -> l
 def _report(m: dict, plots: list[Path], name: str) -> str:
     b = m["linear_baseline"]
     better = "better than" if m["r2"] > b["r2"] else "no better than"
-    return "\n".join([
-        f"# Calibration of {m['target']}", "",
-        f"Source: `{m['source']}`. Features: {', '.join(f'`{f}`' for f in m['features'])}.", "",
-        f"Trained on the first {m['train_days']:g} days ({m['train_period'][0]} .. {m['train_period'][1]}, "
-        f"{m['n_train']} rows), tested on the rest ({m['test_period'][0]} .. {m['test_period'][1]}, "
-        f"{m['n_test']} rows).", "",
-        "| model | R2 | MAE | RMSE |", "|---|---|---|---|",
-        f"| calibration (MLP, exported as `{name}`) | {m['r2']} | {m['mae']} | {m['rmse']} |",
-        f"| linear baseline | {b['r2']} | {b['mae']} | {b['rmse']} |", "",
-        f"On the test period the calibration is {better} the linear baseline. A calibration loses accuracy "
-        "as the seasons and the sensor change: watch the residuals by month, and let the gateway's "
-        "calibration-drift detector say when to retrain.", "",
-        *[f"![{p.stem}]({p.name})" for p in plots], "",
-        f"Rows without the target or a feature: {m['rows_without_target_or_feature']}; rows without a readable "
-        f"time: {m['rows_without_time']}. Read as: {'; '.join(m['notes'])}.", ""])
+    return "\n".join(
+        [
+            f"# Calibration of {m['target']}",
+            "",
+            f"Source: `{m['source']}`. Features: {', '.join(f'`{f}`' for f in m['features'])}.",
+            "",
+            f"Trained on the first {m['train_days']:g} days ({m['train_period'][0]} .. {m['train_period'][1]}, "
+            f"{m['n_train']} rows), tested on the rest ({m['test_period'][0]} .. {m['test_period'][1]}, "
+            f"{m['n_test']} rows).",
+            "",
+            "| model | R2 | MAE | RMSE |",
+            "|---|---|---|---|",
+            f"| calibration (MLP, exported as `{name}`) | {m['r2']} | {m['mae']} | {m['rmse']} |",
+            f"| linear baseline | {b['r2']} | {b['mae']} | {b['rmse']} |",
+            "",
+            f"On the test period the calibration is {better} the linear baseline. A calibration loses accuracy "
+            "as the seasons and the sensor change: watch the residuals by month, and let the gateway's "
+            "calibration-drift detector say when to retrain.",
+            "",
+            *[f"![{p.stem}]({p.name})" for p in plots],
+            "",
+            f"Rows without the target or a feature: {m['rows_without_target_or_feature']}; rows without a readable "
+            f"time: {m['rows_without_time']}. Read as: {'; '.join(m['notes'])}.",
+            "",
+        ]
+    )
 
 
-__all__ = ["CalibrationCsvError", "CalibrationTable", "CalibrationResult", "read_calibration_csv",
-           "train_calibration", "default_features", "split_rows"]
+__all__ = [
+    "CalibrationCsvError",
+    "CalibrationTable",
+    "CalibrationResult",
+    "read_calibration_csv",
+    "train_calibration",
+    "default_features",
+    "split_rows",
+]

@@ -6,13 +6,14 @@ format on its own runtime, prints targets against measured values, and writes
 ``models/<name>/card.json`` (``metrics``, ``targets``, sizes, latency) and
 ``card.md``. A target counts as met only when every shipped format meets it.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,18 @@ import numpy as np
 from edge.features.air_features import NO2_FEATURES, NO2_WEATHER_FEATURES
 from edge.runtime import available_backends, load, probe_seconds
 from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest
-from training.air.train import (FAULT_CLASSES, MODEL_NAMES, QUICK, AirPlan, _fit, fault_windows, mlp_regressor,
-                                no2_split, no2_windows, pattern_windows)
+from training.air.train import (
+    FAULT_CLASSES,
+    MODEL_NAMES,
+    QUICK,
+    AirPlan,
+    _fit,
+    fault_windows,
+    mlp_regressor,
+    no2_split,
+    no2_windows,
+    pattern_windows,
+)
 
 SENSOR_WEEK_WINDOWS = 7 * 24  # hourly windows per sensor per week
 
@@ -39,19 +50,27 @@ class Target:
 
 TARGETS: dict[str, list[Target]] = {
     "pattern": [Target("macro_f1", ">=", 0.90, "macro-F1 over the four patterns, held-out simulated days")],
-    "fault": [Target("recall_stuck", ">=", 0.95, "stuck windows flagged as stuck"),
-              Target("recall_spike", ">=", 0.95, "spike windows flagged as spike"),
-              Target("recall_fan_failure", ">=", 0.95, "fan-failure windows flagged as fan_failure"),
-              Target("false_faults_per_sensor_week", "<=", 1.0,
-                     "healthy sensor-hours flagged as any fault, per sensor-week")],
-    "no2": [Target("r2_heldout_weeks", ">=", 0.75, "R2 on held-out weeks of zones seen in training"),
-            Target("r2_heldout_zones", ">=", 0.75, "R2 on held-out weeks of zones never seen (no NO2 sensor)"),
-            Target("r2_gain_over_weather", ">=", 0.20,
-                   "R2 gain over the weather-only baseline, held-out weeks (the smaller of seen/unseen zones)")],
+    "fault": [
+        Target("recall_stuck", ">=", 0.95, "stuck windows flagged as stuck"),
+        Target("recall_spike", ">=", 0.95, "spike windows flagged as spike"),
+        Target("recall_fan_failure", ">=", 0.95, "fan-failure windows flagged as fan_failure"),
+        Target("false_faults_per_sensor_week", "<=", 1.0, "healthy sensor-hours flagged as any fault, per sensor-week"),
+    ],
+    "no2": [
+        Target("r2_heldout_weeks", ">=", 0.75, "R2 on held-out weeks of zones seen in training"),
+        Target("r2_heldout_zones", ">=", 0.75, "R2 on held-out weeks of zones never seen (no NO2 sensor)"),
+        Target(
+            "r2_gain_over_weather",
+            ">=",
+            0.20,
+            "R2 gain over the weather-only baseline, held-out weeks (the smaller of seen/unseen zones)",
+        ),
+    ],
 }
 
 
 # ---- metrics -------------------------------------------------------------------------
+
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes) -> tuple[float, dict[str, float]]:
     """Macro-averaged F1 = 2TP / (2TP + FP + FN) per class, and the per-class values.
@@ -80,8 +99,12 @@ def pattern_metrics(predict, X, y) -> dict:
     classes = sorted(set(y))
     pred = predict(X)
     score, per = macro_f1(y, pred, classes)
-    return {"macro_f1": score, "f1_per_class": per, "windows": int(len(y)),
-            "support": {c: int(np.sum(y == c)) for c in classes}}
+    return {
+        "macro_f1": score,
+        "f1_per_class": per,
+        "windows": int(len(y)),
+        "support": {c: int(np.sum(y == c)) for c in classes},
+    }
 
 
 def fault_metrics(predict, X, y) -> dict:
@@ -96,8 +119,9 @@ def fault_metrics(predict, X, y) -> dict:
     healthy = (y == 0) | (y == -2)  # drifting windows are healthy hour by hour: a flag there is false
     weeks = healthy.sum() / SENSOR_WEEK_WINDOWS
     false = int(np.sum(pred[healthy] != "ok"))
-    out.update(false_faults=false, sensor_weeks=round(float(weeks), 1),
-               false_faults_per_sensor_week=round(false / weeks, 3))
+    out.update(
+        false_faults=false, sensor_weeks=round(float(weeks), 1), false_faults_per_sensor_week=round(false / weeks, 3)
+    )
     return out
 
 
@@ -117,18 +141,26 @@ def no2_metrics(predict, X, y, split, baselines: dict[str, dict]) -> dict:
 
 def no2_baselines(plan: AirPlan, X, y, split) -> dict[str, dict]:
     """Weather-only and weather+clock MLPs fitted on the same rows, scored on the same held-out rows."""
-    sets = {"weather_only": list(NO2_WEATHER_FEATURES),
-            "weather_and_clock": list(NO2_WEATHER_FEATURES) + ["hour_sin", "hour_cos", "weekend"]}
+    sets = {
+        "weather_only": list(NO2_WEATHER_FEATURES),
+        "weather_and_clock": list(NO2_WEATHER_FEATURES) + ["hour_sin", "hour_cos", "weekend"],
+    }
     out = {}
     for name, features in sets.items():
         columns = [NO2_FEATURES.index(f) for f in features]
         model = _fit(mlp_regressor(plan), X[split["train"]][:, columns], y[split["train"]])
-        out[name] = {"features": features, **{f"r2_{p}": r2(y[split[p]], model.predict(X[split[p]][:, columns]))
-                                              for p in ("heldout_weeks", "heldout_zones")}}
+        out[name] = {
+            "features": features,
+            **{
+                f"r2_{p}": r2(y[split[p]], model.predict(X[split[p]][:, columns]))
+                for p in ("heldout_weeks", "heldout_zones")
+            },
+        }
     return out
 
 
 # ---- running the exported files ------------------------------------------------------
+
 
 def _runners(manifest: ModelManifest):
     """(format, runtime, backend) for every format whose runtime is installed here."""
@@ -157,12 +189,22 @@ def evaluate_model(kind: str, model_dir: Path, data: dict, plan: AirPlan) -> dic
         else:
             metrics = no2_metrics(backend.predict, *data["no2"])
         by_format[fmt] = metrics
-        files[fmt] = {"runtime": runtime, "bytes": manifest.files[fmt].bytes,
-                      "latency_us_per_window": _latency_us(backend, manifest.mean.reshape(1, -1))}
-    met = {t.metric: all(t.met(m[t.metric]) for m in by_format.values() if m.get(t.metric) is not None)
-           for t in TARGETS[kind]}
-    return {"metrics": by_format, "targets": [asdict(t) for t in TARGETS[kind]], "targets_met": met,
-            "files": files, "manifest": manifest}
+        files[fmt] = {
+            "runtime": runtime,
+            "bytes": manifest.files[fmt].bytes,
+            "latency_us_per_window": _latency_us(backend, manifest.mean.reshape(1, -1)),
+        }
+    met = {
+        t.metric: all(t.met(m[t.metric]) for m in by_format.values() if m.get(t.metric) is not None)
+        for t in TARGETS[kind]
+    }
+    return {
+        "metrics": by_format,
+        "targets": [asdict(t) for t in TARGETS[kind]],
+        "targets_met": met,
+        "files": files,
+        "manifest": manifest,
+    }
 
 
 def simulate_test_data(plan: AirPlan, progress: bool = True) -> dict:
@@ -191,6 +233,7 @@ def drift_runs(model_dir: Path, seeds, days: int = 63, drift: float | None = Non
     from edge.detectors.drift import CalibrationDriftDetector
     from edge.sources.replay import ReplaySource
     from training.air.simulation import NO_FAULTS, SiteParams, simulate_air_site
+
     first_alarm = []
     for seed in seeds:
         params = SiteParams.draw(np.random.default_rng([seed, 0]))
@@ -198,8 +241,13 @@ def drift_runs(model_dir: Path, seeds, days: int = 63, drift: float | None = Non
             params = dataclasses.replace(params, mox_offset_per_day=drift, mox_gain_per_day=0.0)
         site = simulate_air_site(days, seed, "2025-11-03", NO_FAULTS, params, mox_drift=drift is not None)
         ds = site.to_dataset()
-        estimator = No2VirtualSensor("drift-check", "gw", {k: k for k in ("cell_count", "wind_speed", "temperature",
-                                                                          "humidity")}, model_dir, backend="numpy")
+        estimator = No2VirtualSensor(
+            "drift-check",
+            "gw",
+            {k: k for k in ("cell_count", "wind_speed", "temperature", "humidity")},
+            model_dir,
+            backend="numpy",
+        )
         detector = CalibrationDriftDetector("drift-check", "gw", "no2", estimator=estimator)
         alarm = None
         for reading in ReplaySource(ds, "drift-check", "gw", list(zip(ds.columns, ds.columns, ds.quantities))):
@@ -217,14 +265,21 @@ def drift_check(model_dir: Path, n_sites: int = 10, seed: int = 6100, days: int 
     up = drift_runs(model_dir, seeds, days, DRIFT_UGM3_PER_DAY)
     down = drift_runs(model_dir, seeds, days, -DRIFT_UGM3_PER_DAY)
     hits = [d for d in up + down if d is not None]
-    return {"sites": n_sites, "days": days, "seed": seed, "drift_ugm3_per_day": DRIFT_UGM3_PER_DAY,
-            "false_alarms_without_drift": sum(d is not None for d in quiet),
-            "detected_rising": sum(d is not None for d in up), "detected_falling": sum(d is not None for d in down),
-            "median_day_of_alarm": float(np.median(hits)) if hits else None,
-            "detector": "edge.detectors.drift.CalibrationDriftDetector defaults, estimator = this model"}
+    return {
+        "sites": n_sites,
+        "days": days,
+        "seed": seed,
+        "drift_ugm3_per_day": DRIFT_UGM3_PER_DAY,
+        "false_alarms_without_drift": sum(d is not None for d in quiet),
+        "detected_rising": sum(d is not None for d in up),
+        "detected_falling": sum(d is not None for d in down),
+        "median_day_of_alarm": float(np.median(hits)) if hits else None,
+        "detector": "edge.detectors.drift.CalibrationDriftDetector defaults, estimator = this model",
+    }
 
 
 # ---- cards ---------------------------------------------------------------------------
+
 
 def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
     manifest = result["manifest"]
@@ -232,22 +287,36 @@ def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
     test = {"pattern": plan.pattern_test, "fault": plan.fault_test, "no2": plan.no2_sites}[kind]
     exported = json.loads((model_dir / "manifest.json").read_text())
     card = {
-        "name": manifest.name, "version": manifest.version, "task": manifest.task,
+        "name": manifest.name,
+        "version": manifest.version,
+        "task": manifest.task,
         "description": exported.get("description", ""),
-        "features": manifest.features, "outputs": manifest.output_names,
-        "data": {"simulator": "training/air/simulation.py (seeded; see docs/air-models.md)",
-                 "train": asdict(train), "test": asdict(test),
-                 **({"split": f"train: zones 0-{plan.no2_train_sites - 1}, weeks 0-{plan.no2_train_weeks - 1}; "
-                              "held-out weeks: later weeks of those zones; held-out zones: the other zones, "
-                              "later weeks"} if kind == "no2" else {})},
-        "targets": result["targets"], "targets_met": result["targets_met"],
-        "metrics": result["metrics"], "files": result["files"],
+        "features": manifest.features,
+        "outputs": manifest.output_names,
+        "data": {
+            "simulator": "training/air/simulation.py (seeded; see docs/air-models.md)",
+            "train": asdict(train),
+            "test": asdict(test),
+            **(
+                {
+                    "split": f"train: zones 0-{plan.no2_train_sites - 1}, weeks 0-{plan.no2_train_weeks - 1}; "
+                    "held-out weeks: later weeks of those zones; held-out zones: the other zones, "
+                    "later weeks"
+                }
+                if kind == "no2"
+                else {}
+            ),
+        },
+        "targets": result["targets"],
+        "targets_met": result["targets_met"],
+        "metrics": result["metrics"],
+        "files": result["files"],
         "export_check": exported.get("export_check", {}),
         **({"drift_check": result["drift_check"]} if "drift_check" in result else {}),
-        "evaluated": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "evaluated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "python -m training.air.evaluate",
         "limits": "Measured on simulated sites only: the simulator's relations are simplified (docs/air-models.md). "
-                  "Expect lower figures on real sites until retrained on local data.",
+        "Expect lower figures on real sites until retrained on local data.",
     }
     _json_default = lambda o: o.item() if hasattr(o, "item") else str(o)  # noqa: E731
     (model_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
@@ -256,29 +325,60 @@ def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
 
 
 def card_markdown(card: dict) -> str:
-    lines = [f"# {card['name']} v{card['version']}", "", card["description"], "",
-             "## Targets (held-out simulated data)", "", "| target | measured per format | met |", "|---|---|---|"]
+    lines = [
+        f"# {card['name']} v{card['version']}",
+        "",
+        card["description"],
+        "",
+        "## Targets (held-out simulated data)",
+        "",
+        "| target | measured per format | met |",
+        "|---|---|---|",
+    ]
     for t in card["targets"]:
         measured = ", ".join(f"{fmt} {m[t['metric']]}" for fmt, m in card["metrics"].items())
-        lines.append(f"| {t['what']}: {t['metric']} {t['op']} {t['value']} | {measured} | "
-                     f"{'yes' if card['targets_met'][t['metric']] else 'NO'} |")
-    lines += ["", "## Files", "", "| format | runtime | bytes | latency per window (µs, batch 1, this machine) |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {t['what']}: {t['metric']} {t['op']} {t['value']} | {measured} | "
+            f"{'yes' if card['targets_met'][t['metric']] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "## Files",
+        "",
+        "| format | runtime | bytes | latency per window (µs, batch 1, this machine) |",
+        "|---|---|---|---|",
+    ]
     for fmt, f in card["files"].items():
         lines.append(f"| {fmt} | {f['runtime']} | {f['bytes']} | {f['latency_us_per_window']} |")
-    lines += ["", "## Inputs", "", ", ".join(f"`{f}`" for f in card["features"]), "",
-              "## Data", "", f"Simulator: {card['data']['simulator']}.", "",
-              f"Train: `{card['data']['train']}`", "", f"Test: `{card['data']['test']}`", ""]
+    lines += [
+        "",
+        "## Inputs",
+        "",
+        ", ".join(f"`{f}`" for f in card["features"]),
+        "",
+        "## Data",
+        "",
+        f"Simulator: {card['data']['simulator']}.",
+        "",
+        f"Train: `{card['data']['train']}`",
+        "",
+        f"Test: `{card['data']['test']}`",
+        "",
+    ]
     if "split" in card["data"]:
         lines += [card["data"]["split"], ""]
     if "drift_check" in card:
         d = card["drift_check"]
-        lines += ["## As the reference of the calibration-drift detector", "",
-                  f"{d['sites']} simulated sites, {d['days']} days each, replayed reading by reading: "
-                  f"{d['false_alarms_without_drift']} false alarms without drift; with a drift of "
-                  f"{d['drift_ugm3_per_day']} ug/m3 per day, {d['detected_rising']} rising and "
-                  f"{d['detected_falling']} falling drifts detected (median alarm on day {d['median_day_of_alarm']}, "
-                  "the first 21 days being the calibration period).", ""]
+        lines += [
+            "## As the reference of the calibration-drift detector",
+            "",
+            f"{d['sites']} simulated sites, {d['days']} days each, replayed reading by reading: "
+            f"{d['false_alarms_without_drift']} false alarms without drift; with a drift of "
+            f"{d['drift_ugm3_per_day']} ug/m3 per day, {d['detected_rising']} rising and "
+            f"{d['detected_falling']} falling drifts detected (median alarm on day {d['median_day_of_alarm']}, "
+            "the first 21 days being the calibration period).",
+            "",
+        ]
     lines += ["## Limits", "", card["limits"], "", f"Measured by `{card['command']}` on {card['evaluated']}.", ""]
     return "\n".join(lines)
 
@@ -291,17 +391,18 @@ def print_table(kind: str, result: dict) -> None:
         print(f"  {t.metric:<30} target {t.op} {t.value:<5}  measured {measured}  -> {ok}")
     if "drift_check" in result:
         d = result["drift_check"]
-        print(f"  drift check: {d['false_alarms_without_drift']}/{d['sites']} false alarms without drift, "
-              f"{d['detected_rising']}+{d['detected_falling']}/{2 * d['sites']} drifts of "
-              f"{d['drift_ugm3_per_day']} ug/m3/day detected, median day {d['median_day_of_alarm']}")
+        print(
+            f"  drift check: {d['false_alarms_without_drift']}/{d['sites']} false alarms without drift, "
+            f"{d['detected_rising']}+{d['detected_falling']}/{2 * d['sites']} drifts of "
+            f"{d['drift_ugm3_per_day']} ug/m3/day detected, median day {d['median_day_of_alarm']}"
+        )
     if kind == "no2":
         first = next(iter(result["metrics"].values()))
         for name, b in first["baselines"].items():
             print(f"  baseline {name:<21} r2 held-out weeks {b['r2_heldout_weeks']}, zones {b['r2_heldout_zones']}")
 
 
-def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = True,
-                 drift_sites: int = 10) -> bool:
+def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = True, drift_sites: int = 10) -> bool:
     """Evaluate every air model under ``models_root``, print and write cards; True if every target is met.
 
     ``drift_sites``: simulated sites replayed through the calibration-drift detector

@@ -34,11 +34,12 @@ slot of mobile-network aggregates). Every relation is a published one, simplifie
 >>> bool(np.all(site.sensors["cell_count"][~np.isnan(site.sensors["cell_count"])] >= PRIVACY_K))
 True
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from scipy.signal import lfilter
@@ -55,8 +56,15 @@ PATTERNS = ("normal", "traffic_peak", "regional_episode", "local_source")
 FAULTS = ("ok", "stuck", "spike", "drift", "dropout", "fan_failure")
 FAULT_CODE = {name: i for i, name in enumerate(FAULTS)}
 # The sensors of a site, as (column, quantity): also their ids in the replay dataset.
-SENSOR_QUANTITIES = {"pm25": "pm25", "pm10": "pm10", "no2": "no2", "temperature": "temperature",
-                     "humidity": "humidity", "wind_speed": "wind_speed", "cell_count": "cell_count"}
+SENSOR_QUANTITIES = {
+    "pm25": "pm25",
+    "pm10": "pm10",
+    "no2": "no2",
+    "temperature": "temperature",
+    "humidity": "humidity",
+    "wind_speed": "wind_speed",
+    "cell_count": "cell_count",
+}
 FAULTY_SENSORS = ("pm25", "pm10", "no2", "temperature", "humidity")
 FAN_VALUES = {"pm25": 999.9, "pm10": 1999.9}  # what an SDS011 reads with a dead fan
 RESOLUTION = {"pm25": 0.1, "pm10": 0.1, "no2": 0.1, "temperature": 0.1, "humidity": 0.1, "wind_speed": 0.1}
@@ -80,8 +88,10 @@ class FaultRates:
     dropout: float = 1.0
     fan_failure: float = 0.3  # per PM device (pm25 and pm10 fail together)
 
-    def scaled(self, factor: float) -> "FaultRates":
-        return FaultRates(*(round(factor * getattr(self, k), 6) for k in ("stuck", "spike", "drift", "dropout", "fan_failure")))
+    def scaled(self, factor: float) -> FaultRates:
+        return FaultRates(
+            *(round(factor * getattr(self, k), 6) for k in ("stuck", "spike", "drift", "dropout", "fan_failure"))
+        )
 
 
 NO_FAULTS = FaultRates(0, 0, 0, 0, 0)
@@ -104,15 +114,20 @@ class SiteParams:
     episodes_per_week: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "SiteParams":
+    def draw(cls, rng: np.random.Generator) -> SiteParams:
         shares = rng.dirichlet([4.0, 2.0, 0.6])
-        return cls(vehicles_peak=float(rng.uniform(120, 400)), residents=float(rng.uniform(60, 300)),
-                   no2_per_vehicle=float(rng.uniform(0.08, 0.14)), kappa=float(rng.uniform(0.1, 0.3)),
-                   pm_gain=float(rng.uniform(1.0, 1.5)), wood_burning=float(rng.uniform(0.3, 1.0)),
-                   antenna_shares=tuple(float(s) for s in shares),
-                   mox_offset_per_day=float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.4)),
-                   mox_gain_per_day=float(rng.uniform(-0.002, 0.002)),
-                   episodes_per_week=float(rng.uniform(0.15, 0.4)))
+        return cls(
+            vehicles_peak=float(rng.uniform(120, 400)),
+            residents=float(rng.uniform(60, 300)),
+            no2_per_vehicle=float(rng.uniform(0.08, 0.14)),
+            kappa=float(rng.uniform(0.1, 0.3)),
+            pm_gain=float(rng.uniform(1.0, 1.5)),
+            wood_burning=float(rng.uniform(0.3, 1.0)),
+            antenna_shares=tuple(float(s) for s in shares),
+            mox_offset_per_day=float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.4)),
+            mox_gain_per_day=float(rng.uniform(-0.002, 0.002)),
+            episodes_per_week=float(rng.uniform(0.15, 0.4)),
+        )
 
 
 @dataclass
@@ -143,13 +158,19 @@ class AirSite:
         pm25 = np.where(self.sensors["pm25"] >= FAN_VALUES["pm25"], np.nan, self.sensors["pm25"])
         values.append(correct_pm25(pm25, self.sensors["humidity"]))
         quantities = [SENSOR_QUANTITIES[n] for n in names] + ["pm25_corrected"]
-        return ZoneDataset(time_ms=self.time_ms, values=np.stack(values, axis=1), columns=names + ["pm25_corrected"],
-                           quantities=quantities, units=[QUANTITY_UNITS[q] for q in quantities],
-                           leak_flow_lps=np.zeros(self.time_ms.shape[0]),
-                           meta={"kind": "air-site", **self.meta})
+        return ZoneDataset(
+            time_ms=self.time_ms,
+            values=np.stack(values, axis=1),
+            columns=names + ["pm25_corrected"],
+            quantities=quantities,
+            units=[QUANTITY_UNITS[q] for q in quantities],
+            leak_flow_lps=np.zeros(self.time_ms.shape[0]),
+            meta={"kind": "air-site", **self.meta},
+        )
 
 
 # ---- building blocks -----------------------------------------------------------------
+
 
 def ar1(rng: np.random.Generator, n: int, tau_slots: float, sigma: float) -> np.ndarray:
     """Stationary AR(1) noise with correlation time ``tau_slots`` and standard deviation ``sigma``."""
@@ -181,8 +202,10 @@ def magnus_rh(temperature: np.ndarray, dew_point: np.ndarray) -> np.ndarray:
     >>> float(magnus_rh(np.array(20.0), np.array(20.0))), round(float(magnus_rh(np.array(20.0), np.array(10.0))), 1)
     (100.0, 52.5)
     """
+
     def es(t):
         return np.exp(17.625 * t / (243.04 + t))
+
     return np.clip(100.0 * es(np.minimum(dew_point, temperature)) / es(temperature), 0.0, 100.0)
 
 
@@ -192,9 +215,16 @@ def _quantise(x: np.ndarray, step: float) -> np.ndarray:
 
 # ---- the simulation ------------------------------------------------------------------
 
-def simulate_air_site(days: int = 14, seed: int = 0, start: str = "2025-11-03",
-                      faults: FaultRates | None = None, params: SiteParams | None = None,
-                      mox_drift: bool = True, progress: bool = False) -> AirSite:
+
+def simulate_air_site(
+    days: int = 14,
+    seed: int = 0,
+    start: str = "2025-11-03",
+    faults: FaultRates | None = None,
+    params: SiteParams | None = None,
+    mox_drift: bool = True,
+    progress: bool = False,
+) -> AirSite:
     """Simulate ``days`` days of one site from ``start`` (a date, UTC midnight); seeded.
 
     ``faults`` None gives the default rates (:class:`FaultRates`), ``NO_FAULTS`` none.
@@ -205,10 +235,11 @@ def simulate_air_site(days: int = 14, seed: int = 0, start: str = "2025-11-03",
     rng = np.random.default_rng([seed, 0])
     params = params or SiteParams.draw(rng)
     faults = FaultRates() if faults is None else faults
-    t0 = datetime.fromisoformat(start).replace(tzinfo=timezone.utc)
+    t0 = datetime.fromisoformat(start).replace(tzinfo=UTC)
     n = days * DAY_SLOTS
     time_ms = int(t0.timestamp() * 1000) + np.arange(n, dtype=np.int64) * SLOT_MS
     from tqdm import tqdm
+
     bar = tqdm(total=7, desc=f"air site {seed}", unit="stage", leave=False, disable=not progress)
 
     clock = _clock(time_ms)
@@ -240,8 +271,9 @@ def _clock(time_ms: np.ndarray) -> dict[str, np.ndarray]:
     day_index = (seconds - seconds[0]) // 86400
     hour = (seconds % 86400) / 3600.0
     weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (3)
-    doy = np.array([datetime.fromtimestamp(int(s), tz=timezone.utc).timetuple().tm_yday
-                    for s in seconds[::DAY_SLOTS]])[day_index]
+    doy = np.array([datetime.fromtimestamp(int(s), tz=UTC).timetuple().tm_yday for s in seconds[::DAY_SLOTS]])[
+        day_index
+    ]
     return {"hour": hour, "weekend": weekday >= 5, "day": day_index, "doy": doy}
 
 
@@ -253,6 +285,7 @@ def _weather(rng, clock, params) -> dict[str, np.ndarray]:
     wind_z = ar1(rng, n, 1.5 * DAY_SLOTS, 1.0) + 0.25 * ar1(rng, n, 6, 1.0)
     # Weibull(k=2, scale 4.5 m/s) margins through a Gaussian copula.
     from scipy.stats import norm
+
     u = np.clip(norm.cdf(wind_z / math.sqrt(1.0625)), 1e-6, 1 - 1e-6)
     wind = 4.5 * np.sqrt(-np.log(1 - u)) * (1 + 0.2 * _bump(hour, 14.0, 3.0))
     # Calm days have larger diurnal swings (clear skies, weak mixing).
@@ -266,9 +299,14 @@ def _weather(rng, clock, params) -> dict[str, np.ndarray]:
     daytime = np.clip(np.sin(np.pi * (hour - sunrise - 1.0) / (daylength - 1.0)), 0.0, None)
     night_h = 60.0 + 45.0 * wind
     day_h = 500.0 + 450.0 * (season + 1)  # convective boundary layer, deeper in summer
-    mixing = night_h + np.maximum(day_h - night_h, 0) * daytime ** 1.5
-    return {"temperature_true": temperature, "humidity_true": rh, "wind_true": wind,
-            "mixing_height": mixing, "daily_temperature": daily_mean}
+    mixing = night_h + np.maximum(day_h - night_h, 0) * daytime**1.5
+    return {
+        "temperature_true": temperature,
+        "humidity_true": rh,
+        "wind_true": wind,
+        "mixing_height": mixing,
+        "daily_temperature": daily_mean,
+    }
 
 
 def _traffic(rng, clock, params) -> np.ndarray:
@@ -280,7 +318,7 @@ def _traffic(rng, clock, params) -> np.ndarray:
     works = np.ones(n_days)
     for _ in range(rng.poisson(n_days / 21)):  # road works: a lane closed for days
         s = rng.integers(0, n_days)
-        works[s:s + rng.integers(2, 6)] = rng.uniform(0.45, 0.7)
+        works[s : s + rng.integers(2, 6)] = rng.uniform(0.45, 0.7)
     event = rng.random(n_days) < 0.06  # concerts, matches: an evening surge
     weekend = (weekend_day | holiday)[day]
     profile = traffic_profile(hour, weekend) + event[day] * 0.5 * _bump(hour, 22.0, 1.2)
@@ -317,7 +355,7 @@ def _episodes(rng, n: int, per_week: float) -> np.ndarray:
         amp = rng.uniform(20, 55)
         lo, hi = max(start, 0), min(start + length, n)
         if hi > lo:
-            excess[lo:hi] = np.maximum(excess[lo:hi], amp * shape[lo - start:hi - start])
+            excess[lo:hi] = np.maximum(excess[lo:hi], amp * shape[lo - start : hi - start])
     return excess
 
 
@@ -331,8 +369,9 @@ def _air(rng, clock, weather, vehicles, params) -> dict[str, np.ndarray]:
     weather["wind_true"] = wind
     dil = dilution(wind, weather["mixing_height"])
     no2_traffic = params.no2_per_vehicle * vehicles * dil
-    no2_background = np.maximum(8.0 + 8.0 * winter + ar1(rng, n, 2 * DAY_SLOTS, 3.0) + 0.25 * episode
-                                + 4.0 * (dil - 1.0), 2.0)
+    no2_background = np.maximum(
+        8.0 + 8.0 * winter + ar1(rng, n, 2 * DAY_SLOTS, 3.0) + 0.25 * episode + 4.0 * (dil - 1.0), 2.0
+    )
     pm_base = (6.0 + 5.0 * winter) * np.exp(ar1(rng, n, 1.5 * DAY_SLOTS, 0.25))
     # Wood burning: a cold day's evening, 17:30 to ~00:30, peak ~20:30, lingering in the stable night.
     n_days = int(clock["day"][-1]) + 1
@@ -343,12 +382,19 @@ def _air(rng, clock, weather, vehicles, params) -> dict[str, np.ndarray]:
     since = (hour - 17.5) % 24.0  # hours since 17:30 (past midnight belongs to the previous evening)
     evening_day = np.where(hour < 17.5, clock["day"] - 1, clock["day"])
     shape = np.where(since < 7.0, np.sin(np.pi * since / 7.0) ** 2, 0.0)
-    wood = strength[np.clip(evening_day, 0, None)] * (evening_day >= 0) * shape * dil ** 0.8
+    wood = strength[np.clip(evening_day, 0, None)] * (evening_day >= 0) * shape * dil**0.8
     pm25 = pm_base + episode + wood + 0.1 * no2_traffic
     coarse = 5.0 + 3.0 * np.exp(ar1(rng, n, DAY_SLOTS, 0.3)) + 0.15 * no2_traffic
-    return {"no2": no2_background + no2_traffic, "no2_traffic": no2_traffic, "no2_background": no2_background,
-            "pm25": pm25, "pm10": pm25 + coarse, "episode_pm25": episode, "wood_pm25": wood,
-            "pm25_base": pm_base}
+    return {
+        "no2": no2_background + no2_traffic,
+        "no2_traffic": no2_traffic,
+        "no2_background": no2_background,
+        "pm25": pm25,
+        "pm10": pm25 + coarse,
+        "episode_pm25": episode,
+        "wood_pm25": wood,
+        "pm25_base": pm_base,
+    }
 
 
 def _sensors(rng, clock, weather, truth, params, mox_drift: bool) -> dict[str, np.ndarray]:
@@ -366,7 +412,9 @@ def _sensors(rng, clock, weather, truth, params, mox_drift: bool) -> dict[str, n
     gain = 1.0 + (params.mox_gain_per_day * days if mox_drift else 0.0)
     no2 = gain * truth["no2"] + offset + 0.15 * (weather["temperature_true"] - 15.0) + rng.normal(size=n) * 2.5
     out = {
-        "pm25": np.clip(pm25, 0, 999.8), "pm10": np.clip(pm10, 0, 1999.8), "no2": np.clip(no2, 0, None),
+        "pm25": np.clip(pm25, 0, 999.8),
+        "pm10": np.clip(pm10, 0, 1999.8),
+        "no2": np.clip(no2, 0, None),
         "temperature": weather["temperature_true"] + rng.normal(size=n) * 0.08,
         "humidity": np.clip(rh + rng.normal(size=n) * 0.7, 0, 100),
         "wind_speed": np.clip(weather["wind_true"] + rng.normal(size=n) * 0.2, 0, None),
@@ -391,7 +439,7 @@ def _inject_faults(rng, sensors, rates: FaultRates, n: int) -> dict[str, np.ndar
                 start = int(rng.integers(1, max(2, n - length)))
                 end = min(n, start + length)
                 # One fault at a time per sensor, with a clean hour around it.
-                if any(np.any(codes[s][max(0, start - HOUR_SLOTS):end + HOUR_SLOTS]) for s in group):
+                if any(np.any(codes[s][max(0, start - HOUR_SLOTS) : end + HOUR_SLOTS]) for s in group):
                     continue
                 for s in group:
                     codes[s][start:end] = FAULT_CODE[kind]
@@ -438,9 +486,11 @@ def _limits(sensor: str, x: np.ndarray) -> None:
 
 def pattern_labels(truth: dict[str, np.ndarray]) -> np.ndarray:
     """Pattern code per hour from the true contributions: episode > local source > traffic peak > normal."""
+
     def hourly(x):
         h = x.shape[0] // HOUR_SLOTS
         return x[: h * HOUR_SLOTS].reshape(h, HOUR_SLOTS).mean(axis=1)
+
     episode, wood, traffic = hourly(truth["episode_pm25"]), hourly(truth["wood_pm25"]), hourly(truth["no2_traffic"])
     label = np.zeros(episode.shape[0], dtype=np.int8)
     label[traffic >= TRAFFIC_PEAK_NO2] = PATTERNS.index("traffic_peak")
@@ -449,19 +499,39 @@ def pattern_labels(truth: dict[str, np.ndarray]) -> np.ndarray:
     return label
 
 
-def simulate_air_sites(n_sites: int, days: int, seed: int = 0, faults: FaultRates | None = None,
-                       starts: list[str] | None = None, progress: bool = True) -> list[AirSite]:
+def simulate_air_sites(
+    n_sites: int,
+    days: int,
+    seed: int = 0,
+    faults: FaultRates | None = None,
+    starts: list[str] | None = None,
+    progress: bool = True,
+) -> list[AirSite]:
     """``n_sites`` independent sites (seeds ``seed``, ``seed+1``...), starts spread over Oct-Mar by default."""
     from tqdm import tqdm
+
     rng = np.random.default_rng([seed, 99])
     if starts is None:
-        base = datetime(2025, 10, 6, tzinfo=timezone.utc).timestamp()
+        base = datetime(2025, 10, 6, tzinfo=UTC).timestamp()
         offsets = rng.integers(0, 22, n_sites) * 7  # whole weeks, so sites start on Mondays
-        starts = [datetime.fromtimestamp(base + 86400 * int(o), tz=timezone.utc).date().isoformat()
-                  for o in offsets]
-    return [simulate_air_site(days, seed + i, starts[i], faults)
-            for i in tqdm(range(n_sites), desc="simulating air sites", unit="site", disable=not progress)]
+        starts = [datetime.fromtimestamp(base + 86400 * int(o), tz=UTC).date().isoformat() for o in offsets]
+    return [
+        simulate_air_site(days, seed + i, starts[i], faults)
+        for i in tqdm(range(n_sites), desc="simulating air sites", unit="site", disable=not progress)
+    ]
 
 
-__all__ = ["AirSite", "FaultRates", "NO_FAULTS", "SiteParams", "PATTERNS", "FAULTS", "simulate_air_site",
-           "simulate_air_sites", "pattern_labels", "traffic_profile", "magnus_rh", "dilution"]
+__all__ = [
+    "AirSite",
+    "FaultRates",
+    "NO_FAULTS",
+    "SiteParams",
+    "PATTERNS",
+    "FAULTS",
+    "simulate_air_site",
+    "simulate_air_sites",
+    "pattern_labels",
+    "traffic_profile",
+    "magnus_rh",
+    "dilution",
+]

@@ -7,6 +7,7 @@ the export registry (float and int8 ONNX, full-int8 TFLite, numpy) to
 ``models/air-*/``, then runs ``training.air.evaluate`` which measures every exported
 format against the targets and writes the model cards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features.air_features import (FAULT_FEATURES, FAULT_SENSOR_KINDS, HOUR_SLOTS, NO2_FEATURES,
-                                        PATTERN_FEATURES, fault_features, hour_ends, no2_features,
-                                        pattern_features)
+from edge.features.air_features import (
+    FAULT_FEATURES,
+    FAULT_SENSOR_KINDS,
+    HOUR_SLOTS,
+    NO2_FEATURES,
+    PATTERN_FEATURES,
+    fault_features,
+    hour_ends,
+    no2_features,
+    pattern_features,
+)
 from training.air.simulation import FAULT_CODE, NO_FAULTS, PATTERNS, AirSite, FaultRates, simulate_air_sites
 
 MODEL_NAMES = {"pattern": "air-pattern", "fault": "air-fault", "no2": "air-no2-virtual"}
@@ -59,11 +68,21 @@ class AirPlan:
     max_iter: int = 400
 
 
-QUICK = AirPlan(SiteSet(1000, 4, 14), SiteSet(2000, 2, 14), SiteSet(3000, 4, 14, FaultRates().scaled(3.0)),
-                SiteSet(4000, 2, 14, None), SiteSet(5000, 4, 21), 3, 2, (16,), 150)
+QUICK = AirPlan(
+    SiteSet(1000, 4, 14),
+    SiteSet(2000, 2, 14),
+    SiteSet(3000, 4, 14, FaultRates().scaled(3.0)),
+    SiteSet(4000, 2, 14, None),
+    SiteSet(5000, 4, 21),
+    3,
+    2,
+    (16,),
+    150,
+)
 
 
 # ---- windows and labels --------------------------------------------------------------
+
 
 def site_ends(site: AirSite) -> np.ndarray:
     return hour_ends(site.time_ms.shape[0], int(site.time_ms[0]))
@@ -84,7 +103,7 @@ def pattern_windows(sites: list[AirSite]) -> tuple[np.ndarray, np.ndarray]:
 
 def fault_window_labels(codes: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Class index in FAULT_CLASSES of each fault window, AMBIGUOUS or DRIFTING where not scored."""
-    slots = np.stack([codes[e - HOUR_SLOTS - 1:e - 1] for e in ends])
+    slots = np.stack([codes[e - HOUR_SLOTS - 1 : e - 1] for e in ends])
     count = {k: np.sum(slots == FAULT_CODE[k], axis=1) for k in FAULT_CODE}
     label = np.where(np.all(slots == 0, axis=1), 0, AMBIGUOUS)
     label[count["spike"] >= 1] = FAULT_CLASSES.index("spike")
@@ -131,20 +150,27 @@ def no2_split(week: np.ndarray, site: np.ndarray, plan: AirPlan) -> dict[str, np
 
 # ---- models --------------------------------------------------------------------------
 
+
 def mlp_classifier(plan: AirPlan, seed: int = 0):
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=plan.hidden, max_iter=plan.max_iter,
-                                                         early_stopping=True, random_state=seed))
+
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(hidden_layer_sizes=plan.hidden, max_iter=plan.max_iter, early_stopping=True, random_state=seed),
+    )
 
 
 def mlp_regressor(plan: AirPlan, seed: int = 0):
     from sklearn.neural_network import MLPRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    return make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=plan.hidden, max_iter=plan.max_iter,
-                                                        early_stopping=True, random_state=seed))
+
+    return make_pipeline(
+        StandardScaler(),
+        MLPRegressor(hidden_layer_sizes=plan.hidden, max_iter=plan.max_iter, early_stopping=True, random_state=seed),
+    )
 
 
 def _fit(model, X, y):
@@ -174,38 +200,52 @@ def train_no2(sites: list[AirSite], plan: AirPlan, columns: list[int] | None = N
 
 DESCRIPTIONS = {
     "pattern": "Air pattern of the last hour at a street-side site: normal, traffic_peak, regional_episode "
-               "or local_source, from PM2.5/PM10 (optical, humidity-dried), NO2, temperature, humidity and "
-               "phones per antenna, with 24 h of context.",
+    "or local_source, from PM2.5/PM10 (optical, humidity-dried), NO2, temperature, humidity and "
+    "phones per antenna, with 24 h of context.",
     "fault": "Sensor fault of one sensor over the hour ending one slot ago: ok, stuck, spike, dropout or "
-             "fan_failure (slow drift is the calibration-drift detector's job).",
+    "fan_failure (slow drift is the calibration-drift detector's job).",
     "no2": "NO2 virtual sensor: hourly NO2 (ug/m3) of a zone without an NO2 sensor, from phones per "
-           "antenna (privacy-guarded aggregates), wind, temperature, humidity and the clock.",
+    "antenna (privacy-guarded aggregates), wind, temperature, humidity and the clock.",
 }
 
 
 def export(kind: str, model, X_calib: np.ndarray, out_root: Path):
     """Export one fitted model to ``out_root/<name>/`` through the export registry."""
     from training.export import export_model
+
     features = {"pattern": PATTERN_FEATURES, "fault": FAULT_FEATURES, "no2": NO2_FEATURES}[kind]
     name = MODEL_NAMES[kind]
-    return export_model(model, X_calib, out_root / name, name, MODEL_VERSION, feature_names=list(features),
-                        output_names=["no2"] if kind == "no2" else None, description=DESCRIPTIONS[kind])
+    return export_model(
+        model,
+        X_calib,
+        out_root / name,
+        name,
+        MODEL_VERSION,
+        feature_names=list(features),
+        output_names=["no2"] if kind == "no2" else None,
+        description=DESCRIPTIONS[kind],
+    )
 
 
 def train_all(out_root: Path, plan: AirPlan = AirPlan(), progress: bool = True) -> dict[str, Path]:
     """Simulate, fit and export the three models; return their directories."""
     started = time.perf_counter()
     out_root = Path(out_root)
-    steps = [("pattern", plan.pattern_train, train_pattern), ("fault", plan.fault_train, train_fault),
-             ("no2", plan.no2_sites, train_no2)]
+    steps = [
+        ("pattern", plan.pattern_train, train_pattern),
+        ("fault", plan.fault_train, train_fault),
+        ("no2", plan.no2_sites, train_no2),
+    ]
     dirs = {}
     for kind, sites, fit in steps:
         print(f"[{kind}] simulating {sites.n_sites} sites x {sites.days} days (seed {sites.seed})", flush=True)
         model, X = fit(sites.simulate(progress), plan)
         export(kind, model, X, out_root)
         dirs[kind] = out_root / MODEL_NAMES[kind]
-        print(f"[{kind}] exported {dirs[kind]} ({len(X)} training windows, "
-              f"{time.perf_counter() - started:.0f} s so far)", flush=True)
+        print(
+            f"[{kind}] exported {dirs[kind]} ({len(X)} training windows, {time.perf_counter() - started:.0f} s so far)",
+            flush=True,
+        )
     return dirs
 
 
@@ -219,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     train_all(Path(args.out), plan)
     if not args.no_evaluate:
         from training.air.evaluate import evaluate_all
+
         return 0 if evaluate_all(Path(args.out), plan, drift_sites=0 if args.quick else 10) else 1
     return 0
 

@@ -5,13 +5,14 @@ One registry, :data:`EXPORTERS`, maps a format name to the function writing it;
 (name, version, task, features, scaling, outputs, sha256 and size per file) into a
 model directory, usually ``models/<name>/``. See ``docs/models.md``.
 """
+
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,8 +23,15 @@ from training.export.network import Extracted, UnsupportedModelError, extract
 from training.export.onnx_export import onnx_float_bytes, onnx_int8_bytes
 from training.export.tflite_int8 import build_tflite
 
-__all__ = ["DEFAULT_FORMATS", "EXPORTERS", "ExportError", "ExportWarning", "Exporter", "UnsupportedModelError",
-           "export_model"]
+__all__ = [
+    "DEFAULT_FORMATS",
+    "EXPORTERS",
+    "ExportError",
+    "ExportWarning",
+    "Exporter",
+    "UnsupportedModelError",
+    "export_model",
+]
 
 # Parity sample kept next to the model: enough rows for a 99 % agreement check to mean
 # something, few enough that the file stays well under the 64 KB a shipped file may take.
@@ -81,10 +89,21 @@ EXPORTERS: dict[str, Exporter] = {
 DEFAULT_FORMATS = tuple(EXPORTERS)
 
 
-def export_model(model, X_calib, out_dir, name: str, version: str | int, *,
-                 formats=DEFAULT_FORMATS, feature_names=None, output_names=None,
-                 decision_threshold: float | None = None, X_check=None, description: str = "",
-                 options: dict | None = None) -> ModelManifest:
+def export_model(
+    model,
+    X_calib,
+    out_dir,
+    name: str,
+    version: str | int,
+    *,
+    formats=DEFAULT_FORMATS,
+    feature_names=None,
+    output_names=None,
+    decision_threshold: float | None = None,
+    X_check=None,
+    description: str = "",
+    options: dict | None = None,
+) -> ModelManifest:
     """Write ``model`` in ``formats`` to ``out_dir`` with its manifest; return the manifest read back.
 
     ``X_calib``: raw feature rows representative of the field (standardisation when the
@@ -117,17 +136,33 @@ def export_model(model, X_calib, out_dir, name: str, version: str | int, *,
             files[fmt]["parameters"] = ex.network.parameters
     files["parity"] = _write(out, f"{name}.parity.npz", *_parity_sample(ex, X, X_check))
     manifest = {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION, "name": name, "version": str(version),
-        "task": ex.task, "description": description, "model_type": ex.model_type,
-        "input": {"features": features, "dtype": "float32", "shape": [None, n],
-                  "scaling": {"mean": ex.mean.tolist(), "scale": ex.scale.tolist()}},
-        "output": {"kind": "probabilities" if ex.task == "classification" else "values",
-                   "names": ex.output_names, "shape": [None, len(ex.output_names)],
-                   "decision": decision},
-        "network": None if ex.network is None else {
-            "layers": [[int(W.shape[0]), int(W.shape[1]), a] for W, a in
-                       zip(ex.network.weights, ex.network.activations)],
-            "parameters": ex.network.parameters},
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": str(version),
+        "task": ex.task,
+        "description": description,
+        "model_type": ex.model_type,
+        "input": {
+            "features": features,
+            "dtype": "float32",
+            "shape": [None, n],
+            "scaling": {"mean": ex.mean.tolist(), "scale": ex.scale.tolist()},
+        },
+        "output": {
+            "kind": "probabilities" if ex.task == "classification" else "values",
+            "names": ex.output_names,
+            "shape": [None, len(ex.output_names)],
+            "decision": decision,
+        },
+        "network": None
+        if ex.network is None
+        else {
+            "layers": [
+                [int(W.shape[0]), int(W.shape[1]), a] for W, a in zip(ex.network.weights, ex.network.activations)
+            ],
+            "parameters": ex.network.parameters,
+        },
         "files": files,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -143,6 +178,7 @@ def _check_files(manifest: ModelManifest) -> dict:
     """
     from edge.runtime import RuntimeUnavailable, available_backends, load
     from edge.runtime.manifest import FORMAT_RUNTIMES
+
     with np.load(manifest.files["parity"].path, allow_pickle=False) as z:
         X, ref = z["X"], z["outputs"].astype(np.float64)
     span = 1.0 if manifest.task == "classification" else float(max(1.0, np.ptp(ref)))
@@ -159,17 +195,25 @@ def _check_files(manifest: ModelManifest) -> dict:
             checks[fmt] = {"runtime": None}
             continue
         err = np.abs(out - ref)
-        check = {"runtime": runtime, "rows": int(len(X)), "max_abs_error": round(float(err.max()), 6),
-                 "mean_abs_error": round(float(err.mean()), 6)}
+        check = {
+            "runtime": runtime,
+            "rows": int(len(X)),
+            "max_abs_error": round(float(err.max()), 6),
+            "mean_abs_error": round(float(err.mean()), 6),
+        }
         if decides:
             check["decision_agreement"] = round(float(np.mean(manifest.decide(out) == manifest.decide(ref))), 4)
         checks[fmt] = check
         if err.mean() > INT8_MEAN_ERROR * span or check.get("decision_agreement", 1.0) < DECISION_AGREEMENT:
-            warnings.warn(ExportWarning(
-                f"{manifest.name}: {fmt} on {runtime} is far from the float model on the parity "
-                f"rows (mean error {err.mean():.3g}, decisions agree on "
-                f"{check.get('decision_agreement', float('nan')):.1%}): put a StandardScaler in the "
-                f"Pipeline, or ship a float format"), stacklevel=3)
+            warnings.warn(
+                ExportWarning(
+                    f"{manifest.name}: {fmt} on {runtime} is far from the float model on the parity "
+                    f"rows (mean error {err.mean():.3g}, decisions agree on "
+                    f"{check.get('decision_agreement', float('nan')):.1%}): put a StandardScaler in the "
+                    f"Pipeline, or ship a float format"
+                ),
+                stacklevel=3,
+            )
     return checks
 
 

@@ -14,6 +14,7 @@ features while the int8 input sees features of comparable range.
 >>> ex.task, ex.output_names, ex.network.activations, ex.network.parameters
 ('classification', ['0', '1'], ['logistic'], 4)
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,6 +44,7 @@ class DenseNetwork:
     def forward(self, X: np.ndarray, upto: int | None = None, pre_activation: bool = False):
         """Float64 forward pass (calibration uses the intermediate layers)."""
         from edge.runtime.numpy_backend import ACTIVATIONS
+
         h = np.asarray(X, dtype=np.float64)
         n = len(self.weights) if upto is None else upto + 1
         for i in range(n):
@@ -79,6 +81,7 @@ def _split_pipeline(model):
     """(mean, scale) of a leading StandardScaler or None, and the final estimator."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
+
     if not isinstance(model, Pipeline):
         return None, model
     steps = [s for _, s in model.steps if s not in (None, "passthrough")]
@@ -93,7 +96,8 @@ def _split_pipeline(model):
         return (np.asarray(mean, float), np.asarray(scale, float)), est
     raise UnsupportedModelError(
         f"a Pipeline may only hold one StandardScaler before the model, found "
-        f"{[type(s).__name__ for s in pre]}: fold other preprocessing into the features")
+        f"{[type(s).__name__ for s in pre]}: fold other preprocessing into the features"
+    )
 
 
 def _dense_layers(est):
@@ -101,6 +105,7 @@ def _dense_layers(est):
     from sklearn.base import is_classifier, is_regressor
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier, MLPRegressor
+
     name = type(est).__name__
     if isinstance(est, (MLPClassifier, MLPRegressor)):
         if est.activation not in CLASSIFIER_ACTIVATIONS:
@@ -115,10 +120,8 @@ def _dense_layers(est):
         coef = np.asarray(est.coef_, float)
         if len(est.classes_) > 2 and coef.shape[0] != len(est.classes_):
             return "LogisticRegression must be multinomial for more than 2 classes"
-        return [coef.T], [np.asarray(est.intercept_, float).ravel()], \
-            ["logistic" if coef.shape[0] == 1 else "softmax"]
-    if is_regressor(est) and type(est).__module__.startswith("sklearn.linear_model") \
-            and hasattr(est, "coef_"):
+        return [coef.T], [np.asarray(est.intercept_, float).ravel()], ["logistic" if coef.shape[0] == 1 else "softmax"]
+    if is_regressor(est) and type(est).__module__.startswith("sklearn.linear_model") and hasattr(est, "coef_"):
         coef = np.atleast_2d(np.asarray(est.coef_, float))
         icpt = np.broadcast_to(np.asarray(est.intercept_, float), (coef.shape[0],)).copy()
         return [coef.T], [icpt], ["identity"]
@@ -143,6 +146,7 @@ def extract(model, X_calib, output_names=None) -> Extracted:
     """Read ``model`` (fitted) into an :class:`Extracted`; ``X_calib`` are raw feature rows."""
     from sklearn.base import is_classifier
     from sklearn.utils.validation import check_is_fitted
+
     X = np.asarray(X_calib, dtype=np.float64)
     if X.ndim != 2 or len(X) < 2 or not np.all(np.isfinite(X)):
         raise ValueError("X_calib must be a finite 2-D array of at least 2 raw feature rows")
@@ -156,15 +160,15 @@ def extract(model, X_calib, output_names=None) -> Extracted:
         names = [str(c) for c in est.classes_]
     else:
         n_out = int(np.asarray(model.predict(X[:1])).reshape(1, -1).shape[1])
-        names = list(output_names) if output_names else (
-            ["value"] if n_out == 1 else [f"value_{i}" for i in range(n_out)])
+        names = (
+            list(output_names) if output_names else (["value"] if n_out == 1 else [f"value_{i}" for i in range(n_out)])
+        )
         if len(names) != n_out:
             raise ValueError(f"output_names has {len(names)} names, the model gives {n_out} outputs")
     layers = _dense_layers(est)
     if isinstance(layers, str):  # not dense: only its own ONNX conversion, on raw features
         n = X.shape[1]
-        return Extracted(task, names, np.zeros(n), np.ones(n), None, model, type(est).__name__,
-                         layers, model)
+        return Extracted(task, names, np.zeros(n), np.ones(n), None, model, type(est).__name__, layers, model)
     W, b, acts = layers
     if scaler is not None:
         mean, scale = scaler

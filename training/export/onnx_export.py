@@ -6,6 +6,7 @@ checks both. ``onnx_int8`` quantises a plain MatMul/Add graph of the dense netwo
 (skl2onnx turns linear models into ``ai.onnx.ml`` operators that have no int8 kernel),
 calibrated on the calibration rows with plain min/max.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -26,6 +27,7 @@ QUANT_FORMATS = ("qdq", "qoperator")
 def onnx_float_bytes(ex: Extracted) -> tuple[bytes, dict]:
     """skl2onnx conversion without ZipMap; returns (model bytes, info with the output name)."""
     from skl2onnx import to_onnx
+
     n = len(ex.mean)
     sample = np.zeros((1, n), dtype=np.float32)
     est = ex.onnx_estimator
@@ -44,14 +46,16 @@ def onnx_float_bytes(ex: Extracted) -> tuple[bytes, dict]:
 def dense_graph(net: DenseNetwork):
     """A float ONNX graph ``features -> scores`` of the dense network."""
     from onnx import TensorProto, helper, numpy_helper
+
     nodes, inits, h = [], [], INPUT
     for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
-        inits += [numpy_helper.from_array(np.asarray(W, np.float32), f"W{i}"),
-                  numpy_helper.from_array(np.asarray(b, np.float32), f"B{i}")]
+        inits += [
+            numpy_helper.from_array(np.asarray(W, np.float32), f"W{i}"),
+            numpy_helper.from_array(np.asarray(b, np.float32), f"B{i}"),
+        ]
         last = i == len(net.weights) - 1
         z = OUTPUT if last and act == "identity" else f"z{i}"
-        nodes += [helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"B{i}"], [z])]
+        nodes += [helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]), helper.make_node("Add", [f"m{i}", f"B{i}"], [z])]
         if act != "identity":
             h = OUTPUT if last else f"h{i}"
             kw = {"axis": 1} if act == "softmax" else {}
@@ -60,11 +64,13 @@ def dense_graph(net: DenseNetwork):
             h = z
     n_in, n_out = net.weights[0].shape[0], net.weights[-1].shape[1]
     graph = helper.make_graph(
-        nodes, "frugalsense_dense",
+        nodes,
+        "frugalsense_dense",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", n_in])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n_out])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="frugalsense")
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", n_out])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="frugalsense")
     model.ir_version = 8  # readable by onnxruntime >= 1.14
     return model
 
@@ -73,18 +79,20 @@ class _Rows:
     """Calibration reader: the rows in batches (min/max is global, batch size does not matter)."""
 
     def __init__(self, X: np.ndarray, batch: int = 256):
-        self._batches = iter([{INPUT: X[i:i + batch]} for i in range(0, len(X), batch)])
+        self._batches = iter([{INPUT: X[i : i + batch]} for i in range(0, len(X), batch)])
 
     def get_next(self):
         return next(self._batches, None)
 
 
-def onnx_int8_bytes(net: DenseNetwork, X_scaled: np.ndarray, quant_format: str = "qdq",
-                    per_channel: bool = True) -> tuple[bytes, dict]:
+def onnx_int8_bytes(
+    net: DenseNetwork, X_scaled: np.ndarray, quant_format: str = "qdq", per_channel: bool = True
+) -> tuple[bytes, dict]:
     """Statically quantised int8 ONNX of ``net``; float input and output."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
     if quant_format not in QUANT_FORMATS:
         raise ValueError(f"quant_format must be one of {QUANT_FORMATS}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,10 +101,15 @@ def onnx_int8_bytes(net: DenseNetwork, X_scaled: np.ndarray, quant_format: str =
         # sympy is no longer an onnxruntime dependency: symbolic shape inference would fail.
         quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(q8), _Rows(np.asarray(X_scaled, np.float32)),
+            str(pre),
+            str(q8),
+            _Rows(np.asarray(X_scaled, np.float32)),
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            per_channel=per_channel, calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
         data = q8.read_bytes()
     return data, {"output": OUTPUT, "quant_format": quant_format, "per_channel": per_channel}

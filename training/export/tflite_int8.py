@@ -10,6 +10,7 @@ batches it collapsed the logit range, field notes), LOGISTIC/SOFTMAX outputs fix
 scale 1/256 and zero point -128, TANH at 1/128 and 0. Input and output are int8; their
 scale and zero point go into the manifest.
 """
+
 from __future__ import annotations
 
 import flatbuffers
@@ -68,7 +69,7 @@ class _AlignedBuffer(tfl.BufferT if tfl else object):
             raw = self.data.tobytes()
             builder.StartVector(1, len(raw), 16)
             builder.head -= len(raw)
-            builder.Bytes[builder.head:builder.head + len(raw)] = raw
+            builder.Bytes[builder.head : builder.head + len(raw)] = raw
             builder.vectorNumElems = len(raw)
             data = builder.EndVector()
         tfl.BufferStart(builder)
@@ -128,12 +129,14 @@ def calibration_ranges(net: DenseNetwork, X_scaled: np.ndarray) -> list[dict]:
     return ranges
 
 
-def build_tflite(net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = True,
-                 description: str = "frugalsense") -> tuple[bytes, dict]:
+def build_tflite(
+    net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = True, description: str = "frugalsense"
+) -> tuple[bytes, dict]:
     """(flatbuffer bytes, info with input_quant/output_quant) for ``net`` calibrated on ``X_scaled``."""
     if tfl is None:
-        raise UnsupportedModelError("tflite_int8 export needs the TFLite schema from ai-edge-litert "
-                                    "(pip install ai-edge-litert)")
+        raise UnsupportedModelError(
+            "tflite_int8 export needs the TFLite schema from ai-edge-litert (pip install ai-edge-litert)"
+        )
     bad = [a for a in net.activations if a not in ("identity", "relu", "logistic", "tanh", "softmax")]
     if bad:
         raise UnsupportedModelError(f"tflite_int8 cannot express activation(s) {bad}")
@@ -146,14 +149,14 @@ def build_tflite(net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = Tr
         units = W.shape[1]
         # A unit with near-zero weights but a bias would overflow int32 at s_in * s_w: widen
         # its weight scale until the bias fits (onnxruntime's quantiser does the same).
-        min_s_w = np.abs(np.asarray(b, dtype=np.float64)) / (s_in * 2.0 ** 30)
+        min_s_w = np.abs(np.asarray(b, dtype=np.float64)) / (s_in * 2.0**30)
         qW, s_w = weight_quant(W, per_channel, min_s_w)
         s_b = s_in * s_w
         qb = np.round(np.asarray(b, dtype=np.float64) / np.broadcast_to(s_b, (units,))).astype(np.int32)
-        w = g.tensor(f"dense_{i}/weight", list(qW.shape), tfl.TensorType.INT8, s_w,
-                     np.zeros(len(s_w), dtype=np.int64), qW)
-        bias = g.tensor(f"dense_{i}/bias", [units], tfl.TensorType.INT32, s_b,
-                        np.zeros(len(s_b), dtype=np.int64), qb)
+        w = g.tensor(
+            f"dense_{i}/weight", list(qW.shape), tfl.TensorType.INT8, s_w, np.zeros(len(s_w), dtype=np.int64), qW
+        )
+        bias = g.tensor(f"dense_{i}/bias", [units], tfl.TensorType.INT32, s_b, np.zeros(len(s_b), dtype=np.int64), qb)
         fused = act in ("relu",)
         lo, hi = ranges[i]["out"] if fused else ranges[i]["pre"]
         if act in SATURATION:
@@ -161,8 +164,7 @@ def build_tflite(net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = Tr
         s_out, z_out = activation_quant(lo, hi)
         y = g.tensor(f"dense_{i}/out", [1, units], tfl.TensorType.INT8, s_out, z_out)
         opts = tfl.FullyConnectedOptionsT()
-        opts.fusedActivationFunction = (tfl.ActivationFunctionType.RELU if fused
-                                        else tfl.ActivationFunctionType.NONE)
+        opts.fusedActivationFunction = tfl.ActivationFunctionType.RELU if fused else tfl.ActivationFunctionType.NONE
         g.op("fc", [x, w, bias], [y], tfl.BuiltinOptions.FullyConnectedOptions, opts)
         if act in FIXED_OUTPUT_QUANT:
             s_out, z_out = FIXED_OUTPUT_QUANT[act]
@@ -194,8 +196,11 @@ def build_tflite(net: DenseNetwork, X_scaled: np.ndarray, per_channel: bool = Tr
     model.signatureDefs = [sig]
     builder = flatbuffers.Builder(4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    info = {"input_quant": _quant_of(g.tensors[first]), "output_quant": _quant_of(g.tensors[x]),
-            "per_channel": per_channel}
+    info = {
+        "input_quant": _quant_of(g.tensors[first]),
+        "output_quant": _quant_of(g.tensors[x]),
+        "per_channel": per_channel,
+    }
     return bytes(builder.Output()), info
 
 

@@ -5,6 +5,7 @@ runtimes (numpy float reference, int8 ONNX on onnxruntime, full-int8 TFLite on
 LiteRT), next to MNF at lambda = 10, 20, 30 % on the same scenarios, and checked
 against the targets of the leak-detection issue (``TARGETS``).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,16 +41,23 @@ def concat_sets(a: ScenarioSet, b: ScenarioSet) -> ScenarioSet:
     """Two sets of the same network, sensors and time axis as one."""
     if a.sensors != b.sensors or not np.array_equal(a.time_ms, b.time_ms):
         raise ValueError("only sets with the same sensors and time axis can be joined")
-    return ScenarioSet(a.time_ms, np.concatenate([a.values, b.values]), a.columns, a.quantities, a.units,
-                       np.concatenate([a.leak_flow_lps, b.leak_flow_lps]), np.concatenate([a.leak_flag, b.leak_flag]),
-                       a.scenarios + b.scenarios, dict(a.meta))
+    return ScenarioSet(
+        a.time_ms,
+        np.concatenate([a.values, b.values]),
+        a.columns,
+        a.quantities,
+        a.units,
+        np.concatenate([a.leak_flow_lps, b.leak_flow_lps]),
+        np.concatenate([a.leak_flag, b.leak_flag]),
+        a.scenarios + b.scenarios,
+        dict(a.meta),
+    )
 
 
 def backends(model_dir: Path) -> dict:
     manifest = ModelManifest.read(model_dir)
     have = available_backends()
-    return {f"{fmt}/{rt}": load(manifest.files[fmt], rt) for fmt, rt in RUNS
-            if fmt in manifest.files and rt in have}
+    return {f"{fmt}/{rt}": load(manifest.files[fmt], rt) for fmt, rt in RUNS if fmt in manifest.files and rt in have}
 
 
 def settings_for(settings: LeakDetectorSettings, scenario_set: ScenarioSet, presence: bool) -> LeakDetectorSettings:
@@ -61,17 +69,21 @@ def settings_for(settings: LeakDetectorSettings, scenario_set: ScenarioSet, pres
     return replace(settings, sensors=sensors, layout=layout)
 
 
-def evaluate_model(model_dir: Path, settings: LeakDetectorSettings, sets: dict[str, ScenarioSet],
-                   with_mnf: bool = True) -> tuple[dict, dict]:
+def evaluate_model(
+    model_dir: Path, settings: LeakDetectorSettings, sets: dict[str, ScenarioSet], with_mnf: bool = True
+) -> tuple[dict, dict]:
     """{set: {detector: {group: metrics}}} and the traces, for every runtime the card measures."""
     from training.leak.train import sensor_values
+
     runs = backends(model_dir)
     metrics, traces = {}, {}
     for key, scenario_set in sets.items():
         local = settings if key != "holdout" else settings_for(settings, scenario_set, settings.layout.presence)
         values = sensor_values(scenario_set, local.sensors)
-        found = {name: replay_learned(local, lambda X, b=backend: leak_scores(b, X), scenario_set, values)
-                 for name, backend in runs.items()}
+        found = {
+            name: replay_learned(local, lambda X, b=backend: leak_scores(b, X), scenario_set, values)
+            for name, backend in runs.items()
+        }
         if with_mnf:
             found.update(mnf_traces(scenario_set))
         metrics[key] = evaluate_set(found, scenario_set)
@@ -84,7 +96,7 @@ def runtime_agreement(traces: dict, threshold: float) -> float:
     runs = [t for name, t in traces.items() if "/" in name]
     shares = []
     for i, a in enumerate(runs):
-        for b in runs[i + 1:]:
+        for b in runs[i + 1 :]:
             both = a.valid & b.valid
             shares.append(float(np.mean((a.score[both] >= threshold) == (b.score[both] >= threshold))))
     return min(shares) if shares else math.nan
@@ -100,8 +112,12 @@ def band_comparison(metrics: dict, float_run: str) -> dict:
         mnf = {name: m[group]["f1"] for name, m in main.items() if name.startswith("mnf_") and group in m}
         best = max(mnf, key=lambda k: mnf[k] or 0)
         f1 = main[float_run][group]["f1"]
-        out[group] = {"learned_f1": f1, "best_mnf": best, "best_mnf_f1": mnf[best],
-                      "ratio": f1 / mnf[best] if mnf[best] else None}
+        out[group] = {
+            "learned_f1": f1,
+            "best_mnf": best,
+            "best_mnf_f1": mnf[best],
+            "ratio": f1 / mnf[best] if mnf[best] else None,
+        }
     return out
 
 
@@ -130,10 +146,18 @@ def check_targets(metrics: dict, model_dir: Path, float_run: str, agreement: flo
     return out
 
 
-def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: dict, started: float,
-               extra_metrics: dict | None = None) -> dict:
+def write_card(
+    out: Path,
+    spec,
+    data,
+    settings: LeakDetectorSettings,
+    training: dict,
+    started: float,
+    extra_metrics: dict | None = None,
+) -> dict:
     """Evaluate on the held-out sets and write card.json, card.md and report/."""
     from training.leak.report import write_report
+
     sets = {}
     if "test" in data.sets and "test_free" in data.sets:
         sets["heldout"] = concat_sets(data.sets["test"], data.sets["test_free"])
@@ -145,22 +169,38 @@ def write_card(out: Path, spec, data, settings: LeakDetectorSettings, training: 
     float_run = next(iter(backends(out)))
     manifest = ModelManifest.read(out)
     card = {
-        "name": spec.name, "version": spec.version, "kind": "learned_leak",
+        "name": spec.name,
+        "version": spec.version,
+        "kind": "learned_leak",
         "description": manifest.raw.get("description", ""),
-        "network": data.plan.network, "sensors": [list(s) for s in settings.sensors],
-        "features": manifest.features, "detector": settings.to_dict(),
+        "network": data.plan.network,
+        "sensors": [list(s) for s in settings.sensors],
+        "features": manifest.features,
+        "detector": settings.to_dict(),
         "files": {k: {"path": e.path.name, "bytes": e.path.stat().st_size} for k, e in manifest.files.items()},
         "training": training,
-        "evaluation": {"float_reference": float_run,
-                       "sets": {k: {"network": s.meta["network"], "scenarios": s.n_scenarios, "days": s.meta["days"],
-                                    "step_s": s.step_s} for k, s in sets.items()}},
-        "metrics_note": ("heldout = other seeds of the training network (test + test_free); holdout = a network "
-                         "never seen in training, sensors placed automatically; population = leak-free scenarios "
-                         "with a population change; population_without_presence = same recipe and data without "
-                         "the presence input (float, scikit-learn)"),
+        "evaluation": {
+            "float_reference": float_run,
+            "sets": {
+                k: {
+                    "network": s.meta["network"],
+                    "scenarios": s.n_scenarios,
+                    "days": s.meta["days"],
+                    "step_s": s.step_s,
+                }
+                for k, s in sets.items()
+            },
+        },
+        "metrics_note": (
+            "heldout = other seeds of the training network (test + test_free); holdout = a network "
+            "never seen in training, sensors placed automatically; population = leak-free scenarios "
+            "with a population change; population_without_presence = same recipe and data without "
+            "the presence input (float, scikit-learn)"
+        ),
         "metrics": _round(metrics),
-        "targets": check_targets(metrics, out, float_run,
-                                 runtime_agreement(traces.get("heldout", {}), settings.raise_threshold)),
+        "targets": check_targets(
+            metrics, out, float_run, runtime_agreement(traces.get("heldout", {}), settings.raise_threshold)
+        ),
         "mnf_comparison_by_leak_size": _round(band_comparison(metrics, float_run)),
         "build_seconds": round(time.perf_counter() - started, 1),
     }
@@ -184,4 +224,3 @@ def load_settings(model_dir: Path) -> LeakDetectorSettings:
     if "detector" not in manifest.raw:
         raise ValueError(f"{model_dir}: the manifest has no 'detector' section: not a learned leak model")
     return LeakDetectorSettings.from_dict(manifest.raw["detector"])
-

@@ -23,6 +23,7 @@ of a night to the end of the next.
 >>> round(early_detection_score(delay_s=3600, window_s=10 * 3600), 3)
 0.755
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,9 @@ class Trace:
     valid: np.ndarray  # bool [N, T]
 
 
-def replay_learned(settings: LeakDetectorSettings, score_fn, scenario_set: ScenarioSet,
-                   values: np.ndarray | None = None) -> Trace:
+def replay_learned(
+    settings: LeakDetectorSettings, score_fn, scenario_set: ScenarioSet, values: np.ndarray | None = None
+) -> Trace:
     """Run the device detector logic over every scenario, one day per batch of scores."""
     lay = settings.layout
     spd = lay.steps_per_day
@@ -127,10 +129,15 @@ def pooled_scores(alarm: np.ndarray, flags: np.ndarray) -> dict:
     a, f = np.asarray(alarm, bool), np.asarray(flags, bool)
     tp, fp = int((a & f).sum()), int((a & ~f).sum())
     fn, tn = int((~a & f).sum()), int((~a & ~f).sum())
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "tpr": tp / (tp + fn) if tp + fn else math.nan,
-            "tnr": tn / (tn + fp) if tn + fp else math.nan,
-            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "tpr": tp / (tp + fn) if tp + fn else math.nan,
+        "tnr": tn / (tn + fp) if tn + fp else math.nan,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan,
+    }
 
 
 def early_detection_score(delay_s: float | None, window_s: float, alpha: float = ALPHA) -> float:
@@ -156,9 +163,16 @@ def leak_delays(alarm: np.ndarray, scenario_set: ScenarioSet) -> list[dict]:
         hits = np.flatnonzero(alarm[i, start:stop])
         delay = None if hits.size == 0 else float(hits[0] * step_s)
         window = (stop - start) * step_s
-        out.append({"scenario": i, "diameter_m": leak["diameter_m"], "kind": leak["kind"],
-                    "mean_flow_lps": leak["mean_flow_lps"], "delay_s": delay,
-                    "early_score": early_detection_score(delay, window)})
+        out.append(
+            {
+                "scenario": i,
+                "diameter_m": leak["diameter_m"],
+                "kind": leak["kind"],
+                "mean_flow_lps": leak["mean_flow_lps"],
+                "delay_s": delay,
+                "early_score": early_detection_score(delay, window),
+            }
+        )
     return out
 
 
@@ -168,8 +182,11 @@ def false_alarms(alarm: np.ndarray, flags: np.ndarray, step_s: int) -> dict:
     rises = a & ~np.pad(a, ((0, 0), (1, 0)))[:, :-1]
     count = int((rises & ~flags).sum())
     days = float((~flags).sum()) * step_s / 86_400
-    return {"false_alarms": count, "leak_free_days": round(days, 1),
-            "false_alarms_per_30_days": count / days * 30 if days else math.nan}
+    return {
+        "false_alarms": count,
+        "leak_free_days": round(days, 1),
+        "false_alarms_per_30_days": count / days * 30 if days else math.nan,
+    }
 
 
 def score_group(trace: Trace, scenario_set: ScenarioSet, rows: np.ndarray) -> dict:
@@ -193,17 +210,22 @@ def groups(scenario_set: ScenarioSet, min_diameter_m: float = 0.05) -> dict[str,
     """Scenario indices: leaks >= min_diameter_m (the targets), 5-10 cm, under 5 cm, all leaks, leak-free."""
     diam = np.array([(s.get("leak") or {}).get("diameter_m", 0.0) for s in scenario_set.scenarios])
     has = np.array([s.get("leak") is not None for s in scenario_set.scenarios])
-    return {f"leaks_ge_{round(min_diameter_m * 100)}cm": np.flatnonzero(has & (diam >= min_diameter_m)),
-            "leaks_5_to_10cm": np.flatnonzero(has & (diam >= 0.05) & (diam < 0.10)),
-            "leaks_under_5cm": np.flatnonzero(has & (diam < 0.05)),
-            "all_leaks": np.flatnonzero(has), "leak_free": np.flatnonzero(~has)}
+    return {
+        f"leaks_ge_{round(min_diameter_m * 100)}cm": np.flatnonzero(has & (diam >= min_diameter_m)),
+        "leaks_5_to_10cm": np.flatnonzero(has & (diam >= 0.05) & (diam < 0.10)),
+        "leaks_under_5cm": np.flatnonzero(has & (diam < 0.05)),
+        "all_leaks": np.flatnonzero(has),
+        "leak_free": np.flatnonzero(~has),
+    }
 
 
 def evaluate_set(traces: dict[str, Trace], scenario_set: ScenarioSet) -> dict:
     """{detector: {group: metrics}} for one set."""
     parts = groups(scenario_set)
-    return {name: {g: score_group(trace, scenario_set, rows) for g, rows in parts.items() if len(rows)}
-            for name, trace in traces.items()}
+    return {
+        name: {g: score_group(trace, scenario_set, rows) for g, rows in parts.items() if len(rows)}
+        for name, trace in traces.items()
+    }
 
 
 def mnf_traces(scenario_set: ScenarioSet) -> dict[str, Trace]:

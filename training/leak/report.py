@@ -6,6 +6,7 @@ score distribution on leak and leak-free steps; ``report/delay.png``: detection 
 against hole diameter, learned against the best MNF. ``report/report.md`` holds every
 table; ``card.md`` is the one-page summary.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,9 +38,11 @@ def write_report(out: Path, card: dict, sets: dict, traces: dict, float_run: str
     if "heldout" in sets:
         s, tr = sets["heldout"], traces["heldout"]
         best_mnf = _best_mnf(card["metrics"]["heldout"])
-        images += [_timeline(report, s, tr[float_run], tr.get(best_mnf), best_mnf),
-                   _scores(report, s, tr[float_run]),
-                   _delays(report, s, tr[float_run], tr.get(best_mnf), best_mnf)]
+        images += [
+            _timeline(report, s, tr[float_run], tr.get(best_mnf), best_mnf),
+            _scores(report, s, tr[float_run]),
+            _delays(report, s, tr[float_run], tr.get(best_mnf), best_mnf),
+        ]
     (report / "report.md").write_text(_report_md(card, [i for i in images if i]))
     (out / "card.md").write_text(_card_md(card))
 
@@ -52,8 +55,11 @@ def _best_mnf(metrics: dict) -> str:
 def _timeline(report: Path, s, learned, mnf, mnf_name: str) -> str:
     picks = []
     for kind in ("abrupt", "incipient"):
-        picks += [i for i, sc in enumerate(s.scenarios)
-                  if (sc.get("leak") or {}).get("kind") == kind and sc["leak"]["diameter_m"] >= 0.05][:1]
+        picks += [
+            i
+            for i, sc in enumerate(s.scenarios)
+            if (sc.get("leak") or {}).get("kind") == kind and sc["leak"]["diameter_m"] >= 0.05
+        ][:1]
     picks += [i for i, sc in enumerate(s.scenarios) if (sc.get("leak") or {}).get("diameter_m", 1) < 0.05][:1]
     picks += [i for i, sc in enumerate(s.scenarios) if not sc.get("leak")][:1]
     days = (s.time_ms - s.time_ms[0]) / 86_400_000
@@ -71,8 +77,8 @@ def _timeline(report: Path, s, learned, mnf, mnf_name: str) -> str:
             right.fill_between(days, 1.10, 1.16, where=mnf.alarm[i], color="tab:gray", label=f"{mnf_name} alarm")
         right.set_ylim(0, 1.2)
         right.set_ylabel("score")
-    handles = sum((a.get_legend_handles_labels()[0] for a in fig.axes[:1] + fig.axes[len(picks):len(picks) + 1]), [])
-    labels = sum((a.get_legend_handles_labels()[1] for a in fig.axes[:1] + fig.axes[len(picks):len(picks) + 1]), [])
+    handles = sum((a.get_legend_handles_labels()[0] for a in fig.axes[:1] + fig.axes[len(picks) : len(picks) + 1]), [])
+    labels = sum((a.get_legend_handles_labels()[1] for a in fig.axes[:1] + fig.axes[len(picks) : len(picks) + 1]), [])
     fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
     np.atleast_1d(axes)[-1].set_xlabel("day of scenario")
     return _save(fig, report, "timeline.png", rect=(0, 0, 1, 0.95))
@@ -109,8 +115,7 @@ def _delays(report: Path, s, learned, mnf, mnf_name: str) -> str:
 
 
 def _table(metrics: dict) -> str:
-    lines = ["| detector | group | scenarios | " + " | ".join(COLUMNS) + " |",
-             "|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| detector | group | scenarios | " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---|" * len(COLUMNS)]
     for detector, by_group in metrics.items():
         for group, m in by_group.items():
             cells = ["" if m.get(c) is None else f"{m[c]:.3f}" for c in COLUMNS]
@@ -120,7 +125,9 @@ def _table(metrics: dict) -> str:
 
 def _targets(card: dict) -> str:
     lines = ["| target | value | required | met |", "|---|---|---|---|"]
-    lines += [f"| {t['name']} | {t['value']} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in card["targets"]]
+    lines += [
+        f"| {t['name']} | {t['value']} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in card["targets"]
+    ]
     return "\n".join(lines)
 
 
@@ -132,20 +139,42 @@ def _bands(card: dict) -> str:
 
 
 def _report_md(card: dict, images: list[str]) -> str:
-    parts = [f"# Training report: {card['name']} v{card['version']}", "",
-             "Written by `training/leak/card.py` (`make train`); every figure below is measured.", "",
-             "## Targets", "", _targets(card), "",
-             "## Learned against the best MNF, by leak size (held-out set)", "", _bands(card), ""]
+    parts = [
+        f"# Training report: {card['name']} v{card['version']}",
+        "",
+        "Written by `training/leak/card.py` (`make train`); every figure below is measured.",
+        "",
+        "## Targets",
+        "",
+        _targets(card),
+        "",
+        "## Learned against the best MNF, by leak size (held-out set)",
+        "",
+        _bands(card),
+        "",
+    ]
     parts += [card["metrics_note"] + ".", ""]
     for key, metrics in card["metrics"].items():
         about = card["evaluation"]["sets"].get(key)
-        title = (f"## Set `{key}`: {about['network']}, {about['scenarios']} scenarios of {about['days']} days "
-                 f"at {about['step_s'] // 60} min") if about else f"## `{key}`"
+        title = (
+            (
+                f"## Set `{key}`: {about['network']}, {about['scenarios']} scenarios of {about['days']} days "
+                f"at {about['step_s'] // 60} min"
+            )
+            if about
+            else f"## `{key}`"
+        )
         parts += [title, "", _table(metrics), ""]
-    parts += ["## Persistence chosen on the validation set", "",
-              "| raise threshold | raise after (h) | F1 (val leaks) | false alarms / 30 days (val) |", "|---|---|---|---|"]
-    parts += [f"| {t['raise_threshold']} | {t['raise_h']} | {t['f1']} | {t['false_alarms_per_30_days']} |"
-              for t in card["training"]["persistence_trials"]]
+    parts += [
+        "## Persistence chosen on the validation set",
+        "",
+        "| raise threshold | raise after (h) | F1 (val leaks) | false alarms / 30 days (val) |",
+        "|---|---|---|---|",
+    ]
+    parts += [
+        f"| {t['raise_threshold']} | {t['raise_h']} | {t['f1']} | {t['false_alarms_per_30_days']} |"
+        for t in card["training"]["persistence_trials"]
+    ]
     parts += [""] + [f"![{i}]({i})\n" for i in images]
     return "\n".join(parts) + "\n"
 
@@ -155,16 +184,30 @@ def _card_md(card: dict) -> str:
     step_min = d["layout"]["step_s"] // 60
     sensors = ", ".join(f"{e} ({q})" for e, q in card["sensors"])
     files = ", ".join(f"{k} {v['bytes']} B" for k, v in card["files"].items())
-    return "\n".join([
-        f"# {card['name']} v{card['version']}", "", card["description"], "",
-        f"- Network: {card['network']}; sensors: {sensors}",
-        f"- Sample step {step_min} min; features: {', '.join(card['features'])}",
-        f"- Alarm: score >= {d['raise_threshold']} for {d['raise_after']} steps raises; "
-        f"< {d['clear_threshold']} for {d['clear_after']} steps clears",
-        f"- Files: {files}",
-        f"- Trained on {card['training']['rows']} feature rows from "
-        f"{card['training']['scenario_sets']['train']['scenarios']} simulated scenarios; built in "
-        f"{card['build_seconds']} s", "",
-        "## Targets (held-out scenarios)", "", _targets(card), "",
-        "## Learned against the best MNF, by leak size", "", _bands(card), "",
-        "Full tables and plots: [report/report.md](report/report.md). Metrics are in `card.json` (`metrics`).", ""])
+    return "\n".join(
+        [
+            f"# {card['name']} v{card['version']}",
+            "",
+            card["description"],
+            "",
+            f"- Network: {card['network']}; sensors: {sensors}",
+            f"- Sample step {step_min} min; features: {', '.join(card['features'])}",
+            f"- Alarm: score >= {d['raise_threshold']} for {d['raise_after']} steps raises; "
+            f"< {d['clear_threshold']} for {d['clear_after']} steps clears",
+            f"- Files: {files}",
+            f"- Trained on {card['training']['rows']} feature rows from "
+            f"{card['training']['scenario_sets']['train']['scenarios']} simulated scenarios; built in "
+            f"{card['build_seconds']} s",
+            "",
+            "## Targets (held-out scenarios)",
+            "",
+            _targets(card),
+            "",
+            "## Learned against the best MNF, by leak size",
+            "",
+            _bands(card),
+            "",
+            "Full tables and plots: [report/report.md](report/report.md). Metrics are in `card.json` (`metrics`).",
+            "",
+        ]
+    )

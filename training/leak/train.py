@@ -10,6 +10,7 @@ the validation scenarios by replaying the device logic, exports every format wit
 The shipped models are ``SHIPPED`` and ``python -m training.leak.train --shipped``
 (``make train``) rebuilds them all, deterministically (fixed seeds, one BLAS thread).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ from edge.detectors.leak_model import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
 from training.leak.evaluate import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
-from training.water.scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
 from training.water.scenario_set import ScenarioSet
+from training.water.scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,28 @@ class LeakTrainingSpec:
 
 SHIPPED = (
     LeakTrainingSpec(
-        name="leak-mlp-net3", network="Net3",
+        name="leak-mlp-net3",
+        network="Net3",
         # the demo zone's meters and pressure sensors (training.water.zone, firmware_configs/net3-demo.yaml)
         flows=(("10", 1), ("60", 1), ("40", 1), ("50", 1), ("20", 1)),
         pressures=("101", "123", "141", "173", "247"),
-        holdout_network="Net1", n_population=100,
-        description="Net3 zone: 5 district meters, 5 pressure sensors, 15 min steps"),
+        holdout_network="Net1",
+        n_population=100,
+        description="Net3 zone: 5 district meters, 5 pressure sensors, 15 min steps",
+    ),
     LeakTrainingSpec(
-        name="leak-mlp-net3-presence", network="Net3",
+        name="leak-mlp-net3-presence",
+        network="Net3",
         flows=(("10", 1), ("60", 1), ("40", 1), ("50", 1), ("20", 1)),
         pressures=("101", "123", "141", "173", "247"),
-        presence=True, population_change_share=0.5, n_test=100, n_test_free=50, n_population=100, seed=2,
-        description="Net3 zone with its mobile-network presence count as a demand covariate"),
+        presence=True,
+        population_change_share=0.5,
+        n_test=100,
+        n_test_free=50,
+        n_population=100,
+        seed=2,
+        description="Net3 zone with its mobile-network presence count as a demand covariate",
+    ),
 )
 
 
@@ -98,24 +109,33 @@ class ZoneData:
     sets: dict[str, ScenarioSet] = field(default_factory=dict)
 
 
-def simulate_sets(spec: LeakTrainingSpec, workers: int = 2, progress: bool = True,
-                  cache: Path | None = None) -> ZoneData:
+def simulate_sets(
+    spec: LeakTrainingSpec, workers: int = 2, progress: bool = True, cache: Path | None = None
+) -> ZoneData:
     """Training, validation and held-out scenario sets (read from ``cache`` when already there)."""
     cfg = spec.config(population_change_share=spec.population_change_share)
-    plan = plan_zone(spec.network, cfg, list(spec.flows) if spec.flows else None,
-                     list(spec.pressures) if spec.pressures else None)
+    plan = plan_zone(
+        spec.network, cfg, list(spec.flows) if spec.flows else None, list(spec.pressures) if spec.pressures else None
+    )
     wanted = {
-        "train": (plan, spec.n_train, 1), "val": (plan, spec.n_val, 2),
+        "train": (plan, spec.n_train, 1),
+        "val": (plan, spec.n_val, 2),
         "test": (replace(plan, config=replace(cfg, leak_share=1.0, population_change_share=0.0)), spec.n_test, 3),
-        "test_free": (replace(plan, config=replace(cfg, leak_share=0.0, population_change_share=0.0)),
-                      spec.n_test_free, 4),
+        "test_free": (
+            replace(plan, config=replace(cfg, leak_share=0.0, population_change_share=0.0)),
+            spec.n_test_free,
+            4,
+        ),
     }
     if spec.holdout_network:
         other = plan_zone(spec.holdout_network, replace(cfg, population_change_share=0.0, presence=False))
         wanted["holdout"] = (other, spec.n_holdout, 5)
     if spec.n_population:
-        wanted["population"] = (replace(plan, config=replace(cfg, leak_share=0.0, population_change_share=1.0,
-                                                             presence=True)), spec.n_population, 6)
+        wanted["population"] = (
+            replace(plan, config=replace(cfg, leak_share=0.0, population_change_share=1.0, presence=True)),
+            spec.n_population,
+            6,
+        )
     data = ZoneData(plan)
     for key, (p, n, offset) in wanted.items():
         if n <= 0:
@@ -162,10 +182,24 @@ def teacher_features(layout: LeakFeatureLayout, scenario_set: ScenarioSet, value
 
 
 def fit_classifier(X: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], seed: int) -> Pipeline:
-    model = Pipeline([("scale", StandardScaler()),
-                      ("mlp", MLPClassifier(hidden, alpha=1e-4, batch_size=512, learning_rate_init=2e-3,
-                                            max_iter=80, early_stopping=True, n_iter_no_change=8,
-                                            random_state=seed))])
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            (
+                "mlp",
+                MLPClassifier(
+                    hidden,
+                    alpha=1e-4,
+                    batch_size=512,
+                    learning_rate_init=2e-3,
+                    max_iter=80,
+                    early_stopping=True,
+                    n_iter_no_change=8,
+                    random_state=seed,
+                ),
+            ),
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return model.fit(X, y.astype(int))
@@ -185,16 +219,29 @@ def tune_persistence(layout: LeakFeatureLayout, sensors, score_fn, val: Scenario
     trials = []
     for threshold in THRESHOLDS:
         for raise_h in RAISE_H:
-            settings = LeakDetectorSettings(sensors, layout, threshold, threshold / 2,
-                                            max(1, round(raise_h * 3600 / layout.step_s)),
-                                            max(1, round(CLEAR_H * 3600 / layout.step_s)))
+            settings = LeakDetectorSettings(
+                sensors,
+                layout,
+                threshold,
+                threshold / 2,
+                max(1, round(raise_h * 3600 / layout.step_s)),
+                max(1, round(CLEAR_H * 3600 / layout.step_s)),
+            )
             alarm = np.stack([alarm_states(settings.persistence(), score[i], valid[i]) for i in range(len(score))])
             f1 = pooled_scores(alarm[rows], val.leak_flag[rows])["f1"]
             fa = false_alarms(alarm, val.leak_flag, val.step_s)["false_alarms_per_30_days"]
-            trials.append({"raise_threshold": threshold, "raise_h": raise_h, "f1": round(f1, 4),
-                           "false_alarms_per_30_days": round(fa, 3), "settings": settings})
-            log.info("threshold %.2f, raise after %.1f h: F1 %.3f, %.2f false alarms / 30 days", threshold, raise_h,
-                     f1, fa)
+            trials.append(
+                {
+                    "raise_threshold": threshold,
+                    "raise_h": raise_h,
+                    "f1": round(f1, 4),
+                    "false_alarms_per_30_days": round(fa, 3),
+                    "settings": settings,
+                }
+            )
+            log.info(
+                "threshold %.2f, raise after %.1f h: F1 %.3f, %.2f false alarms / 30 days", threshold, raise_h, f1, fa
+            )
     ok = [t for t in trials if t["false_alarms_per_30_days"] <= MAX_VAL_FALSE_ALARMS_PER_30_DAYS] or trials
     best = max(ok, key=lambda t: (t["f1"], -t["false_alarms_per_30_days"]))
     return best["settings"], [{k: v for k, v in t.items() if k != "settings"} for t in trials]
@@ -213,8 +260,12 @@ def fit_and_tune(spec: LeakTrainingSpec, data: ZoneData, sensors, layout: LeakFe
     score_fn = lambda Z: model.predict_proba(Z)[:, leak_column]  # noqa: E731
     settings, trials = tune_persistence(layout, sensors, score_fn, val, sensor_values(val, sensors))
     calib = X[rows[np.linspace(0, rows.size - 1, min(rows.size, 5000)).astype(int)]]
-    info = {"rows": int(rows.size), "leak_share": round(float(y[rows].mean()), 4),
-            "mlp_iterations": int(model[-1].n_iter_), "persistence_trials": trials}
+    info = {
+        "rows": int(rows.size),
+        "leak_share": round(float(y[rows].mean()), 4),
+        "mlp_iterations": int(model[-1].n_iter_),
+        "persistence_trials": trials,
+    }
     return model, score_fn, settings, calib, info
 
 
@@ -231,8 +282,9 @@ def presence_ablation(spec: LeakTrainingSpec, data: ZoneData, sensors, layout: L
     return evaluate_set({"sklearn_float_without_presence": trace}, population)
 
 
-def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, progress: bool = True,
-               cache: Path | None = None) -> dict:
+def train_leak(
+    spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, progress: bool = True, cache: Path | None = None
+) -> dict:
     """Simulate, train, tune, export and evaluate one model into ``out_dir``; return its card."""
     from training.export import export_model
     from training.leak.card import write_card
@@ -241,20 +293,39 @@ def train_leak(spec: LeakTrainingSpec, out_dir: str | Path, workers: int = 2, pr
     out = Path(out_dir)
     data = simulate_sets(spec, workers, progress, cache)
     sensors = model_sensors(data.plan)
-    layout = LeakFeatureLayout(step_s=spec.step_s, n_flow=len(data.plan.flows), n_pressure=len(data.plan.pressures),
-                               presence=spec.presence)
+    layout = LeakFeatureLayout(
+        step_s=spec.step_s, n_flow=len(data.plan.flows), n_pressure=len(data.plan.pressures), presence=spec.presence
+    )
     model, _, settings, calib, info = fit_and_tune(spec, data, sensors, layout)
     out.mkdir(parents=True, exist_ok=True)
-    export_model(model, calib, out, spec.name, spec.version, feature_names=layout.feature_names,
-                 description=spec.description or f"leak detector for {data.plan.network}")
+    export_model(
+        model,
+        calib,
+        out,
+        spec.name,
+        spec.version,
+        feature_names=layout.feature_names,
+        description=spec.description or f"leak detector for {data.plan.network}",
+    )
     manifest_path = out / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest["detector"] = {"kind": "learned_leak", **settings.to_dict()}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    training = {"spec": jsonable(asdict(spec)), "network": data.plan.network, "sensors": sensors, **info,
-                "scenario_sets": {k: {"scenarios": s.n_scenarios, "network": s.meta["network"],
-                                      "seed": s.meta["seed"], "failed": len(s.meta["failed"])}
-                                  for k, s in data.sets.items()}}
+    training = {
+        "spec": jsonable(asdict(spec)),
+        "network": data.plan.network,
+        "sensors": sensors,
+        **info,
+        "scenario_sets": {
+            k: {
+                "scenarios": s.n_scenarios,
+                "network": s.meta["network"],
+                "seed": s.meta["seed"],
+                "failed": len(s.meta["failed"]),
+            }
+            for k, s in data.sets.items()
+        },
+    }
     extra = {}
     if spec.presence and "population" in data.sets:
         extra["population_without_presence"] = presence_ablation(spec, data, sensors, layout)

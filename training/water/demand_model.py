@@ -25,6 +25,7 @@ mobile operator publishes (counts per cell and time slot; counts under
 >>> change.series(96 * 3, 900)[[0, 96, 191, 192]].tolist()
 [0.0, -0.3, -0.3, 0.0]
 """
+
 from __future__ import annotations
 
 import math
@@ -65,9 +66,15 @@ class PopulationChange:
         return asdict(self)
 
 
-def zone_factor(steps: int, step_s: int, u: DemandUncertainty, rng: np.random.Generator,
-                start_weekday: int = 0, start_day_of_year: float | None = None,
-                population: PopulationChange | None = None) -> np.ndarray:
+def zone_factor(
+    steps: int,
+    step_s: int,
+    u: DemandUncertainty,
+    rng: np.random.Generator,
+    start_weekday: int = 0,
+    start_day_of_year: float | None = None,
+    population: PopulationChange | None = None,
+) -> np.ndarray:
     """The zone-wide demand multiplier per step (weekday x season x day x population)."""
     t_days = np.arange(steps) * step_s / DAY_S
     day = t_days.astype(int)
@@ -84,15 +91,17 @@ def zone_factor(steps: int, step_s: int, u: DemandUncertainty, rng: np.random.Ge
     return factor
 
 
-def junction_multipliers(pattern: np.ndarray, zone: np.ndarray, u: DemandUncertainty,
-                         rng: np.random.Generator) -> np.ndarray:
+def junction_multipliers(
+    pattern: np.ndarray, zone: np.ndarray, u: DemandUncertainty, rng: np.random.Generator
+) -> np.ndarray:
     """One junction's pattern x zone factor x its own noise, never negative."""
     noise = 1 + rng.normal(0, u.step_noise, pattern.shape[0])
     return np.clip(pattern * zone * noise, 0.0, None)
 
 
-def presence_counts(steps: int, step_s: int, rng: np.random.Generator,
-                    population: PopulationChange | None = None) -> np.ndarray:
+def presence_counts(
+    steps: int, step_s: int, rng: np.random.Generator, population: PopulationChange | None = None
+) -> np.ndarray:
     """People present in the zone's cells per step (float counts; NaN = suppressed small count).
 
     Residents are mostly present at night and partly away by day (commuting); counts

@@ -14,6 +14,7 @@ open with the toolkit, one scenario at a time.
 >>> round(emitter_coefficient(0.05), 3)  # L/s per sqrt(m): a 5 cm hole at 40 m gives ~41 L/s
 6.523
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -53,7 +54,7 @@ class SimulationError(RuntimeError):
 
 def emitter_coefficient(diameter_m: float, discharge_coeff: float = DISCHARGE_COEFF) -> float:
     """EPANET emitter coefficient (L/s per sqrt(m)) of a round hole of ``diameter_m``."""
-    area = math.pi * diameter_m ** 2 / 4
+    area = math.pi * diameter_m**2 / 4
     return discharge_coeff * area * math.sqrt(2 * GRAVITY) * 1000.0
 
 
@@ -118,8 +119,9 @@ def repeat_weekly_controls(wn: wntr.network.WaterNetworkModel, days: int) -> Non
             if at >= days * DAY_S:
                 break
             for action in control.actions():
-                wn.add_control(f"{name} week {week + 1}", Control(SimTimeCondition(wn, "=", at), action,
-                                                                   priority=control.priority))
+                wn.add_control(
+                    f"{name} week {week + 1}", Control(SimTimeCondition(wn, "=", at), action, priority=control.priority)
+                )
 
 
 @dataclass
@@ -151,7 +153,7 @@ class EpanetRun:
     def close(self) -> None:
         self.en.ENclose()
 
-    def __enter__(self) -> "EpanetRun":
+    def __enter__(self) -> EpanetRun:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -184,8 +186,9 @@ class EpanetRun:
                 self.en.ENsetlinkvalue(index, code, value * factor)
 
     def pipe_indices(self) -> list[int]:
-        return [i for i in range(1, self._count(_EN_LINKCOUNT) + 1)
-                if self.en.ENgetlinktype(i) in (_EN_CVPIPE, _EN_PIPE)]
+        return [
+            i for i in range(1, self._count(_EN_LINKCOUNT) + 1) if self.en.ENgetlinktype(i) in (_EN_CVPIPE, _EN_PIPE)
+        ]
 
     def demands(self) -> list[Demand]:
         """Every positive junction demand with its pattern held per pattern step, unrolled to ``steps``."""
@@ -230,10 +233,15 @@ class EpanetRun:
         self._call("EN_addpattern", ctypes.c_char_p(name))
         self._call("EN_getpatternindex", ctypes.c_char_p(name), ctypes.byref(index))
         values = np.ascontiguousarray(multipliers, dtype=np.float64)
-        self._call("EN_setpattern", index, values.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-                   ctypes.c_int(len(values)))
-        self._call("EN_setbasedemand", ctypes.c_int(demand.node_index), ctypes.c_int(demand.category),
-                   ctypes.c_double(base_lps))
+        self._call(
+            "EN_setpattern", index, values.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), ctypes.c_int(len(values))
+        )
+        self._call(
+            "EN_setbasedemand",
+            ctypes.c_int(demand.node_index),
+            ctypes.c_int(demand.category),
+            ctypes.c_double(base_lps),
+        )
         self._call("EN_setdemandpattern", ctypes.c_int(demand.node_index), ctypes.c_int(demand.category), index)
 
     def use_step_patterns(self) -> None:
@@ -241,8 +249,13 @@ class EpanetRun:
         self.en.ENsettimeparam(_EN_PATTERNSTEP, self.step_s)
         self.en.ENsettimeparam(_EN_PATTERNSTART, 0)
 
-    def run(self, flow_links: list[int], pressure_nodes: list[int], leak_node: int | None = None,
-            leak_coeff: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def run(
+        self,
+        flow_links: list[int],
+        pressure_nodes: list[int],
+        leak_node: int | None = None,
+        leak_coeff: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Simulate; return flows (L/s, link direction) [T, F], pressures (m) [T, P] and leak flow (L/s) [T].
 
         ``leak_coeff[k]`` is the emitter coefficient during report step k (0 = closed).

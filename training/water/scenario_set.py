@@ -21,6 +21,7 @@ convention as ``training.water.zone``), so the zone inflow is their plain sum.
 >>> s.select([1]).scenarios
 [{'seed': 2, 'leak': {'node': '15'}}]
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,18 @@ from edge.datasets import DatasetError, ZoneDataset, read_npz
 
 FORMAT = "frugalsense-leak-scenarios"
 FORMAT_VERSION = 1
-_ARRAYS = ("format", "time_ms", "values", "columns", "quantities", "units", "leak_flow_lps", "leak_flag",
-           "scenarios", "meta")
+_ARRAYS = (
+    "format",
+    "time_ms",
+    "values",
+    "columns",
+    "quantities",
+    "units",
+    "leak_flow_lps",
+    "leak_flag",
+    "scenarios",
+    "meta",
+)
 
 
 @dataclass(eq=False)
@@ -95,34 +106,65 @@ class ScenarioSet:
 
     def zone(self, i: int) -> ZoneDataset:
         """Scenario ``i`` as a single-zone dataset (what the replay source and ``detect`` read)."""
-        meta = {**{k: v for k, v in self.meta.items() if k != "generator"}, "scenario": self.scenarios[i],
-                "inflow_signs": {c: 1 for c, q in self.sensors if q == "flow"}}
-        return ZoneDataset(time_ms=self.time_ms, values=self.values[i], columns=self.columns,
-                           quantities=self.quantities, units=self.units, leak_flow_lps=self.leak_flow_lps[i],
-                           meta=meta)
+        meta = {
+            **{k: v for k, v in self.meta.items() if k != "generator"},
+            "scenario": self.scenarios[i],
+            "inflow_signs": {c: 1 for c, q in self.sensors if q == "flow"},
+        }
+        return ZoneDataset(
+            time_ms=self.time_ms,
+            values=self.values[i],
+            columns=self.columns,
+            quantities=self.quantities,
+            units=self.units,
+            leak_flow_lps=self.leak_flow_lps[i],
+            meta=meta,
+        )
 
-    def select(self, indices) -> "ScenarioSet":
+    def select(self, indices) -> ScenarioSet:
         indices = list(indices)
-        return ScenarioSet(self.time_ms, self.values[indices], self.columns, self.quantities, self.units,
-                           self.leak_flow_lps[indices], self.leak_flag[indices],
-                           [self.scenarios[i] for i in indices], dict(self.meta))
+        return ScenarioSet(
+            self.time_ms,
+            self.values[indices],
+            self.columns,
+            self.quantities,
+            self.units,
+            self.leak_flow_lps[indices],
+            self.leak_flag[indices],
+            [self.scenarios[i] for i in indices],
+            dict(self.meta),
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         np.savez_compressed(
-            path, format=np.array(f"{FORMAT}/{FORMAT_VERSION}"), time_ms=self.time_ms, values=self.values,
-            columns=np.array(self.columns, dtype=str), quantities=np.array(self.quantities, dtype=str),
-            units=np.array(self.units, dtype=str), leak_flow_lps=self.leak_flow_lps, leak_flag=self.leak_flag,
+            path,
+            format=np.array(f"{FORMAT}/{FORMAT_VERSION}"),
+            time_ms=self.time_ms,
+            values=self.values,
+            columns=np.array(self.columns, dtype=str),
+            quantities=np.array(self.quantities, dtype=str),
+            units=np.array(self.units, dtype=str),
+            leak_flow_lps=self.leak_flow_lps,
+            leak_flag=self.leak_flag,
             scenarios=np.array(json.dumps(self.scenarios, sort_keys=True)),
-            meta=np.array(json.dumps(self.meta, sort_keys=True)))
+            meta=np.array(json.dumps(self.meta, sort_keys=True)),
+        )
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ScenarioSet":
+    def load(cls, path: str | Path) -> ScenarioSet:
         arrays = read_npz(Path(path), _ARRAYS, f"{FORMAT}/{FORMAT_VERSION}", "leak scenario set")
-        return cls(time_ms=arrays["time_ms"], values=arrays["values"], columns=arrays["columns"].tolist(),
-                   quantities=arrays["quantities"].tolist(), units=arrays["units"].tolist(),
-                   leak_flow_lps=arrays["leak_flow_lps"], leak_flag=arrays["leak_flag"],
-                   scenarios=json.loads(str(arrays["scenarios"])), meta=json.loads(str(arrays["meta"])))
+        return cls(
+            time_ms=arrays["time_ms"],
+            values=arrays["values"],
+            columns=arrays["columns"].tolist(),
+            quantities=arrays["quantities"].tolist(),
+            units=arrays["units"].tolist(),
+            leak_flow_lps=arrays["leak_flow_lps"],
+            leak_flag=arrays["leak_flag"],
+            scenarios=json.loads(str(arrays["scenarios"])),
+            meta=json.loads(str(arrays["meta"])),
+        )

@@ -16,6 +16,7 @@ same whatever the number of worker processes.
 >>> leak.coefficients(6, 3600).round(2).tolist()
 [0.0, 0.0, 13.05, 26.09, 0.0, 0.0]
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -29,10 +30,23 @@ from tqdm import tqdm
 
 from edge.contracts import QUANTITY_UNITS
 from training.water import demand_model as dm
-from training.water.epanet_leaks import DAY_S, EpanetRun, SimulationError, emitter_coefficient, load_network, prepare_inp
+from training.water.epanet_leaks import (
+    DAY_S,
+    EpanetRun,
+    SimulationError,
+    emitter_coefficient,
+    load_network,
+    prepare_inp,
+)
 from training.water.scenario_set import ScenarioSet
-from training.water.sensor_placement import (DEFAULT_PRESSURE_SENSORS, MIN_SENSOR_PRESSURE_M, boundary_links, check_nodes,
-                                       flow_signs, place_pressure_sensors)
+from training.water.sensor_placement import (
+    DEFAULT_PRESSURE_SENSORS,
+    MIN_SENSOR_PRESSURE_M,
+    boundary_links,
+    check_nodes,
+    flow_signs,
+    place_pressure_sensors,
+)
 from training.water.zone import START_MS
 
 MIN_LEAK_PRESSURE_M = 5.0  # a junction with less in a leak-free run is never a leak site
@@ -124,9 +138,13 @@ class ZonePlan:
         return self.config.days * DAY_S // self.config.step_s
 
 
-def plan_zone(network: str | os.PathLike, config: ScenarioConfig = ScenarioConfig(),
-              flows: list[tuple[str, int]] | None = None, pressures: list[str] | None = None,
-              n_pressure: int = DEFAULT_PRESSURE_SENSORS) -> ZonePlan:
+def plan_zone(
+    network: str | os.PathLike,
+    config: ScenarioConfig = ScenarioConfig(),
+    flows: list[tuple[str, int]] | None = None,
+    pressures: list[str] | None = None,
+    n_pressure: int = DEFAULT_PRESSURE_SENSORS,
+) -> ZonePlan:
     """Prepare a network: sensors (given or placed, see ``sensor_placement``) and leak sites."""
     wn, name = load_network(network)
     inp_text = prepare_inp(wn, config.days, config.step_s)
@@ -142,8 +160,9 @@ def plan_zone(network: str | os.PathLike, config: ScenarioConfig = ScenarioConfi
     leak_nodes = tuple(sorted(j for j, p in min_pressure.items() if p >= MIN_LEAK_PRESSURE_M))
     if not leak_nodes:
         raise ValueError(f"no junction of {name} keeps {MIN_LEAK_PRESSURE_M} m of pressure: nowhere to leak")
-    return ZonePlan(name, inp_text, config, tuple((f, s) for (f, _), s in zip(flows, signs)), tuple(pressures),
-                    leak_nodes)
+    return ZonePlan(
+        name, inp_text, config, tuple((f, s) for (f, _), s in zip(flows, signs)), tuple(pressures), leak_nodes
+    )
 
 
 def _nominal_min_pressure(inp_text: str, junctions: list[str], step_s: int, days: int) -> dict[str, float]:
@@ -176,8 +195,13 @@ def sample_scenarios(plan: ZonePlan, n: int, seed: int) -> list[Scenario]:
             ramp = 0
             if rng.random() < c.incipient_share:
                 ramp = min(_on_step(rng.uniform(*c.ramp_days) * DAY_S, c.step_s), span)
-            leak = LeakEvent(node=str(rng.choice(plan.leak_nodes)), diameter_m=round(float(rng.uniform(*c.diameter_m)), 4),
-                             start_s=start, end_s=end, ramp_s=ramp)
+            leak = LeakEvent(
+                node=str(rng.choice(plan.leak_nodes)),
+                diameter_m=round(float(rng.uniform(*c.diameter_m)), 4),
+                start_s=start,
+                end_s=end,
+                ramp_s=ramp,
+            )
         population = None
         if rng.random() < c.population_change_share:
             size = rng.uniform(*c.population_change) * (1 if rng.random() < 0.5 else -1)
@@ -196,7 +220,8 @@ def simulate_scenario(plan: ZonePlan, scenario: Scenario, inp_path: str | os.Pat
     """One run: (noisy sensor values [T, S] float32, leak flow [T], hydraulic warnings)."""
     c, steps = plan.config, plan.steps
     demand_rng, pipe_rng, noise_rng, presence_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(4))
+        np.random.default_rng(s) for s in np.random.SeedSequence(scenario.seed).spawn(4)
+    )
     with EpanetRun(inp_path, steps, c.step_s) as run:
         pipes = run.pipe_indices()
         spread = np.array([c.pipes.diameter, c.pipes.length, c.pipes.roughness])
@@ -208,14 +233,18 @@ def simulate_scenario(plan: ZonePlan, scenario: Scenario, inp_path: str | os.Pat
         run.use_step_patterns()
         leak = scenario.leak
         flows, pressures, leak_flow = run.run(
-            [run.link_index(link) for link, _ in plan.flows], [run.node_index(n) for n in plan.pressures],
+            [run.link_index(link) for link, _ in plan.flows],
+            [run.node_index(n) for n in plan.pressures],
             None if leak is None else run.node_index(leak.node),
-            None if leak is None else leak.coefficients(steps, c.step_s))
+            None if leak is None else leak.coefficients(steps, c.step_s),
+        )
         warnings = run.warnings
     flows = flows * np.array([sign for _, sign in plan.flows])
     n = c.noise
-    flows = _quantise(flows + noise_rng.normal(0, 1, flows.shape) * (n.flow_rel * np.abs(flows) + n.flow_abs_lps),
-                      n.flow_resolution_lps)
+    flows = _quantise(
+        flows + noise_rng.normal(0, 1, flows.shape) * (n.flow_rel * np.abs(flows) + n.flow_abs_lps),
+        n.flow_resolution_lps,
+    )
     pressures = _quantise(pressures + noise_rng.normal(0, n.pressure_sd_m, pressures.shape), n.pressure_resolution_m)
     columns = [flows, pressures]
     if c.presence:
@@ -247,8 +276,9 @@ def _run_one(args):
         return index, None, str(exc)
 
 
-def generate(plan: ZonePlan, n: int, seed: int, workers: int = 2, progress: bool = True,
-             scenarios: list[Scenario] | None = None) -> ScenarioSet:
+def generate(
+    plan: ZonePlan, n: int, seed: int, workers: int = 2, progress: bool = True, scenarios: list[Scenario] | None = None
+) -> ScenarioSet:
     """Simulate ``n`` scenarios of ``plan`` (or the given ``scenarios``) on ``workers`` processes.
 
     A scenario whose hydraulics fail is left out and listed in ``meta['failed']``.
@@ -265,8 +295,13 @@ def generate(plan: ZonePlan, n: int, seed: int, workers: int = 2, progress: bool
     else:
         # spawn: the parent may hold threads (MQTT, progress bar) that fork would copy mid-lock
         with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (plan,)) as pool:
-            for index, out, error in tqdm(pool.imap_unordered(_run_one, jobs, chunksize=4), total=len(jobs),
-                                          desc=desc, unit="scenario", disable=not progress):
+            for index, out, error in tqdm(
+                pool.imap_unordered(_run_one, jobs, chunksize=4),
+                total=len(jobs),
+                desc=desc,
+                unit="scenario",
+                disable=not progress,
+            ):
                 results[index] = (out, error)
     return _assemble(plan, scenarios, seed, results)
 
@@ -287,11 +322,14 @@ def _assemble(plan: ZonePlan, scenarios: list[Scenario], seed: int, results: dic
         entry = {"seed": s.seed, "leak": None, "population_change": None, "hydraulic_warnings": results[i][0][2]}
         if s.leak is not None:
             end_s = s.leak.end_s if s.leak.end_s is not None else steps * c.step_s
-            flags[row, s.leak.start_s // c.step_s: end_s // c.step_s] = True
-            entry["leak"] = {**asdict(s.leak), "start_ms": int(START_MS + s.leak.start_s * 1000),
-                             "end_ms": None if s.leak.end_s is None else int(START_MS + s.leak.end_s * 1000),
-                             "kind": "incipient" if s.leak.ramp_s else "abrupt",
-                             "mean_flow_lps": round(float(leak_flow[row][flags[row]].mean()), 3)}
+            flags[row, s.leak.start_s // c.step_s : end_s // c.step_s] = True
+            entry["leak"] = {
+                **asdict(s.leak),
+                "start_ms": int(START_MS + s.leak.start_s * 1000),
+                "end_ms": None if s.leak.end_s is None else int(START_MS + s.leak.end_s * 1000),
+                "kind": "incipient" if s.leak.ramp_s else "abrupt",
+                "mean_flow_lps": round(float(leak_flow[row][flags[row]].mean()), 3),
+            }
         if s.population is not None:
             entry["population_change"] = s.population.to_dict()
         described.append(entry)
@@ -300,12 +338,19 @@ def _assemble(plan: ZonePlan, scenarios: list[Scenario], seed: int, results: dic
     if c.presence:
         columns.append(PRESENCE_COLUMN)
         quantities.append("cell_count")
-    meta = {"network": plan.network, "seed": seed, "step_s": c.step_s, "days": c.days,
-            "flow_signs": {f: s for f, s in plan.flows}, "leak_nodes": list(plan.leak_nodes),
-            "generator": jsonable(asdict(c)),
-            "failed": [{"index": i, "error": results[i][1]} for i in range(len(scenarios)) if results[i][0] is None]}
-    return ScenarioSet(time_ms, values, columns, quantities, [QUANTITY_UNITS[q] for q in quantities],
-                       leak_flow, flags, described, meta)
+    meta = {
+        "network": plan.network,
+        "seed": seed,
+        "step_s": c.step_s,
+        "days": c.days,
+        "flow_signs": {f: s for f, s in plan.flows},
+        "leak_nodes": list(plan.leak_nodes),
+        "generator": jsonable(asdict(c)),
+        "failed": [{"index": i, "error": results[i][1]} for i in range(len(scenarios)) if results[i][0] is None],
+    }
+    return ScenarioSet(
+        time_ms, values, columns, quantities, [QUANTITY_UNITS[q] for q in quantities], leak_flow, flags, described, meta
+    )
 
 
 def jsonable(value):

@@ -19,6 +19,7 @@ Traceback (most recent call last):
 ...
 ValueError: flow sensor list '10,,' has an empty name (write links separated by commas: 10,60,-22)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ def parse_flow_spec(text: str) -> list[tuple[str, int]]:
         if name.startswith("-"):
             sign, name = -1, name[1:].strip()
         if not name:
-            raise ValueError(f"flow sensor list {text!r} has an empty name (write links separated by commas: 10,60,-22)")
+            raise ValueError(
+                f"flow sensor list {text!r} has an empty name (write links separated by commas: 10,60,-22)"
+            )
         out.append((name, sign))
     return out
 

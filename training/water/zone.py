@@ -14,6 +14,7 @@ leak-free run with the same seed has exactly the same demands and sensor noise.
 Leaks need ``WNTRSimulator`` with pressure-driven demand: ``EpanetSimulator``
 silently ignores ``Junction.add_leak``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,20 +22,20 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import wntr
-from tqdm import tqdm
 from scipy.optimize import OptimizeWarning
+from tqdm import tqdm
 from wntr.network.controls import Control, SimTimeCondition
 
 from edge.contracts import datetime_to_ms
 from edge.datasets import ZoneDataset
 
 NETWORK = "Net3"
-START = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday: day-of-week effects line up
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday: day-of-week effects line up
 START_MS = datetime_to_ms(START)
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
@@ -107,8 +108,9 @@ def simulate_zone(
     if not np.all(np.isfinite(clean)) or not np.all(np.isfinite(leak_flow)):
         raise SimulationError("the simulation returned missing values (time steps lost between daily runs?)")
 
-    noise_sd = np.hstack([FLOW_NOISE_REL * np.abs(flows) + FLOW_NOISE_ABS_LPS,
-                          np.full_like(pressures, PRESSURE_NOISE_M)])
+    noise_sd = np.hstack(
+        [FLOW_NOISE_REL * np.abs(flows) + FLOW_NOISE_ABS_LPS, np.full_like(pressures, PRESSURE_NOISE_M)]
+    )
     values = clean + noise_rng.normal(0.0, 1.0, clean.shape) * noise_sd
 
     time_ms = START_MS + t_s.astype(np.int64) * 1000
@@ -236,8 +238,9 @@ def _add_leak(wn, leak: LeakSpec, period_s: int) -> None:
         raise ValueError(f"leak diameter must be in metres, between 0 and 1, got {leak.diameter_m}")
     if not 0 <= leak.start_s < period_s or (leak.end_s is not None and leak.end_s <= leak.start_s):
         raise ValueError(f"leak start {leak.start_s} s / end {leak.end_s} s do not fit a {period_s} s simulation")
-    wn.get_node(leak.node).add_leak(wn, area=leak.area_m2, discharge_coeff=DISCHARGE_COEFF,
-                                    start_time=leak.start_s, end_time=leak.end_s)
+    wn.get_node(leak.node).add_leak(
+        wn, area=leak.area_m2, discharge_coeff=DISCHARGE_COEFF, start_time=leak.start_s, end_time=leak.end_s
+    )
 
 
 def _run_by_day(wn, days: int, progress: bool) -> dict[str, pd.DataFrame]:

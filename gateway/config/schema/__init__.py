@@ -20,27 +20,99 @@ The modules: ``types`` (value checks), ``base`` (Section, the registries),
 >>> cfg.mqtt.client_id, cfg.sensors[0].unit, cfg.sensors[0].column
 ('frugalsense-gw-01', 'L/s', 'F-lake')
 """
-from gateway.config.schema.types import (CONTEXT_CROSS_CHECKS, CONTEXT_PATH, ClockTime, FilePath, Identifier,
-                                         Quantity, Text, TimeZoneName, describe, fail, format_path, number, suggest,
-                                         whole)
-from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, model_type, sensor_driver
-from gateway.config.schema.sensors import ModbusRtuSensor, ReplaySensor, SensorBase
+
 from gateway.config.schema.air_sensors import CellCountSensor, LineSensor, Pms5003Sensor, Sds011Sensor
-from gateway.config.schema.models import (AirInputs, AirPatternModel, CalibrationDriftModel, EaqiModel, InflowTerm,
-                                          LearnedLeakModel, LeakInput, MnfModel, ModelBase, No2VirtualModel,
-                                          SensorFaultModel)
-from gateway.config.schema.sections import (HomeAssistantConfig, ModelUpdatesConfig, MqttConfig, ReplaySource,
-                                            SourcesConfig, StorageConfig, TlsConfig)
+from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, model_type, sensor_driver
 from gateway.config.schema.cross_checks import CrossIssue, cross_section_issues
 from gateway.config.schema.gateway import GatewayConfig, ModelConfig, SensorConfig
+from gateway.config.schema.models import (
+    AirInputs,
+    AirPatternModel,
+    CalibrationDriftModel,
+    EaqiModel,
+    InflowTerm,
+    LeakInput,
+    LearnedLeakModel,
+    MnfModel,
+    ModelBase,
+    No2VirtualModel,
+    SensorFaultModel,
+)
+from gateway.config.schema.sections import (
+    HomeAssistantConfig,
+    ModelUpdatesConfig,
+    MqttConfig,
+    ReplaySource,
+    SourcesConfig,
+    StorageConfig,
+    TlsConfig,
+)
+from gateway.config.schema.sensors import ModbusRtuSensor, ReplaySensor, SensorBase
+from gateway.config.schema.types import (
+    CONTEXT_CROSS_CHECKS,
+    CONTEXT_PATH,
+    ClockTime,
+    FilePath,
+    Identifier,
+    Quantity,
+    Text,
+    TimeZoneName,
+    describe,
+    fail,
+    format_path,
+    number,
+    suggest,
+    whole,
+)
 
 __all__ = [
-    "AirInputs", "AirPatternModel", "CONTEXT_CROSS_CHECKS", "CONTEXT_PATH", "CalibrationDriftModel",
-    "CellCountSensor", "ClockTime", "CrossIssue", "EaqiModel", "FilePath", "GatewayConfig", "HomeAssistantConfig",
-    "Identifier", "InflowTerm", "LearnedLeakModel", "LeakInput", "LineSensor", "MODEL_TYPES", "MnfModel",
-    "ModbusRtuSensor", "ModelBase", "ModelConfig", "ModelUpdatesConfig", "MqttConfig", "No2VirtualModel",
-    "Pms5003Sensor", "Quantity", "ReplaySensor", "ReplaySource", "SENSOR_DRIVERS", "Sds011Sensor", "Section",
-    "SensorBase", "SensorConfig", "SensorFaultModel", "SourcesConfig", "StorageConfig", "Text", "TimeZoneName",
-    "TlsConfig", "cross_section_issues", "describe", "fail", "format_path", "model_type", "number",
-    "sensor_driver", "suggest", "whole",
+    "AirInputs",
+    "AirPatternModel",
+    "CONTEXT_CROSS_CHECKS",
+    "CONTEXT_PATH",
+    "CalibrationDriftModel",
+    "CellCountSensor",
+    "ClockTime",
+    "CrossIssue",
+    "EaqiModel",
+    "FilePath",
+    "GatewayConfig",
+    "HomeAssistantConfig",
+    "Identifier",
+    "InflowTerm",
+    "LearnedLeakModel",
+    "LeakInput",
+    "LineSensor",
+    "MODEL_TYPES",
+    "MnfModel",
+    "ModbusRtuSensor",
+    "ModelBase",
+    "ModelConfig",
+    "ModelUpdatesConfig",
+    "MqttConfig",
+    "No2VirtualModel",
+    "Pms5003Sensor",
+    "Quantity",
+    "ReplaySensor",
+    "ReplaySource",
+    "SENSOR_DRIVERS",
+    "Sds011Sensor",
+    "Section",
+    "SensorBase",
+    "SensorConfig",
+    "SensorFaultModel",
+    "SourcesConfig",
+    "StorageConfig",
+    "Text",
+    "TimeZoneName",
+    "TlsConfig",
+    "cross_section_issues",
+    "describe",
+    "fail",
+    "format_path",
+    "model_type",
+    "number",
+    "sensor_driver",
+    "suggest",
+    "whole",
 ]

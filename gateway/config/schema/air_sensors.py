@@ -1,4 +1,5 @@
 """Air-quality sensor drivers: SDS011 and PMS5003 PM sensors, key=value line nodes, cell-tower counts."""
+
 from __future__ import annotations
 
 import re
@@ -14,20 +15,32 @@ from edge.sources.cell_counts import DEFAULT_K as CELL_DEFAULT_K
 from edge.sources.cell_counts import MIN_K as CELL_MIN_K
 from gateway.config.schema.base import sensor_driver
 from gateway.config.schema.sensors import SensorBase, _choice, _serial_port
-from gateway.config.schema.types import (FilePath, Identifier, Text, _flag, _one_of, _text, describe, fail,
-                                         number, suggest)
-
+from gateway.config.schema.types import (
+    FilePath,
+    Identifier,
+    Text,
+    _flag,
+    _one_of,
+    _text,
+    describe,
+    fail,
+    number,
+    suggest,
+)
 
 # ---- air-quality serial sensors and cell-tower counts ----------------------------------
 # Entries with the same port are one device (an SDS011 gives pm25 and pm10 on one line);
 # their device settings must agree (checked across sections). Bus defaults come from
 # each driver's declaration in edge/drivers.
 
+
 def _stable_port(value: object) -> str:
     port = _serial_port(value)
     if re.fullmatch(r"/dev/tty(USB|ACM)[0-9]+", port):
-        raise fail(f"{port} changes with the order devices are plugged in: use the sensor's stable link under "
-                   "/dev/serial/by-id/ (list them with: ls -l /dev/serial/by-id/)")
+        raise fail(
+            f"{port} changes with the order devices are plugged in: use the sensor's stable link under "
+            "/dev/serial/by-id/ (list them with: ls -l /dev/serial/by-id/)"
+        )
     return port
 
 
@@ -42,8 +55,9 @@ class _AirSerialSensor(SensorBase):
     @classmethod
     def _driver_quantity(cls, quantity: str) -> str:
         if cls.quantities and quantity not in cls.quantities:
-            raise fail(f"this sensor gives {', '.join(cls.quantities)}; got {quantity!r}",
-                       suggest(quantity, cls.quantities))
+            raise fail(
+                f"this sensor gives {', '.join(cls.quantities)}; got {quantity!r}", suggest(quantity, cls.quantities)
+            )
         return quantity
 
 
@@ -57,15 +71,19 @@ class _FanPmSensor(_AirSerialSensor):
     correction: Annotated[str, BeforeValidator(_one_of(PM_CORRECTIONS))] = DEFAULT_PM_CORRECTION
 
     @model_validator(mode="after")
-    def _consistent(self) -> "_FanPmSensor":
+    def _consistent(self) -> _FanPmSensor:
         if self.quantity == "pm25_corrected" and self.humidity_sensor is None:
-            raise fail("a pm25_corrected sensor needs humidity_sensor: the id of a humidity sensor "
-                       "(the US EPA correction uses relative humidity)")
+            raise fail(
+                "a pm25_corrected sensor needs humidity_sensor: the id of a humidity sensor "
+                "(the US EPA correction uses relative humidity)"
+            )
         if self.quantity != "pm25_corrected" and self.humidity_sensor is not None:
             raise fail("humidity_sensor is only used by a pm25_corrected sensor")
         if self.sleep_s > 0 and self.work_s <= self.warmup_s:  # type: ignore[attr-defined]
-            raise fail(f"work_s ({self.work_s:g} s) must be longer than warmup_s ({self.warmup_s:g} s) "  # type: ignore[attr-defined]
-                       "when the fan sleeps, or no reading is ever taken")
+            raise fail(
+                f"work_s ({self.work_s:g} s) must be longer than warmup_s ({self.warmup_s:g} s) "  # type: ignore[attr-defined]
+                "when the fan sleeps, or no reading is ever taken"
+            )
         return self
 
 
@@ -124,8 +142,10 @@ class LineSensor(_AirSerialSensor):
 
 def _privacy_k(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not CELL_MIN_K <= value <= 1000:
-        raise fail(f"must be a whole number from {CELL_MIN_K} to 1000, got {describe(value)}: smaller counts "
-                   "identify people (statistical offices suppress counts below about 11)")
+        raise fail(
+            f"must be a whole number from {CELL_MIN_K} to 1000, got {describe(value)}: smaller counts "
+            "identify people (statistical offices suppress counts below about 11)"
+        )
     return value
 
 
@@ -155,8 +175,10 @@ class CellCountSensor(SensorBase):
     def _zone_with_map(cls, zone: str | None, info: ValidationInfo) -> str | None:
         has_cells, has_map = info.data.get("cells") is not None, info.data.get("cell_map") is not None
         if has_cells == has_map and "cells" in info.data and "cell_map" in info.data:
-            raise fail("give the zone's cells either as a cells list or as a cell_map file with a zone, not "
-                       + ("both" if has_cells else "neither"))
+            raise fail(
+                "give the zone's cells either as a cells list or as a cell_map file with a zone, not "
+                + ("both" if has_cells else "neither")
+            )
         if has_map and zone is None:
             raise fail("a cell_map needs zone: the zone of this gateway in that file")
         if has_cells and zone is not None:

@@ -1,4 +1,5 @@
 """The config section base class and the registries sensor drivers and model types declare themselves in."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
@@ -18,20 +19,20 @@ class Section(BaseModel):
     refused_keys: ClassVar[dict[str, str]] = {}
 
 
-SENSOR_DRIVERS: dict[str, type["SensorBase"]] = {}
-MODEL_TYPES: dict[str, type["ModelBase"]] = {}
+SENSOR_DRIVERS: dict[str, type[SensorBase]] = {}
+MODEL_TYPES: dict[str, type[ModelBase]] = {}
 
 
 def _tag_of(cls: type[BaseModel], key: str) -> str:
     return cls.model_fields[key].annotation.__args__[0]  # type: ignore[union-attr]
 
 
-def sensor_driver(cls: type["SensorBase"]) -> type["SensorBase"]:
+def sensor_driver(cls: type[SensorBase]) -> type[SensorBase]:
     SENSOR_DRIVERS[_tag_of(cls, "driver")] = cls
     return cls
 
 
-def model_type(cls: type["ModelBase"]) -> type["ModelBase"]:
+def model_type(cls: type[ModelBase]) -> type[ModelBase]:
     MODEL_TYPES[_tag_of(cls, "type")] = cls
     return cls
 

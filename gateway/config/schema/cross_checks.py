@@ -1,4 +1,5 @@
 """Checks that span sections (duplicate ids, a model naming a sensor, one port one device), all reported at once."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,8 +24,7 @@ def _entries(data: dict, key: str) -> list[tuple[int, dict]]:
     return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)] if isinstance(items, list) else []
 
 
-def _duplicates(data: dict, section: str, key: str, what: str,
-                where: Callable[[tuple], str]) -> list[CrossIssue]:
+def _duplicates(data: dict, section: str, key: str, what: str, where: Callable[[tuple], str]) -> list[CrossIssue]:
     issues, first = [], {}
     for i, item in _entries(data, section):
         value = item.get(key)
@@ -55,9 +55,13 @@ def _shared_line_issues(data: dict, where: Callable[[tuple], str]) -> list[Cross
         for key in _LINE_KEYS:
             mine, theirs = item.get(key, defaults[key].default), other.get(key, defaults[key].default)
             if mine != theirs:
-                issues.append(CrossIssue(("sensors", i, key if key in item else "port"),
-                                         f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on the "
-                                         f"same port ({where(('sensors', j, 'port'))}): one line has one setting"))
+                issues.append(
+                    CrossIssue(
+                        ("sensors", i, key if key in item else "port"),
+                        f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on the "
+                        f"same port ({where(('sensors', j, 'port'))}): one line has one setting",
+                    )
+                )
     return issues
 
 
@@ -82,7 +86,9 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
         if driver not in _AIR_SERIAL or not isinstance(port, str):
             continue
         if port in modbus_ports:
-            issues.append(CrossIssue(("sensors", i, "port"), f"port {port} is also a Modbus line: one port, one device"))
+            issues.append(
+                CrossIssue(("sensors", i, "port"), f"port {port} is also a Modbus line: one port, one device")
+            )
         if port not in first:
             first[port] = (i, item)
         else:
@@ -90,9 +96,13 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
             for key in _AIR_DEVICE_KEYS:
                 mine, theirs = _device_setting(item, key), _device_setting(other, key)
                 if mine != theirs:  # a different driver makes every other setting differ too: say it once
-                    issues.append(CrossIssue(("sensors", i, key if key in item else "port"),
-                                             f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on "
-                                             f"the same port ({where(('sensors', j, 'port'))}): one port is one device"))
+                    issues.append(
+                        CrossIssue(
+                            ("sensors", i, key if key in item else "port"),
+                            f"{key} {describe(mine)} differs from {describe(theirs)} of the sensor on "
+                            f"the same port ({where(('sensors', j, 'port'))}): one port is one device",
+                        )
+                    )
                     if key == "driver":
                         break
         humidity = item.get("humidity_sensor")
@@ -102,8 +112,13 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
             if target is None:
                 issues.append(CrossIssue(loc, f"no sensor with id {humidity!r} in sensors", suggest(humidity, sensors)))
             elif target.get("quantity") != "humidity" or target.get("driver") != "line":
-                issues.append(CrossIssue(loc, f"sensor {humidity!r} is not a humidity sensor of a line node "
-                                              "(driver: line, quantity: humidity)"))
+                issues.append(
+                    CrossIssue(
+                        loc,
+                        f"sensor {humidity!r} is not a humidity sensor of a line node "
+                        "(driver: line, quantity: humidity)",
+                    )
+                )
     for m, model in _entries(data, "models"):
         if model.get("type") != "eaqi" or not isinstance(model.get("sensors"), list):
             continue
@@ -113,9 +128,14 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
             loc = ("models", m, "sensors", s)
             if name not in sensors:
                 issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
-            elif (quantity := sensors[name].get("quantity")) in QUANTITY_UNITS and quantity not in POLLUTANT_OF_QUANTITY:
-                issues.append(CrossIssue(loc, f"sensor {name!r} measures {quantity}; the EAQI covers "
-                                              f"{', '.join(POLLUTANT_OF_QUANTITY)}"))
+            elif (
+                quantity := sensors[name].get("quantity")
+            ) in QUANTITY_UNITS and quantity not in POLLUTANT_OF_QUANTITY:
+                issues.append(
+                    CrossIssue(
+                        loc, f"sensor {name!r} measures {quantity}; the EAQI covers {', '.join(POLLUTANT_OF_QUANTITY)}"
+                    )
+                )
     return issues
 
 
@@ -145,9 +165,13 @@ def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
             check(("models", m, "reference"), model["reference"], quantity)
         estimate = model.get("estimate_from")
         if isinstance(estimate, str) and (models.get(estimate) or {}).get("type") != "no2_virtual":
-            issues.append(CrossIssue(("models", m, "estimate_from"),
-                                     f"no model of type no2_virtual named {estimate!r} in models",
-                                     suggest(estimate, [n for n, x in models.items() if x.get("type") == "no2_virtual"])))
+            issues.append(
+                CrossIssue(
+                    ("models", m, "estimate_from"),
+                    f"no model of type no2_virtual named {estimate!r} in models",
+                    suggest(estimate, [n for n, x in models.items() if x.get("type") == "no2_virtual"]),
+                )
+            )
     return issues
 
 
@@ -168,9 +192,12 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
     replay_users = [i for i, item in _entries(data, "sensors") if item.get("driver") == "replay"]
     if replay_users and not (isinstance(sources, dict) and sources.get("replay")):
         more = f" (the first of {len(replay_users)} replay sensors)" if len(replay_users) > 1 else ""
-        issues.append(CrossIssue(("sensors", replay_users[0], "driver"),
-                                 "driver 'replay' needs a sources.replay section with the dataset file, "
-                                 f"and there is none{more}"))
+        issues.append(
+            CrossIssue(
+                ("sensors", replay_users[0], "driver"),
+                f"driver 'replay' needs a sources.replay section with the dataset file, and there is none{more}",
+            )
+        )
 
     issues += _shared_line_issues(data, where)
     issues += _air_issues(data, sensors, where)
@@ -186,8 +213,9 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
             if name not in sensors:
                 issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
             elif (quantity := sensors[name].get("quantity")) in QUANTITY_UNITS and quantity != "flow":
-                issues.append(CrossIssue(loc, f"sensor {name!r} measures {quantity}; "
-                                              "a zone inflow must be a flow sensor"))
+                issues.append(
+                    CrossIssue(loc, f"sensor {name!r} measures {quantity}; a zone inflow must be a flow sensor")
+                )
             elif name in seen:
                 issues.append(CrossIssue(loc, f"sensor {name!r} is already in this zone_inflow"))
             seen.add(name)

@@ -1,4 +1,5 @@
 """GatewayConfig, the whole config file: its top-level keys and the checks run once every section is read."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,14 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 from gateway.config.schema import air_sensors, models, sensors  # noqa: F401
 from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, _tagged_union
 from gateway.config.schema.cross_checks import cross_section_issues
-from gateway.config.schema.sections import (HomeAssistantConfig, ModelUpdatesConfig, MqttConfig, SourcesConfig,
-                                            StorageConfig)
-from gateway.config.schema.types import (CONTEXT_CROSS_CHECKS, CONTEXT_PATH, Identifier, TimeZoneName, fail,
-                                         format_path)
+from gateway.config.schema.sections import (
+    HomeAssistantConfig,
+    ModelUpdatesConfig,
+    MqttConfig,
+    SourcesConfig,
+    StorageConfig,
+)
+from gateway.config.schema.types import CONTEXT_CROSS_CHECKS, CONTEXT_PATH, Identifier, TimeZoneName, fail, format_path
 
 SensorConfig = _tagged_union(SENSOR_DRIVERS, "driver")
 ModelConfig = _tagged_union(MODEL_TYPES, "type")
@@ -37,7 +42,7 @@ class GatewayConfig(Section):
     _path: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _finish(self, info: ValidationInfo) -> "GatewayConfig":
+    def _finish(self, info: ValidationInfo) -> GatewayConfig:
         context = info.context or {}
         if self.mqtt.client_id is None:
             self.mqtt.client_id = f"frugalsense-{self.gateway}"

@@ -1,4 +1,5 @@
 """Model entries (detectors a gateway runs): night flow, learned leak, EAQI, the air models and calibration drift."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -7,8 +8,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from edge.air.eaqi import BANDS as EAQI_BANDS
 from gateway.config.schema.base import Section, model_type
-from gateway.config.schema.types import (ClockTime, FilePath, Identifier, Text, _one_of, describe, fail, number,
-                                         whole)
+from gateway.config.schema.types import ClockTime, FilePath, Identifier, Text, _one_of, describe, fail, number, whole
 
 if TYPE_CHECKING:
     from gateway.config.schema.gateway import GatewayConfig
@@ -50,17 +50,19 @@ class MnfModel(ModelBase):
     def _after_start(cls, end: str, info: ValidationInfo) -> str:
         start = info.data.get("night_start")
         if start is not None and end <= start:
-            raise fail(f"must be after night_start ({start}), got {end!r} "
-                       "(a night window may not cross midnight)")
+            raise fail(f"must be after night_start ({start}), got {end!r} (a night window may not cross midnight)")
         return end
 
     def detector_params(self, timezone: str) -> dict[str, Any]:
         """Keyword arguments for the night-flow detector, in its own parameter names."""
         return {
             "zone_inflow": [(term.sensor, term.sign) for term in self.zone_inflow],
-            "night_start": self.night_start, "night_end": self.night_end,
-            "threshold": self.threshold, "history_days": self.history_days,
-            "raise_after": self.raise_after, "clear_after": self.clear_after,
+            "night_start": self.night_start,
+            "night_end": self.night_end,
+            "threshold": self.threshold,
+            "history_days": self.history_days,
+            "raise_after": self.raise_after,
+            "clear_after": self.clear_after,
             "timezone": timezone,
         }
 
@@ -77,8 +79,12 @@ class EaqiModel(ModelBase):
 
     def detector_params(self, quantities: dict[str, str]) -> dict[str, Any]:
         """Keyword arguments for the AQI detector; ``quantities`` maps sensor id -> quantity."""
-        return {"sensors": [(s, quantities[s]) for s in self.sensors], "alert_from": self.alert_from,
-                "raise_after": self.raise_after, "clear_after": self.clear_after}
+        return {
+            "sensors": [(s, quantities[s]) for s in self.sensors],
+            "alert_from": self.alert_from,
+            "raise_after": self.raise_after,
+            "clear_after": self.clear_after,
+        }
 
 
 # Air-site models (edge/detectors/air_models.py, edge/detectors/drift.py, docs/air-models.md).
@@ -108,15 +114,19 @@ class _AirModel(ModelBase):
     needs: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
-    def _inputs(self) -> "_AirModel":
+    def _inputs(self) -> _AirModel:
         missing = [k for k in self.needs if getattr(self.sensors, k) is None]
         if missing:
             raise fail(f"sensors must name a sensor for {', '.join(self.needs)} (missing: {', '.join(missing)})")
         return self
 
-    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
-        return {"sensors": self.sensors.given(), "model_dir": config.resolve_path(self.model_dir),
-                "backend": self.backend, "timezone": config.timezone}
+    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
+        return {
+            "sensors": self.sensors.given(),
+            "model_dir": config.resolve_path(self.model_dir),
+            "backend": self.backend,
+            "timezone": config.timezone,
+        }
 
 
 @model_type
@@ -136,14 +146,16 @@ class SensorFaultModel(_AirModel):
     clear_after: whole(1, 48) = 2  # healthy hours in a row before it clears
 
     @model_validator(mode="after")
-    def _judged(self) -> "SensorFaultModel":
+    def _judged(self) -> SensorFaultModel:
         given = self.sensors.given()
         if not given or set(given) - {"pm25", "pm10", "no2", "temperature", "humidity"}:
-            raise fail("sensors may name pm25, pm10, no2, temperature and humidity sensors (at least one); "
-                       "the fault model does not judge wind_speed or cell_count")
+            raise fail(
+                "sensors may name pm25, pm10, no2, temperature and humidity sensors (at least one); "
+                "the fault model does not judge wind_speed or cell_count"
+            )
         return self
 
-    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
         return {**super().detector_params(config), "raise_after": self.raise_after, "clear_after": self.clear_after}
 
 
@@ -170,15 +182,21 @@ class CalibrationDriftModel(ModelBase):
     min_sigma: number(0, low_open=True) = 3.0  # smallest calibration spread believed, in the sensor's unit
 
     @model_validator(mode="after")
-    def _one_reference(self) -> "CalibrationDriftModel":
+    def _one_reference(self) -> CalibrationDriftModel:
         if self.reference is not None and self.estimate_from is not None:
             raise fail("give reference or estimate_from, not both")
         return self
 
     def detector_params(self) -> dict[str, Any]:
-        return {"sensor": self.sensor, "reference": self.reference, "calibration_days": self.calibration_days,
-                "smoothing_days": self.smoothing_days, "delta": self.delta, "threshold": self.threshold,
-                "min_sigma": self.min_sigma}
+        return {
+            "sensor": self.sensor,
+            "reference": self.reference,
+            "calibration_days": self.calibration_days,
+            "smoothing_days": self.smoothing_days,
+            "delta": self.delta,
+            "threshold": self.threshold,
+            "min_sigma": self.min_sigma,
+        }
 
 
 class LeakInput(Section):
@@ -198,7 +216,7 @@ class LearnedLeakModel(ModelBase):
     # Empty: every sensor feeds the model input named by its replay column (or its id).
     inputs: list[LeakInput] = Field(default_factory=list)
 
-    def detector_params(self, config: "GatewayConfig") -> dict[str, Any]:
+    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
         sensors = {s.id: s for s in config.sensors}
         if self.inputs:
             unknown = [i.sensor for i in self.inputs if i.sensor not in sensors]

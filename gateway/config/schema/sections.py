@@ -1,4 +1,5 @@
 """The fixed sections of a gateway config: sources, mqtt (with tls), storage, homeassistant, model_updates."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,20 @@ from typing import Annotated, ClassVar
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from gateway.config.schema.base import Section
-from gateway.config.schema.types import (CONTEXT_PATH, FilePath, Identifier, Text, _client_id, _env_var, _flag,
-                                         _host, _topic_prefix, fail, number, whole)
+from gateway.config.schema.types import (
+    CONTEXT_PATH,
+    FilePath,
+    Identifier,
+    Text,
+    _client_id,
+    _env_var,
+    _flag,
+    _host,
+    _topic_prefix,
+    fail,
+    number,
+    whole,
+)
 from gateway.security.secrets import loose_permissions
 
 
@@ -58,7 +71,7 @@ class TlsConfig(Section):
 class MqttConfig(Section):
     refused_keys: ClassVar[dict[str, str]] = {
         "password": "a password must not be written in the config file: put it in an environment "
-                    "variable named by password_env, or in a file named by password_file",
+        "variable named by password_env, or in a file named by password_file",
     }
 
     host: Annotated[str, BeforeValidator(_host)]
@@ -106,13 +119,17 @@ class ModelUpdatesConfig(Section):
     enabled: Annotated[bool, BeforeValidator(_flag)] = False
     # Ed25519 public key (PEM) of the fleet's model-signing key: frugalsense model keygen
     public_key_file: FilePath | None = Field(default=None, validate_default=True)
-    allow_downgrade: Annotated[bool, BeforeValidator(_flag)] = False  # accept a version not newer than the one in service
+    allow_downgrade: Annotated[bool, BeforeValidator(_flag)] = (
+        False  # accept a version not newer than the one in service
+    )
     models: list[Identifier] = Field(default_factory=list)  # model names accepted before one is installed
 
     @field_validator("public_key_file")
     @classmethod
     def _key_when_enabled(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is None and info.data.get("enabled"):
-            raise fail("model updates need the public key that signs them: set public_key_file "
-                       "(make the key pair with: frugalsense model keygen)")
+            raise fail(
+                "model updates need the public key that signs them: set public_key_file "
+                "(make the key pair with: frugalsense model keygen)"
+            )
         return path

@@ -1,4 +1,5 @@
 """Sensor entries: what every sensor has, and the replay and Modbus RTU drivers."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -10,8 +11,18 @@ from edge.drivers.modbus_rtu import BUS as MODBUS_BUS
 from edge.drivers.modbus_rtu import DATA_TYPES as MODBUS_DATA_TYPES
 from edge.drivers.modbus_rtu import UNIT_FACTORS as MODBUS_UNIT_FACTORS
 from gateway.config.schema.base import Section, sensor_driver
-from gateway.config.schema.types import (Identifier, Quantity, Text, _one_of, _text, describe, fail, number,
-                                         suggest, whole)
+from gateway.config.schema.types import (
+    Identifier,
+    Quantity,
+    Text,
+    _one_of,
+    _text,
+    describe,
+    fail,
+    number,
+    suggest,
+    whole,
+)
 
 
 class SensorBase(Section):
@@ -26,12 +37,11 @@ class SensorBase(Section):
     def _canonical_unit(cls, unit: str | None, info: ValidationInfo) -> str | None:
         quantity = info.data.get("quantity")
         if unit is not None and quantity is not None and unit != QUANTITY_UNITS[quantity]:
-            raise fail(f"{unit!r} is not the unit of {quantity}: use {QUANTITY_UNITS[quantity]!r} "
-                       "(or leave unit out)")
+            raise fail(f"{unit!r} is not the unit of {quantity}: use {QUANTITY_UNITS[quantity]!r} (or leave unit out)")
         return unit
 
     @model_validator(mode="after")
-    def _fill_unit(self) -> "SensorBase":
+    def _fill_unit(self) -> SensorBase:
         if self.unit is None:
             self.unit = QUANTITY_UNITS[self.quantity]
         return self
@@ -45,7 +55,7 @@ class ReplaySensor(SensorBase):
     column: Text | None = None  # element name in the dataset; filled with the sensor id
 
     @model_validator(mode="after")
-    def _fill_column(self) -> "ReplaySensor":
+    def _fill_column(self) -> ReplaySensor:
         if self.column is None:
             self.column = self.id
         return self
@@ -54,28 +64,37 @@ class ReplaySensor(SensorBase):
 def _serial_port(value: object) -> str:
     text = _text(value)
     if not text.startswith("/dev/"):
-        raise fail(f"must be a serial device path, preferably under /dev/serial/by-id/ (stable across reboots), "
-                   f"got {text!r}")
+        raise fail(
+            f"must be a serial device path, preferably under /dev/serial/by-id/ (stable across reboots), got {text!r}"
+        )
     return text
 
 
 def _finite(nonzero: bool) -> Any:
     def check(value: object) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-            and abs(value) != float("inf") and not (nonzero and value == 0)
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value == value
+            and abs(value) != float("inf")
+            and not (nonzero and value == 0)
+        )
         if not ok:
             raise fail(f"must be a{' non-zero' if nonzero else ''} number, got {describe(value)}")
         return float(value)  # type: ignore[arg-type]
+
     return Annotated[float, BeforeValidator(check)]
 
 
 def _choice(*choices: Any) -> Any:
     """One of a few values written as is (numbers stay numbers: 3, not "3")."""
+
     def check(value: object) -> Any:
         if isinstance(value, bool) or value not in choices:
             names = [str(c) for c in choices]
             raise fail(f"must be one of {', '.join(names)}; got {describe(value)}", suggest(str(value), names))
         return value
+
     return BeforeValidator(check)
 
 
@@ -113,12 +132,13 @@ class ModbusRtuSensor(SensorBase):
         quantity = info.data.get("quantity")
         units = MODBUS_UNIT_FACTORS.get(quantity, {})
         if unit is not None and units and unit not in units:
-            raise fail(f"{quantity} cannot be converted from {unit!r}: use one of {', '.join(units)}",
-                       suggest(unit, units))
+            raise fail(
+                f"{quantity} cannot be converted from {unit!r}: use one of {', '.join(units)}", suggest(unit, units)
+            )
         return unit
 
     @model_validator(mode="after")
-    def _fits(self) -> "ModbusRtuSensor":
+    def _fits(self) -> ModbusRtuSensor:
         if self.address + MODBUS_DATA_TYPES[self.data_type][0] - 1 > 65535:
             raise fail(f"address {self.address} leaves no room for a {self.data_type} (two registers)")
         return self

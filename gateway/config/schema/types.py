@@ -1,4 +1,5 @@
 """Value checks of config keys (names, numbers, times, hosts, paths) and the plain-words errors they raise."""
+
 from __future__ import annotations
 
 import difflib
@@ -12,7 +13,6 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from edge.contracts import QUANTITY_UNITS, ContractError, check_id
-
 
 # validate.py runs the cross-section checks itself (to report them all, each at its
 # own line); code calling model_validate directly gets the first one as an error.
@@ -63,9 +63,10 @@ def fail(message: str, suggestion: str | None = None) -> PydanticCustomError:
 
 # ---- value types ---------------------------------------------------------------------
 
+
 def _text(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise fail(f"must be text, got the number {value}: write it in quotes, \"{value}\"")
+        raise fail(f'must be text, got the number {value}: write it in quotes, "{value}"')
     if not isinstance(value, str) or not value.strip():
         raise fail(f"must be text, got {describe(value)}")
     return value
@@ -76,8 +77,9 @@ def _identifier(value: object) -> str:
     try:
         return check_id("value", text)
     except ContractError:
-        raise fail("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-                   f"got {text!r}") from None
+        raise fail(
+            f"must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got {text!r}"
+        ) from None
 
 
 def _one_of(choices: Iterable[str]) -> Callable[[object], str]:
@@ -87,15 +89,18 @@ def _one_of(choices: Iterable[str]) -> Callable[[object], str]:
         if value not in names:
             raise fail(f"must be one of {', '.join(names)}; got {describe(value)}", suggest(value, names))
         return value  # type: ignore[return-value]
+
     return check
 
 
 def whole(low: int, high: int) -> Any:
     """A whole number in ``low..high``; true/false and 1.5 are refused, not converted."""
+
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise fail(f"must be a whole number between {low} and {high}, got {describe(value)}")
         return value
+
     return Annotated[int, BeforeValidator(check)]
 
 
@@ -112,6 +117,7 @@ def number(low: float, high: float | None = None, low_open: bool = False) -> Any
         if not ok:
             raise fail(f"must be a number {bound}, got {describe(value)}")
         return float(value)  # type: ignore[arg-type]
+
     return Annotated[float, BeforeValidator(check)]
 
 
@@ -120,7 +126,7 @@ _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 def _clock_time(value: object) -> str:
     if not isinstance(value, str) or not _CLOCK.match(value):
-        raise fail(f"must be a time of day HH:MM (24-hour), like \"02:00\", got {describe(value)}")
+        raise fail(f'must be a time of day HH:MM (24-hour), like "02:00", got {describe(value)}')
     return value
 
 
@@ -129,16 +135,20 @@ def _timezone(value: object) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise fail(f"unknown time zone {name!r}: use an IANA name like 'Europe/Paris' or 'UTC'",
-                   suggest(name, available_timezones() | {"UTC"})) from None
+        raise fail(
+            f"unknown time zone {name!r}: use an IANA name like 'Europe/Paris' or 'UTC'",
+            suggest(name, available_timezones() | {"UTC"}),
+        ) from None
     return name
 
 
 def _topic_prefix(value: object) -> str:
     text = _text(value)
     if re.search(r"[+#\s\x00]", text) or text.startswith(("/", "$")) or text.endswith("/") or "//" in text:
-        raise fail("must be MQTT topic levels separated by '/', without '+', '#', spaces, "
-                   f"empty levels, or a leading '/' or '$', got {text!r}")
+        raise fail(
+            "must be MQTT topic levels separated by '/', without '+', '#', spaces, "
+            f"empty levels, or a leading '/' or '$', got {text!r}"
+        )
     return text
 
 
