@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test clean services train-air train-leak train chaos bench-outbox bench
+.PHONY: setup demo test lint clean services train-air train-leak train chaos bench-outbox bench
 
 setup: $(STAMP) services
 
@@ -24,7 +24,14 @@ services:
 demo: setup
 	$(BIN)/frugalsense demo
 
-test: setup
+# ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear, docstrings), the formatter, and mypy on
+# edge/ and the gateway's protocol and device packages (settings in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest
 
 # The chaos suite with 60 s outages (about 7 min); rewrites docs/chaos.json and docs/chaos.md.

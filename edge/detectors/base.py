@@ -1,0 +1,178 @@
+"""What every detector is: one interface, in the shape of river's and scikit-learn's estimator bases.
+
+A detector is streaming: ``update(reading)`` consumes one Reading and returns the
+Detections and Alerts of every window that closed before it; ``flush()`` decides the
+window still open when the sources end. Its ``kind`` names what it detects ("leak",
+"aqi", ...) and is the ``kind`` of everything it emits. A detector that runs an
+exported model names it in ``model_name`` and takes a verified new version through
+``use_model(backend)``; a rule-based detector has ``model_name`` None and refuses
+``use_model``. ``state()`` / ``restore(state)`` carry what a restart must keep
+(empty here; the restart work fills them).
+
+The builders ``detection()`` and ``alert()`` fill in what every output of a detector
+shares (site, gateway, kind, model, model version), so no detector re-implements them.
+
+>>> from edge.contracts import AlertState, Severity
+>>> class Always(Detector):
+...     kind = "demo"
+...     def update(self, reading):
+...         return [self.detection(reading.time_ms, "normal", 0.0, Severity.INFO, reading.time_ms, reading.time_ms)]
+>>> det = Always("site-a", "gw-01", model="demo")
+>>> det.model_name is None, det.state()
+(True, {})
+>>> det.alert(10, "demo-1", AlertState.RAISED, "odd", Severity.WARNING, 1.0, "odd", since_ms=0).kind
+'demo'
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from edge.contracts import Alert, AlertState, Detection, Reading, Severity, check_id
+
+Output = Detection | Alert
+
+
+class ModelSwapError(ValueError):
+    """A detector was offered a model it cannot run (wrong name, features or classes)."""
+
+
+class Detector(ABC):
+    """Base of every streaming detector: Readings in, Detections and Alerts out."""
+
+    #: What the detector detects; the ``kind`` of every Detection and Alert it emits.
+    kind: ClassVar[str] = ""
+
+    site: str
+    gateway: str
+    model: str
+    model_version: str
+
+    def __init__(self, site: str, gateway: str, *, model: str, model_version: str = "1") -> None:
+        check_id("site", site)
+        check_id("gateway", gateway)
+        check_id("model", model)
+        self.site = site
+        self.gateway = gateway
+        self.model = model
+        self.model_version = model_version
+
+    @abstractmethod
+    def update(self, reading: Reading) -> list[Output]:
+        """Consume one reading; return the outputs of every window that closed before it."""
+
+    def flush(self) -> list[Output]:
+        """Decide the window still open when the sources have ended (none by default)."""
+        return []
+
+    def reset(self) -> None:  # noqa: B027 - an optional hook: stateless detectors have nothing to forget
+        """Forget every window, history and alert state."""
+
+    # -- models -------------------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str | None:
+        """Name of the exported model this detector runs (its manifest's name), None if rule-based."""
+        return None
+
+    def use_model(self, backend: Any) -> None:
+        """Run a new, verified version of this detector's model from now on (a hot swap).
+
+        ``backend`` is a loaded runtime backend whose ``manifest`` names the model. Raises
+        ModelSwapError when this detector runs no exported model or another one.
+        """
+        raise ModelSwapError(f"{type(self).__name__} {self.model!r} runs no exported model: nothing to swap")
+
+    # -- restart ------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a restart must keep, as plain JSON-able data (empty: nothing yet)."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        """Take back what ``state()`` returned before a restart."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")
+
+    # -- builders -----------------------------------------------------------------------------------------
+    def detection(
+        self,
+        time_ms: int,
+        label: str,
+        score: float,
+        severity: Severity,
+        window_start_ms: int,
+        window_end_ms: int,
+        explanation: dict | None = None,
+    ) -> Detection:
+        """A Detection of this detector's kind, model and version."""
+        return Detection(
+            time_ms=time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=self.kind,
+            label=label,
+            score=float(score),
+            severity=severity,
+            model=self.model,
+            model_version=self.model_version,
+            window_start_ms=window_start_ms,
+            window_end_ms=window_end_ms,
+            explanation=dict(explanation or {}),
+        )
+
+    def alert(
+        self,
+        time_ms: int,
+        alert_id: str,
+        state: AlertState,
+        label: str,
+        severity: Severity,
+        score: float,
+        message: str,
+        *,
+        since_ms: int,
+        explanation: dict | None = None,
+    ) -> Alert:
+        """An Alert of this detector's kind, model and version."""
+        return Alert(
+            time_ms=time_ms,
+            site=self.site,
+            gateway=self.gateway,
+            kind=self.kind,
+            alert_id=alert_id,
+            state=state,
+            label=label,
+            severity=severity,
+            score=float(score),
+            message=message,
+            model=self.model,
+            model_version=self.model_version,
+            since_ms=since_ms,
+            explanation=dict(explanation or {}),
+        )
+
+
+class ModelDetector(Detector):
+    """A detector that runs an exported model held in ``runtime_`` (a runtime backend with a manifest)."""
+
+    runtime_: Any
+
+    @property
+    def model_name(self) -> str | None:
+        """The manifest name of the model in ``runtime_``."""
+        return self.runtime_.manifest.name
+
+    def check_model(self, backend: Any) -> None:
+        """Raise ModelSwapError if ``backend`` cannot replace the running model (override to check more)."""
+        name = backend.manifest.name
+        if name != self.model_name:
+            raise ModelSwapError(f"{self.model!r} runs model {self.model_name!r}, not {name!r}")
+
+    def use_model(self, backend: Any) -> None:
+        """Swap in ``backend`` after ``check_model``; outputs from now on carry its version."""
+        self.check_model(backend)
+        self.runtime_ = backend
+        self.model_version = backend.manifest.version
+
+
+__all__ = ["Detector", "ModelDetector", "ModelSwapError", "Output"]
