@@ -51,6 +51,7 @@ POLLUTANT_OF_QUANTITY = {"pm25": "pm25", "pm25_corrected": "pm25", "pm10": "pm10
 
 
 def pollutant_of(quantity: str) -> str:
+    """The pollutant whose EAQI scale applies to a sensor's quantity (corrected PM2.5 is PM2.5)."""
     try:
         return POLLUTANT_OF_QUANTITY[quantity]
     except KeyError:
@@ -70,6 +71,7 @@ def band_index(pollutant: str, concentration: float) -> int:
 
 
 def band(pollutant: str, concentration: float) -> str:
+    """The EAQI band name ("good" .. "extremely poor") of one concentration."""
     return BANDS[band_index(pollutant, concentration)]
 
 
