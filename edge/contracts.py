@@ -51,12 +51,16 @@ class Quality(StrEnum):
 
 
 class Severity(StrEnum):
+    """How urgent a detection or alert is."""
+
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
 
 
 class AlertState(StrEnum):
+    """Whether an alert is being raised or cleared."""
+
     RAISED = "raised"
     CLEARED = "cleared"
 
@@ -83,10 +87,10 @@ def check_id(kind: str, value: object) -> str:
 
     >>> check_id("sensor", "F-10")
     'F-10'
-    >>> check_id("site", "north/zone")
+    >>> check_id("site", "north/zone")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    edge.contracts.ContractError: site 'north/zone' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit
+    edge.contracts.ContractError: site 'north/zone' must be 1-64 letters, digits, '.', '_' or '-', starting with ...
     """
     if not isinstance(value, str) or not _ID.match(value):
         raise ContractError(
@@ -96,6 +100,7 @@ def check_id(kind: str, value: object) -> str:
 
 
 def check_time(what: str, time_ms: object) -> int:
+    """Return ``time_ms`` if it is integer UTC milliseconds within 2000..2100, else raise ContractError."""
     if isinstance(time_ms, bool) or not isinstance(time_ms, int):
         raise ContractError(f"{what}: time must be integer milliseconds since 1970 UTC, got {time_ms!r}")
     if not EARLIEST_MS <= time_ms < LATEST_MS:
@@ -104,6 +109,7 @@ def check_time(what: str, time_ms: object) -> int:
 
 
 def ms_to_datetime(time_ms: int) -> datetime:
+    """The aware UTC datetime of a contract time in milliseconds."""
     return datetime.fromtimestamp(time_ms / 1000, tz=UTC)
 
 

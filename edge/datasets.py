@@ -97,12 +97,12 @@ class ZoneDataset:
             )
         if n_steps > 1 and not np.all(np.diff(self.time_ms) > 0):
             raise DatasetError("dataset times must be strictly increasing")
-        for quantity, unit in zip(self.quantities, self.units):
+        for quantity, unit in zip(self.quantities, self.units, strict=True):  # lengths checked just above
             if QUANTITY_UNITS.get(quantity) != unit:
                 raise DatasetError(
                     f"dataset unit {unit!r} is not the unit of {quantity!r} (expected {QUANTITY_UNITS.get(quantity)!r})"
                 )
-        keys = list(zip(self.columns, self.quantities))
+        keys = list(zip(self.columns, self.quantities, strict=True))
         if len(set(keys)) != len(keys):
             raise DatasetError("dataset has the same (column, quantity) twice")
         if not isinstance(self.meta, dict):
@@ -111,7 +111,7 @@ class ZoneDataset:
     @property
     def sensors(self) -> list[tuple[str, str]]:
         """The (column, quantity) pairs, in column order."""
-        return list(zip(self.columns, self.quantities))
+        return list(zip(self.columns, self.quantities, strict=True))  # same length: checked on construction
 
     def column_index(self, column: str, quantity: str) -> int:
         try:
@@ -175,7 +175,9 @@ class ZoneDataset:
         The last column ``leak_flow_label [L/s]`` is the simulation's ground truth, not a sensor.
         """
         path = Path(path)
-        header = ["timestamp"] + [f"{q}_{c} [{u}]" for c, q, u in zip(self.columns, self.quantities, self.units)]
+        header = ["timestamp"] + [
+            f"{q}_{c} [{u}]" for c, q, u in zip(self.columns, self.quantities, self.units, strict=True)
+        ]
         if include_label:
             header.append("leak_flow_label [L/s]")
         with path.open("w", newline="") as out:
