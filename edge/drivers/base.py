@@ -7,6 +7,7 @@ source (``edge/sources/serial_source.py``) is the only loop, shared by all of th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,7 +36,10 @@ class SerialBus:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """Values decoded from one frame, by field name; ``fault`` says why the device's own values are not to be trusted."""
+    """Values decoded from one frame, by field name.
+
+    ``fault`` says why the device's own values are not to be trusted.
+    """
 
     values: dict[str, float]
     fault: str | None = None
@@ -59,7 +63,9 @@ class DecodeError(ValueError):
 
 
 class Parser(Protocol):
-    counters: dict[str, int]
+    """Incremental framing of a byte stream: whole frames out, every byte counted, never raises on input."""
+
+    counters: Counter[str]  # bytes in, frames accepted, one counter per rejection reason
 
     def feed(self, data: bytes) -> list[Frame | Rejection]: ...
 
@@ -76,6 +82,8 @@ class PmCommands:
 
 @dataclass(frozen=True, slots=True)
 class Driver:
+    """One serial sensor type: its bus settings, parser, decoder, fields and (for PM sensors) commands."""
+
     name: str
     bus: SerialBus
     new_parser: Callable[[], Parser]

@@ -40,11 +40,16 @@ _MOLAR_VOLUME_L = 8.314462618 * 293.15 / 101.325
 _MOLAR_MASS = {"no2": 46.0055, "o3": 47.9982}
 
 # quantity -> {unit a node may print -> conversion to the quantity's canonical unit}
-CONVERSIONS: dict[str, dict[str, Callable[[float], float]]] = {
-    **{
-        gas: {"ppb": (lambda v, m=m: v * m / _MOLAR_VOLUME_L), "ppm": (lambda v, m=m: v * 1000 * m / _MOLAR_VOLUME_L)}
-        for gas, m in _MOLAR_MASS.items()
-    },
+Conversion = Callable[[float], float]
+
+
+def _gas_conversions(m: float) -> dict[str, Conversion]:
+    """ppb and ppm of a gas of molar mass ``m`` (g/mol) -> ug/m3."""
+    return {"ppb": lambda v: v * m / _MOLAR_VOLUME_L, "ppm": lambda v: v * 1000 * m / _MOLAR_VOLUME_L}
+
+
+CONVERSIONS: dict[str, dict[str, Conversion]] = {
+    **{gas: _gas_conversions(m) for gas, m in _MOLAR_MASS.items()},
     "temperature": {"degF": lambda v: (v - 32) * 5 / 9, "K": lambda v: v - 273.15},
 }
 
@@ -55,6 +60,7 @@ def node_units(quantity: str) -> list[str]:
 
 
 def to_canonical(quantity: str, unit: str, value: float) -> float:
+    """``value`` as printed by a node in ``unit``, converted to the contract's unit of ``quantity``."""
     convert = CONVERSIONS.get(quantity, {}).get(unit)
     if convert is None:
         raise ValueError(
@@ -138,6 +144,7 @@ def decode(line: bytes) -> Sample:
 
 
 def new_parser() -> LineParser:
+    """A fresh line parser for one serial port."""
     return LineParser()
 
 

@@ -82,6 +82,7 @@ def to_canonical(quantity: str, unit: str, value: float) -> float:
 
 
 def register_count(data_type: str) -> int:
+    """How many 16-bit registers a value of ``data_type`` occupies."""
     if data_type not in DATA_TYPES:
         raise RegisterMapError(f"data_type {data_type!r} is not one of {', '.join(DATA_TYPES)}")
     return DATA_TYPES[data_type][0]

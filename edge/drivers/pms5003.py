@@ -68,10 +68,11 @@ def decode(frame: bytes) -> Sample | Reply:
     version, error_code = frame[28], frame[29]
     # The datasheet documents no error codes; a nonzero one is reported, not interpreted.
     fault = f"error_code_{error_code}" if error_code else None
-    return Sample({name: float(w) for name, w in zip(FIELDS, words)}, fault, {"version": str(version)})
+    return Sample({name: float(w) for name, w in zip(FIELDS, words, strict=True)}, fault, {"version": str(version)})
 
 
 def new_parser() -> FrameParser:
+    """A fresh PMS5003 frame parser (0x42 0x4d header, length word, 16-bit sum) for one serial port."""
     return FrameParser(headers=[HEADER], prefix_length=4, length_of=frame_length, check=check_frame)
 
 
@@ -104,6 +105,7 @@ def measurement_frame(
 
 
 def reply_frame(command: int, data: int) -> bytes:
+    """The frame a sensor sends to acknowledge a command (for tests and simulators)."""
     body = HEADER + REPLY_LENGTH.to_bytes(2, "big") + bytes([command, data])
     return body + _sum16(body).to_bytes(2, "big")
 

@@ -46,6 +46,7 @@ WARMUP_S = 30.0
 
 
 def checksum(data: bytes) -> int:
+    """The SDS011 checksum: the sum of the data bytes, modulo 256."""
     return sum(data) % 256
 
 
@@ -80,6 +81,7 @@ def decode(frame: bytes) -> Sample | Reply:
 
 
 def new_parser() -> FrameParser:
+    """A fresh SDS011 frame parser (fixed 10-byte measurement and reply frames) for one serial port."""
     return FrameParser(
         headers=[bytes([HEAD, MEASUREMENT]), bytes([HEAD, REPLY])],
         prefix_length=2,
