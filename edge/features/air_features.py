@@ -1,4 +1,4 @@
-"""Air-site window features for the pattern, sensor-fault and NO2 virtual-sensor models: one code path for device and training.
+"""Air-site window features for the pattern, fault and NO2 virtual-sensor models: one code path, device and training.
 
 Series are 10-minute slots (the slot of mobile-network aggregates), NaN where a slot
 has no usable value. A window is the hour of 6 slots ending (exclusive) at slot
@@ -116,6 +116,12 @@ def hygroscopic_growth(rh, kappa: float = KAPPA):
     return 1.0 + (kappa / 1.65) / inverse
 
 
+def _utc_offset_s(time_s: int, zone: ZoneInfo) -> float:
+    """Seconds ``zone`` is ahead of UTC at ``time_s``."""
+    offset = datetime.fromtimestamp(time_s, tz=zone).utcoffset()
+    return 0.0 if offset is None else offset.total_seconds()  # never None: the datetime is aware
+
+
 def local_clock(time_ms, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
     """Local hour of day (float) and weekend flag for UTC ms times.
 
@@ -130,9 +136,7 @@ def local_clock(time_ms, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
         zone = ZoneInfo(tz)
         hours = t // 3_600_000
         unique, inverse = np.unique(hours, return_inverse=True)
-        offsets = np.array(
-            [datetime.fromtimestamp(int(h) * 3600, tz=zone).utcoffset().total_seconds() for h in unique], dtype=np.int64
-        )
+        offsets = np.array([_utc_offset_s(int(h) * 3600, zone) for h in unique], dtype=np.int64)
         local_s = t // 1000 + offsets[inverse]
     hour = (local_s % 86400) / 3600.0
     weekday = (local_s // 86400 + 3) % 7  # 1970-01-01 was a Thursday

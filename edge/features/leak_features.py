@@ -161,6 +161,13 @@ class LeakFeatureState:
         self.tail_ = np.full((lay.steps_per_day - 1, 2 * lay.n_channels), np.nan)  # daily | weekly residuals
         self.day_start_ms_: int | None = None
 
+    @property
+    def _day_start(self) -> int:
+        """UTC ms of the day being fed; ``start_day`` must have been called."""
+        if self.day_start_ms_ is None:
+            raise RuntimeError("LeakFeatureState: start_day() was not called")
+        return self.day_start_ms_
+
     # ---- per day ---------------------------------------------------------------------
     @property
     def baseline_days(self) -> int:
@@ -199,7 +206,7 @@ class LeakFeatureState:
         channels = np.array(channels, dtype=np.float64)  # a copy: the caller may reuse its array for the next day
         if channels.shape != (lay.steps_per_day, lay.n_channels):
             raise ValueError(f"a day has shape ({lay.steps_per_day}, {lay.n_channels}), got {channels.shape}")
-        start = self.day_start_ms_
+        start = self._day_start
         weekday = datetime.fromtimestamp(start / 1000, tz=UTC).weekday()
         covered = np.isfinite(channels[:, self._base_channels()]).all(axis=1).mean()
         self.tail_ = np.vstack([self.tail_, self._residuals(channels)])[-(lay.steps_per_day - 1) :]
@@ -260,9 +267,9 @@ class LeakFeatureState:
         if lay.presence:
             cols += [means[w][:, C - 1] / self.presence_level_ for w in (6, 24)]
         X = np.column_stack(cols)
-        z = self._z_columns
-        X[:, z] = np.sign(X[:, z]) * np.log1p(np.abs(X[:, z]))
-        X[:, ~z] = np.clip(X[:, ~z], -MAX_RELATIVE, MAX_RELATIVE)
+        zc = self._z_columns
+        X[:, zc] = np.sign(X[:, zc]) * np.log1p(np.abs(X[:, zc]))
+        X[:, ~zc] = np.clip(X[:, ~zc], -MAX_RELATIVE, MAX_RELATIVE)
         return X
 
     @property
@@ -283,9 +290,10 @@ class LeakFeatureState:
     def _night_mnf(self, channels: np.ndarray) -> float:
         lay = self.layout
         step_ms = lay.step_s * 1000
-        start = self.day_start_ms_ + _clock_s(lay.night_start) * 1000
-        end = self.day_start_ms_ + _clock_s(lay.night_end) * 1000
-        t = self.day_start_ms_ + np.arange(channels.shape[0], dtype=np.int64) * step_ms
+        day_start = self._day_start
+        start = day_start + _clock_s(lay.night_start) * 1000
+        end = day_start + _clock_s(lay.night_end) * 1000
+        t = day_start + np.arange(channels.shape[0], dtype=np.int64) * step_ms
         return night_mnf(t, channels[:, 0], start, end, step_ms)
 
     def _residuals(self, channels: np.ndarray) -> np.ndarray:

@@ -71,6 +71,7 @@ def parse_duration_ms(text: str) -> int:
 
 
 def zone_info(tz: str) -> ZoneInfo:
+    """The IANA time zone ``tz``; a ValueError that names the key if it is unknown."""
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
