@@ -30,10 +30,13 @@ def _interpreter_class():
 
 
 def runtime_available() -> bool:
+    """Whether a LiteRT interpreter (ai-edge-litert or tflite-runtime) is installed on this gateway."""
     return _interpreter_class()[0] is not None
 
 
 class LiteRTBackend(Backend):
+    """Runs ``tflite_int8`` files with the LiteRT interpreter, quantising inputs and dequantising outputs."""
+
     name = "litert"
 
     def __init__(self, entry: ModelFile, num_threads: int = 1):

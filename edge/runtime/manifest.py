@@ -17,10 +17,10 @@ size, so the registry can refuse a file that is not the one that was exported.
 Traceback (most recent call last):
 ...
 edge.runtime.manifest.InputError: model leak_demo expects 2 features (night_flow, dp), got 1 per row
->>> m.prepare([[41.0, float("nan")]])
+>>> m.prepare([[41.0, float("nan")]])  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-edge.runtime.manifest.InputError: model leak_demo: feature 'dp' is not a finite number in row 0 (nan); the caller must report insufficient data instead
+edge.runtime.manifest.InputError: model leak_demo: feature 'dp' is not a finite number in row 0 (nan); the ...
 """
 
 from __future__ import annotations

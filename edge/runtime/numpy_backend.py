@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda z: z,
     "relu": lambda z: np.maximum(z, 0, out=z),
     "logistic": _logistic,
@@ -51,7 +52,7 @@ ACTIVATIONS = {
 def forward(weights, biases, activations, X: np.ndarray) -> np.ndarray:
     """Run the dense layers on already standardised rows."""
     h = X
-    for W, b, act in zip(weights, biases, activations):
+    for W, b, act in zip(weights, biases, activations, strict=True):  # one of each per layer
         h = ACTIVATIONS[act](h @ W + b)
     return h
 
@@ -63,7 +64,7 @@ def network_bytes(weights, biases, activations) -> bytes:
     re-exporting the same model gives the same bytes and the same sha256.
     """
     arrays = {"format": np.array(NPZ_FORMAT), "activations": np.array(list(activations))}
-    for i, (W, b) in enumerate(zip(weights, biases)):
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
         arrays[f"weight_{i}"] = np.asarray(W, dtype=np.float32)
         arrays[f"bias_{i}"] = np.asarray(b, dtype=np.float32)
     return npz_bytes(arrays)
@@ -96,13 +97,15 @@ def load_network(path):
     unknown = [a for a in acts if a not in ACTIVATIONS]
     if unknown:
         raise ManifestError(f"{path}: unknown activation(s) {unknown}")
-    for i, (W, b) in enumerate(zip(weights, biases)):
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
         if W.ndim != 2 or b.shape != (W.shape[1],) or (i and W.shape[0] != weights[i - 1].shape[1]):
             raise ManifestError(f"{path}: layer {i} shapes do not chain ({W.shape}, {b.shape})")
     return weights, biases, acts
 
 
 class NumpyBackend(Backend):
+    """Runs the ``numpy`` format (a dense network's ``.npz``) with numpy alone."""
+
     name = "numpy"
 
     def __init__(self, entry: ModelFile, num_threads: int = 1):

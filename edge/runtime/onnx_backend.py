@@ -7,6 +7,7 @@ from edge.runtime.manifest import ManifestError, ModelFile
 
 
 def runtime_available() -> bool:
+    """Whether onnxruntime is installed on this gateway."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -15,6 +16,8 @@ def runtime_available() -> bool:
 
 
 class OnnxBackend(Backend):
+    """Runs the ``onnx_float`` and ``onnx_int8`` files with onnxruntime, one CPU thread per model by default."""
+
     name = "onnxruntime"
 
     def __init__(self, entry: ModelFile, num_threads: int = 1):
