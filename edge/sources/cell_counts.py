@@ -207,7 +207,7 @@ class CellCountSource(BatchedSource):
 
     def _file(self, name: str) -> list[Reading]:
         try:
-            if name == "<stream>":
+            if not isinstance(self.path, (str, Path)):  # a text stream, listed as "<stream>"
                 slots = self._read(name, self.path)
             else:
                 with open(name, newline="", encoding="utf-8-sig") as f:

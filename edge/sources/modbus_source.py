@@ -105,7 +105,11 @@ class ModbusLine:
             raise PollError("port_error", f"serial port {self.port} failed: {exc}") from None
         if answer.isError():
             code = getattr(answer, "exception_code", None)
-            words = EXCEPTION_CODES.get(code, f"exception code {code}")
+            words = (
+                EXCEPTION_CODES.get(code, f"exception code {code}")
+                if isinstance(code, int)
+                else f"exception code {code}"
+            )
             raise PollError(f"modbus_exception_{code}", f"{point.describe()} answered: {words}")
         registers = list(getattr(answer, "registers", []))
         if len(registers) != point.count:

@@ -22,10 +22,10 @@ for ``stuck_hours`` or more: treated as missing) are each counted in ``issues``.
 2 rows were out of time order: sorted
 1 duplicated timestamp, 1 with different values: the first non-empty value kept
 pressure 101 (column '101'): 1 non-numeric cell (first at line 4: 'x'), treated as missing
->>> read_scada_csv(io.StringIO(text), [("60", "flow"), ("10", "flow")])
+>>> read_scada_csv(io.StringIO(text), [("60", "flow"), ("10", "flow")])  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-edge.sources.scada_csv.ScadaError: the CSV has no column for flow 60 (name a column '60' or 'flow_60'); columns found: flow_10 [m3/h], 101
+edge.sources.scada_csv.ScadaError: the CSV has no column for flow 60 (name a column '60' or 'flow_60'); ...
 """
 
 from __future__ import annotations
@@ -54,7 +54,17 @@ class ScadaError(ValueError):
 
 
 @dataclass
+class _BadCells:
+    """The non-numeric cells of one column: how many, and the first one's (line, text)."""
+
+    count: int = 0
+    first: tuple[int, str] | None = None
+
+
+@dataclass
 class ScadaSeries:
+    """A SCADA export read for some sensors: times, values in canonical units, and what was wrong with the file."""
+
     time_ms: np.ndarray  # int64 [T], strictly increasing
     values: np.ndarray  # float64 [T, S], canonical units, NaN = no usable value
     sensors: list[tuple[str, str]]  # (element, quantity) per column of values
@@ -94,22 +104,25 @@ def read_scada_csv(
     decimal_comma = sep != "," and any(re.fullmatch(r"-?\d+,\d+", c.strip()) for r in rows[1:50] for c in r[1:])
     index = _match_columns(header, sensors)
     issues: list[str] = []
-    times, table, bad_times, cells = [], [], [], [dict(count=0, first=None) for _ in sensors]
+    times: list[int] = []
+    table: list[list[float]] = []
+    bad_times: list[int] = []
+    cells = [_BadCells() for _ in sensors]
     for line_no, row in enumerate(rows[1:], start=2):
         t = _parse_time(row[0] if row else "", zone)
         if t is None:
             bad_times.append(line_no)
             continue
-        values = []
+        row_values = []
         for j, col in enumerate(index):
             cell = row[col].strip() if col < len(row) else ""
             value = _number(cell, decimal_comma)
             if value is None and cell.lower() not in _MISSING:
-                cells[j]["count"] += 1
-                cells[j]["first"] = cells[j]["first"] or (line_no, cell)
-            values.append(math.nan if value is None else value)
+                cells[j].count += 1
+                cells[j].first = cells[j].first or (line_no, cell)
+            row_values.append(math.nan if value is None else value)
         times.append(t)
-        table.append(values)
+        table.append(row_values)
     if not times:
         raise ScadaError(
             f"no row has a readable timestamp in the first column (line 2: {rows[1][0]!r}); "
@@ -120,11 +133,12 @@ def read_scada_csv(
     time_ms, values = np.array(times, dtype=np.int64), np.array(table, dtype=np.float64)
     time_ms, values = _sort_and_merge(time_ms, values, issues)
     for j, (element, quantity) in enumerate(sensors):
-        if cells[j]["count"]:
-            line, cell = cells[j]["first"]
+        bad = cells[j]
+        if bad.first is not None:  # set with the first bad cell, so whenever count > 0
+            line, cell = bad.first
             issues.append(
-                f"{quantity} {element} (column '{header[index[j]]}'): {cells[j]['count']} non-numeric "
-                f"cell{'s' if cells[j]['count'] > 1 else ''} (first at line {line}: {cell!r}), "
+                f"{quantity} {element} (column '{header[index[j]]}'): {bad.count} non-numeric "
+                f"cell{'s' if bad.count > 1 else ''} (first at line {line}: {cell!r}), "
                 "treated as missing"
             )
     factors = np.array(
