@@ -35,7 +35,7 @@ from edge.contracts import Alert, Detection, Reading
 from gateway.device.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
-from gateway.protocol.mqtt_client import MqttSettings, make_client, wait_connected
+from gateway.protocol.mqtt_client import BrokerUnreachable, MqttSettings, make_client, wait_connected
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ class GatewayPublisher:
                 self._stopping.wait(1.0)
 
     def _settle_acks(self) -> None:
-        acked, refused = [], []
+        acked: list[int] = []  # outbox ids
+        refused: list[int] = []
         while self._acks:
             mid, failed = self._acks.popleft()
             row = self._in_flight.pop(mid, None)
@@ -268,7 +269,7 @@ class GatewayPublisher:
             return
         seqs = self.outbox.put_many(group)
         with self._counters_lock:
-            for message, seq in zip(group, seqs):
+            for message, seq in zip(group, seqs, strict=True):  # put_many: one seq (or None) per message
                 if seq is None:
                     self.counters["readings_dropped_full"] += message.items if message.kind == READING else 0
                 else:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MqttSettings:
+    """Where and how to reach the broker: host, port, client id, keepalive, credentials and TLS files."""
+
     host: str
     port: int = 1883
     client_id: str = ""
@@ -32,6 +34,7 @@ class BrokerUnreachable(ConnectionError):
 
 
 def make_client(settings: MqttSettings, *, manual_ack: bool = False) -> mqtt.Client:
+    """A paho MQTT v5 client with these settings' id, credentials and TLS; not yet connected."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
@@ -52,6 +55,7 @@ def make_client(settings: MqttSettings, *, manual_ack: bool = False) -> mqtt.Cli
 
 
 def wait_connected(client: mqtt.Client, settings: MqttSettings, connected: threading.Event, timeout_s: float) -> None:
+    """Wait until ``connected`` is set; stop the client's loop and raise BrokerUnreachable after ``timeout_s``."""
     if not connected.wait(timeout_s):
         client.loop_stop()
         raise BrokerUnreachable(
@@ -74,7 +78,7 @@ def settings_from_config(config: GatewayConfig, *, host: str | None = None, port
     return MqttSettings(
         host=host or m.host,
         port=port or m.port,
-        client_id=m.client_id,
+        client_id=m.client_id or "",  # never None: the schema fills it (frugalsense-<gateway>)
         keepalive_s=m.keepalive_s,
         username=m.username,
         password=password,

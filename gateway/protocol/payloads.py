@@ -71,7 +71,7 @@ class GatewayStatus:
 def encode_readings(readings: list[Reading]) -> bytes:
     """One message for a batch of readings of one sensor (same quantity and unit)."""
     first = readings[0]
-    rows = []
+    rows: list[list[int | float | str | None]] = []
     for r in readings:
         if r.quality == Quality.OK:
             rows.append([r.time_ms, r.value])
@@ -81,6 +81,7 @@ def encode_readings(readings: list[Reading]) -> bytes:
 
 
 def encode_detection(d: Detection) -> bytes:
+    """The message of one detection (its kind is in the topic)."""
     return _dumps(
         {
             "v": SCHEMA_VERSION,
@@ -97,6 +98,7 @@ def encode_detection(d: Detection) -> bytes:
 
 
 def encode_alert(a: Alert) -> bytes:
+    """The message of one alert being raised or cleared."""
     return _dumps(
         {
             "v": SCHEMA_VERSION,
@@ -117,6 +119,7 @@ def encode_alert(a: Alert) -> bytes:
 
 
 def encode_status(state: str, time_ms: int | None = None, counters: dict | None = None) -> bytes:
+    """A gateway status message: ``online``/``offline``, with its time and counters when given."""
     body: dict = {"v": SCHEMA_VERSION, "state": state}
     if time_ms is not None:
         body["time"] = time_ms
@@ -262,7 +265,7 @@ def _decode_readings(parts: T.TopicParts, body: dict) -> ReadingBatch:
         raise ValueError("readings must be a non-empty list")
     if len(rows) > MAX_READINGS_PER_MESSAGE:
         raise ValueError(f"{len(rows)} readings in one message, at most {MAX_READINGS_PER_MESSAGE}")
-    site, gateway, sensor = parts.site, parts.gateway, parts.name
+    site, gateway, sensor = parts.site, parts.gateway, _named(parts)
     out: list[tuple[int, float | None, str]] = []
     append = out.append
     # The first row is validated whole: that checks the identity every row shares.
@@ -301,6 +304,13 @@ def _decode_readings(parts: T.TopicParts, body: dict) -> ReadingBatch:
     return ReadingBatch(site, gateway, sensor, quantity, unit, out)
 
 
+def _named(parts: T.TopicParts) -> str:
+    """The sensor or detection kind a readings or detections topic ends with (parse_topic makes sure of one)."""
+    if parts.name is None:
+        raise T.TopicError(f"a {parts.channel} topic of {parts.site}/{parts.gateway} must name a sensor or kind")
+    return parts.name
+
+
 def _validated_row(row, site: str, gateway: str, sensor: str, quantity: str, unit: str) -> Reading:
     if not isinstance(row, list) or len(row) not in (2, 3):
         raise ValueError(f"reading {row!r} must be [time_ms, value] or [time_ms, value, quality]")
@@ -317,7 +327,7 @@ def _decode_detection(parts: T.TopicParts, body: dict) -> Detection:
         time_ms=body["time"],
         site=parts.site,
         gateway=parts.gateway,
-        kind=parts.name,
+        kind=_named(parts),
         label=body["label"],
         score=_number(body["score"]),
         severity=Severity(body["severity"]),

@@ -44,6 +44,8 @@ class TopicError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TopicParts:
+    """The levels of a parsed topic; ``name`` is the sensor or detection kind, None on status and alerts."""
+
     site: str
     gateway: str
     channel: str
@@ -78,6 +80,7 @@ class Topics:
 
 
 def deadletter_topic(prefix: str) -> str:
+    """Where the bridge puts messages it cannot use."""
     return f"{prefix}/{DEADLETTER}"
 
 
@@ -100,6 +103,7 @@ def bridge_subscriptions(prefix: str) -> tuple[str, ...]:
 
 
 def parse_topic(prefix: str, topic: str) -> TopicParts:
+    """The site, gateway, channel and name of a topic in the tree; TopicError for anything else."""
     levels = topic.split("/")
     if levels[0] != prefix or len(levels) < 4:
         raise TopicError(f"topic {topic!r} is not in the {prefix} topic tree")
