@@ -31,6 +31,7 @@ MEASUREMENTS = (READING, DETECTION, ALERT, GATEWAY_STATUS)
 
 
 def reading_point(r: Reading) -> Point:
+    """The ``reading`` point of one reading: its identity as tags, value and quality as fields."""
     p = (
         Point(READING)
         .tag("site", r.site)
@@ -47,6 +48,7 @@ def reading_point(r: Reading) -> Point:
 
 
 def detection_point(d: Detection) -> Point:
+    """The ``detection`` point of one detector decision."""
     p = (
         Point(DETECTION)
         .tag("site", d.site)
@@ -66,6 +68,7 @@ def detection_point(d: Detection) -> Point:
 
 
 def alert_point(a: Alert) -> Point:
+    """The ``alert`` point of one alert being raised or cleared."""
     p = (
         Point(ALERT)
         .tag("site", a.site)
@@ -89,6 +92,7 @@ def alert_point(a: Alert) -> Point:
 
 
 def status_point(s: GatewayStatus, received_ms: int) -> Point:
+    """The ``gateway_status`` point of one status message (at ``received_ms`` when it carries no time)."""
     p = (
         Point(GATEWAY_STATUS)
         .tag("site", s.site)
@@ -194,6 +198,7 @@ def batch_lines(batch: ReadingBatch) -> list[str]:
 
 
 def to_line_protocol(obj, received_ms: int = 0) -> list[str]:
+    """Line-protocol lines of whatever a decoded message is (readings, batch, detection, alert, status)."""
     if isinstance(obj, ReadingBatch):
         return batch_lines(obj)
     if isinstance(obj, list):

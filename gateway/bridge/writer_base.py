@@ -13,6 +13,8 @@ INFLUX_APIS = ("v1", "v2")
 
 
 class WriteError(RuntimeError):
+    """A write InfluxDB refused or never answered; ``retryable`` says whether trying again later can help."""
+
     def __init__(self, message: str, *, retryable: bool, status: int | None = None):
         super().__init__(message)
         self.retryable = retryable

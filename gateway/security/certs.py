@@ -35,6 +35,8 @@ LEAF_DAYS = 825
 
 @dataclass(frozen=True)
 class KeyPair:
+    """A private key and the certificate of its public key."""
+
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
 
@@ -54,6 +56,7 @@ def _now() -> dt.datetime:
 
 
 def make_ca(common_name: str = "frugalsense fleet CA", days: int = CA_DAYS) -> KeyPair:
+    """A new self-signed fleet CA that signs the broker's and the gateways' certificates."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name)
     cert = (
@@ -120,10 +123,12 @@ def issue_certificate(
 
 
 def common_name(cert: x509.Certificate) -> str:
+    """The Common Name a certificate was issued to (``<site>/<gateway>`` for a gateway)."""
     return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
 
 def verify_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``cert`` directly."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -142,6 +147,7 @@ def write_pair(pair: KeyPair, cert_path: Path, key_path: Path) -> None:
 
 
 def load_pair(cert_path: Path, key_path: Path) -> KeyPair:
+    """Read a certificate and its private key from PEM files; ValueError if the key is not the certificate's."""
     cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
