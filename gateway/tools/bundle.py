@@ -45,6 +45,8 @@ class BundleError(Exception):
 
 @dataclass
 class BundleProblem:
+    """One file of a bundle that is missing, changed or unexpected, and what is wrong with it."""
+
     path: str
     message: str
 
@@ -54,12 +56,15 @@ class BundleProblem:
 
 @dataclass
 class Bundle:
+    """A written bundle: its folder, every file's sha256, and the model directories it carries."""
+
     root: Path
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     models: list[str] = field(default_factory=list)  # relative model directories
 
 
 def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 64 KiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 16), b""):
@@ -188,6 +193,7 @@ def _declared_requirements(extras: tuple[str, ...]) -> list[tuple[str, str | Non
 
 
 def systemd_unit(config: GatewayConfig) -> str:
+    """The systemd unit that runs this gateway's service on the Pi, once the clock is synchronised."""
     return f"""\
 # frugalsense gateway {config.site}/{config.gateway}, written by `frugalsense flash`.
 [Unit]
@@ -213,6 +219,7 @@ WantedBy=multi-user.target
 
 
 def install_text(config: GatewayConfig) -> str:
+    """The bundle's INSTALL.txt: the commands a technician runs as root to install it on the gateway."""
     return f"""\
 frugalsense gateway {config.site}/{config.gateway}: install on the gateway (Raspberry Pi OS), as root
 

@@ -1,4 +1,4 @@
-"""On-site checks of a gateway (or of a bundle before it goes on one): one result per check, with a fix for each failure.
+"""On-site checks of a gateway (or of a bundle before it goes on one): one result per check, a fix for each failure.
 
 Each check returns ``Check(status, name, detail, fix)``; ``status`` is OK, FAIL or SKIP
 (the check cannot run here, and the detail says why). The command prints one line
@@ -27,6 +27,8 @@ EARLIEST_YEAR = 2025  # a clock before this was never set (no RTC on a Pi)
 
 @dataclass(frozen=True)
 class Check:
+    """The result of one check: OK, FAIL or SKIP, what was found, and for a failure what to do."""
+
     status: str
     name: str
     detail: str
@@ -41,6 +43,7 @@ class Check:
 
 
 def check_config(path: Path) -> tuple[Check, GatewayConfig | None]:
+    """Whether the config loads and validates; the config too when it does."""
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -51,6 +54,7 @@ def check_config(path: Path) -> tuple[Check, GatewayConfig | None]:
 
 
 def check_bundle(root: Path) -> Check:
+    """Whether every file of the bundle is there with the sha256 it was flashed with."""
     try:
         problems = B.verify_bundle(root)
         count = len(B.read_checksums(root))
@@ -85,6 +89,7 @@ def model_dirs(config: GatewayConfig) -> list[Path]:
 
 
 def check_models(config: GatewayConfig) -> list[Check]:
+    """One check per model directory the config names: manifest readable, files matching their sha256."""
     dirs = model_dirs(config)
     if not dirs:
         kinds = ", ".join(m.type for m in config.models) or "none"
@@ -126,6 +131,7 @@ def _ports(config: GatewayConfig) -> dict[str, list]:
 
 
 def check_ports(config: GatewayConfig) -> list[Check]:
+    """One check per serial port the config's sensors use: present, and a stable /dev/serial/by-id path."""
     ports = _ports(config)
     if not ports:
         return [Check(SKIP, "serial ports", "no sensor on a serial port in this config")]
@@ -150,6 +156,7 @@ def check_ports(config: GatewayConfig) -> list[Check]:
 
 
 def check_sensors(config: GatewayConfig, timeout_s: float | None = None) -> list[Check]:
+    """One check per sensor on a line: does it answer (Modbus) or send frames (serial stream) in time."""
     checks = []
     for sensor in config.sensors:
         port = getattr(sensor, "port", None)
@@ -302,6 +309,7 @@ def check_frame_stream(
 
 
 def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
+    """Whether the MQTT broker accepts a connection with the config's host, port, TLS files and credentials."""
     from gateway.protocol.mqtt_client import make_client, settings_from_config
 
     tls = config.mqtt.tls
@@ -371,6 +379,7 @@ def check_broker(config: GatewayConfig, timeout_s: float = 5.0) -> Check:
 
 
 def check_clock(now: float | None = None) -> Check:
+    """Whether the gateway's clock has been set (readings carry its time)."""
     now = time.time() if now is None else now
     if time.gmtime(now).tm_year < EARLIEST_YEAR:
         return Check(
@@ -403,6 +412,7 @@ def check_clock(now: float | None = None) -> Check:
 
 
 def check_disk(config: GatewayConfig) -> Check:
+    """Whether the data directory is writable and its disk has room for the outbox."""
     data_dir = config.resolve_path(config.storage.data_dir)
     existing = data_dir
     while not existing.exists() and existing != existing.parent:

@@ -32,6 +32,8 @@ class ReportError(Exception):
 
 @dataclass
 class Series:
+    """One sensor's readings over the report period, averaged per interval."""
+
     sensor: str
     quantity: str
     unit: str
@@ -41,6 +43,8 @@ class Series:
 
 @dataclass
 class SiteData:
+    """Everything a site report draws: the period, every sensor's series, the alerts and the night-flow decisions."""
+
     site: str
     start_ms: int
     end_ms: int
@@ -72,7 +76,7 @@ def _quote(text: str) -> str:
 
 
 def _rows(series: dict) -> list[dict]:
-    return [dict(zip(series["columns"], values)) for values in series.get("values", [])]
+    return [dict(zip(series["columns"], values, strict=True)) for values in series.get("values", [])]
 
 
 def fetch_site(query: Query, site: str, start_ms: int, end_ms: int) -> SiteData:
@@ -147,10 +151,10 @@ def _night_axis(ax, data: SiteData) -> None:
     nights = [n for n in data.nights if n.get("x_mnf_lps") is not None]
     t = _dates([n["time"] for n in nights])
     ax.plot(t, [n["x_mnf_lps"] for n in nights], "o-", color="#1F77B4", label="minimum night flow")
-    base = [(tt, n["x_baseline_lps"]) for tt, n in zip(t, nights) if n.get("x_baseline_lps") is not None]
+    base = [(tt, n["x_baseline_lps"]) for tt, n in zip(t, nights, strict=True) if n.get("x_baseline_lps") is not None]
     if base:
         ax.plot([b[0] for b in base], [b[1] for b in base], "s--", color="#7F7F7F", label="baseline")
-    flagged = [(tt, n["x_mnf_lps"]) for tt, n in zip(t, nights) if n["label"] == "leak"]
+    flagged = [(tt, n["x_mnf_lps"]) for tt, n in zip(t, nights, strict=True) if n["label"] == "leak"]
     if flagged:
         ax.scatter(
             [f[0] for f in flagged],
@@ -205,7 +209,7 @@ def build_figure(data: SiteData):
     if not panels:
         raise ReportError(f"site {data.site}: only alerts, no readings to draw in this period")
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 2.8 * len(panels)), sharex=True, squeeze=False)
-    for ax, (kind, quantity) in zip(axes[:, 0], panels):
+    for ax, (kind, quantity) in zip(axes[:, 0], panels, strict=True):  # one axis per panel
         {"water": _water_axis, "air": _air_axis}.get(kind, lambda a, d, _q: _night_axis(a, d))(ax, data, quantity)
         ax.grid(alpha=0.3)
         ax.set_xlim(_dates([data.start_ms])[0], _dates([data.end_ms])[0])
@@ -233,6 +237,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def report_html(data: SiteData, png_name: str) -> str:
+    """The report's HTML page: the figure, then tables of the alerts, the sensors and the intervals per EAQI band."""
     sensors = [
         [
             s.sensor,
