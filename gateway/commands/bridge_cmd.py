@@ -11,6 +11,7 @@ from gateway.protocol import topics as T
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense bridge` and its MQTT and InfluxDB options."""
     p = subparsers.add_parser(
         "bridge",
         help="write what gateways publish into InfluxDB",
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the bridge until SIGTERM or Ctrl-C, logging its counters every --stats-every seconds."""
     import logging
 
     from gateway.bridge.influx_writer import make_influx_writer

@@ -14,6 +14,7 @@ EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `frugalsense config validate`."""
     parser = subparsers.add_parser("config", help="check gateway config files")
     actions = parser.add_subparsers(dest="config_action", metavar="ACTION", required=True)
     validate = actions.add_parser(
@@ -30,6 +31,7 @@ def _plural(count: int, word: str) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    """Check each config file; exit code 0 if all are valid, 1 if any is invalid, 2 if any cannot be read."""
     worst = EXIT_OK
     for path in args.files:
         try:

@@ -21,6 +21,7 @@ DATABASE = "frugalsense"
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense demo` and its options."""
     p = subparsers.add_parser(
         "demo", help="run a simulated water zone end to end on local services", description=__doc__.split("\n\n", 1)[1]
     )
@@ -36,6 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo end to end on local services and report what landed in InfluxDB."""
     from gateway.commands.config_cmd import load_gateway_config
 
     config = load_gateway_config(args.config)  # validate first, as every command does
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def say(text: str) -> None:
+    """Print one line of the demo's story at once (the log goes to a file)."""
     print(text, flush=True)
 
 
@@ -119,7 +122,8 @@ def _stream(config, services, expected_readings: int):
     ).start()
     try:
         say(
-            f"[4/5] Gateway {config.gateway} replays {expected_readings} readings through its detectors (MNF and learned) and MQTT"
+            f"[4/5] Gateway {config.gateway} replays {expected_readings} readings"
+            " through its detectors (MNF and learned) and MQTT"
         )
         runner = GatewayRunner.from_config(config, mqtt_host=services.mqtt_host, mqtt_port=services.mqtt_port)
         with tqdm(total=expected_readings, unit="reading", file=sys.stdout, leave=True) as bar:
@@ -282,7 +286,9 @@ def _air_site(water_config, services, root: Path) -> bool:
         f" -> {'all landed' if landed_ok else 'MISSING SOME'}"
     )
 
-    truth = {int(t): PATTERNS[c] for t, c in zip(site.hour_ms, site.pattern)}
+    truth = {
+        int(t): PATTERNS[c] for t, c in zip(site.hour_ms, site.pattern, strict=True)
+    }  # hour_ms: one per pattern hour
     hours = rows(f'SELECT label, window_start_ms FROM "detection" WHERE {where} AND "kind" = \'air_pattern\'')
     judged = [(label, truth.get(int(start))) for _, label, start in hours if label != "insufficient_data"]
     counts = {p: sum(label == p for label, _ in judged) for p in PATTERNS}

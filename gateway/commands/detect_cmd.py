@@ -33,6 +33,7 @@ ALERT_COLUMNS = (
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense detect leak` and its options."""
     group = command_group(subparsers, DETECT_GROUP, help="run a detector over historical data", metavar="KIND")
     p = group.add_parser("leak", help="learned leak detector over a SCADA CSV", description=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, type=Path, metavar="DIR", help="learned leak model folder")
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the learned leak detector over the SCADA CSV and write the alerts CSV."""
     from edge.contracts import QUANTITY_UNITS, Alert, AlertState, Quality, Reading
     from edge.detectors.leak_model import LEAK, LearnedLeakDetector
     from edge.runtime.manifest import ManifestError
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.scada}: {exc}") from None
     print(
         f"{args.scada}: {len(series.time_ms)} rows, step {series.step_ms / 60000:g} min, sensors "
-        + ", ".join(f"{q} {e} <- '{c}'" for (e, q), c in zip(series.sensors, series.columns))
+        + ", ".join(f"{q} {e} <- '{c}'" for (e, q), c in zip(series.sensors, series.columns, strict=True))
     )
     for issue in series.issues:
         print(f"  data: {issue}")
@@ -91,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         )
     outputs = []
     names = list(ids)
-    for t, row in zip(series.time_ms.tolist(), series.values.tolist()):
-        for sensor, value in zip(names, row):
+    for t, row in zip(series.time_ms.tolist(), series.values.tolist(), strict=True):
+        for sensor, value in zip(names, row, strict=True):  # one id per model sensor, one value per sensor
             element, quantity = ids[sensor]
             ok = math.isfinite(value)
             reading = Reading(

@@ -9,6 +9,7 @@ DEFAULT_CONFIG = Path("/etc/frugalsense/gateway.yaml")
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense doctor` and its options."""
     p = subparsers.add_parser(
         "doctor",
         help="check serial ports, sensors, broker, clock, disk and models; one line each with a fix",
@@ -36,6 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the checks, print one line each; exit code 1 if any failed."""
     from gateway.cli import UserError
     from gateway.tools.doctor import FAIL, run_checks
 

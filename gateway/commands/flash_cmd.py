@@ -1,4 +1,7 @@
-"""`frugalsense flash FILE --to DIR`: write a gateway's bundle (config, models, unit, pinned requirements) and verify it."""
+"""`frugalsense flash FILE --to DIR`: write a gateway's bundle and verify it.
+
+The bundle holds the config, the models, the systemd unit and the pinned requirements.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense flash` and its options."""
     p = subparsers.add_parser(
         "flash",
         help="write a gateway bundle to a folder (e.g. a mounted SD card) and verify it",
@@ -37,6 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the bundle, read it back against BUNDLE.sha256; exit code 0 when verified."""
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
     from gateway.tools import bundle as B

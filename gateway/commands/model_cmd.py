@@ -10,6 +10,7 @@ from gateway.commands.mqtt_options import add_mqtt_options, mqtt_settings
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense model keygen|sign|push` and their options."""
     p = subparsers.add_parser(
         "model",
         help="sign exported models and push them to gateways over MQTT",
@@ -79,6 +80,7 @@ def register(subparsers) -> None:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
+    """Make the fleet's signing key pair (private key mode 0600) and say where the public key goes."""
     from gateway.cli import UserError
     from gateway.model_updates.receiver import key_id, load_public_key
     from gateway.model_updates.signing import SigningError, generate_signing_key
@@ -96,6 +98,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def run_sign(args: argparse.Namespace) -> int:
+    """Sign an exported model's manifest with the fleet's private key."""
     from edge.runtime.manifest import ModelManifest
     from gateway.cli import UserError
     from gateway.model_updates.signing import SigningError, sign_model
@@ -113,6 +116,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    """Send a signed model (or clear it) to gateways, retained; exit code 1 if a gateway refused it."""
     from edge.contracts import ContractError, check_id
     from edge.runtime.manifest import ManifestError, ModelManifest
     from gateway.cli import UserError

@@ -12,6 +12,7 @@ DEFAULT_DATABASE = "frugalsense"
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense report` and its options."""
     p = subparsers.add_parser(
         "report",
         help="render a site report (PNG + HTML) from InfluxDB: readings with alerts, night flow, EAQI",
@@ -46,6 +47,7 @@ def parse_time(text: str, option: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Read the site from InfluxDB and write its report; exit code 2 if there is nothing to report."""
     from gateway.bridge.influx_writer import InfluxV1Writer, WriteError
     from gateway.cli import UserError
     from gateway.tools.site_report import ReportError, fetch_site, write_report

@@ -14,6 +14,7 @@ log = logging.getLogger("frugalsense.run")
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense run` and its options."""
     p = subparsers.add_parser(
         "run",
         help="run the gateway: read sensors, detect, publish through the durable outbox",
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the gateway service from its config until its sources end or it is stopped."""
     from edge.datasets import DatasetError
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config

@@ -15,6 +15,7 @@ DEFAULT_DATABASE = "frugalsense"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `frugalsense services up` and its options."""
     parser = subparsers.add_parser("services", help="run local Mosquitto/InfluxDB for trying things out")
     actions = parser.add_subparsers(dest="services_action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start them on free loopback ports and wait for Ctrl-C")
@@ -52,6 +53,7 @@ def describe(services: LocalServices, database: str) -> str:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    """Start the local services, print where they listen, and stop them on Ctrl-C or SIGTERM."""
     services = LocalServices(args.dir, victoriametrics=args.victoria_metrics)
     # `kill PID` should stop the children too, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

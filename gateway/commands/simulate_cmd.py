@@ -10,6 +10,7 @@ from gateway.cli import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `frugalsense simulate water` and its options."""
     parser = subparsers.add_parser("simulate", help="simulate sensor data for trying detectors")
     kinds = parser.add_subparsers(dest="simulate_kind", metavar="KIND", required=True)
     water = kinds.add_parser("water", help="two weeks of a Net3 water zone with one leak in the second week")
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_water(args: argparse.Namespace) -> int:
+    """Simulate the zone, write the dataset (and the CSV when asked) and describe it."""
     try:
         from training.water.zone import DEFAULT_LEAK, simulate_zone
     except ImportError as exc:
@@ -46,7 +48,7 @@ def run_water(args: argparse.Namespace) -> int:
             f"mean flow {meta['leak_mean_flow_lps']:.1f} L/s"
         )
     print("sensors (column, quantity, unit; zone inflow = sum of the flows):")
-    for column, quantity, unit in zip(dataset.columns, dataset.quantities, dataset.units):
+    for column, quantity, unit in zip(dataset.columns, dataset.quantities, dataset.units, strict=True):
         print(f"  {column:>5}  {quantity:<8} {unit}")
     if args.csv is not None:
         print(f"wrote {dataset.to_csv(args.csv)}")

@@ -14,6 +14,7 @@ SETTLE_S = 0.5  # after the SUBACK, how long to collect retained messages
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense status` and its options."""
     p = subparsers.add_parser(
         "status",
         help="show a gateway's status (online/offline, counters) from the broker, or its local outbox",
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the gateway's status; exit code 0 if it is online, 1 if offline or unknown."""
     from gateway.commands.config_cmd import load_gateway_config
 
     config = load_gateway_config(args.config)

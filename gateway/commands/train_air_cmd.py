@@ -1,4 +1,4 @@
-"""`frugalsense train air-calibration`: retrain a low-cost sensor calibration from a CSV of co-located sensors and a reference.
+"""`frugalsense train air-calibration`: retrain a low-cost sensor calibration from a co-location CSV with a reference.
 
 Trains on the first N days (time order), evaluates on the rest, and writes into
 --out the exported model (float and int8 ONNX, int8 TFLite, numpy, manifest),
@@ -21,6 +21,7 @@ def train_subparsers(subparsers):
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense train air-calibration` and its options."""
     p = train_subparsers(subparsers).add_parser(
         "air-calibration",
         help="retrain a sensor calibration from a CSV with a reference column",
@@ -49,6 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train, evaluate and export the calibration from the CSV into --out."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from gateway.cli import UserError

@@ -17,6 +17,7 @@ from gateway.commands.train_air_cmd import train_subparsers
 
 
 def register(subparsers) -> None:
+    """Add `frugalsense train leak` and its options."""
     p = train_subparsers(subparsers).add_parser(
         "leak",
         help="train a leak detector on simulated scenarios of your EPANET network",
@@ -93,6 +94,7 @@ def _spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Simulate the scenarios, then (unless asked to simulate only) train, export and evaluate the detector."""
     try:
         from training.leak.train import simulate_sets, train_leak
         from training.water.epanet_leaks import SimulationError
