@@ -1,4 +1,4 @@
-"""Writes the ops dashboards: Grafana (InfluxQL, InfluxDB 1.x) and an InfluxDB 2.x template (Flux), with the same panels.
+"""Writes the ops dashboards: Grafana (InfluxQL, InfluxDB 1.x) and an InfluxDB 2.x template (Flux), same panels.
 
 Run it after changing a panel: ``python dashboards/build_dashboards.py``; tests/test_dashboards.py
 checks the committed files are what this writes, then runs every InfluxQL query on real data.
@@ -24,7 +24,11 @@ COLORS = ["#50F0E6", "#50CCAA", "#F0E641", "#FF5050", "#960032", "#7D2181"]
 
 
 def thresholds(bounds):
-    steps = [{"color": COLORS[0], "value": None}] + [{"color": c, "value": v} for c, v in zip(COLORS[1:], bounds)]
+    """Grafana threshold steps coloured by EAQI band, from a pollutant's five upper bounds."""
+    # strict: six colours, one below the first bound and one above each of the five.
+    steps = [{"color": COLORS[0], "value": None}] + [
+        {"color": c, "value": v} for c, v in zip(COLORS[1:], bounds, strict=True)
+    ]
     return {"mode": "absolute", "steps": steps}
 
 
@@ -32,6 +36,7 @@ panels = []
 
 
 def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None, extra=None):
+    """Add a Grafana panel with one raw InfluxQL query at grid position (x, y), w by h."""
     p = {
         "id": len(panels) + 1,
         "title": title,
@@ -56,6 +61,7 @@ def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None,
 
 
 def row(title, y):
+    """Add a Grafana row header spanning the dashboard's width at height y."""
     panels.append(
         {
             "id": len(panels) + 1,
@@ -72,7 +78,8 @@ row("Fleet", 0)
 panel(
     "Gateways: online now (time = last seen)",
     "table",
-    f'SELECT last("online") AS "online", last("state") AS "state" FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
+    'SELECT last("online") AS "online", last("state") AS "state" FROM "gateway_status" '
+    f'WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
     "table",
     0,
     1,
@@ -84,7 +91,8 @@ panel(
 panel(
     "Outbox backlog",
     "timeseries",
-    f'SELECT max("outbox_backlog") FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "site", "gateway" fill(none)',
+    f'SELECT max("outbox_backlog") FROM "gateway_status" WHERE {SITE} AND $timeFilter '
+    'GROUP BY time($__interval), "site", "gateway" fill(none)',
     "time_series",
     12,
     1,
@@ -97,7 +105,8 @@ row("Water: leaks", 8)
 panel(
     "Leak alerts by zone",
     "table",
-    f'SELECT "alert_id", "state", "severity", "x_excess_lps" AS "estimated flow (L/s)", "message" FROM "alert" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY "site"',
+    'SELECT "alert_id", "state", "severity", "x_excess_lps" AS "estimated flow (L/s)", "message" FROM "alert" '
+    f'WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY "site"',
     "table",
     0,
     9,
@@ -108,7 +117,8 @@ panel(
 panel(
     "Estimated leak flow by zone",
     "timeseries",
-    f'SELECT max("x_excess_lps") FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
+    f'SELECT max("x_excess_lps") FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter '
+    'GROUP BY time($__interval), "site" fill(none)',
     "time_series",
     0,
     16,
@@ -119,7 +129,8 @@ panel(
 panel(
     "Minimum night flow vs baseline",
     "timeseries",
-    f'SELECT mean("x_mnf_lps") AS "night flow", mean("x_baseline_lps") AS "baseline" FROM "detection" WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time(1d), "site" fill(none)',
+    'SELECT mean("x_mnf_lps") AS "night flow", mean("x_baseline_lps") AS "baseline" FROM "detection" '
+    f'WHERE "kind" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time(1d), "site" fill(none)',
     "time_series",
     12,
     16,
@@ -132,13 +143,15 @@ for i, (q, label) in enumerate([("pm25", "PM2.5"), ("pm10", "PM10"), ("no2", "NO
     panel(
         f"{label} by site (EAQI bands)",
         "timeseries",
-        f'SELECT mean("value") FROM "reading" WHERE "quantity" = \'{q}\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "site" fill(none)',
+        f'SELECT mean("value") FROM "reading" WHERE "quantity" = \'{q}\' AND {SITE} AND $timeFilter '
+        'GROUP BY time($__interval), "site" fill(none)',
         "time_series",
         8 * i,
         25,
         8,
         8,
-        f"Mean {label} (ug/m3) per site; the background bands are the European Air Quality Index: good, fair, moderate, poor, very poor, extremely poor.",
+        f"Mean {label} (ug/m3) per site; the background bands are the European Air Quality Index: "
+        "good, fair, moderate, poor, very poor, extremely poor.",
         unit="conμgm3",
         thr=thresholds(EAQI[q]),
     )
@@ -146,13 +159,15 @@ row("Detectors", 33)
 panel(
     "Detections over time",
     "timeseries",
-    f'SELECT count("score") AS "decisions" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
+    f'SELECT count("score") AS "decisions" FROM "detection" WHERE {SITE} AND $timeFilter '
+    'GROUP BY time($__interval), "kind" fill(none)',
     "time_series",
     0,
     34,
     12,
     8,
-    "Decisions each kind of detector took, and how many of them flagged a leak (label is a field, so flagged decisions are a second query).",
+    "Decisions each kind of detector took, and how many of them flagged a leak "
+    "(label is a field, so flagged decisions are a second query).",
     extra={"fieldConfig": {"defaults": {"custom": {"drawStyle": "bars"}}, "overrides": []}},
 )
 panels[-1]["targets"].append(
@@ -161,13 +176,15 @@ panels[-1]["targets"].append(
         "datasource": DS,
         "rawQuery": True,
         "resultFormat": "time_series",
-        "query": f'SELECT count("score") AS "flagged leak" FROM "detection" WHERE "label" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
+        "query": 'SELECT count("score") AS "flagged leak" FROM "detection" '
+        f'WHERE "label" = \'leak\' AND {SITE} AND $timeFilter GROUP BY time($__interval), "kind" fill(none)',
     }
 )
 panel(
     "Model versions deployed",
     "table",
-    f'SELECT last("score") AS "last score" FROM "detection" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway", "model", "model_version"',
+    f'SELECT last("score") AS "last score" FROM "detection" WHERE {SITE} AND $timeFilter '
+    'GROUP BY "site", "gateway", "model", "model_version"',
     "table",
     12,
     34,
@@ -201,7 +218,8 @@ dashboard = {
     "editable": True,
     "refresh": "1m",
     "time": {"from": "now-7d", "to": "now"},
-    "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways (schema: docs/contracts.md).",
+    "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways "
+    "(schema: docs/contracts.md).",
     "templating": {
         "list": [
             {
@@ -244,6 +262,7 @@ RANGE = "from(bucket: v.bucket)\n  |> range(start: v.timeRangeStart, stop: v.tim
 
 
 def flux_filter(measure, fields, extra=""):
+    """The Flux lines that read ``fields`` of one measurement over the dashboard's time range."""
     cond = " or ".join(f'r._field == "{x}"' for x in fields)
     if len(fields) > 1:
         cond = f"({cond})"
@@ -260,6 +279,7 @@ flux_charts = []
 
 
 def chart(kind, name, note, query, x, y, w, h, **extra):
+    """Add an InfluxDB 2.x chart (``Xy`` line or ``Table``) with one Flux query."""
     c = {
         "kind": kind,
         "name": name,
@@ -301,8 +321,10 @@ chart(
     "Table",
     "Gateways: online now (time = last seen)",
     "Last status of each gateway: online 1 / offline 0, and when it was received.",
-    flux_filter("gateway_status", ["online", "state"])
-    + '  |> last()\n  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "online", "state"])',
+    flux_filter("gateway_status", ["online", "state"]) + "  |> last()\n"
+    '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+    "  |> group()\n"
+    '  |> keep(columns: ["_time", "site", "gateway", "online", "state"])',
     0,
     0,
     6,
@@ -325,7 +347,9 @@ chart(
     "Leak alerts by zone",
     "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated (L/s).",
     flux_filter("alert", ["message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE)
-    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n  |> group(columns: ["site"])\n  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])',
+    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+    '  |> group(columns: ["site"])\n'
+    '  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])',
     0,
     4,
     12,
@@ -373,8 +397,9 @@ chart(
     "Xy",
     "Detections over time",
     "Decisions per detector kind, and how many flagged a leak.",
-    flux_filter("detection", ["score"])
-    + '  |> filter(fn: (r) => r.site == v.site)\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)',
+    flux_filter("detection", ["score"]) + "  |> filter(fn: (r) => r.site == v.site)\n"
+    '  |> group(columns: ["kind"])\n'
+    "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)",
     0,
     16,
     6,
@@ -384,15 +409,19 @@ chart(
 flux_charts[-1]["queries"].append(
     {
         "query": flux_filter("detection", ["label"])
-        + '  |> filter(fn: (r) => r.site == v.site and r._value == "leak")\n  |> group(columns: ["kind"])\n  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)'
+        + '  |> filter(fn: (r) => r.site == v.site and r._value == "leak")\n'
+        '  |> group(columns: ["kind"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)"
     }
 )
 chart(
     "Table",
     "Model versions deployed",
     "Which model and version each gateway ran last (time = its latest decision).",
-    flux_filter("detection", ["score"])
-    + '  |> group(columns: ["site", "gateway", "model", "model_version"])\n  |> last()\n  |> group()\n  |> keep(columns: ["_time", "site", "gateway", "model", "model_version", "_value"])',
+    flux_filter("detection", ["score"]) + '  |> group(columns: ["site", "gateway", "model", "model_version"])\n'
+    "  |> last()\n"
+    "  |> group()\n"
+    '  |> keep(columns: ["_time", "site", "gateway", "model", "model_version", "_value"])',
     6,
     16,
     6,
@@ -429,7 +458,8 @@ docs = [
         "metadata": {"name": "frugalsense-operations"},
         "spec": {
             "name": "frugalsense operations",
-            "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways (schema: docs/contracts.md). Same panels as dashboards/grafana-frugalsense.json.",
+            "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways "
+            "(schema: docs/contracts.md). Same panels as dashboards/grafana-frugalsense.json.",
             "charts": flux_charts,
         },
     },
@@ -443,12 +473,16 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(
     str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
 )
-text = "# InfluxDB 2.x template (Flux): influx apply -f dashboards/influxdb2-template.yml --org <org>\n# Checked for structure in tests/test_dashboards.py; no InfluxDB 2 server was available to run the queries.\n"
+text = (
+    "# InfluxDB 2.x template (Flux): influx apply -f dashboards/influxdb2-template.yml --org <org>\n"
+    "# Checked for structure in tests/test_dashboards.py; no InfluxDB 2 server was available to run the queries.\n"
+)
 text += yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, explicit_start=True)
 FLUX_TEXT = text
 
 
 def main() -> None:
+    """Write both dashboard files next to this script."""
     (HERE / "grafana-frugalsense.json").write_text(GRAFANA_TEXT)
     (HERE / "influxdb2-template.yml").write_text(FLUX_TEXT)
 
