@@ -1,4 +1,4 @@
-"""The shipped air models (pattern, sensor fault, NO2 virtual sensor): cards, streaming detectors on fresh simulated sites, config."""
+"""The shipped air models (pattern, sensor fault, NO2 virtual sensor): cards, detectors on new sites, config."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, Sens
 from edge.features.air_features import PATTERN_FEATURES
 from edge.runtime.registry import ModelIntegrityError
 from edge.sources.replay import ReplaySource
-from training.air.simulation import FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, simulate_air_site
+from training.air.sensors import FAULT_CODE, NO_FAULTS, FaultRates
+from training.air.simulation import PATTERNS, simulate_air_site
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -26,7 +27,7 @@ NO2_INPUTS = ("cell_count", "wind_speed", "temperature", "humidity")
 
 def replay(site):
     ds = site.to_dataset()
-    return ReplaySource(ds, "air-test", "gw-air", list(zip(ds.columns, ds.columns, ds.quantities)))
+    return ReplaySource(ds, "air-test", "gw-air", list(zip(ds.columns, ds.columns, ds.quantities, strict=True)))
 
 
 def run(detector, site) -> list[Detection | Alert]:
@@ -78,7 +79,7 @@ def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
     labelled = [d for d in out if d.label != "insufficient_data"]
     first_hours = [d for d in out if d.window_end_ms < int(clean_site.time_ms[0]) + 12 * 3_600_000]
     assert {d.label for d in first_hours} == {"insufficient_data"}  # half of the 24 h context first
-    truth = {int(t): PATTERNS[c] for t, c in zip(clean_site.hour_ms, clean_site.pattern)}
+    truth = {int(t): PATTERNS[c] for t, c in zip(clean_site.hour_ms, clean_site.pattern, strict=True)}
     agree = np.mean([truth[d.window_start_ms] == d.label for d in labelled])
     assert len(labelled) >= 10 * 24 and agree >= 0.85, agree
     assert {d.label for d in labelled} >= {"normal", "traffic_peak"}
@@ -161,7 +162,7 @@ def test_streaming_decisions_equal_the_batch_ones(clean_site):
     batch = np.asarray(model.manifest.classes)[
         model.decide(pattern_features(clean_site.sensors, clean_site.time_ms, ends))
     ]
-    batch_by_end = dict(zip((clean_site.time_ms[0] + ends * 600_000).tolist(), batch))
+    batch_by_end = dict(zip((clean_site.time_ms[0] + ends * 600_000).tolist(), batch, strict=True))
     detector = AirPatternDetector(
         "air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern", backend="numpy"
     )
@@ -279,8 +280,9 @@ def test_config_mistakes_are_named(change, message):
 
 def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
     """The whole training path on a few small sites: a smoke test of the pipeline, not of the figures."""
+    from training.air.data import QUICK
     from training.air.evaluate import evaluate_all
-    from training.air.train import QUICK, train_all
+    from training.air.train import train_all
 
     dirs = train_all(tmp_path, QUICK, progress=False)
     assert set(dirs) == {"pattern", "fault", "no2"}
