@@ -43,26 +43,27 @@ def clean_site():
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_card_states_targets_and_every_format_meets_them(name):
     card = json.loads((MODELS / name / "card.json").read_text())
-    assert card["targets"] and card["metrics"]
-    assert set(card["metrics"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
+    by_format = card["metrics"]["by_format"]
+    assert card["targets"] and set(by_format) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
     for target in card["targets"]:
-        for fmt, measured in card["metrics"].items():
-            value = measured[target["metric"]]
-            assert value >= target["value"] if target["op"] == ">=" else value <= target["value"], (fmt, target)
-    assert all(card["targets_met"].values())
+        op, threshold = target["target"].split()
+        for fmt, measured in by_format.items():
+            value = measured[target["name"]]
+            assert value >= float(threshold) if op == ">=" else value <= float(threshold), (fmt, target)
+    assert all(t["met"] for t in card["targets"])
     assert (MODELS / name / "card.md").read_text().startswith(f"# {name} v")
 
 
 def test_brief_targets_are_the_ones_measured():
     targets = {
-        t["metric"]: (t["op"], t["value"])
+        t["name"]: tuple(t["target"].split())
         for n in NAMES
         for t in json.loads((MODELS / n / "card.json").read_text())["targets"]
     }
-    assert targets["macro_f1"] == (">=", 0.9)
-    assert targets["recall_stuck"] == targets["recall_spike"] == targets["recall_fan_failure"] == (">=", 0.95)
-    assert targets["false_faults_per_sensor_week"] == ("<=", 1.0)
-    assert targets["r2_heldout_weeks"] == (">=", 0.75) and targets["r2_gain_over_weather"] == (">=", 0.2)
+    assert targets["macro_f1"] == (">=", "0.9")
+    assert targets["recall_stuck"] == targets["recall_spike"] == targets["recall_fan_failure"] == (">=", "0.95")
+    assert targets["false_faults_per_sensor_week"] == ("<=", "1.0")
+    assert targets["r2_heldout_weeks"] == (">=", "0.75") and targets["r2_gain_over_weather"] == (">=", "0.2")
 
 
 def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
@@ -283,14 +284,15 @@ def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
     from training.air.data import QUICK
     from training.air.evaluate import evaluate_all
     from training.air.train import train_all
+    from training.cards import check_card
 
     dirs = train_all(tmp_path, QUICK, progress=False)
     assert set(dirs) == {"pattern", "fault", "no2"}
     evaluate_all(tmp_path, QUICK, progress=False, drift_sites=0)
     for name in NAMES:
         card = json.loads((tmp_path / name / "card.json").read_text())
-        assert set(card["metrics"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
-        assert set(card["targets_met"]) == {t["metric"] for t in card["targets"]}
+        assert set(card["metrics"]["by_format"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
+        assert check_card(card) == []
 
 
 def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys):
