@@ -3,8 +3,9 @@
 ``python -m training.air.evaluate [--models models] [--quick]`` re-simulates the
 held-out sites of the plan (seeded, so the same as at training), runs every exported
 format on its own runtime, prints targets against measured values, and writes
-``models/<name>/card.json`` (``metrics``, ``targets``, sizes, latency) and
-``card.md``. A target counts as met only when every shipped format meets it.
+``models/<name>/card.json`` and ``card.md`` in the one card shape
+(``training.air.card``, ``training.cards``). A target counts as met only when every
+shipped format meets it.
 """
 
 from __future__ import annotations
