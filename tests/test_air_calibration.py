@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gateway.cli import main
-from training.air.calibration import CalibrationCsvError, read_calibration_csv
+from training.air.calibration_csv import CalibrationCsvError, read_calibration_csv
 
 UCI_HEADER = "Date;Time;CO(GT);PT08.S1(CO);NO2(GT);PT08.S4(NO2);T;RH;AH;;"
 
@@ -52,9 +52,9 @@ def write_uci(path, days=40, seed=3, missing_share=0.05):
                     when.strftime("%d/%m/%Y"),
                     when.strftime("%H.%M.%S"),
                     cell(co[i], "%.1f"),
-                    "%d" % co_sensor[i],
-                    "%d" % no2[i] if rng.random() > missing_share else "-200",
-                    "%d" % sensor[i],
+                    str(int(co_sensor[i])),
+                    str(int(no2[i])) if rng.random() > missing_share else "-200",
+                    str(int(sensor[i])),
                     cell(t[i], "%.1f"),
                     cell(rh[i], "%.1f"),
                     cell(ah, "%.4f"),

@@ -1,4 +1,4 @@
-"""The shipped air models (pattern, sensor fault, NO2 virtual sensor): cards, streaming detectors on fresh simulated sites, config."""
+"""The shipped air models (pattern, sensor fault, NO2 virtual sensor): cards, detectors on new sites, config."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, Sens
 from edge.features.air_features import PATTERN_FEATURES
 from edge.runtime.registry import ModelIntegrityError
 from edge.sources.replay import ReplaySource
-from training.air.simulation import FAULT_CODE, NO_FAULTS, PATTERNS, FaultRates, simulate_air_site
+from training.air.sensors import FAULT_CODE, NO_FAULTS, FaultRates
+from training.air.simulation import PATTERNS, simulate_air_site
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -26,7 +27,7 @@ NO2_INPUTS = ("cell_count", "wind_speed", "temperature", "humidity")
 
 def replay(site):
     ds = site.to_dataset()
-    return ReplaySource(ds, "air-test", "gw-air", list(zip(ds.columns, ds.columns, ds.quantities)))
+    return ReplaySource(ds, "air-test", "gw-air", list(zip(ds.columns, ds.columns, ds.quantities, strict=True)))
 
 
 def run(detector, site) -> list[Detection | Alert]:
@@ -42,26 +43,27 @@ def clean_site():
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_card_states_targets_and_every_format_meets_them(name):
     card = json.loads((MODELS / name / "card.json").read_text())
-    assert card["targets"] and card["metrics"]
-    assert set(card["metrics"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
+    by_format = card["metrics"]["by_format"]
+    assert card["targets"] and set(by_format) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
     for target in card["targets"]:
-        for fmt, measured in card["metrics"].items():
-            value = measured[target["metric"]]
-            assert value >= target["value"] if target["op"] == ">=" else value <= target["value"], (fmt, target)
-    assert all(card["targets_met"].values())
+        op, threshold = target["target"].split()
+        for fmt, measured in by_format.items():
+            value = measured[target["name"]]
+            assert value >= float(threshold) if op == ">=" else value <= float(threshold), (fmt, target)
+    assert all(t["met"] for t in card["targets"])
     assert (MODELS / name / "card.md").read_text().startswith(f"# {name} v")
 
 
 def test_brief_targets_are_the_ones_measured():
     targets = {
-        t["metric"]: (t["op"], t["value"])
+        t["name"]: tuple(t["target"].split())
         for n in NAMES
         for t in json.loads((MODELS / n / "card.json").read_text())["targets"]
     }
-    assert targets["macro_f1"] == (">=", 0.9)
-    assert targets["recall_stuck"] == targets["recall_spike"] == targets["recall_fan_failure"] == (">=", 0.95)
-    assert targets["false_faults_per_sensor_week"] == ("<=", 1.0)
-    assert targets["r2_heldout_weeks"] == (">=", 0.75) and targets["r2_gain_over_weather"] == (">=", 0.2)
+    assert targets["macro_f1"] == (">=", "0.9")
+    assert targets["recall_stuck"] == targets["recall_spike"] == targets["recall_fan_failure"] == (">=", "0.95")
+    assert targets["false_faults_per_sensor_week"] == ("<=", "1.0")
+    assert targets["r2_heldout_weeks"] == (">=", "0.75") and targets["r2_gain_over_weather"] == (">=", "0.2")
 
 
 def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
@@ -78,7 +80,7 @@ def test_pattern_detector_streams_the_patterns_of_a_fresh_site(clean_site):
     labelled = [d for d in out if d.label != "insufficient_data"]
     first_hours = [d for d in out if d.window_end_ms < int(clean_site.time_ms[0]) + 12 * 3_600_000]
     assert {d.label for d in first_hours} == {"insufficient_data"}  # half of the 24 h context first
-    truth = {int(t): PATTERNS[c] for t, c in zip(clean_site.hour_ms, clean_site.pattern)}
+    truth = {int(t): PATTERNS[c] for t, c in zip(clean_site.hour_ms, clean_site.pattern, strict=True)}
     agree = np.mean([truth[d.window_start_ms] == d.label for d in labelled])
     assert len(labelled) >= 10 * 24 and agree >= 0.85, agree
     assert {d.label for d in labelled} >= {"normal", "traffic_peak"}
@@ -161,7 +163,7 @@ def test_streaming_decisions_equal_the_batch_ones(clean_site):
     batch = np.asarray(model.manifest.classes)[
         model.decide(pattern_features(clean_site.sensors, clean_site.time_ms, ends))
     ]
-    batch_by_end = dict(zip((clean_site.time_ms[0] + ends * 600_000).tolist(), batch))
+    batch_by_end = dict(zip((clean_site.time_ms[0] + ends * 600_000).tolist(), batch, strict=True))
     detector = AirPatternDetector(
         "air-test", "gw-air", {k: k for k in PATTERN_INPUTS}, MODELS / "air-pattern", backend="numpy"
     )
@@ -279,16 +281,18 @@ def test_config_mistakes_are_named(change, message):
 
 def test_quick_training_exports_every_format_and_writes_cards(tmp_path):
     """The whole training path on a few small sites: a smoke test of the pipeline, not of the figures."""
+    from training.air.data import QUICK
     from training.air.evaluate import evaluate_all
-    from training.air.train import QUICK, train_all
+    from training.air.train import train_all
+    from training.cards import check_card
 
     dirs = train_all(tmp_path, QUICK, progress=False)
     assert set(dirs) == {"pattern", "fault", "no2"}
     evaluate_all(tmp_path, QUICK, progress=False, drift_sites=0)
     for name in NAMES:
         card = json.loads((tmp_path / name / "card.json").read_text())
-        assert set(card["metrics"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
-        assert set(card["targets_met"]) == {t["metric"] for t in card["targets"]}
+        assert set(card["metrics"]["by_format"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
+        assert check_card(card) == []
 
 
 def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The air-site simulator: seeded, physically sensible, its faults and labels where they should be; the shared air features."""
+"""The air-site simulator: seeded, physically sensible, its faults and labels where they should be; the air features."""
 
 from __future__ import annotations
 
@@ -20,18 +20,8 @@ from edge.features.air_features import (
     pattern_features,
 )
 from edge.sources.cell_counts import DEFAULT_K
-from training.air.simulation import (
-    DAY_SLOTS,
-    FAN_VALUES,
-    FAULT_CODE,
-    NO_FAULTS,
-    PATTERNS,
-    FaultRates,
-    SiteParams,
-    dilution,
-    simulate_air_site,
-    traffic_profile,
-)
+from training.air.sensors import DAY_SLOTS, FAN_VALUES, FAULT_CODE, NO_FAULTS, FaultRates
+from training.air.simulation import PATTERNS, SiteParams, dilution, simulate_air_site, traffic_profile
 
 
 @pytest.fixture(scope="module")

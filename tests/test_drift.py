@@ -11,7 +11,8 @@ import pytest
 from edge.contracts import Alert, Detection, Quality, Reading
 from edge.detectors.air_models import No2VirtualSensor
 from edge.detectors.drift import RECALIBRATION_NEEDED, CalibrationDriftDetector, PageHinkley
-from training.air.simulation import NO_FAULTS, SiteParams, simulate_air_site
+from training.air.sensors import NO_FAULTS
+from training.air.simulation import SiteParams, simulate_air_site
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "air-no2-virtual"
 WEATHER = ("cell_count", "wind_speed", "temperature", "humidity")

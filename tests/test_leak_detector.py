@@ -82,8 +82,8 @@ def test_train_cli_writes_a_complete_model(tiny_model):
     assert set(manifest["files"]) >= {"onnx_float", "onnx_int8", "tflite_int8", "numpy"}
     assert manifest["detector"]["kind"] == "learned_leak" and manifest["detector"]["layout"]["step_s"] == 900
     card = json.loads((tiny_model / "card.json").read_text())
-    assert {"heldout"} <= set(card["metrics"]) and {t["name"] for t in card["targets"]} >= {"f1_leaks_ge_5cm"}
-    assert card["metrics"]["heldout"]["mnf_20"]["all_leaks"]["scenarios"] == 4
+    assert {"heldout"} <= set(card["metrics"]["by_set"]) and {t["name"] for t in card["targets"]} >= {"f1_leaks_ge_5cm"}
+    assert card["metrics"]["by_set"]["heldout"]["mnf_20"]["all_leaks"]["scenarios"] == 4
     for name in ("card.md", "report/report.md", "report/timeline.png", "report/scores.png", "report/delay.png"):
         assert (tiny_model / name).stat().st_size > 0, name
     assert max(e["bytes"] for e in manifest["files"].values()) <= 64 * 1024

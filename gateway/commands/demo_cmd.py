@@ -252,7 +252,8 @@ def _air_site(water_config, services, root: Path) -> bool:
     from gateway.config import GatewayConfig
     from gateway.device.runner import GatewayRunner
     from gateway.protocol.mqtt_client import MqttSettings
-    from training.air.simulation import FAULTS, PATTERNS, simulate_air_site
+    from training.air.sensors import FAULTS
+    from training.air.simulation import PATTERNS, simulate_air_site
 
     site = simulate_air_site(days=AIR_DAYS, seed=AIR_SEED, start=AIR_START)
     path = site.to_dataset().save(root / "air-site.npz")

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from gateway.cli import UserError
-    from training.air.calibration import CalibrationCsvError, read_calibration_csv, train_calibration
+    from training.air.calibration import train_calibration
+    from training.air.calibration_csv import CalibrationCsvError, read_calibration_csv
 
     try:
         ZoneInfo(args.timezone)

@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         card = train_leak(spec, args.out, workers=args.workers)
     except (SimulationError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    print(f"model {card['name']} v{card['version']} for {card['network']} written to {args.out}")
-    print(f"  sensors: {', '.join(f'{e} ({q})' for e, q in card['sensors'])}")
+    print(f"model {card['name']} v{card['version']} for {card['data']['network']} written to {args.out}")
+    print(f"  sensors: {', '.join(f'{e} ({q})' for e, q in card['data']['sensors'])}")
     for t in card["targets"]:
         print(f"  {t['name']:<40} {t['value']!s:>10}  {t['target']:<10} {'met' if t['met'] else 'NOT MET'}")
     print(f"  card: {args.out / 'card.md'}; report: {args.out / 'report' / 'report.md'}")

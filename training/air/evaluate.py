@@ -3,8 +3,9 @@
 ``python -m training.air.evaluate [--models models] [--quick]`` re-simulates the
 held-out sites of the plan (seeded, so the same as at training), runs every exported
 format on its own runtime, prints targets against measured values, and writes
-``models/<name>/card.json`` (``metrics``, ``targets``, sizes, latency) and
-``card.md``. A target counts as met only when every shipped format meets it.
+``models/<name>/card.json`` and ``card.md`` in the one card shape
+(``training.air.card``, ``training.cards``). A target counts as met only when every
+shipped format meets it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,24 +22,29 @@ import numpy as np
 from edge.features.air_features import NO2_FEATURES, NO2_WEATHER_FEATURES
 from edge.runtime import available_backends, load, probe_seconds
 from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest
-from training.air.train import (
+from training.air.card import air_card, air_data, write_air_card
+from training.air.data import (
     FAULT_CLASSES,
     MODEL_NAMES,
     QUICK,
+    SHIPPED,
     AirPlan,
-    _fit,
     fault_windows,
+    fit,
     mlp_regressor,
     no2_split,
     no2_windows,
     pattern_windows,
 )
+from training.cards import target
 
 SENSOR_WEEK_WINDOWS = 7 * 24  # hourly windows per sensor per week
 
 
 @dataclass(frozen=True)
 class Target:
+    """One target of a model: ``metric op value``, and what it means."""
+
     metric: str
     op: str  # ">=" or "<="
     value: float
@@ -96,6 +102,7 @@ def r2(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def pattern_metrics(predict, X, y) -> dict:
+    """Macro-F1, per-class F1 and support of the pattern model on rows ``X`` labelled ``y``."""
     classes = sorted(set(y))
     pred = predict(X)
     score, per = macro_f1(y, pred, classes)
@@ -108,6 +115,7 @@ def pattern_metrics(predict, X, y) -> dict:
 
 
 def fault_metrics(predict, X, y) -> dict:
+    """Recall per fault class and false faults per sensor-week of the fault model."""
     scored = y != -1  # partly faulty windows are not scored
     pred = np.full(len(y), "", dtype=object)
     pred[scored] = predict(X[scored])
@@ -126,6 +134,7 @@ def fault_metrics(predict, X, y) -> dict:
 
 
 def no2_metrics(predict, X, y, split, baselines: dict[str, dict]) -> dict:
+    """R2 and MAE of the NO2 virtual sensor on the held-out weeks and zones, and its gain over weather."""
     out = {}
     for part in ("heldout_weeks", "heldout_zones"):
         rows = split[part]
@@ -148,7 +157,7 @@ def no2_baselines(plan: AirPlan, X, y, split) -> dict[str, dict]:
     out = {}
     for name, features in sets.items():
         columns = [NO2_FEATURES.index(f) for f in features]
-        model = _fit(mlp_regressor(plan), X[split["train"]][:, columns], y[split["train"]])
+        model = fit(mlp_regressor(plan), X[split["train"]][:, columns], y[split["train"]])
         out[name] = {
             "features": features,
             **{
@@ -182,32 +191,34 @@ def evaluate_model(kind: str, model_dir: Path, data: dict, plan: AirPlan) -> dic
     for fmt, runtime, backend in _runners(manifest):
         if kind == "pattern":
             classes = np.asarray(manifest.classes)
-            metrics = pattern_metrics(lambda X: classes[backend.decide(X)], *data["pattern"])
+            metrics = pattern_metrics(lambda X, b=backend, c=classes: c[b.decide(X)], *data["pattern"])
         elif kind == "fault":
             classes = np.asarray(manifest.classes)
-            metrics = fault_metrics(lambda X: classes[backend.decide(X)], *data["fault"])
+            metrics = fault_metrics(lambda X, b=backend, c=classes: c[b.decide(X)], *data["fault"])
         else:
             metrics = no2_metrics(backend.predict, *data["no2"])
         by_format[fmt] = metrics
         files[fmt] = {
-            "runtime": runtime,
+            "path": manifest.files[fmt].path.name,
             "bytes": manifest.files[fmt].bytes,
+            "runtime": runtime,
             "latency_us_per_window": _latency_us(backend, manifest.mean.reshape(1, -1)),
         }
-    met = {
-        t.metric: all(t.met(m[t.metric]) for m in by_format.values() if m.get(t.metric) is not None)
-        for t in TARGETS[kind]
-    }
-    return {
-        "metrics": by_format,
-        "targets": [asdict(t) for t in TARGETS[kind]],
-        "targets_met": met,
-        "files": files,
-        "manifest": manifest,
-    }
+    return {"metrics": by_format, "targets": judge(kind, by_format), "files": files, "manifest": manifest}
+
+
+def judge(kind: str, by_format: dict[str, dict]) -> list[dict]:
+    """The card's targets: each judged on its worst format, met only when every format meets it."""
+    out = []
+    for t in TARGETS[kind]:
+        measured = [m[t.metric] for m in by_format.values() if m.get(t.metric) is not None]
+        worst = (min if t.op == ">=" else max)(measured) if measured else None
+        out.append(target(t.metric, t.what, t.op, t.value, worst, met=all(t.met(v) for v in measured)))
+    return out
 
 
 def simulate_test_data(plan: AirPlan, progress: bool = True) -> dict:
+    """The held-out rows of every model (and the NO2 baselines fitted on the NO2 training rows)."""
     print("simulating the held-out sites", flush=True)
     pattern = pattern_windows(plan.pattern_test.simulate(progress))
     fault = fault_windows(plan.fault_test.simulate(progress))
@@ -232,7 +243,8 @@ def drift_runs(model_dir: Path, seeds, days: int = 63, drift: float | None = Non
     from edge.detectors.air_models import No2VirtualSensor
     from edge.detectors.drift import CalibrationDriftDetector
     from edge.sources.replay import ReplaySource
-    from training.air.simulation import NO_FAULTS, SiteParams, simulate_air_site
+    from training.air.sensors import NO_FAULTS
+    from training.air.simulation import SiteParams, simulate_air_site
 
     first_alarm = []
     for seed in seeds:
@@ -250,7 +262,9 @@ def drift_runs(model_dir: Path, seeds, days: int = 63, drift: float | None = Non
         )
         detector = CalibrationDriftDetector("drift-check", "gw", "no2", estimator=estimator)
         alarm = None
-        for reading in ReplaySource(ds, "drift-check", "gw", list(zip(ds.columns, ds.columns, ds.quantities))):
+        for reading in ReplaySource(
+            ds, "drift-check", "gw", list(zip(ds.columns, ds.columns, ds.quantities, strict=True))
+        ):
             for out in detector.update(reading):
                 if alarm is None and getattr(out, "state", None) == "raised":
                     alarm = int((out.time_ms - int(site.time_ms[0])) // 86_400_000)
@@ -278,116 +292,26 @@ def drift_check(model_dir: Path, n_sites: int = 10, seed: int = 6100, days: int 
     }
 
 
-# ---- cards ---------------------------------------------------------------------------
+# ---- results -------------------------------------------------------------------------
 
 
 def write_card(kind: str, result: dict, plan: AirPlan, model_dir: Path) -> dict:
-    manifest = result["manifest"]
-    train = {"pattern": plan.pattern_train, "fault": plan.fault_train, "no2": plan.no2_sites}[kind]
-    test = {"pattern": plan.pattern_test, "fault": plan.fault_test, "no2": plan.no2_sites}[kind]
+    """Write the model's card (``training.air.card``) from what was measured."""
     exported = json.loads((model_dir / "manifest.json").read_text())
-    card = {
-        "name": manifest.name,
-        "version": manifest.version,
-        "task": manifest.task,
-        "description": exported.get("description", ""),
-        "features": manifest.features,
-        "outputs": manifest.output_names,
-        "data": {
-            "simulator": "training/air/simulation.py (seeded; see docs/air-models.md)",
-            "train": asdict(train),
-            "test": asdict(test),
-            **(
-                {
-                    "split": f"train: zones 0-{plan.no2_train_sites - 1}, weeks 0-{plan.no2_train_weeks - 1}; "
-                    "held-out weeks: later weeks of those zones; held-out zones: the other zones, "
-                    "later weeks"
-                }
-                if kind == "no2"
-                else {}
-            ),
-        },
-        "targets": result["targets"],
-        "targets_met": result["targets_met"],
-        "metrics": result["metrics"],
-        "files": result["files"],
-        "export_check": exported.get("export_check", {}),
-        **({"drift_check": result["drift_check"]} if "drift_check" in result else {}),
-        "evaluated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": "python -m training.air.evaluate",
-        "limits": "Measured on simulated sites only: the simulator's relations are simplified (docs/air-models.md). "
-        "Expect lower figures on real sites until retrained on local data.",
-    }
-    _json_default = lambda o: o.item() if hasattr(o, "item") else str(o)  # noqa: E731
-    (model_dir / "card.json").write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
-    (model_dir / "card.md").write_text(card_markdown(card))
-    return card
-
-
-def card_markdown(card: dict) -> str:
-    lines = [
-        f"# {card['name']} v{card['version']}",
-        "",
-        card["description"],
-        "",
-        "## Targets (held-out simulated data)",
-        "",
-        "| target | measured per format | met |",
-        "|---|---|---|",
-    ]
-    for t in card["targets"]:
-        measured = ", ".join(f"{fmt} {m[t['metric']]}" for fmt, m in card["metrics"].items())
-        lines.append(
-            f"| {t['what']}: {t['metric']} {t['op']} {t['value']} | {measured} | "
-            f"{'yes' if card['targets_met'][t['metric']] else 'NO'} |"
-        )
-    lines += [
-        "",
-        "## Files",
-        "",
-        "| format | runtime | bytes | latency per window (µs, batch 1, this machine) |",
-        "|---|---|---|---|",
-    ]
-    for fmt, f in card["files"].items():
-        lines.append(f"| {fmt} | {f['runtime']} | {f['bytes']} | {f['latency_us_per_window']} |")
-    lines += [
-        "",
-        "## Inputs",
-        "",
-        ", ".join(f"`{f}`" for f in card["features"]),
-        "",
-        "## Data",
-        "",
-        f"Simulator: {card['data']['simulator']}.",
-        "",
-        f"Train: `{card['data']['train']}`",
-        "",
-        f"Test: `{card['data']['test']}`",
-        "",
-    ]
-    if "split" in card["data"]:
-        lines += [card["data"]["split"], ""]
-    if "drift_check" in card:
-        d = card["drift_check"]
-        lines += [
-            "## As the reference of the calibration-drift detector",
-            "",
-            f"{d['sites']} simulated sites, {d['days']} days each, replayed reading by reading: "
-            f"{d['false_alarms_without_drift']} false alarms without drift; with a drift of "
-            f"{d['drift_ugm3_per_day']} ug/m3 per day, {d['detected_rising']} rising and "
-            f"{d['detected_falling']} falling drifts detected (median alarm on day {d['median_day_of_alarm']}, "
-            "the first 21 days being the calibration period).",
-            "",
-        ]
-    lines += ["## Limits", "", card["limits"], "", f"Measured by `{card['command']}` on {card['evaluated']}.", ""]
-    return "\n".join(lines)
+    evaluated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    card = air_card(
+        result, air_data(kind, plan), exported.get("description", ""), exported.get("export_check", {}), evaluated
+    )
+    return write_air_card(model_dir, card)
 
 
 def print_table(kind: str, result: dict) -> None:
+    """Targets against measured values, on stdout."""
+    met = {t["name"]: t["met"] for t in result["targets"]}
     print(f"\n{MODEL_NAMES[kind]}")
     for t in TARGETS[kind]:
         measured = "  ".join(f"{fmt}={m[t.metric]}" for fmt, m in result["metrics"].items())
-        ok = "met" if result["targets_met"][t.metric] else "NOT MET"
+        ok = "met" if met[t.metric] else "NOT MET"
         print(f"  {t.metric:<30} target {t.op} {t.value:<5}  measured {measured}  -> {ok}")
     if "drift_check" in result:
         d = result["drift_check"]
@@ -402,7 +326,7 @@ def print_table(kind: str, result: dict) -> None:
             print(f"  baseline {name:<21} r2 held-out weeks {b['r2_heldout_weeks']}, zones {b['r2_heldout_zones']}")
 
 
-def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = True, drift_sites: int = 10) -> bool:
+def evaluate_all(models_root: Path, plan: AirPlan = SHIPPED, progress: bool = True, drift_sites: int = 10) -> bool:
     """Evaluate every air model under ``models_root``, print and write cards; True if every target is met.
 
     ``drift_sites``: simulated sites replayed through the calibration-drift detector
@@ -422,17 +346,18 @@ def evaluate_all(models_root: Path, plan: AirPlan = AirPlan(), progress: bool = 
             result["drift_check"] = drift_check(model_dir, drift_sites)
         write_card(kind, result, plan, model_dir)
         print_table(kind, result)
-        all_met &= all(result["targets_met"].values())
+        all_met &= all(t["met"] for t in result["targets"])
     print("\nall targets met" if all_met else "\nsome targets NOT met (see above)")
     return all_met
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m training.air.evaluate``: measure the exported models and rewrite their cards."""
     parser = argparse.ArgumentParser(prog="python -m training.air.evaluate", description=__doc__.split("\n\n")[1])
     parser.add_argument("--models", default="models", help="models root (default models/)")
     parser.add_argument("--quick", action="store_true", help="the small plan of train_air --quick")
     args = parser.parse_args(argv)
-    plan, drift_sites = (QUICK, 0) if args.quick else (AirPlan(), 10)
+    plan, drift_sites = (QUICK, 0) if args.quick else (SHIPPED, 10)
     return 0 if evaluate_all(Path(args.models), plan, drift_sites=drift_sites) else 1
 
 

@@ -21,12 +21,9 @@ slot of mobile-network aggregates). Every relation is a published one, simplifie
   slack anticyclonic wind, fine-mode (PM2.5/PM10 high) and unrelated to local traffic.
 * **evening local sources**: residential wood burning on cold days (daily mean below
   12 degC), evening peak 18-23 h (Fuller et al. 2014, Atmos. Env. 87, 87-94).
-* **humidity artefact** of optical PM: kappa-Koehler growth 1 + (kappa/1.65)/(1/aw - 1),
-  steep above ~70 % RH (Crilley et al. 2018, AMT 11, 709-720).
-* **metal-oxide NO2 drift**: offset and sensitivity that wander over weeks (Spinelle
-  et al. 2015, Sens. Actuators B 215, 249-257).
-* **faults** injected per sensor: stuck, spike, drift, dropout, fan failure (999.9 /
-  1999.9, field notes).
+* **sensors** (``training.air.sensors``): the optical PM humidity artefact, the
+  metal-oxide NO2 drift, and the injected faults (stuck, spike, drift, dropout, fan
+  failure).
 
 >>> site = simulate_air_site(days=2, seed=3)
 >>> site.time_ms.shape, sorted(site.sensors)[:3], site.pattern.shape
@@ -47,14 +44,12 @@ from scipy.signal import lfilter
 from edge.air.correction import correct_pm25
 from edge.contracts import QUANTITY_UNITS
 from edge.datasets import ZoneDataset
-from edge.features.air_features import HOUR_SLOTS, SLOT_MS, hygroscopic_growth
+from edge.features.air_features import HOUR_SLOTS, SLOT_MS
 from edge.sources.cell_counts import DEFAULT_K
+from training.air.sensors import DAY_SLOTS, FAN_VALUES, FaultRates, inject_faults, sensor_readings
 
-DAY_SLOTS = 144
 PRIVACY_K = DEFAULT_K  # the gateway's privacy guard default: statistical offices' minimum per cell
 PATTERNS = ("normal", "traffic_peak", "regional_episode", "local_source")
-FAULTS = ("ok", "stuck", "spike", "drift", "dropout", "fan_failure")
-FAULT_CODE = {name: i for i, name in enumerate(FAULTS)}
 # The sensors of a site, as (column, quantity): also their ids in the replay dataset.
 SENSOR_QUANTITIES = {
     "pm25": "pm25",
@@ -65,9 +60,6 @@ SENSOR_QUANTITIES = {
     "wind_speed": "wind_speed",
     "cell_count": "cell_count",
 }
-FAULTY_SENSORS = ("pm25", "pm10", "no2", "temperature", "humidity")
-FAN_VALUES = {"pm25": 999.9, "pm10": 1999.9}  # what an SDS011 reads with a dead fan
-RESOLUTION = {"pm25": 0.1, "pm10": 0.1, "no2": 0.1, "temperature": 0.1, "humidity": 0.1, "wind_speed": 0.1}
 
 # Label thresholds on the true source contributions, hourly means (ug/m3).
 EPISODE_EXCESS = 12.0  # regional PM2.5 above its non-episode level
@@ -76,26 +68,6 @@ TRAFFIC_PEAK_NO2 = 25.0  # traffic NO2 increment at the sensor
 
 # Reference ventilation: 4 m/s wind and a 400 m mixed layer give dilution 1.
 WIND_REF, MIX_REF, WIND_FLOOR = 4.0, 400.0, 1.0
-
-
-@dataclass(frozen=True)
-class FaultRates:
-    """Expected fault events per sensor per week; durations in slots (min, max)."""
-
-    stuck: float = 0.5
-    spike: float = 2.0
-    drift: float = 0.1
-    dropout: float = 1.0
-    fan_failure: float = 0.3  # per PM device (pm25 and pm10 fail together)
-
-    def scaled(self, factor: float) -> FaultRates:
-        return FaultRates(
-            *(round(factor * getattr(self, k), 6) for k in ("stuck", "spike", "drift", "dropout", "fan_failure"))
-        )
-
-
-NO_FAULTS = FaultRates(0, 0, 0, 0, 0)
-FAULT_SLOTS = {"stuck": (6, 72), "dropout": (1, 36), "fan_failure": (12, 432), "drift": (288, 1440)}
 
 
 @dataclass(frozen=True)
@@ -138,7 +110,7 @@ class AirSite:
     sensors: dict[str, np.ndarray]  # measured, NaN = missing or suppressed
     antenna_counts: np.ndarray  # [T, antennas] after the privacy guard (NaN = suppressed)
     truth: dict[str, np.ndarray]  # true concentrations and drivers [T]
-    faults: dict[str, np.ndarray]  # int8 [T] per sensor, codes of FAULTS
+    faults: dict[str, np.ndarray]  # int8 [T] per sensor, codes of training.air.sensors.FAULTS
     pattern: np.ndarray  # int8 [T // 6], codes of PATTERNS per hour
     params: SiteParams
     meta: dict = field(default_factory=dict)
@@ -209,10 +181,6 @@ def magnus_rh(temperature: np.ndarray, dew_point: np.ndarray) -> np.ndarray:
     return np.clip(100.0 * es(np.minimum(dew_point, temperature)) / es(temperature), 0.0, 100.0)
 
 
-def _quantise(x: np.ndarray, step: float) -> np.ndarray:
-    return np.round(x / step) * step
-
-
 # ---- the simulation ------------------------------------------------------------------
 
 
@@ -227,7 +195,7 @@ def simulate_air_site(
 ) -> AirSite:
     """Simulate ``days`` days of one site from ``start`` (a date, UTC midnight); seeded.
 
-    ``faults`` None gives the default rates (:class:`FaultRates`), ``NO_FAULTS`` none.
+    ``faults`` None gives the default rates (:class:`FaultRates`), ``training.air.sensors.NO_FAULTS`` none.
     ``mox_drift`` False keeps the NO2 sensor's calibration true (for drift tests).
     """
     if not isinstance(days, int) or days < 2:
@@ -251,11 +219,11 @@ def simulate_air_site(
     bar.update()
     truth = _air(np.random.default_rng([seed, 4]), clock, weather, traffic, params)
     bar.update()
-    sensors = _sensors(np.random.default_rng([seed, 5]), clock, weather, truth, params, mox_drift)
+    sensors = sensor_readings(np.random.default_rng([seed, 5]), clock, weather, truth, params, mox_drift)
     sensors["cell_count"] = np.nansum(counts, axis=1)
     sensors["cell_count"][np.all(np.isnan(counts), axis=1)] = np.nan
     bar.update()
-    fault_codes = _inject_faults(np.random.default_rng([seed, 6]), sensors, faults, n)
+    fault_codes = inject_faults(np.random.default_rng([seed, 6]), sensors, faults, n)
     bar.update()
     pattern = pattern_labels(truth)
     bar.update()
@@ -397,93 +365,6 @@ def _air(rng, clock, weather, vehicles, params) -> dict[str, np.ndarray]:
     }
 
 
-def _sensors(rng, clock, weather, truth, params, mox_drift: bool) -> dict[str, np.ndarray]:
-    n = truth["pm25"].shape[0]
-    rh = weather["humidity_true"]
-    growth = hygroscopic_growth(rh, params.kappa)
-    pm25 = params.pm_gain * truth["pm25"] * growth
-    pm25 = pm25 + rng.normal(size=n) * (0.8 + 0.05 * pm25)
-    # Optical sensors undercount coarse dust: only half of it is seen.
-    coarse = truth["pm10"] - truth["pm25"]
-    pm10 = params.pm_gain * (truth["pm25"] * growth + 0.5 * coarse)
-    pm10 = pm10 + rng.normal(size=n) * (1.0 + 0.06 * pm10)
-    days = clock["day"] + clock["hour"] / 24.0
-    offset = params.mox_offset_per_day * days if mox_drift else 0.0
-    gain = 1.0 + (params.mox_gain_per_day * days if mox_drift else 0.0)
-    no2 = gain * truth["no2"] + offset + 0.15 * (weather["temperature_true"] - 15.0) + rng.normal(size=n) * 2.5
-    out = {
-        "pm25": np.clip(pm25, 0, 999.8),
-        "pm10": np.clip(pm10, 0, 1999.8),
-        "no2": np.clip(no2, 0, None),
-        "temperature": weather["temperature_true"] + rng.normal(size=n) * 0.08,
-        "humidity": np.clip(rh + rng.normal(size=n) * 0.7, 0, 100),
-        "wind_speed": np.clip(weather["wind_true"] + rng.normal(size=n) * 0.2, 0, None),
-    }
-    truth["mox_offset"] = np.broadcast_to(offset, (n,)).astype(float)
-    return {k: _quantise(v, RESOLUTION[k]) for k, v in out.items()}
-
-
-def _inject_faults(rng, sensors, rates: FaultRates, n: int) -> dict[str, np.ndarray]:
-    """Overwrite sensor values with faults; return the fault code per slot and sensor."""
-    codes = {s: np.zeros(n, dtype=np.int8) for s in FAULTY_SENSORS}
-    weeks = n / (7 * DAY_SLOTS)
-    spans = []  # (sensors, kind, start, end)
-    for kind in ("fan_failure", "stuck", "dropout", "drift", "spike"):
-        targets = [("pm25", "pm10")] if kind == "fan_failure" else [(s,) for s in FAULTY_SENSORS]
-        if kind == "drift":
-            targets = [(s,) for s in ("pm25", "temperature", "humidity")]  # MOx NO2 drifts on its own
-        for group in targets:
-            for _ in range(rng.poisson(getattr(rates, kind) * weeks)):
-                lo, hi = FAULT_SLOTS.get(kind, (1, 1))
-                length = int(rng.integers(lo, hi + 1))
-                start = int(rng.integers(1, max(2, n - length)))
-                end = min(n, start + length)
-                # One fault at a time per sensor, with a clean hour around it.
-                if any(np.any(codes[s][max(0, start - HOUR_SLOTS) : end + HOUR_SLOTS]) for s in group):
-                    continue
-                for s in group:
-                    codes[s][start:end] = FAULT_CODE[kind]
-                spans.append((group, kind, start, end))
-    for group, kind, start, end in spans:
-        for s in group:
-            x = sensors[s]
-            if kind == "stuck":
-                x[start:end] = x[start - 1] if not np.isnan(x[start - 1]) else np.nanmedian(x)
-            elif kind == "dropout":
-                x[start:end] = np.nan
-            elif kind == "fan_failure":
-                x[start:end] = FAN_VALUES[s]
-            elif kind == "drift":
-                x[start:end] += np.linspace(0, rng.choice([-1, 1]) * _drift_size(s, rng), end - start)
-            elif kind == "spike":
-                x[start:end] = _spike(s, x[start], rng)
-            _limits(s, x)
-    return codes
-
-
-def _drift_size(sensor: str, rng) -> float:
-    return {"pm25": rng.uniform(10, 25), "temperature": rng.uniform(2, 5), "humidity": rng.uniform(8, 20)}[sensor]
-
-
-def _spike(sensor: str, value: float, rng) -> float:
-    base = 0.0 if np.isnan(value) else value
-    sign = rng.choice([-1.0, 1.0])
-    if sensor in ("pm25", "pm10"):
-        return base * rng.uniform(3, 8) + rng.uniform(30, 150)  # a puff through the inlet: upward only
-    if sensor == "no2":
-        return base + rng.uniform(60, 200)
-    if sensor == "temperature":
-        return base + sign * rng.uniform(8, 20)
-    return base + sign * rng.uniform(20, 40)  # humidity
-
-
-def _limits(sensor: str, x: np.ndarray) -> None:
-    if sensor == "humidity":
-        np.clip(x, 0, 100, out=x)
-    elif sensor in ("pm25", "pm10", "no2"):
-        np.clip(x, 0, None, out=x)
-
-
 def pattern_labels(truth: dict[str, np.ndarray]) -> np.ndarray:
     """Pattern code per hour from the true contributions: episode > local source > traffic peak > normal."""
 
@@ -499,37 +380,11 @@ def pattern_labels(truth: dict[str, np.ndarray]) -> np.ndarray:
     return label
 
 
-def simulate_air_sites(
-    n_sites: int,
-    days: int,
-    seed: int = 0,
-    faults: FaultRates | None = None,
-    starts: list[str] | None = None,
-    progress: bool = True,
-) -> list[AirSite]:
-    """``n_sites`` independent sites (seeds ``seed``, ``seed+1``...), starts spread over Oct-Mar by default."""
-    from tqdm import tqdm
-
-    rng = np.random.default_rng([seed, 99])
-    if starts is None:
-        base = datetime(2025, 10, 6, tzinfo=UTC).timestamp()
-        offsets = rng.integers(0, 22, n_sites) * 7  # whole weeks, so sites start on Mondays
-        starts = [datetime.fromtimestamp(base + 86400 * int(o), tz=UTC).date().isoformat() for o in offsets]
-    return [
-        simulate_air_site(days, seed + i, starts[i], faults)
-        for i in tqdm(range(n_sites), desc="simulating air sites", unit="site", disable=not progress)
-    ]
-
-
 __all__ = [
     "AirSite",
-    "FaultRates",
-    "NO_FAULTS",
     "SiteParams",
     "PATTERNS",
-    "FAULTS",
     "simulate_air_site",
-    "simulate_air_sites",
     "pattern_labels",
     "traffic_profile",
     "magnus_rh",

@@ -159,7 +159,8 @@ def export_model(
         if ex.network is None
         else {
             "layers": [
-                [int(W.shape[0]), int(W.shape[1]), a] for W, a in zip(ex.network.weights, ex.network.activations)
+                [int(W.shape[0]), int(W.shape[1]), a]
+                for W, a in zip(ex.network.weights, ex.network.activations, strict=True)
             ],
             "parameters": ex.network.parameters,
         },

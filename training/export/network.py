@@ -39,7 +39,7 @@ class DenseNetwork:
 
     @property
     def parameters(self) -> int:
-        return int(sum(W.size + b.size for W, b in zip(self.weights, self.biases)))
+        return int(sum(W.size + b.size for W, b in zip(self.weights, self.biases, strict=True)))
 
     def forward(self, X: np.ndarray, upto: int | None = None, pre_activation: bool = False):
         """Float64 forward pass (calibration uses the intermediate layers)."""

@@ -48,7 +48,7 @@ def dense_graph(net: DenseNetwork):
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, h = [], [], INPUT
-    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
+    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations, strict=True)):
         inits += [
             numpy_helper.from_array(np.asarray(W, np.float32), f"W{i}"),
             numpy_helper.from_array(np.asarray(b, np.float32), f"B{i}"),

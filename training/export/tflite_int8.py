@@ -145,7 +145,7 @@ def build_tflite(
     s_in, z_in = activation_quant(*ranges[0]["in"])
     x = g.tensor("features", [1, net.weights[0].shape[0]], tfl.TensorType.INT8, s_in, z_in)
     first = x
-    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations)):
+    for i, (W, b, act) in enumerate(zip(net.weights, net.biases, net.activations, strict=True)):
         units = W.shape[1]
         # A unit with near-zero weights but a bias would overflow int32 at s_in * s_w: widen
         # its weight scale until the bias fits (onnxruntime's quantiser does the same).

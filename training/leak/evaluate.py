@@ -53,6 +53,12 @@ class Trace:
     valid: np.ndarray  # bool [N, T]
 
 
+def sensor_values(scenario_set: ScenarioSet, sensors: list[tuple[str, str]]) -> np.ndarray:
+    """The set's values for ``sensors`` only, in that order [N, T, S]."""
+    index = [scenario_set.sensors.index(tuple(s)) for s in sensors]
+    return scenario_set.values[:, :, index]
+
+
 def replay_learned(
     settings: LeakDetectorSettings, score_fn, scenario_set: ScenarioSet, values: np.ndarray | None = None
 ) -> Trace:
@@ -105,7 +111,7 @@ def replay_mnf(scenario_set: ScenarioSet, threshold: float) -> Trace:
         inflow = scenario_set.values[i][:, flows].astype(np.float64).sum(axis=1)
         dates, mnf = minimum_night_flow(t_ms, inflow)
         history: deque[float] = deque(maxlen=MNF_HISTORY_NIGHTS)
-        for night, value in zip(dates, mnf):
+        for night, value in zip(dates, mnf, strict=True):
             _, end = night_window(night)
             after = t_ms >= end
             if math.isnan(value):
@@ -229,4 +235,5 @@ def evaluate_set(traces: dict[str, Trace], scenario_set: ScenarioSet) -> dict:
 
 
 def mnf_traces(scenario_set: ScenarioSet) -> dict[str, Trace]:
+    """MNF replayed at every lambda of ``MNF_LAMBDAS``, named ``mnf_<percent>``."""
     return {f"mnf_{round(lam * 100)}": replay_mnf(scenario_set, lam) for lam in MNF_LAMBDAS}

@@ -4,7 +4,8 @@
 learned score and the alarms of the learned detector and MNF; ``report/scores.png``:
 score distribution on leak and leak-free steps; ``report/delay.png``: detection delay
 against hole diameter, learned against the best MNF. ``report/report.md`` holds every
-table; ``card.md`` is the one-page summary.
+table. ``leak_sections`` are the leak parts of ``card.md``, the one-page summary
+written by ``training.cards``.
 """
 
 from __future__ import annotations
@@ -32,19 +33,19 @@ def _save(fig, report: Path, name: str, **layout) -> str:
 
 
 def write_report(out: Path, card: dict, sets: dict, traces: dict, float_run: str) -> None:
+    """Write ``report/`` (plots and ``report.md``) of one evaluated model."""
     report = out / "report"
     report.mkdir(exist_ok=True)
     images = []
     if "heldout" in sets:
         s, tr = sets["heldout"], traces["heldout"]
-        best_mnf = _best_mnf(card["metrics"]["heldout"])
+        best_mnf = _best_mnf(card["metrics"]["by_set"]["heldout"])
         images += [
             _timeline(report, s, tr[float_run], tr.get(best_mnf), best_mnf),
             _scores(report, s, tr[float_run]),
             _delays(report, s, tr[float_run], tr.get(best_mnf), best_mnf),
         ]
     (report / "report.md").write_text(_report_md(card, [i for i in images if i]))
-    (out / "card.md").write_text(_card_md(card))
 
 
 def _best_mnf(metrics: dict) -> str:
@@ -64,7 +65,7 @@ def _timeline(report: Path, s, learned, mnf, mnf_name: str) -> str:
     picks += [i for i, sc in enumerate(s.scenarios) if not sc.get("leak")][:1]
     days = (s.time_ms - s.time_ms[0]) / 86_400_000
     fig, axes = plt.subplots(len(picks), 1, figsize=(9, 2.1 * len(picks)), sharex=True)
-    for ax, i in zip(np.atleast_1d(axes), picks):
+    for ax, i in zip(np.atleast_1d(axes), picks, strict=True):
         leak = s.scenarios[i].get("leak")
         title = "no leak" if not leak else f"{leak['kind']} leak, {leak['diameter_m'] * 100:.1f} cm at {leak['node']}"
         ax.fill_between(days, 0, s.leak_flow_lps[i], color="tab:blue", alpha=0.3, label="true leak flow (L/s)")
@@ -133,7 +134,7 @@ def _targets(card: dict) -> str:
 
 def _bands(card: dict) -> str:
     lines = ["| leaks | learned F1 | best MNF | its F1 | ratio |", "|---|---|---|---|---|"]
-    for group, b in card.get("mnf_comparison_by_leak_size", {}).items():
+    for group, b in card["metrics"].get("mnf_comparison_by_leak_size", {}).items():
         lines.append(f"| {group} | {b['learned_f1']} | {b['best_mnf']} | {b['best_mnf_f1']} | {b['ratio']} |")
     return "\n".join(lines)
 
@@ -153,9 +154,9 @@ def _report_md(card: dict, images: list[str]) -> str:
         _bands(card),
         "",
     ]
-    parts += [card["metrics_note"] + ".", ""]
-    for key, metrics in card["metrics"].items():
-        about = card["evaluation"]["sets"].get(key)
+    parts += [card["metrics"]["note"] + ".", ""]
+    for key, metrics in card["metrics"]["by_set"].items():
+        about = card["data"]["test"].get(key)
         title = (
             (
                 f"## Set `{key}`: {about['network']}, {about['scenarios']} scenarios of {about['days']} days "
@@ -173,41 +174,30 @@ def _report_md(card: dict, images: list[str]) -> str:
     ]
     parts += [
         f"| {t['raise_threshold']} | {t['raise_h']} | {t['f1']} | {t['false_alarms_per_30_days']} |"
-        for t in card["training"]["persistence_trials"]
+        for t in card["data"]["train"]["persistence_trials"]
     ]
     parts += [""] + [f"![{i}]({i})\n" for i in images]
     return "\n".join(parts) + "\n"
 
 
-def _card_md(card: dict) -> str:
-    d = card["detector"]
-    step_min = d["layout"]["step_s"] // 60
-    sensors = ", ".join(f"{e} ({q})" for e, q in card["sensors"])
-    files = ", ".join(f"{k} {v['bytes']} B" for k, v in card["files"].items())
-    return "\n".join(
-        [
-            f"# {card['name']} v{card['version']}",
-            "",
-            card["description"],
-            "",
-            f"- Network: {card['network']}; sensors: {sensors}",
-            f"- Sample step {step_min} min; features: {', '.join(card['features'])}",
-            f"- Alarm: score >= {d['raise_threshold']} for {d['raise_after']} steps raises; "
-            f"< {d['clear_threshold']} for {d['clear_after']} steps clears",
-            f"- Files: {files}",
-            f"- Trained on {card['training']['rows']} feature rows from "
-            f"{card['training']['scenario_sets']['train']['scenarios']} simulated scenarios; built in "
-            f"{card['build_seconds']} s",
-            "",
-            "## Targets (held-out scenarios)",
-            "",
-            _targets(card),
-            "",
-            "## Learned against the best MNF, by leak size",
-            "",
-            _bands(card),
-            "",
+def leak_sections(card: dict) -> list[tuple[str, str]]:
+    """The leak parts of ``card.md``: the detector and its training, learned against MNF by leak size, the report."""
+    d = card["task"]["detector"]
+    train = card["data"]["train"]
+    sensors = ", ".join(f"{e} ({q})" for e, q in card["data"]["sensors"])
+    detector = [
+        f"- Network: {card['data']['network']}; sensors: {sensors}",
+        f"- Sample step {d['layout']['step_s'] // 60} min",
+        f"- Alarm: score >= {d['raise_threshold']} for {d['raise_after']} steps raises; "
+        f"< {d['clear_threshold']} for {d['clear_after']} steps clears",
+        f"- Trained on {train['rows']} feature rows from {train['scenario_sets']['train']['scenarios']} simulated "
+        f"scenarios; built in {card['metrics']['build_seconds']} s",
+    ]
+    return [
+        ("Detector", "\n".join(detector)),
+        ("Learned against the best MNF, by leak size", _bands(card)),
+        (
+            "Report",
             "Full tables and plots: [report/report.md](report/report.md). Metrics are in `card.json` (`metrics`).",
-            "",
-        ]
-    )
+        ),
+    ]

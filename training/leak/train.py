@@ -30,7 +30,16 @@ from sklearn.preprocessing import StandardScaler
 from edge.detectors.leak_model import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
-from training.leak.evaluate import alarm_states, evaluate_set, false_alarms, groups, pooled_scores, replay_learned
+from training.leak.card import write_card
+from training.leak.evaluate import (
+    alarm_states,
+    evaluate_set,
+    false_alarms,
+    groups,
+    pooled_scores,
+    replay_learned,
+    sensor_values,
+)
 from training.water.scenario_set import ScenarioSet
 from training.water.scenarios import PRESENCE_COLUMN, ScenarioConfig, ZonePlan, generate, jsonable, plan_zone
 
@@ -152,16 +161,11 @@ def simulate_sets(
 
 
 def model_sensors(plan: ZonePlan) -> list[tuple[str, str]]:
+    """The model's sensors, as (element, quantity): flows, then pressures, then presence if the zone has it."""
     sensors = [(f, "flow") for f, _ in plan.flows] + [(p, "pressure") for p in plan.pressures]
     if plan.config.presence:
         sensors.append((PRESENCE_COLUMN, "cell_count"))
     return sensors
-
-
-def sensor_values(scenario_set: ScenarioSet, sensors: list[tuple[str, str]]) -> np.ndarray:
-    """The set's values for ``sensors`` only, in that order [N, T, S]."""
-    index = [scenario_set.sensors.index(tuple(s)) for s in sensors]
-    return scenario_set.values[:, :, index]
 
 
 def teacher_features(layout: LeakFeatureLayout, scenario_set: ScenarioSet, values: np.ndarray):
@@ -182,6 +186,7 @@ def teacher_features(layout: LeakFeatureLayout, scenario_set: ScenarioSet, value
 
 
 def fit_classifier(X: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], seed: int) -> Pipeline:
+    """The leak MLP (behind a standard scaler) fitted on ``X``, ``y``."""
     model = Pipeline(
         [
             ("scale", StandardScaler()),
@@ -287,7 +292,6 @@ def train_leak(
 ) -> dict:
     """Simulate, train, tune, export and evaluate one model into ``out_dir``; return its card."""
     from training.export import export_model
-    from training.leak.card import write_card
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -333,6 +337,7 @@ def train_leak(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m training.leak.train``: rebuild the shipped leak models."""
     parser = argparse.ArgumentParser(description="Rebuild the shipped leak models (make train).")
     parser.add_argument("--shipped", action="store_true", help="train every model in SHIPPED into --models")
     parser.add_argument("--models", type=Path, default=Path("models"))

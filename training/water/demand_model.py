@@ -11,7 +11,8 @@ Each junction's demand at step t is, as in LeakDB (base x weekly x yearly x nois
 ``weekday`` gives Saturday and Sunday their own factor; ``season`` is a yearly sine
 with random amplitude and phase (over a month, a slow drift); ``day`` is an
 independent uniform factor per day (weather, events: +-5 %, as in
-``training.water.zone``; it is what hides small leaks from Minimum Night Flow). A population change (holidays, an event, tourists) scales
+``training.water.zone``; it is what hides small leaks from Minimum Night Flow).
+A population change (holidays, an event, tourists) scales
 the people-driven share of demand and the zone's presence count, the aggregate a
 mobile operator publishes (counts per cell and time slot; counts under
 ``MIN_PUBLISHED_COUNT`` are suppressed, as statistical offices do).
@@ -39,6 +40,8 @@ MIN_PUBLISHED_COUNT = 11
 
 @dataclass(frozen=True)
 class DemandUncertainty:
+    """How uncertain the demand of a simulated zone is: per junction, per step, per day, by season."""
+
     base_demand: float = 0.25  # +- fraction on each junction's base demand (static per scenario)
     step_noise: float = 0.05  # standard deviation of the per-junction, per-step multiplier
     weekend: tuple[float, float] = (0.92, 1.04)  # range of the Saturday / Sunday factors

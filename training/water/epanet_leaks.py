@@ -180,8 +180,8 @@ class EpanetRun:
         pipes = self.pipe_indices()
         if factors.shape != (len(pipes), 3):
             raise ValueError(f"need ({len(pipes)}, 3) pipe factors, got {factors.shape}")
-        for index, row in zip(pipes, factors.tolist()):
-            for code, factor in zip((_EN_DIAMETER, _EN_LENGTH, _EN_ROUGHNESS), row):
+        for index, row in zip(pipes, factors.tolist(), strict=True):
+            for code, factor in zip((_EN_DIAMETER, _EN_LENGTH, _EN_ROUGHNESS), row, strict=True):
                 value = self.en.ENgetlinkvalue(index, code)
                 self.en.ENsetlinkvalue(index, code, value * factor)
 

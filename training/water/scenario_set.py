@@ -82,7 +82,7 @@ class ScenarioSet:
         for name in ("columns", "quantities", "units"):
             if len(getattr(self, name)) != s:
                 raise DatasetError(f"scenario set has {s} sensors but {len(getattr(self, name))} {name}")
-        for quantity, unit in zip(self.quantities, self.units):
+        for quantity, unit in zip(self.quantities, self.units, strict=True):
             if QUANTITY_UNITS.get(quantity) != unit:
                 raise DatasetError(f"unit {unit!r} is not the unit of {quantity!r}")
         if len(self.scenarios) != n:
@@ -102,7 +102,7 @@ class ScenarioSet:
 
     @property
     def sensors(self) -> list[tuple[str, str]]:
-        return list(zip(self.columns, self.quantities))
+        return list(zip(self.columns, self.quantities, strict=True))
 
     def zone(self, i: int) -> ZoneDataset:
         """Scenario ``i`` as a single-zone dataset (what the replay source and ``detect`` read)."""

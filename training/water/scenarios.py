@@ -55,6 +55,8 @@ PRESENCE_COLUMN = "presence"
 
 @dataclass(frozen=True)
 class LeakEvent:
+    """One leak of a scenario: where, how big, when it opens and how it grows."""
+
     node: str
     diameter_m: float
     start_s: int
@@ -72,6 +74,8 @@ class LeakEvent:
 
 @dataclass(frozen=True)
 class SensorNoise:
+    """Measurement noise of the simulated flow and pressure sensors."""
+
     flow_rel: float = 0.005  # standard deviation, fraction of the reading ...
     flow_abs_lps: float = 0.1  # ... plus this
     flow_resolution_lps: float = 0.1
@@ -81,6 +85,8 @@ class SensorNoise:
 
 @dataclass(frozen=True)
 class PipeUncertainty:
+    """How far the simulated pipes may differ from the network file (diameter, length, roughness)."""
+
     diameter: float = 0.05  # +- fraction, uniform, per pipe
     length: float = 0.10
     roughness: float = 0.25
@@ -88,6 +94,8 @@ class PipeUncertainty:
 
 @dataclass(frozen=True)
 class ScenarioConfig:
+    """What every scenario of a set shares: duration, step, leak mix, uncertainties."""
+
     days: int = 30
     step_s: int = 900
     diameter_m: tuple[float, float] = (0.02, 0.20)
@@ -117,6 +125,8 @@ class ScenarioConfig:
 
 @dataclass(frozen=True)
 class Scenario:
+    """One seeded scenario: its leak (None: leak-free) and its population change."""
+
     seed: int
     leak: LeakEvent | None
     population: dm.PopulationChange | None = None
@@ -161,7 +171,12 @@ def plan_zone(
     if not leak_nodes:
         raise ValueError(f"no junction of {name} keeps {MIN_LEAK_PRESSURE_M} m of pressure: nowhere to leak")
     return ZonePlan(
-        name, inp_text, config, tuple((f, s) for (f, _), s in zip(flows, signs)), tuple(pressures), leak_nodes
+        name,
+        inp_text,
+        config,
+        tuple((f, s) for (f, _), s in zip(flows, signs, strict=True)),
+        tuple(pressures),
+        leak_nodes,
     )
 
 
@@ -173,7 +188,7 @@ def _nominal_min_pressure(inp_text: str, junctions: list[str], step_s: int, days
         path.write_text(inp_text)
         with EpanetRun(path, steps, step_s) as run:
             _, pressures, _ = run.run([], [run.node_index(j) for j in junctions])
-    return dict(zip(junctions, pressures.min(axis=0).tolist()))
+    return dict(zip(junctions, pressures.min(axis=0).tolist(), strict=True))
 
 
 def sample_scenarios(plan: ZonePlan, n: int, seed: int) -> list[Scenario]:

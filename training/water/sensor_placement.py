@@ -47,6 +47,7 @@ def parse_flow_spec(text: str) -> list[tuple[str, int]]:
 
 
 def parse_node_spec(text: str) -> list[str]:
+    """The node or link names of a comma-separated list (``"101, 123"``)."""
     names = [p.strip() for p in str(text).split(",")]
     if not all(names):
         raise ValueError(f"pressure sensor list {text!r} has an empty name (write nodes separated by commas: 101,123)")
@@ -54,6 +55,7 @@ def parse_node_spec(text: str) -> list[str]:
 
 
 def sources(wn) -> set[str]:
+    """The names of the reservoirs and tanks of the network."""
     return set(wn.reservoir_name_list) | set(wn.tank_name_list)
 
 
@@ -83,6 +85,7 @@ def flow_signs(wn, flows: list[tuple[str, int]]) -> list[int]:
 
 
 def check_nodes(wn, nodes: list[str]) -> list[str]:
+    """``nodes``, once every one is known to be a junction of the network."""
     missing = [n for n in nodes if n not in wn.junction_name_list]
     if missing:
         raise ValueError(f"pressure sensor node(s) not junctions of the network: {', '.join(missing)}")
