@@ -12,7 +12,7 @@ from edge.detectors.aqi import AqiDetector
 from edge.sources.cell_counts import CellCountSource, CellFileError
 from edge.sources.serial_source import SerialSource
 from gateway.config import ConfigError, load_config, load_config_text
-from gateway.device.runner import DETECTOR_FACTORIES, build_sources
+from gateway.device.runner import build_detectors, build_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_DEMO = ROOT / "firmware_configs" / "air-demo.yaml"
@@ -58,8 +58,8 @@ def test_shipped_air_config_builds_sources_and_detector(tmp_path):
     )
     assert len(cells) == 1 and [z.mode for z in cells[0].zones] == [None, "vehicle"]  # one file, read once
     assert [type(s).__name__ for s in build_sources(config)] == ["CellCountSource", "SerialSource"]
-    detector = DETECTOR_FACTORIES["eaqi"](config, config.models[0])
-    assert isinstance(detector, AqiDetector)
+    [detector] = build_detectors(config)
+    assert isinstance(detector, AqiDetector) and detector.model == config.models[0].name
     assert detector.sensors == [("PM25c-sds", "pm25_corrected"), ("PM10-sds", "pm10"), ("NO2-node", "no2")]
 
 
