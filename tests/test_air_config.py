@@ -131,7 +131,8 @@ def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
         ),
         (
             f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {NODE}}}\n",
-            "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor on the same port (line 5)",
+            "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor "
+            "on the same port (line 5)",
         ),
         (
             "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cell_map: cells.csv}\n",
@@ -139,8 +140,8 @@ def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
         ),
         (
             "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv}\n",
-            "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list or as a cell_map file with a zone, "
-            "not neither",
+            "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list "
+            "or as a cell_map file with a zone, not neither",
         ),
         (
             "models:\n  - {name: aqi, type: eaqi, sensors: [RH-node, NO2-kerb]}\n",
