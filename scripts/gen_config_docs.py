@@ -97,6 +97,7 @@ def allowed(field) -> str:
 
 
 def type_name(field) -> str:
+    """The type of a field in plain words (text, number, list of sections...)."""
     annotation = field.annotation
     while True:
         origin = typing.get_origin(annotation)
@@ -122,6 +123,7 @@ def type_name(field) -> str:
 
 
 def default_text(field) -> str:
+    """A field's default as the table shows it (empty when the key is required)."""
     if field.default_factory is not None:
         value = field.default_factory()
         return "`[]`" if value == [] else "(section defaults)"
@@ -187,6 +189,7 @@ def _cell(text: str) -> str:
 
 
 def table(cls: type[BaseModel], skip: tuple[str, ...] = ()) -> str:
+    """The Markdown table of a section's keys: type, default, allowed values, what each is for."""
     notes = comments(cls)
     rows = ["| key | type | default | allowed | what it is |", "|---|---|---|---|---|"]
     for name, field in cls.model_fields.items():
@@ -209,6 +212,7 @@ def _doc(cls: type) -> str:
 
 
 def section(path: str, cls: type[BaseModel], level: int, out: list[str]) -> None:
+    """Append a section's heading, description and table, then those of the sections inside it."""
     out.append(f"{'#' * level} `{path}`\n")
     if _doc(cls):
         out.append(_doc(cls) + "\n")
@@ -220,15 +224,28 @@ def section(path: str, cls: type[BaseModel], level: int, out: list[str]) -> None
             section(f"{path}.{name}{suffix}" if path else f"{name}{suffix}", members[0], level, out)
 
 
+def detection_line(cls: type[BaseModel], kind: str) -> str:
+    """What a model type detects: its detection kind, its topic and the Home Assistant entities it announces."""
+    entities = ", ".join(f"`{component}` `{object_id}`" for component, object_id, _ in cls.ha_entities("-"))
+    return (
+        f"Detection kind: `{kind}` (detections on `<prefix>/<site>/<gateway>/detections/{kind}`); "
+        f"Home Assistant: {entities}."
+    )
+
+
 def variants(
     path: str, key: str, registry: dict[str, type[BaseModel]], base: type[BaseModel], intro: str, out: list[str]
 ) -> None:
+    """Append a tagged list (sensors, models): the keys every entry has, then one part per driver or type."""
     out.append(f"## `{path}`\n\n{intro}\n")
     out.append(f"Keys every entry has:\n\n{table(base)}\n")
     for tag, cls in registry.items():
         out.append(f"### `{key}: {tag}`\n")
         if _doc(cls):
             out.append(_doc(cls) + "\n")
+        kind = getattr(cls, "detection_kind", None)
+        if kind:
+            out.append(detection_line(cls, kind) + "\n")
         out.append(table(cls, skip=tuple(base.model_fields)) + "\n")
         for name, field in cls.model_fields.items():
             members = _sections_of(field.annotation)
@@ -237,6 +254,7 @@ def variants(
 
 
 def render() -> str:
+    """The whole reference, as docs/config.md holds it."""
     out = [HEADER, "## Top level\n", _doc(S.GatewayConfig) + "\n", table(S.GatewayConfig) + "\n"]
     variants(
         "sensors[]",
@@ -264,6 +282,7 @@ def render() -> str:
 
 
 def main() -> int:
+    """Write docs/config.md."""
     OUT.write_text(render(), encoding="utf-8")
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0

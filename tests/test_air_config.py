@@ -12,7 +12,7 @@ from edge.detectors.aqi import AqiDetector
 from edge.sources.cell_counts import CellCountSource, CellFileError
 from edge.sources.serial_source import SerialSource
 from gateway.config import ConfigError, load_config, load_config_text
-from gateway.device.runner import DETECTOR_FACTORIES, build_sources
+from gateway.device.runner import build_detectors, build_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_DEMO = ROOT / "firmware_configs" / "air-demo.yaml"
@@ -58,8 +58,8 @@ def test_shipped_air_config_builds_sources_and_detector(tmp_path):
     )
     assert len(cells) == 1 and [z.mode for z in cells[0].zones] == [None, "vehicle"]  # one file, read once
     assert [type(s).__name__ for s in build_sources(config)] == ["CellCountSource", "SerialSource"]
-    detector = DETECTOR_FACTORIES["eaqi"](config, config.models[0])
-    assert isinstance(detector, AqiDetector)
+    [detector] = build_detectors(config)
+    assert isinstance(detector, AqiDetector) and detector.model == config.models[0].name
     assert detector.sensors == [("PM25c-sds", "pm25_corrected"), ("PM10-sds", "pm10"), ("NO2-node", "no2")]
 
 
@@ -131,7 +131,8 @@ def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
         ),
         (
             f"  - {{id: PM25-sds, quantity: pm25, driver: sds011, port: {NODE}}}\n",
-            "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor on the same port (line 5)",
+            "air.yaml:6: sensors[1].driver: driver 'sds011' differs from 'line' of the sensor "
+            "on the same port (line 5)",
         ),
         (
             "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv, cell_map: cells.csv}\n",
@@ -139,8 +140,8 @@ def test_config_entries_drive_a_line_node_through_a_pty(tmp_path):
         ),
         (
             "  - {id: CC-1, quantity: cell_count, driver: cell_counts, file: counts.csv}\n",
-            "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list or as a cell_map file with a zone, "
-            "not neither",
+            "air.yaml:6: sensors[1].zone: give the zone's cells either as a cells list "
+            "or as a cell_map file with a zone, not neither",
         ),
         (
             "models:\n  - {name: aqi, type: eaqi, sensors: [RH-node, NO2-kerb]}\n",

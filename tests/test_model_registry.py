@@ -1,10 +1,13 @@
-"""The model registry: hashes checked before loading, tampered files refused, the model in service kept."""
+"""The model registries: exported models (hashes checked, tampered files refused, the model in service kept), and
+the model types of the config schema (each one builds its detector, announces its kind and is documented)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +15,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from edge.detectors import Detector
 from edge.runtime.manifest import ManifestError
 from edge.runtime.registry import ModelIntegrityError, ModelRegistry, ModelSlot, ModelSmokeTestError
+from gateway.cli import main
+from gateway.config import load_config_text
+from gateway.config.schema import MODEL_TYPES
+from gateway.device.ha_discovery import discovery_messages
+from gateway.device.runner import build_detectors
 from training.export import export_model
 
 
@@ -134,3 +143,135 @@ def test_slot_refuses_a_consistent_but_wrong_model(tmp_path, exported, data):
     with pytest.raises(ModelSmokeTestError, match="takes the reference decision on only"):
         slot.swap(bad)
     assert slot.active.manifest.version == "1"
+
+
+# ---- the model-type registry: one registration per model type, read by runner, discovery, validator, docs --------
+
+REPO = Path(__file__).resolve().parents[1]
+AIR_SENSORS = [
+    ("PM25", "pm25"),
+    ("PM10", "pm10"),
+    ("NO2", "no2"),
+    ("T", "temperature"),
+    ("RH", "humidity"),
+    ("WS", "wind_speed"),
+    ("CC", "cell_count"),
+]
+NET3 = [(e, "flow") for e in ("10", "60", "40", "50", "20")] + [
+    (e, "pressure") for e in ("101", "123", "141", "173", "247")
+]
+# model type -> (its sensors, the smallest model entry it takes)
+MINIMAL = {
+    "mnf": ([("F-in", "flow")], "{name: m, type: mnf, zone_inflow: [{sensor: F-in}]}"),
+    "learned_leak": (NET3, "{name: m, type: learned_leak, model_dir: ../models/leak-mlp-net3, backend: numpy}"),
+    "eaqi": ([("PM25", "pm25")], "{name: m, type: eaqi, sensors: [PM25]}"),
+    "air_pattern": (
+        AIR_SENSORS,
+        "{name: m, type: air_pattern, model_dir: ../models/air-pattern, backend: numpy, sensors: "
+        "{pm25: PM25, pm10: PM10, no2: NO2, temperature: T, humidity: RH, cell_count: CC}}",
+    ),
+    "sensor_fault": (
+        [("PM25", "pm25")],
+        "{name: m, type: sensor_fault, model_dir: ../models/air-fault, backend: numpy, sensors: {pm25: PM25}}",
+    ),
+    "no2_virtual": (
+        AIR_SENSORS,
+        "{name: m, type: no2_virtual, model_dir: ../models/air-no2-virtual, backend: numpy, sensors: "
+        "{cell_count: CC, wind_speed: WS, temperature: T, humidity: RH}}",
+    ),
+    "calibration_drift": ([("NO2", "no2")], "{name: m, type: calibration_drift, sensor: NO2}"),
+}
+
+
+def minimal_config_text(model_type: str) -> str:
+    sensors, model = MINIMAL[model_type]
+    lines = "".join(f'  - {{id: "{s}", quantity: {q}, driver: replay}}\n' for s, q in sensors)
+    return (
+        f"site: reg\ngateway: gw-reg\nmqtt: {{host: 127.0.0.1}}\nhomeassistant: {{enabled: true}}\n"
+        f"sources: {{replay: {{file: none.npz}}}}\nsensors:\n{lines}models:\n  - {model}\n"
+    )
+
+
+def minimal_config(model_type: str):
+    return load_config_text(
+        minimal_config_text(model_type), f"{model_type}.yaml", path=REPO / "firmware_configs" / "reg.yaml"
+    )
+
+
+def test_every_registered_model_type_has_a_minimal_config_here():
+
+    assert set(MINIMAL) == set(MODEL_TYPES)
+
+
+@pytest.mark.parametrize("model_type", sorted(MINIMAL))
+def test_every_model_type_builds_its_detector_of_its_detection_kind(model_type):
+
+    cls = MODEL_TYPES[model_type]
+    config = minimal_config(model_type)
+    [detector] = build_detectors(config)
+    assert isinstance(detector, Detector) and isinstance(detector, cls.detector)
+    assert detector.kind == cls.detection_kind == cls.detector.kind and detector.model == "m"
+
+
+@pytest.mark.parametrize("model_type", sorted(MINIMAL))
+def test_every_model_type_announces_its_kind_to_home_assistant(model_type):
+
+    cls = MODEL_TYPES[model_type]
+    state_topic = f"frugalsense/reg/gw-reg/detections/{cls.detection_kind}"
+    messages = dict(discovery_messages(minimal_config(model_type)))
+    entities = cls.ha_entities(state_topic)
+    assert entities
+    for component, object_id, _ in entities:
+        body = json.loads(messages[f"homeassistant/{component}/gw-reg/{object_id}/config"])
+        assert body["state_topic"] == state_topic and body["unique_id"].endswith(f"_{object_id}")
+
+
+def test_model_types_of_one_kind_tell_home_assistant_the_same():
+
+    by_kind: dict[str, list] = {}
+    for cls in MODEL_TYPES.values():
+        by_kind.setdefault(cls.detection_kind, []).append(cls.ha_entities("t"))
+    for kind, told in by_kind.items():
+        assert all(t == told[0] for t in told), kind
+    assert len(MODEL_TYPES["mnf"].ha_entities("t")) == 2 and by_kind["leak"][0] == MODEL_TYPES[
+        "learned_leak"
+    ].ha_entities("t")
+
+
+@pytest.mark.parametrize("model_type", sorted(MINIMAL))
+def test_every_model_type_and_its_kind_are_in_the_config_reference(model_type):
+
+    text = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    part = text.split(f"### `type: {model_type}`\n", 1)[1].split("\n### ", 1)[0]
+    assert f"Detection kind: `{MODEL_TYPES[model_type].detection_kind}`" in part
+
+
+def test_config_validate_builds_the_detectors_and_says_which_one_fails(tmp_path, capsys):
+
+    good = tmp_path / "good.yaml"
+    good.write_text(minimal_config_text("sensor_fault").replace("../models/", f"{REPO}/models/"))
+    assert main(["config", "validate", str(good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    (tmp_path / "empty-model").mkdir()
+    bad.write_text(minimal_config_text("sensor_fault").replace("../models/air-fault", str(tmp_path / "empty-model")))
+    assert main(["config", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:9: models[0]: cannot build its detector:" in err and "no exported model here" in err
+
+
+def test_the_schema_modules_import_no_module_that_imports_them_back():
+    schema = REPO / "gateway" / "config" / "schema"
+    graph = {}
+    for path in schema.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # every import, TYPE_CHECKING ones too
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            deps |= {n.rsplit(".", 1)[-1] for n in names if n.startswith("gateway.config.schema.")}
+        graph[path.stem] = deps & {p.stem for p in schema.glob("*.py")} - {path.stem}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph[start])
+
+    assert [m for m in graph if m != "__init__" and reaches(m, m)] == []

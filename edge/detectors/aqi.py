@@ -1,4 +1,4 @@
-"""European Air Quality Index as a streaming detector: an hourly band per pollutant sensor, the station index, and alerts.
+"""European Air Quality Index as a streaming detector: hourly bands per pollutant sensor and station, and alerts.
 
 Every full hour (UTC, data time) each configured sensor gets a Detection of kind
 ``aqi`` whose label is its EAQI band over its averaging window (24 h for PM, 1 h for
@@ -37,6 +37,7 @@ import numpy as np
 
 from edge.air.eaqi import AVERAGING_HOURS, BANDS, HOUR_MS, MIN_COVERAGE, band_index, pollutant_of, window_mean
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
+from edge.detectors.base import Detector, Output
 
 KIND = "aqi"
 INSUFFICIENT = "insufficient_data"
@@ -46,6 +47,7 @@ _NAMES = {"pm25": "PM2.5", "pm10": "PM10", "no2": "NO2", "o3": "O3"}
 
 
 def severity_of(band: int) -> Severity:
+    """The severity of an EAQI band index: critical from very poor, warning from poor, else info."""
     return (
         Severity.CRITICAL
         if band >= BANDS.index("very_poor")
@@ -53,8 +55,10 @@ def severity_of(band: int) -> Severity:
     )
 
 
-class AqiDetector:
+class AqiDetector(Detector):
     """Streaming EAQI over a few pollutant sensors of one station."""
+
+    kind = KIND
 
     def __init__(
         self,
@@ -67,23 +71,17 @@ class AqiDetector:
         min_coverage: float = MIN_COVERAGE,
         model: str = "eaqi",
         model_version: str = "1",
-    ):
-        self.site = site
-        self.gateway = gateway
+    ) -> None:
+        super().__init__(site, gateway, model=model, model_version=model_version)
         self.sensors = sensors
         self.alert_from = alert_from
         self.raise_after = raise_after
         self.clear_after = clear_after
         self.min_coverage = min_coverage
-        self.model = model
-        self.model_version = model_version
         self._check_parameters()
         self.reset()
 
     def _check_parameters(self) -> None:
-        check_id("site", self.site)
-        check_id("gateway", self.gateway)
-        check_id("model", self.model)
         check_id("model and hour (alert id)", f"{self.model}-20260101T0000")
         if not self.sensors:
             raise ValueError("the AQI detector needs at least one (sensor, quantity) pair")
@@ -104,23 +102,25 @@ class AqiDetector:
     def reset(self) -> None:
         """Forget all samples, bands and alert state."""
         self.pollutants_ = {sensor: pollutant_of(quantity) for sensor, quantity in self.sensors}
-        self.samples_ = {sensor: deque() for sensor, _ in self.sensors}  # (time_ms, value)
-        self.step_ms_ = {sensor: None for sensor, _ in self.sensors}  # shortest reporting interval seen
-        self.next_end_ms_ = None  # end of the next hour to evaluate
-        self.newest_ms_ = None  # newest usable sample
+        self.samples_: dict[str, deque[tuple[int, float]]] = {sensor: deque() for sensor, _ in self.sensors}
+        # the shortest reporting interval seen per sensor
+        self.step_ms_: dict[str, int | None] = {sensor: None for sensor, _ in self.sensors}
+        self.next_end_ms_: int | None = None  # end of the next hour to evaluate
+        self.newest_ms_: int | None = None  # newest usable sample
         self.skipped_hours_ = 0
-        self.confirmed_ = None  # station band index confirmed with persistence
-        self.history_ = deque(maxlen=max(self.raise_after, self.clear_after))  # (band, complete, end_ms)
-        self.alert_ = None  # (alert_id, since_ms) while raised
+        self.confirmed_: int | None = None  # station band index confirmed with persistence
+        # (band, complete, end_ms) of the last hours
+        self.history_: deque[tuple[int | None, bool, int]] = deque(maxlen=max(self.raise_after, self.clear_after))
+        self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
 
-    def update(self, reading: Reading) -> list[Detection | Alert]:
+    def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every full hour that ended at or before it."""
         if reading.sensor not in self.pollutants_:
             return []
         t = reading.time_ms
         if self.next_end_ms_ is None:
             self.next_end_ms_ = t - t % HOUR_MS + HOUR_MS
-        out: list[Detection | Alert] = []
+        out: list[Output] = []
         while t >= self.next_end_ms_:
             empty_from = -1 if self.newest_ms_ is None else self.newest_ms_ + MAX_WINDOW_MS
             if t - self.next_end_ms_ >= MAX_WINDOW_MS and self.next_end_ms_ > empty_from:
@@ -131,18 +131,18 @@ class AqiDetector:
                 break
             out += self._evaluate(self.next_end_ms_)
             self.next_end_ms_ += HOUR_MS
-        usable = reading.quality in _USABLE and reading.value is not None and math.isfinite(reading.value)
-        if usable:
+        value = reading.value
+        if reading.quality in _USABLE and value is not None and math.isfinite(value):
             samples = self.samples_[reading.sensor]
             if samples and t > samples[-1][0]:
                 gap, step = t - samples[-1][0], self.step_ms_[reading.sensor]
                 self.step_ms_[reading.sensor] = gap if step is None else min(step, gap)
-            samples.append((t, float(reading.value)))
+            samples.append((t, float(value)))
             self.newest_ms_ = t if self.newest_ms_ is None else max(self.newest_ms_, t)
         return out
 
-    def _evaluate(self, end_ms: int) -> list[Detection | Alert]:
-        out: list[Detection | Alert] = []
+    def _evaluate(self, end_ms: int) -> list[Output]:
+        out: list[Output] = []
         bands: dict[str, tuple[int, float]] = {}
         for sensor, pollutant in self.pollutants_.items():
             hours = AVERAGING_HOURS[pollutant]
@@ -194,14 +194,20 @@ class AqiDetector:
         return out
 
     def _persist(
-        self, band: int | None, complete: bool, end_ms: int, detection: Detection, bands: dict[str, tuple[int, float]]
+        self,
+        band: int | None,
+        complete: bool,
+        end_ms: int,
+        detection: Detection | None,
+        bands: dict[str, tuple[int, float]],
     ) -> list[Alert]:
         self.history_.append((band, complete, end_ms))
         recent = list(self.history_)
         up, down = recent[-self.raise_after :], recent[-self.clear_after :]
-        new = since = None
+        new: int | None = None
+        since = 0
         if len(up) == self.raise_after and all(b is not None for b, _, _ in up):
-            held = min(b for b, _, _ in up)  # the band reached in each of the last raise_after hours
+            held = min(b for b, _, _ in up if b is not None)  # the band reached in each of the last raise_after hours
             if self.confirmed_ is None or held > self.confirmed_:
                 new, since = held, up[0][2] - HOUR_MS
         if (
@@ -210,7 +216,9 @@ class AqiDetector:
             and len(down) == self.clear_after
             and all(b is not None and c for b, c, _ in down)
         ):
-            held = max(b for b, _, _ in down)  # no sensor above this in each of the last clear_after hours
+            held = max(
+                b for b, _, _ in down if b is not None
+            )  # no sensor above this in each of the last clear_after hours
             if held < self.confirmed_:
                 new, since = held, down[0][2] - HOUR_MS
         if new is None or detection is None:
@@ -251,37 +259,29 @@ class AqiDetector:
     def _detection(
         self, model: str, end_ms: int, hours: int, label: str, band: int | None, explanation: dict
     ) -> Detection:
-        return Detection(
-            time_ms=end_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            label=label,
-            score=float(band + 1) if band is not None else 0.0,
-            severity=severity_of(band) if band is not None else Severity.INFO,
+        return self.detection(
+            end_ms,
+            label,
+            float(band + 1) if band is not None else 0.0,
+            severity_of(band) if band is not None else Severity.INFO,
+            end_ms - hours * HOUR_MS,
+            end_ms,
+            explanation,
             model=model,
-            model_version=self.model_version,
-            window_start_ms=end_ms - hours * HOUR_MS,
-            window_end_ms=end_ms,
-            explanation=explanation,
         )
 
     def _alert(self, state: AlertState, time_ms: int, band: int, detection: Detection, message: str) -> Alert:
+        assert self.alert_ is not None  # an alert is only built while one is raised
         alert_id, since_ms = self.alert_
         severity = severity_of(band) if state is AlertState.RAISED else Severity.INFO
-        return Alert(
-            time_ms=time_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            alert_id=alert_id,
-            state=state,
-            label=BANDS[band],
-            severity=severity,
-            score=float(band + 1),
-            message=message,
-            model=self.model,
-            model_version=self.model_version,
+        return self.alert(
+            time_ms,
+            alert_id,
+            state,
+            BANDS[band],
+            severity,
+            float(band + 1),
+            message,
             since_ms=since_ms,
-            explanation=dict(detection.explanation),
+            explanation=detection.explanation,
         )

@@ -103,8 +103,10 @@ class Detector(ABC):
         window_start_ms: int,
         window_end_ms: int,
         explanation: dict | None = None,
+        *,
+        model: str | None = None,
     ) -> Detection:
-        """A Detection of this detector's kind, model and version."""
+        """A Detection of this detector's kind, model and version (``model``: a per-sensor name instead)."""
         return Detection(
             time_ms=time_ms,
             site=self.site,
@@ -113,7 +115,7 @@ class Detector(ABC):
             label=label,
             score=float(score),
             severity=severity,
-            model=self.model,
+            model=model or self.model,
             model_version=self.model_version,
             window_start_ms=window_start_ms,
             window_end_ms=window_end_ms,
@@ -132,8 +134,9 @@ class Detector(ABC):
         *,
         since_ms: int,
         explanation: dict | None = None,
+        model: str | None = None,
     ) -> Alert:
-        """An Alert of this detector's kind, model and version."""
+        """An Alert of this detector's kind, model and version (``model``: a per-sensor name instead)."""
         return Alert(
             time_ms=time_ms,
             site=self.site,
@@ -145,7 +148,7 @@ class Detector(ABC):
             severity=severity,
             score=float(score),
             message=message,
-            model=self.model,
+            model=model or self.model,
             model_version=self.model_version,
             since_ms=since_ms,
             explanation=dict(explanation or {}),
@@ -163,10 +166,24 @@ class ModelDetector(Detector):
         return self.runtime_.manifest.name
 
     def check_model(self, backend: Any) -> None:
-        """Raise ModelSwapError if ``backend`` cannot replace the running model (override to check more)."""
-        name = backend.manifest.name
-        if name != self.model_name:
-            raise ModelSwapError(f"{self.model!r} runs model {self.model_name!r}, not {name!r}")
+        """Raise ModelSwapError if ``backend`` cannot replace the running model: another name, features or classes.
+
+        The features and classes are what the detector computes and reads back, so a model
+        trained on other ones would score the wrong columns without failing.
+        """
+        new, old = backend.manifest, self.runtime_.manifest
+        if new.name != old.name:
+            raise ModelSwapError(f"{self.model!r} runs model {old.name!r}, not {new.name!r}")
+        if list(new.features) != list(old.features):
+            raise ModelSwapError(
+                f"{self.model!r}: model {new.name} v{new.version} takes features {', '.join(new.features)}, "
+                f"not {', '.join(old.features)}"
+            )
+        if list(new.output_names) != list(old.output_names):
+            raise ModelSwapError(
+                f"{self.model!r}: model {new.name} v{new.version} outputs {', '.join(new.output_names)}, "
+                f"not {', '.join(old.output_names)}"
+            )
 
     def use_model(self, backend: Any) -> None:
         """Swap in ``backend`` after ``check_model``; outputs from now on carry its version."""

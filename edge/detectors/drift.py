@@ -1,4 +1,4 @@
-"""Calibration drift on the gateway: a Page-Hinkley test that says "recalibration needed" when a sensor's calibration goes stale.
+"""Calibration drift on the gateway: a Page-Hinkley test that says "recalibration needed" when a calibration goes stale.
 
 Low-cost gas sensors (metal-oxide, electrochemical) drift over weeks: their zero and
 their sensitivity move, so a calibration fitted on a co-location period slowly stops
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
+from edge.detectors.base import Detector, Output
 
 KIND = "calibration"
 DAY_MS = 86_400_000
@@ -97,8 +98,13 @@ class _Calibration:
     last_day: str
 
 
-class CalibrationDriftDetector:
-    """Daily drift check of one sensor against its own calibration period (or a reference sensor)."""
+class CalibrationDriftDetector(Detector):
+    """Daily drift check of one sensor against its own calibration period (or a reference sensor).
+
+    Rule-based (``model_name`` None): an ``estimator`` it reads is a detector of its own.
+    """
+
+    kind = KIND
 
     def __init__(
         self,
@@ -106,7 +112,7 @@ class CalibrationDriftDetector:
         gateway: str,
         sensor: str,
         reference: str | None = None,
-        estimator=None,
+        estimator: Detector | None = None,
         calibration_days: int = 21,
         smoothing_days: int = 7,
         delta: float = 1.5,
@@ -117,9 +123,8 @@ class CalibrationDriftDetector:
         clear_after: int = 3,
         model: str = "calibration-drift",
         model_version: str = "1",
-    ):
-        self.site = check_id("site", site)
-        self.gateway = check_id("gateway", gateway)
+    ) -> None:
+        super().__init__(site, gateway, model=model, model_version=model_version)
         self.sensor = check_id("sensor", sensor)
         self.reference = None if reference is None else check_id("reference sensor", reference)
         if self.reference == self.sensor:
@@ -148,8 +153,6 @@ class CalibrationDriftDetector:
         self.floor_percentile = floor_percentile
         self.min_sigma = min_sigma
         self.clear_after = clear_after
-        self.model = check_id("model", model)
-        self.model_version = model_version
         self.test_ = PageHinkley(delta, threshold)
         self.reset()
 
@@ -161,18 +164,18 @@ class CalibrationDriftDetector:
 
     def reset(self) -> None:
         """Forget everything: the next days are a new calibration period (call after recalibrating)."""
-        self.day_ = None  # UTC day index being collected
-        self.slots_ = {}  # slot -> {sensor: [sum, n]}
-        self.estimates_ = {}  # hour start ms -> estimate, for the day being collected
+        self.day_: int | None = None  # UTC day index being collected
+        self.slots_: dict[int, dict[str, list[float]]] = {}  # slot -> {sensor: [sum, n]}
+        self.estimates_: dict[int, float] = {}  # hour start ms -> estimate, for the day being collected
         self.unit_ = ""
-        self.calibration_values_ = []  # (day text, statistic)
-        self.calibration_ = None
-        self.recent_ = deque(maxlen=self.smoothing_days)  # standardised daily statistics
+        self.calibration_values_: list[tuple[str, float]] = []  # (day text, statistic)
+        self.calibration_: _Calibration | None = None
+        self.recent_: deque[float] = deque(maxlen=self.smoothing_days)  # standardised daily statistics
         self.calm_days_ = 0
-        self.alert_ = None  # (alert_id, since_ms)
+        self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms)
         self.test_.reset()
 
-    def update(self, reading: Reading) -> list[Detection | Alert]:
+    def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decision of every UTC day that ended before it."""
         if self.estimator is not None:  # first, so the day's last hour is estimated before the day closes
             for d in self.estimator.update(reading):
@@ -181,7 +184,7 @@ class CalibrationDriftDetector:
         if reading.sensor not in (self.sensor, self.reference):
             return []
         day = reading.time_ms // DAY_MS
-        out: list[Detection | Alert] = []
+        out: list[Output] = []
         if self.day_ is None:
             self.day_ = day
         if day > self.day_:
@@ -231,7 +234,7 @@ class CalibrationDriftDetector:
             return math.nan
         return float(np.median(residuals))
 
-    def _close_day(self, day: int) -> list[Detection | Alert]:
+    def _close_day(self, day: int) -> list[Output]:
         start, end = day * DAY_MS, (day + 1) * DAY_MS
         label_day = ms_to_datetime(start).date().isoformat()
         value = self._daily_statistic()
@@ -252,7 +255,7 @@ class CalibrationDriftDetector:
         if self.calibration_ is None:
             self.calibration_values_.append((label_day, value))
             if len(self.calibration_values_) == self.calibration_days:
-                days, values = zip(*self.calibration_values_)
+                days, values = zip(*self.calibration_values_, strict=True)
                 sigma = max(float(np.std(values, ddof=1)), self.min_sigma)
                 self.calibration_ = _Calibration(float(np.mean(values)), sigma, days[0], days[-1])
             return [
@@ -282,6 +285,7 @@ class CalibrationDriftDetector:
 
     def _persist(self, alarm: bool, smoothed: float, detection: Detection) -> list[Alert]:
         cal = self.calibration_
+        assert cal is not None  # days are tested only once the calibration period is over
         if self.alert_ is None:
             if not alarm:
                 return []
@@ -320,38 +324,21 @@ class CalibrationDriftDetector:
             **explanation,
         }
         severity = Severity.WARNING if label == DRIFTING else Severity.INFO
-        return Detection(
-            time_ms=end,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            label=label,
-            score=float(score),
-            severity=severity,
-            model=self.model,
-            model_version=self.model_version,
-            window_start_ms=start,
-            window_end_ms=end,
-            explanation=explanation,
-        )
+        return self.detection(end, label, score, severity, start, end, explanation)
 
     def _alert(self, state: AlertState, detection: Detection, severity: Severity, message: str) -> Alert:
+        assert self.alert_ is not None  # an alert is only built while one is raised
         alert_id, since = self.alert_
-        return Alert(
-            time_ms=detection.time_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            alert_id=alert_id,
-            state=state,
-            label=RECALIBRATION_NEEDED,
-            severity=severity,
-            score=detection.score,
-            message=message,
-            model=self.model,
-            model_version=self.model_version,
+        return self.alert(
+            detection.time_ms,
+            alert_id,
+            state,
+            RECALIBRATION_NEEDED,
+            severity,
+            detection.score,
+            message,
             since_ms=since,
-            explanation=dict(detection.explanation),
+            explanation=detection.explanation,
         )
 
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
-from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id
+from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
+from edge.detectors.base import ModelDetector, Output
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 
 KIND = "leak"
@@ -123,22 +125,25 @@ def leak_scores(backend, X: np.ndarray) -> np.ndarray:
     return backend.predict(X)[:, column].astype(np.float64)
 
 
-class LearnedLeakDetector:
-    """One zone; ``inputs`` maps this gateway's sensor ids to the model's (element, quantity) pairs."""
+class LearnedLeakDetector(ModelDetector):
+    """One zone; ``inputs`` maps this gateway's sensor ids to the model's (element, quantity) pairs.
+
+    The loaded model is ``runtime_`` (a runtime backend); ``model`` defaults to its manifest name.
+    """
+
+    kind = KIND
 
     def __init__(
         self,
         site: str,
         gateway: str,
-        backend,
+        backend: Any,
         settings: LeakDetectorSettings,
         inputs: dict[str, tuple[str, str]],
         model: str | None = None,
-    ):
-        self.site, self.gateway = check_id("site", site), check_id("gateway", gateway)
-        self.backend, self.settings = backend, settings
-        self.model = check_id("model", model or backend.manifest.name)
-        self.model_version = backend.manifest.version
+    ) -> None:
+        super().__init__(site, gateway, model=model or backend.manifest.name, model_version=backend.manifest.version)
+        self.runtime_, self.settings = backend, settings
         wanted = {tuple(s): i for i, s in enumerate(settings.sensors)}
         missing = [f"{e} ({q})" for e, q in settings.sensors if (e, q) not in inputs.values()]
         if missing:
@@ -172,22 +177,22 @@ class LearnedLeakDetector:
         lay = self.settings.layout
         self.state_ = LeakFeatureState(lay)
         self.alarm_ = self.settings.persistence()
-        self.bin_ = None  # index of the step being collected (time_ms // step_ms)
+        self.bin_: int | None = None  # index of the step being collected (time_ms // step_ms)
         self.sums_ = np.zeros(lay.n_sensors)
         self.counts_ = np.zeros(lay.n_sensors)
-        self.day_ = None  # index of the UTC day of ``today_``
+        self.day_: int | None = None  # index of the UTC day of ``today_``
         self.today_ = np.full((lay.steps_per_day, lay.n_channels), np.nan)
         self.alarm_in_day_ = False
-        self.alert_ = None  # (alert_id, since_ms) while raised
+        self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
         self.late_readings_ = 0
 
-    def update(self, reading: Reading) -> list[Detection | Alert]:
+    def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every step that ended before it."""
         column = self.column_of.get(reading.sensor)
         if column is None:
             return []
         k = reading.time_ms // self.step_ms
-        out: list[Detection | Alert] = []
+        out: list[Output] = []
         if self.bin_ is None:
             self.bin_ = k
         elif k > self.bin_:
@@ -203,28 +208,30 @@ class LearnedLeakDetector:
             self.counts_[column] += 1
         return out
 
-    def flush(self) -> list[Detection | Alert]:
+    def flush(self) -> list[Output]:
         """Decide the step being collected (end of a replay)."""
         return self._close_bin() if self.bin_ is not None else []
 
     # ---- steps and days -------------------------------------------------------------
-    def _close_bin(self) -> list[Detection | Alert]:
+    def _close_bin(self) -> list[Output]:
         with np.errstate(invalid="ignore"):
             row = np.where(self.counts_ > 0, self.sums_ / np.maximum(self.counts_, 1), np.nan)
         self.sums_[:] = 0
         self.counts_[:] = 0
+        assert self.bin_ is not None  # a bin is closed only once one was opened
         return self._step(self.bin_, row)
 
-    def _skip_to(self, k: int) -> list[Detection | Alert]:
+    def _skip_to(self, k: int) -> list[Output]:
         """Steps without any reading: one insufficient_data detection for the whole gap."""
+        assert self.bin_ is not None  # a gap follows an opened bin
         start_ms, end_ms = (self.bin_ + 1) * self.step_ms, k * self.step_ms
         return [self._detection(end_ms, start_ms, INSUFFICIENT, 0.0, {"reason": "no reading from any model sensor"})]
 
     def _day_of(self, k: int) -> int:
         return k // self.settings.layout.steps_per_day
 
-    def _advance_day(self, day: int) -> None:
-        """Close days up to ``day`` one by one (an empty day still counts, never into the baseline)."""
+    def _advance_day(self, day: int) -> int:
+        """Close days up to ``day`` one by one (an empty day still counts, never into the baseline); return it."""
         while self.day_ is None or self.day_ < day:
             if self.day_ is None:
                 self.day_ = day
@@ -234,11 +241,11 @@ class LearnedLeakDetector:
             self.today_[:] = np.nan
             self.alarm_in_day_ = self.alarm_.active
             self.state_.start_day(self.day_ * DAY_MS)
+        return self.day_
 
-    def _step(self, k: int, row: np.ndarray) -> list[Detection | Alert]:
+    def _step(self, k: int, row: np.ndarray) -> list[Output]:
         lay = self.settings.layout
-        self._advance_day(self._day_of(k))
-        slot = k - self.day_ * lay.steps_per_day
+        slot = k - self._advance_day(self._day_of(k)) * lay.steps_per_day
         self.today_[slot] = zone_channels(lay, row[None, :])[0]
         X, valid = self.state_.features(self.today_[: slot + 1], last_only=True)
         start_ms, end_ms = k * self.step_ms, (k + 1) * self.step_ms
@@ -250,15 +257,17 @@ class LearnedLeakDetector:
             )
             self.alarm_in_day_ |= self.alarm_.active
             return [self._detection(end_ms, start_ms, INSUFFICIENT, 0.0, {"reason": why})]
-        score = float(leak_scores(self.backend, X)[0])
+        score = float(leak_scores(self.runtime_, X)[0])
         event = self.alarm_.update(score, k)
         self.alarm_in_day_ |= self.alarm_.active
         label = LEAK if score >= self.settings.raise_threshold else NORMAL
         detection = self._detection(end_ms, start_ms, label, score, {})
         if event == "raised":
-            since_ms = self.alarm_.run_start * self.step_ms
+            run_start = self.alarm_.run_start
+            assert run_start is not None  # a raise follows the first high step of its run
+            since_ms = run_start * self.step_ms
             self.alert_ = (f"leak-{datetime.fromtimestamp(since_ms / 1000, tz=UTC):%Y%m%dT%H%M}", since_ms)
-            explanation = self._explain(slot, k - self.alarm_.run_start + 1)
+            explanation = self._explain(slot, k - run_start + 1)
             return [detection, self._alert(AlertState.RAISED, end_ms, score, explanation)]
         if event == "cleared":
             alert = self._alert(AlertState.CLEARED, end_ms, score, {})
@@ -267,7 +276,7 @@ class LearnedLeakDetector:
         return [detection]
 
     def _missing(self, row: np.ndarray) -> str:
-        names = [f"{e}/{q}" for (e, q), v in zip(self.settings.sensors, row) if not math.isfinite(v)]
+        names = [f"{e}/{q}" for (e, q), v in zip(self.settings.sensors, row, strict=True) if not math.isfinite(v)]
         if names:
             return f"no usable reading from {', '.join(names)}"
         return "too few readings in the last hours"
@@ -286,22 +295,10 @@ class LearnedLeakDetector:
 
     def _detection(self, end_ms: int, start_ms: int, label: str, score: float, explanation: dict) -> Detection:
         severity = Severity.WARNING if label == LEAK else Severity.INFO
-        return Detection(
-            time_ms=end_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            label=label,
-            score=score,
-            severity=severity,
-            model=self.model,
-            model_version=self.model_version,
-            window_start_ms=start_ms,
-            window_end_ms=end_ms,
-            explanation=explanation,
-        )
+        return self.detection(end_ms, label, score, severity, start_ms, end_ms, explanation)
 
     def _alert(self, state: AlertState, time_ms: int, score: float, explanation: dict) -> Alert:
+        assert self.alert_ is not None  # an alert is only built while one is raised
         alert_id, since_ms = self.alert_
         if state is AlertState.RAISED:
             share = explanation["excess_lps"] / max(explanation["inflow_level_lps"], 1e-9)
@@ -318,19 +315,6 @@ class LearnedLeakDetector:
                 f"Leak alarm cleared: {self.settings.clear_after} steps in a row scored below "
                 f"{self.settings.clear_threshold:.2f}"
             )
-        return Alert(
-            time_ms=time_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            alert_id=alert_id,
-            state=state,
-            label=LEAK,
-            severity=severity,
-            score=score,
-            message=message,
-            model=self.model,
-            model_version=self.model_version,
-            since_ms=since_ms,
-            explanation=explanation,
+        return self.alert(
+            time_ms, alert_id, state, LEAK, severity, score, message, since_ms=since_ms, explanation=explanation
         )

@@ -29,6 +29,7 @@ from datetime import date
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id
+from edge.detectors.base import Detector, Output
 from edge.features.night_flow import night_after, night_mnf, parse_clock, parse_duration_ms, zone_info
 
 KIND = "leak"
@@ -41,8 +42,10 @@ CRITICAL_FACTOR = 2.0
 _USABLE = (Quality.OK, Quality.SUSPECT)
 
 
-class MinimumNightFlowDetector:
+class MinimumNightFlowDetector(Detector):
     """Streaming MNF leak detector for one metered zone."""
+
+    kind = KIND
 
     def __init__(
         self,
@@ -58,9 +61,8 @@ class MinimumNightFlowDetector:
         timezone: str = "UTC",
         model: str = "mnf",
         model_version: str = "1",
-    ):
-        self.site = site
-        self.gateway = gateway
+    ) -> None:
+        super().__init__(site, gateway, model=model, model_version=model_version)
         self.zone_inflow = zone_inflow
         self.night_start = night_start
         self.night_end = night_end
@@ -69,15 +71,10 @@ class MinimumNightFlowDetector:
         self.raise_after = raise_after
         self.clear_after = clear_after
         self.timezone = timezone
-        self.model = model
-        self.model_version = model_version
         self._check_parameters()
         self.reset()
 
     def _check_parameters(self) -> None:
-        check_id("site", self.site)
-        check_id("gateway", self.gateway)
-        check_id("model", self.model)
         if not self.zone_inflow:
             raise ValueError("zone_inflow needs at least one (sensor, sign) pair")
         for pair in self.zone_inflow:
@@ -99,17 +96,17 @@ class MinimumNightFlowDetector:
     def reset(self) -> None:
         """Forget all nights, history and alert state."""
         self.signs_ = {sensor: sign for sensor, sign in self.zone_inflow}
-        self.night_ = None  # (date, start_ms, end_ms) being collected
-        self.samples_ = {}  # time_ms -> {sensor: value or None}
-        self.step_ms_ = None  # smallest gap seen between inflow timestamps
-        self.last_time_ms_ = None
-        self.history_ = deque(maxlen=self.history_days)  # MNF of unflagged nights
+        self.night_: tuple[date, int, int] | None = None  # (date, start_ms, end_ms) being collected
+        self.samples_: dict[int, dict[str, float | None]] = {}  # time_ms -> {sensor: value or None}
+        self.step_ms_: int | None = None  # smallest gap seen between inflow timestamps
+        self.last_time_ms_: int | None = None
+        self.history_: deque[float] = deque(maxlen=self.history_days)  # MNF of unflagged nights
         self.flagged_run_ = 0
         self.normal_run_ = 0
-        self.run_start_ = None  # (date, start_ms) of the first night of the flagged run
-        self.alert_ = None  # (alert_id, since_ms) while raised
+        self.run_start_: tuple[date, int] | None = None  # (date, start_ms) of the first night of the flagged run
+        self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
 
-    def update(self, reading: Reading) -> list[Detection | Alert]:
+    def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every night that ended before it."""
         sign = self.signs_.get(reading.sensor)
         if sign is None:
@@ -121,22 +118,22 @@ class MinimumNightFlowDetector:
                 self.step_ms_ = gap
         if self.last_time_ms_ is None or t > self.last_time_ms_:
             self.last_time_ms_ = t
-        if self.night_ is None:
-            self.night_ = night_after(t, self.night_start, self.night_end, self.timezone)
-        out: list[Detection | Alert] = []
-        while t >= self.night_[2]:
-            out += self._close_night()
-        if self.night_[1] <= t:
-            usable = reading.quality in _USABLE and reading.value is not None
-            value = float(reading.value) if usable and math.isfinite(reading.value) else None
+        night = self.night_ or night_after(t, self.night_start, self.night_end, self.timezone)
+        out: list[Output] = []
+        while t >= night[2]:
+            out += self._close_night(night)
+            night = self.night_ = night_after(night[2], self.night_start, self.night_end, self.timezone)
+        self.night_ = night
+        if night[1] <= t:
+            raw = reading.value if reading.quality in _USABLE else None
+            value = float(raw) if raw is not None and math.isfinite(raw) else None
             self.samples_.setdefault(t, {})[reading.sensor] = value
         return out
 
-    def _close_night(self) -> list[Detection | Alert]:
-        night_date, start_ms, end_ms = self.night_
+    def _close_night(self, night: tuple[date, int, int]) -> list[Output]:
+        night_date, start_ms, end_ms = night
         mnf = self._night_mnf(start_ms, end_ms)
         self.samples_ = {}
-        self.night_ = night_after(end_ms, self.night_start, self.night_end, self.timezone)
         if math.isnan(mnf):
             return [
                 self._detection(
@@ -175,7 +172,7 @@ class MinimumNightFlowDetector:
         detection = self._detection(night_date, start_ms, end_ms, LEAK if flagged else NORMAL, score, explanation)
         if not flagged:
             self.history_.append(mnf)
-        return [detection] + self._persist(flagged, night_date, start_ms, end_ms, detection)
+        return [detection, *self._persist(flagged, night_date, start_ms, end_ms, detection)]
 
     def _night_mnf(self, start_ms: int, end_ms: int) -> float:
         if self.step_ms_ is None or not self.samples_:
@@ -183,8 +180,8 @@ class MinimumNightFlowDetector:
         times = np.array(sorted(self.samples_), dtype=np.int64)
         inflow = np.full(times.shape[0], np.nan)
         for i, t in enumerate(times.tolist()):
-            values = self.samples_[t]
-            if len(values) == len(self.signs_) and all(v is not None for v in values.values()):
+            values = {s: v for s, v in self.samples_[t].items() if v is not None}
+            if len(values) == len(self.signs_) == len(self.samples_[t]):
                 inflow[i] = sum(self.signs_[s] * v for s, v in values.items())
         try:
             return night_mnf(times, inflow, start_ms, end_ms, self.step_ms_, ROLLING_MS)
@@ -200,6 +197,7 @@ class MinimumNightFlowDetector:
             if self.flagged_run_ == 1:
                 self.run_start_ = (night_date, start_ms)
             if self.alert_ is None and self.flagged_run_ >= self.raise_after:
+                assert self.run_start_ is not None  # set by the first night of this run
                 first_date, since_ms = self.run_start_
                 self.alert_ = (f"leak-{first_date.isoformat()}", since_ms)
                 return [self._alert(AlertState.RAISED, end_ms, detection, self._raise_message(detection))]
@@ -220,39 +218,22 @@ class MinimumNightFlowDetector:
     ) -> Detection:
         severity = self._severity(score) if label == LEAK else Severity.INFO
         explanation = {"night": night_date.isoformat(), "sensors": list(self.signs_), **explanation}
-        return Detection(
-            time_ms=end_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            label=label,
-            score=float(score),
-            severity=severity,
-            model=self.model,
-            model_version=self.model_version,
-            window_start_ms=start_ms,
-            window_end_ms=end_ms,
-            explanation=explanation,
-        )
+        return self.detection(end_ms, label, score, severity, start_ms, end_ms, explanation)
 
     def _alert(self, state: AlertState, time_ms: int, detection: Detection, message: str) -> Alert:
+        assert self.alert_ is not None  # an alert is only built while one is raised
         alert_id, since_ms = self.alert_
         severity = self._severity(detection.score) if state is AlertState.RAISED else Severity.INFO
-        return Alert(
-            time_ms=time_ms,
-            site=self.site,
-            gateway=self.gateway,
-            kind=KIND,
-            alert_id=alert_id,
-            state=state,
-            label=LEAK,
-            severity=severity,
-            score=detection.score,
-            message=message,
-            model=self.model,
-            model_version=self.model_version,
+        return self.alert(
+            time_ms,
+            alert_id,
+            state,
+            LEAK,
+            severity,
+            detection.score,
+            message,
             since_ms=since_ms,
-            explanation=dict(detection.explanation),
+            explanation=detection.explanation,
         )
 
     def _raise_message(self, detection: Detection) -> str:

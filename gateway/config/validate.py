@@ -62,8 +62,12 @@ class ConfigUnreadable(ConfigError):
     """The file could not be read at all (missing, a folder, no permission)."""
 
 
-def load_config(path: str | os.PathLike) -> GatewayConfig:
-    """Read and validate one gateway config file; raise ``ConfigError`` listing all problems."""
+def load_config(path: str | os.PathLike, *, build_detectors: bool = False) -> GatewayConfig:
+    """Read and validate one gateway config file; raise ``ConfigError`` listing all problems.
+
+    With ``build_detectors``, also build every model's detector as the gateway service does
+    (its model files verified and loaded): ``frugalsense config validate`` does.
+    """
     name = os.fspath(path)
     try:
         raw = Path(path).read_bytes()
@@ -76,11 +80,13 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
         raise ConfigError(
             [Problem(name, line, "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")]
         ) from None
-    return load_config_text(text, name, path=Path(path))
+    return load_config_text(text, name, path=Path(path), build_detectors=build_detectors)
 
 
-def load_config_text(text: str, name: str = "<config>", path: Path | None = None) -> GatewayConfig:
-    """Validate config text; ``name`` is shown in messages, ``path`` anchors relative paths."""
+def load_config_text(
+    text: str, name: str = "<config>", path: Path | None = None, *, build_detectors: bool = False
+) -> GatewayConfig:
+    """Validate config text; ``name`` is shown in messages, ``path`` anchors relative paths (see ``load_config``)."""
     try:
         doc = load_yaml_text(text)
     except YamlSyntaxError as exc:
@@ -107,7 +113,23 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
         problems.append(Problem(name, doc.line_of(issue.loc), format_path(issue.loc), issue.message, issue.suggestion))
     if problems or config is None:
         raise ConfigError(_without_explained_missing(problems))
+    if build_detectors:
+        problems = detector_problems(config, doc, name)
+        if problems:
+            raise ConfigError(problems)
     return config
+
+
+def detector_problems(config: GatewayConfig, doc: LoadedYaml, name: str) -> list[Problem]:
+    """Build each model's detector through its model type, as the service will; one Problem per one that fails."""
+    problems = []
+    for i, model in enumerate(config.models):
+        try:
+            model.build_detector(config)
+        except (ValueError, OSError, RuntimeError) as exc:  # a model file missing, tampered, or its runtime absent
+            loc = ("models", i)
+            problems.append(Problem(name, doc.line_of(loc), format_path(loc), f"cannot build its detector: {exc}"))
+    return problems
 
 
 def _without_explained_missing(problems: list[Problem]) -> list[Problem]:

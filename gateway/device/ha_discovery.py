@@ -1,9 +1,12 @@
-"""Home Assistant MQTT discovery: retained config messages so a gateway's sensors, leak detections and availability appear in Home Assistant.
+"""Home Assistant MQTT discovery: retained config messages so a gateway's sensors, detections and status appear there.
 
 Enabled per gateway in its config (``homeassistant: {enabled: true, prefix: homeassistant}``).
 The messages point Home Assistant at the gateway's own topics (docs/contracts.md); nothing
 is published twice. Topics are ``<prefix>/<component>/<node_id>/<object_id>/config`` with
 the gateway id as node id, retained so Home Assistant finds them after its own restart.
+
+Each model type says which entities its detection kind gets (``ModelBase.ha_entities``,
+``gateway/config/schema/ha_entities.py``); this module adds what every entity shares.
 
 Readings travel in batches (up to ``mqtt.readings_batch`` per message, at most 10 s
 old): Home Assistant shows the latest reading of each batch. An ``unknown`` reading
@@ -30,9 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, ModelBase
+from gateway.config.schema.ha_entities import object_id as _object_id
 from gateway.protocol import topics as T
 
 log = logging.getLogger(__name__)
@@ -54,13 +57,6 @@ HA_QUANTITIES: dict[str, tuple[str | None, str]] = {
     "humidity": ("humidity", "%"),
     "cell_count": (None, "count"),
 }
-# model type -> the detection kind it publishes (the last level of its detections topic).
-DETECTION_KINDS = {"mnf": "leak", "eaqi": "aqi"}
-_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def _object_id(name: str) -> str:
-    return _NOT_ALLOWED.sub("_", name)
 
 
 def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
@@ -135,45 +131,14 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
             body["device_class"] = device_class
         add("sensor", _object_id(sensor.id), body)
 
-    for kind in sorted({DETECTION_KINDS.get(m.type, getattr(m, "kind", None)) for m in config.models} - {None}):
-        state_topic = topics.detections(kind)
-        if kind == "leak":
-            add(
-                "binary_sensor",
-                "leak",
-                {
-                    "name": "Leak",
-                    "device_class": "moisture",
-                    "state_topic": state_topic,
-                    "value_template": "{{ 'ON' if value_json.label == 'leak' else 'OFF' }}",
-                    "json_attributes_topic": state_topic,
-                    "json_attributes_template": "{{ value_json.explanation | tojson }}",
-                },
-            )
-            add(
-                "sensor",
-                "leak_excess_flow",
-                {
-                    "name": "Leak estimated flow",
-                    "state_topic": state_topic,
-                    "unit_of_measurement": "L/s",
-                    "state_class": "measurement",
-                    "value_template": "{{ value_json.explanation.get('excess_lps', 'None') }}",
-                },
-            )
-        else:
-            # e.g. the air-quality index: the label is the band (good ... extremely_poor).
-            add(
-                "sensor",
-                _object_id(f"{kind}_label"),
-                {
-                    "name": f"{kind} detection",
-                    "state_topic": state_topic,
-                    "value_template": "{{ value_json.label }}",
-                    "json_attributes_topic": state_topic,
-                    "json_attributes_template": "{{ value_json.explanation | tojson }}",
-                },
-            )
+    # One set of entities per detection kind, told by the model type that detects it (mnf and learned_leak
+    # announce the same leak entities: Home Assistant sees one leak, whichever detector decides it).
+    kinds: dict[str, type[ModelBase]] = {}
+    for model in config.models:
+        kinds.setdefault(model.detection_kind, type(model))
+    for kind in sorted(kinds):
+        for component, object_id, body in kinds[kind].ha_entities(topics.detections(kind)):
+            add(component, object_id, body)
     return [(topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()) for topic, body in out]
 
 

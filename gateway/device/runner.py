@@ -22,11 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from edge.contracts import Alert, ContractError, Detection, Reading
-from edge.detectors.air_models import AirPatternDetector, No2VirtualSensor, SensorFaultDetector
-from edge.detectors.aqi import AqiDetector
-from edge.detectors.drift import CalibrationDriftDetector
-from edge.detectors.leak_model import LearnedLeakDetector
-from edge.detectors.night_flow import MinimumNightFlowDetector
+from edge.detectors import Detector
 from edge.sources.cell_counts import CellCountSource
 from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
@@ -91,46 +87,9 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
     return sources
 
 
-# model type in the config -> detector factory. Each new detector type registers here.
-DETECTOR_FACTORIES: dict[str, Callable] = {
-    "mnf": lambda config, m: MinimumNightFlowDetector(
-        config.site, config.gateway, model=m.name, **m.detector_params(config.timezone)
-    ),
-    "learned_leak": lambda config, m: LearnedLeakDetector.from_model_dir(
-        site=config.site, gateway=config.gateway, model=m.name, **m.detector_params(config)
-    ),
-    "eaqi": lambda config, m: AqiDetector(
-        config.site, config.gateway, model=m.name, **m.detector_params({s.id: s.quantity for s in config.sensors})
-    ),
-    "air_pattern": lambda config, m: AirPatternDetector(
-        config.site, config.gateway, model=m.name, **m.detector_params(config)
-    ),
-    "sensor_fault": lambda config, m: SensorFaultDetector(
-        config.site, config.gateway, model=m.name, **m.detector_params(config)
-    ),
-    "no2_virtual": lambda config, m: No2VirtualSensor(
-        config.site, config.gateway, model=m.name, **m.detector_params(config)
-    ),
-    # With estimate_from, the drift detector runs its own copy of that NO2 virtual sensor as its reference.
-    "calibration_drift": lambda config, m: CalibrationDriftDetector(
-        config.site,
-        config.gateway,
-        model=m.name,
-        **m.detector_params(),
-        estimator=None
-        if m.estimate_from is None
-        else No2VirtualSensor(
-            config.site,
-            config.gateway,
-            model=m.estimate_from,
-            **next(x for x in config.models if x.name == m.estimate_from).detector_params(config),
-        ),
-    ),
-}
-
-
-def build_detectors(config: GatewayConfig) -> list:
-    return [DETECTOR_FACTORIES[m.type](config, m) for m in config.models]
+def build_detectors(config: GatewayConfig) -> list[Detector]:
+    """One detector per model of the config, each built by its model type (``ModelBase.build_detector``)."""
+    return [m.build_detector(config) for m in config.models]
 
 
 def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:

@@ -8,10 +8,15 @@ Checks that span sections (a model naming a sensor, duplicate ids) are in
 Sensor drivers and model types are registries: a new driver is a ``SensorBase``
 subclass with ``driver: Literal["name"]`` decorated with ``@sensor_driver``, defined
 before ``GatewayConfig`` is built (i.e. in a module that ``schema/gateway.py`` imports).
+A model type is registered once, in ``MODEL_TYPES``, and carries everything known
+about it: its keys, its detector (``build_detector``), its detection kind and its
+Home Assistant entities (``model_base``).
 
-The modules: ``types`` (value checks), ``base`` (Section, the registries),
-``sensors`` and ``air_sensors`` (drivers), ``models`` (model types), ``sections``
-(sources, mqtt, storage...), ``gateway`` (GatewayConfig), ``cross_checks``.
+The modules: ``types`` (value checks), ``base`` (Section, union helpers),
+``sensors`` and ``air_sensors`` (drivers, ``SENSOR_DRIVERS``), ``model_base``
+(``ModelBase``, ``MODEL_TYPES``), ``models`` (model types), ``ha_entities`` (what
+Home Assistant is told per kind), ``sections`` (sources, mqtt, storage...),
+``gateway`` (GatewayConfig), ``cross_checks``.
 
 >>> cfg = GatewayConfig.model_validate({
 ...     "site": "net3-north", "gateway": "gw-01", "mqtt": {"host": "127.0.0.1"},
@@ -22,9 +27,10 @@ The modules: ``types`` (value checks), ``base`` (Section, the registries),
 """
 
 from gateway.config.schema.air_sensors import CellCountSensor, LineSensor, Pms5003Sensor, Sds011Sensor
-from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, model_type, sensor_driver
+from gateway.config.schema.base import Section
 from gateway.config.schema.cross_checks import CrossIssue, cross_section_issues
 from gateway.config.schema.gateway import GatewayConfig, ModelConfig, SensorConfig
+from gateway.config.schema.model_base import MODEL_TYPES, GatewayView, model_type
 from gateway.config.schema.models import (
     AirInputs,
     AirPatternModel,
@@ -47,7 +53,7 @@ from gateway.config.schema.sections import (
     StorageConfig,
     TlsConfig,
 )
-from gateway.config.schema.sensors import ModbusRtuSensor, ReplaySensor, SensorBase
+from gateway.config.schema.sensors import SENSOR_DRIVERS, ModbusRtuSensor, ReplaySensor, SensorBase, sensor_driver
 from gateway.config.schema.types import (
     CONTEXT_CROSS_CHECKS,
     CONTEXT_PATH,
@@ -77,6 +83,7 @@ __all__ = [
     "EaqiModel",
     "FilePath",
     "GatewayConfig",
+    "GatewayView",
     "HomeAssistantConfig",
     "Identifier",
     "InflowTerm",

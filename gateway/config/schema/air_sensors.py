@@ -13,8 +13,7 @@ from edge.contracts import QUANTITY_UNITS
 from edge.drivers import line_node, pms5003, sds011
 from edge.sources.cell_counts import DEFAULT_K as CELL_DEFAULT_K
 from edge.sources.cell_counts import MIN_K as CELL_MIN_K
-from gateway.config.schema.base import sensor_driver
-from gateway.config.schema.sensors import SensorBase, _choice, _serial_port
+from gateway.config.schema.sensors import SensorBase, _choice, _serial_port, sensor_driver
 from gateway.config.schema.types import (
     FilePath,
     Identifier,

@@ -1,14 +1,15 @@
-"""The config section base class and the registries sensor drivers and model types declare themselves in."""
+"""The config section base class and the helpers the driver and model-type registries are built with.
+
+The registries themselves live next to the base class of what they register
+(``sensors.SENSOR_DRIVERS``, ``model_base.MODEL_TYPES``), so this module imports
+none of the modules that import it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from gateway.config.schema.models import ModelBase
-    from gateway.config.schema.sensors import SensorBase
 
 
 class Section(BaseModel):
@@ -19,23 +20,11 @@ class Section(BaseModel):
     refused_keys: ClassVar[dict[str, str]] = {}
 
 
-SENSOR_DRIVERS: dict[str, type[SensorBase]] = {}
-MODEL_TYPES: dict[str, type[ModelBase]] = {}
+def tag_of(cls: type[BaseModel], key: str) -> str:
+    """The one value of the ``Literal`` field ``key`` of ``cls``: its tag in a tagged union."""
+    return cls.model_fields[key].annotation.__args__[0]  # type: ignore[union-attr]  # a Literal has __args__
 
 
-def _tag_of(cls: type[BaseModel], key: str) -> str:
-    return cls.model_fields[key].annotation.__args__[0]  # type: ignore[union-attr]
-
-
-def sensor_driver(cls: type[SensorBase]) -> type[SensorBase]:
-    SENSOR_DRIVERS[_tag_of(cls, "driver")] = cls
-    return cls
-
-
-def model_type(cls: type[ModelBase]) -> type[ModelBase]:
-    MODEL_TYPES[_tag_of(cls, "type")] = cls
-    return cls
-
-
-def _tagged_union(registry: dict[str, type[BaseModel]], key: str) -> Any:
-    return Annotated[Union[tuple(registry.values())], Field(discriminator=key)]  # noqa: UP007
+def tagged_union(registry: dict[str, Any], key: str) -> Any:
+    """The pydantic union of every class in ``registry``, told apart by their ``key`` field."""
+    return Annotated[Union[tuple(registry.values())], Field(discriminator=key)]  # noqa: UP007 - a runtime tuple of types

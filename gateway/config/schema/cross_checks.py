@@ -14,6 +14,8 @@ from gateway.config.schema.types import describe, format_path, suggest
 
 
 class CrossIssue(NamedTuple):
+    """One problem across sections: where it is, what is wrong, the likely intended name."""
+
     loc: tuple[str | int, ...]
     message: str
     suggestion: str | None = None

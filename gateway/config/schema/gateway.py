@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 # The driver and model modules fill the registries when imported: before the unions below are built.
-from gateway.config.schema import air_sensors, models, sensors  # noqa: F401
-from gateway.config.schema.base import MODEL_TYPES, SENSOR_DRIVERS, Section, _tagged_union
+import gateway.config.schema.air_sensors  # noqa: F401 - registers its sensor drivers before the union is built
+import gateway.config.schema.models  # noqa: F401 - registers the model types before the union is built
+from gateway.config.schema.base import Section, tagged_union
 from gateway.config.schema.cross_checks import cross_section_issues
+from gateway.config.schema.model_base import MODEL_TYPES, ModelBase
 from gateway.config.schema.sections import (
     HomeAssistantConfig,
     ModelUpdatesConfig,
@@ -19,10 +22,15 @@ from gateway.config.schema.sections import (
     SourcesConfig,
     StorageConfig,
 )
+from gateway.config.schema.sensors import SENSOR_DRIVERS, SensorBase
 from gateway.config.schema.types import CONTEXT_CROSS_CHECKS, CONTEXT_PATH, Identifier, TimeZoneName, fail, format_path
 
-SensorConfig = _tagged_union(SENSOR_DRIVERS, "driver")
-ModelConfig = _tagged_union(MODEL_TYPES, "type")
+if TYPE_CHECKING:  # a type checker cannot follow a union built at run time: it sees the base classes
+    SensorConfig = SensorBase
+    ModelConfig = ModelBase
+else:
+    SensorConfig = tagged_union(SENSOR_DRIVERS, "driver")
+    ModelConfig = tagged_union(MODEL_TYPES, "type")
 
 
 class GatewayConfig(Section):
@@ -78,4 +86,5 @@ class GatewayConfig(Section):
 
     @property
     def tz(self) -> ZoneInfo:
+        """The config's time zone."""
         return ZoneInfo(self.timezone)

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from edge.air.eaqi import BANDS as EAQI_BANDS
-from gateway.config.schema.base import Section, model_type
+from edge.detectors import (
+    AirPatternDetector,
+    AqiDetector,
+    CalibrationDriftDetector,
+    Detector,
+    LearnedLeakDetector,
+    MinimumNightFlowDetector,
+    No2VirtualSensor,
+    SensorFaultDetector,
+)
+from gateway.config.schema.base import Section
+from gateway.config.schema.ha_entities import (
+    HaEntity,
+    air_pattern_entities,
+    calibration_entities,
+    leak_entities,
+    no2_virtual_entities,
+    sensor_fault_entities,
+)
+from gateway.config.schema.model_base import GatewayView, ModelBase, model_type
 from gateway.config.schema.types import ClockTime, FilePath, Identifier, Text, _one_of, describe, fail, number, whole
-
-if TYPE_CHECKING:
-    from gateway.config.schema.gateway import GatewayConfig
-
-
-class ModelBase(Section):
-    name: Identifier
 
 
 def _sign(value: object) -> int:
@@ -36,6 +48,8 @@ class MnfModel(ModelBase):
     """Minimum Night Flow leak detector over one zone's metered inflow."""
 
     type: Literal["mnf"]
+    detector: ClassVar[type[Detector]] = MinimumNightFlowDetector
+    detection_kind: ClassVar[str] = MinimumNightFlowDetector.kind
     zone_inflow: list[InflowTerm] = Field(min_length=1)
     night_start: ClockTime = "02:00"  # local time (the config's timezone)
     # validate_default: the default end must still come after a start given in the file
@@ -66,12 +80,25 @@ class MnfModel(ModelBase):
             "timezone": timezone,
         }
 
+    def build_detector(self, config: GatewayView) -> MinimumNightFlowDetector:
+        """A night-flow detector over this zone, nights in the config's time zone."""
+        return MinimumNightFlowDetector(
+            config.site, config.gateway, model=self.name, **self.detector_params(config.timezone)
+        )
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """A leak binary sensor and the estimated leak flow."""
+        return leak_entities(state_topic)
+
 
 @model_type
 class EaqiModel(ModelBase):
     """European Air Quality Index: hourly band per pollutant sensor and for the station, alerts with persistence."""
 
     type: Literal["eaqi"]
+    detector: ClassVar[type[Detector]] = AqiDetector
+    detection_kind: ClassVar[str] = AqiDetector.kind
     sensors: list[Identifier] = Field(min_length=1)  # pm25, pm25_corrected, pm10, no2 or o3 sensors
     alert_from: Annotated[str, BeforeValidator(_one_of(EAQI_BANDS))] = "poor"  # the band that raises an alert
     raise_after: whole(1, 48) = 2  # hours in a row at a higher band before it counts
@@ -85,6 +112,11 @@ class EaqiModel(ModelBase):
             "raise_after": self.raise_after,
             "clear_after": self.clear_after,
         }
+
+    def build_detector(self, config: GatewayView) -> AqiDetector:
+        """An AQI detector over the named pollutant sensors (each with its quantity)."""
+        quantities = {s.id: s.quantity for s in config.sensors}
+        return AqiDetector(config.site, config.gateway, model=self.name, **self.detector_params(quantities))
 
 
 # Air-site models (edge/detectors/air_models.py, edge/detectors/drift.py, docs/air-models.md).
@@ -120,7 +152,8 @@ class _AirModel(ModelBase):
             raise fail(f"sensors must name a sensor for {', '.join(self.needs)} (missing: {', '.join(missing)})")
         return self
 
-    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
+    def detector_params(self, config: GatewayView) -> dict[str, Any]:
+        """Keyword arguments for the air detector: sensors by input, the model's folder, backend, time zone."""
         return {
             "sensors": self.sensors.given(),
             "model_dir": config.resolve_path(self.model_dir),
@@ -128,13 +161,24 @@ class _AirModel(ModelBase):
             "timezone": config.timezone,
         }
 
+    def build_detector(self, config: GatewayView) -> Detector:
+        """The air detector of this type, running the exported model in ``model_dir``."""
+        return self.detector(config.site, config.gateway, model=self.name, **self.detector_params(config))
+
 
 @model_type
 class AirPatternModel(_AirModel):
     """Hourly air pattern: normal, traffic_peak, regional_episode or local_source."""
 
     type: Literal["air_pattern"]
+    detector: ClassVar[type[Detector]] = AirPatternDetector
+    detection_kind: ClassVar[str] = AirPatternDetector.kind
     needs: ClassVar[tuple[str, ...]] = ("pm25", "pm10", "no2", "temperature", "humidity", "cell_count")
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """A sensor showing the hour's pattern."""
+        return air_pattern_entities(state_topic)
 
 
 @model_type
@@ -142,6 +186,8 @@ class SensorFaultModel(_AirModel):
     """Hourly fault flag per sensor (stuck, spike, dropout, fan_failure) with alerts for lasting faults."""
 
     type: Literal["sensor_fault"]
+    detector: ClassVar[type[Detector]] = SensorFaultDetector
+    detection_kind: ClassVar[str] = SensorFaultDetector.kind
     raise_after: whole(1, 48) = 2  # faulty hours in a row before an alert
     clear_after: whole(1, 48) = 2  # healthy hours in a row before it clears
 
@@ -155,8 +201,14 @@ class SensorFaultModel(_AirModel):
             )
         return self
 
-    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
+    def detector_params(self, config: GatewayView) -> dict[str, Any]:
+        """The air detector's arguments and the alert persistence."""
         return {**super().detector_params(config), "raise_after": self.raise_after, "clear_after": self.clear_after}
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """A diagnostic sensor showing the latest fault verdict."""
+        return sensor_fault_entities(state_topic)
 
 
 @model_type
@@ -164,7 +216,14 @@ class No2VirtualModel(_AirModel):
     """NO2 estimated from phones per antenna and weather, for a zone without an NO2 sensor."""
 
     type: Literal["no2_virtual"]
+    detector: ClassVar[type[Detector]] = No2VirtualSensor
+    detection_kind: ClassVar[str] = No2VirtualSensor.kind
     needs: ClassVar[tuple[str, ...]] = ("cell_count", "wind_speed", "temperature", "humidity")
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """A NO2 sensor (µg/m³) with the hourly estimate."""
+        return no2_virtual_entities(state_topic)
 
 
 @model_type
@@ -172,6 +231,8 @@ class CalibrationDriftModel(ModelBase):
     """Daily Page-Hinkley test of a sensor's calibration: alert 'recalibration_needed' when it goes stale."""
 
     type: Literal["calibration_drift"]
+    detector: ClassVar[type[Detector]] = CalibrationDriftDetector
+    detection_kind: ClassVar[str] = CalibrationDriftDetector.kind
     sensor: Identifier
     reference: Identifier | None = None  # a co-located reference sensor of the same quantity
     estimate_from: Identifier | None = None  # or the name of a no2_virtual model of this config
@@ -188,6 +249,7 @@ class CalibrationDriftModel(ModelBase):
         return self
 
     def detector_params(self) -> dict[str, Any]:
+        """Keyword arguments for the drift detector, without its estimator."""
         return {
             "sensor": self.sensor,
             "reference": self.reference,
@@ -197,6 +259,21 @@ class CalibrationDriftModel(ModelBase):
             "threshold": self.threshold,
             "min_sigma": self.min_sigma,
         }
+
+    def build_detector(self, config: GatewayView) -> CalibrationDriftDetector:
+        """The drift detector; with estimate_from, it runs its own copy of that NO2 virtual sensor as reference."""
+        estimator = None
+        if self.estimate_from is not None:
+            source = next(m for m in config.models if m.name == self.estimate_from)
+            estimator = source.build_detector(config)
+        return CalibrationDriftDetector(
+            config.site, config.gateway, model=self.name, **self.detector_params(), estimator=estimator
+        )
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """A problem binary sensor, on while a calibration drifts."""
+        return calibration_entities(state_topic)
 
 
 class LeakInput(Section):
@@ -211,12 +288,15 @@ class LearnedLeakModel(ModelBase):
     """Learned leak detector on a zone's meters and pressures (edge/detectors/leak_model.py, docs/leak-detection.md)."""
 
     type: Literal["learned_leak"]
+    detector: ClassVar[type[Detector]] = LearnedLeakDetector
+    detection_kind: ClassVar[str] = LearnedLeakDetector.kind
     model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
     backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
     # Empty: every sensor feeds the model input named by its replay column (or its id).
     inputs: list[LeakInput] = Field(default_factory=list)
 
-    def detector_params(self, config: GatewayConfig) -> dict[str, Any]:
+    def detector_params(self, config: GatewayView) -> dict[str, Any]:
+        """The model's folder, backend, and which sensor feeds which model input (element, quantity)."""
         sensors = {s.id: s for s in config.sensors}
         if self.inputs:
             unknown = [i.sensor for i in self.inputs if i.sensor not in sensors]
@@ -226,3 +306,14 @@ class LearnedLeakModel(ModelBase):
         else:
             inputs = {s.id: (getattr(s, "column", None) or s.id, s.quantity) for s in config.sensors}
         return {"model_dir": config.resolve_path(self.model_dir), "backend": self.backend, "inputs": inputs}
+
+    def build_detector(self, config: GatewayView) -> LearnedLeakDetector:
+        """The learned leak detector, its model verified (sha256) and loaded from ``model_dir``."""
+        return LearnedLeakDetector.from_model_dir(
+            site=config.site, gateway=config.gateway, model=self.name, **self.detector_params(config)
+        )
+
+    @classmethod
+    def ha_entities(cls, state_topic: str) -> list[HaEntity]:
+        """The same leak entities as the night-flow detector: Home Assistant sees one leak, whatever decides it."""
+        return leak_entities(state_topic)

@@ -27,11 +27,15 @@ from gateway.security.secrets import loose_permissions
 
 
 class ReplaySource(Section):
+    """A recorded or simulated dataset the replay sensors are read from."""
+
     file: FilePath  # relative to the config file's folder
     speed: number(0) = 0.0  # 0 = as fast as possible, N = N times real time
 
 
 class SourcesConfig(Section):
+    """Where the sensors' readings come from besides their own drivers."""
+
     replay: ReplaySource | None = None
 
 
@@ -51,6 +55,8 @@ def _private_file(path: Path | None, info: ValidationInfo) -> Path | None:
 
 
 class TlsConfig(Section):
+    """TLS to the broker: the CA that signed it and, for mutual TLS, this gateway's certificate and key."""
+
     ca_file: FilePath | None = None
     cert_file: FilePath | None = None
     key_file: FilePath | None = Field(default=None, validate_default=True)  # checked against cert_file
@@ -69,6 +75,8 @@ class TlsConfig(Section):
 
 
 class MqttConfig(Section):
+    """The MQTT broker the gateway publishes to."""
+
     refused_keys: ClassVar[dict[str, str]] = {
         "password": "a password must not be written in the config file: put it in an environment "
         "variable named by password_env, or in a file named by password_file",
@@ -99,6 +107,8 @@ class MqttConfig(Section):
 
 
 class StorageConfig(Section):
+    """Where the gateway keeps its outbox and state, and how large and old the outbox may grow."""
+
     data_dir: FilePath = Path("/var/lib/frugalsense")  # outbox and detector state
     outbox_max_mb: whole(1, 4096) = 64
     # Readings and status older than this are dropped from the outbox (alerts and detections

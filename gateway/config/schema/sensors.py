@@ -10,7 +10,7 @@ from edge.contracts import QUANTITY_UNITS
 from edge.drivers.modbus_rtu import BUS as MODBUS_BUS
 from edge.drivers.modbus_rtu import DATA_TYPES as MODBUS_DATA_TYPES
 from edge.drivers.modbus_rtu import UNIT_FACTORS as MODBUS_UNIT_FACTORS
-from gateway.config.schema.base import Section, sensor_driver
+from gateway.config.schema.base import Section, tag_of
 from gateway.config.schema.types import (
     Identifier,
     Quantity,
@@ -45,6 +45,16 @@ class SensorBase(Section):
         if self.unit is None:
             self.unit = QUANTITY_UNITS[self.quantity]
         return self
+
+
+#: driver name -> its sensor class; filled by ``@sensor_driver``.
+SENSOR_DRIVERS: dict[str, type[SensorBase]] = {}
+
+
+def sensor_driver(cls: type[SensorBase]) -> type[SensorBase]:
+    """Register a sensor class under its ``driver`` tag."""
+    SENSOR_DRIVERS[tag_of(cls, "driver")] = cls
+    return cls
 
 
 @sensor_driver

@@ -57,6 +57,7 @@ def format_path(loc: Iterable[str | int]) -> str:
 
 
 def fail(message: str, suggestion: str | None = None) -> PydanticCustomError:
+    """The error a check raises: ``message`` shown as is, with an optional "did you mean" ``suggestion``."""
     # The message goes through the context so braces in a typed value stay literal.
     return PydanticCustomError("config", "{message}", {"message": message, "suggestion": suggestion})
 
