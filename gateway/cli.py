@@ -41,6 +41,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `frugalsense` command line: one sub-command per module of COMMAND_MODULES."""
     parser = argparse.ArgumentParser(
         prog="frugalsense",
         description="Frugal edge sensing: water leaks and air quality on small gateways.",
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `frugalsense ARGS`; the process exit code (0 when all went well)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,4 +1,4 @@
-"""US EPA humidity correction: the piecewise fit is continuous, monotonic in PM, and one code path for scalars and arrays."""
+"""US EPA humidity correction: the piecewise fit is continuous, monotonic in PM, one code path for scalar and array."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_arrays_give_the_same_values_as_scalars_and_nan_stays_missing():
     pm, rh = rng.uniform(0, 400, 200), rng.uniform(0, 100, 200)
     for fn in (epa_nationwide, epa_piecewise):
         vector = fn(pm, rh)
-        assert vector == pytest.approx([fn(float(p), float(h)) for p, h in zip(pm, rh)])
+        assert vector == pytest.approx([fn(float(p), float(h)) for p, h in zip(pm, rh, strict=True)])
     out = epa_piecewise(np.array([np.nan, 20.0]), np.array([50.0, np.nan]))
     assert np.isnan(out).all()
 

@@ -76,7 +76,7 @@ def test_broken_config_reports_expected_lines(path):
     assert all(p.file == str(path) for p in problems)
     actual = [str(p)[len(f"{path}:") :].lstrip() for p in problems]
     assert len(actual) == len(expected), "\n".join(actual)
-    for want, got in zip(expected, actual):
+    for want, got in zip(expected, actual, strict=True):
         assert _matches(want, got), f"\nwant: {want}\ngot:  {got}"
 
 

@@ -48,7 +48,7 @@ def substitute(query: str, start_ms: int, end_ms: int) -> str:
 
 
 def _rows(series: dict) -> list[dict]:
-    return [dict(zip(series["columns"], values)) for values in series["values"]]
+    return [dict(zip(series["columns"], values, strict=True)) for values in series["values"]]
 
 
 def _tags(result: list[dict]) -> list[dict]:

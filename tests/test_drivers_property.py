@@ -46,7 +46,7 @@ def pms5003_frames(rnd: random.Random) -> tuple[bytes, dict]:
         return pms5003.reply_frame(command, rnd.randint(0, 1)), {"reply": command}
     words = [rnd.randint(0, 0xFFFF) for _ in range(12)]
     frame = pms5003.measurement_frame(*words[:6], counts=tuple(words[6:]))
-    return frame, dict(zip(pms5003.FIELDS, map(float, words)))
+    return frame, dict(zip(pms5003.FIELDS, map(float, words), strict=True))
 
 
 def pms5003_corrupt(rnd: random.Random, frame: bytes) -> tuple[bytes, str]:
@@ -71,7 +71,7 @@ def build_stream(rnd: random.Random, make_frame, corrupt, n_valid: int, n_corrup
     kinds = ["valid"] * n_valid + ["corrupt"] * n_corrupt
     rnd.shuffle(kinds)
     stream, valid, spoiled, previous = bytearray(), {}, {}, 0
-    for cut, kind in zip(cuts, kinds):
+    for cut, kind in zip(cuts, kinds, strict=True):
         stream += garbage[previous:cut]
         previous = cut
         frame, values = make_frame(rnd)

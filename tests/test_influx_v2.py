@@ -74,7 +74,7 @@ def landed_v2(vm, site: str) -> dict:
     for name, by_sensor in (("reading_value", True), ("detection_score", False), ("alert_score", False)):
         for series in vm.vm_export(f'{{__name__="{name}", site="{site}"}}'):
             key = (name, series["metric"]["sensor"] if by_sensor else None)
-            out.setdefault(key, []).extend(zip(series["timestamps"], series["values"]))
+            out.setdefault(key, []).extend(zip(series["timestamps"], series["values"], strict=True))
     return {key: sorted(rows) for key, rows in out.items()}
 
 

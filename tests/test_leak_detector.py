@@ -1,4 +1,7 @@
-"""Learned leak detector end to end on a tiny Net1 model: train CLI, streaming = evaluation replay, gaps, config, detect CLI."""
+"""Learned leak detector end to end on a tiny Net1 model.
+
+Train CLI, streaming = evaluation replay, gaps, config, detect CLI.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The site report from the real InfluxDB filled by the gateway -> MQTT -> bridge path: PNG and HTML with the alert marked."""
+"""The site report from the real InfluxDB filled by gateway -> MQTT -> bridge: PNG and HTML with the alert marked."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_the_water_report_marks_the_leak_alert(demo_influx, tmp_path, capsys):
     assert raised
     for alert in raised:
         # One marker per axis that shares the time axis (flow, pressure, night flow), at the alert's time.
-        markers = fig.findobj(lambda artist: artist.get_gid() == f"alert:{alert.alert_id}:raised")
+        markers = fig.findobj(lambda artist, gid=f"alert:{alert.alert_id}:raised": artist.get_gid() == gid)
         assert len(markers) == 3
         drawn_at = matplotlib.dates.date2num(markers[0].get_xdata()[0])
         assert drawn_at == pytest.approx(matplotlib.dates.date2num(np.datetime64(alert.time_ms, "ms")))

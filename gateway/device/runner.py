@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors import Detector
@@ -28,6 +29,14 @@ from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
 from edge.sources.serial_source import SerialSource
 from gateway.config import GatewayConfig
+from gateway.config.schema import (
+    CellCountSensor,
+    LineSensor,
+    ModbusRtuSensor,
+    Pms5003Sensor,
+    ReplaySensor,
+    Sds011Sensor,
+)
 from gateway.device import ha_discovery
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
@@ -48,6 +57,8 @@ LOGGED_ERRORS = 10
 
 @dataclass
 class RunSummary:
+    """What one run did: readings published, its detections and alerts, what was rejected or left."""
+
     readings: int = 0  # readings published by this run
     detections: list[Detection] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
@@ -61,27 +72,31 @@ class RunSummary:
 
 def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
     """The configured sources, unpaced (the runner paces replays to ``sources.replay.speed``)."""
-    replayed = [s for s in config.sensors if s.driver == "replay"]
+    replayed = [s for s in config.sensors if isinstance(s, ReplaySensor)]
     sources: list[Iterable[Reading]] = []
     if replayed:
         replay = config.sources.replay
+        if replay is None:  # the config's cross-checks refuse this; say so if a caller built one by hand
+            raise ValueError("replay sensors need a sources.replay section naming the file")
         sources.append(
             ReplaySource(
                 config.resolve_path(replay.file),
                 config.site,
                 config.gateway,
-                [(s.id, s.column, s.quantity) for s in replayed],
+                [(s.id, s.column or s.id, s.quantity) for s in replayed],
                 speed=0,
             )
         )
     # Cell-count files before the serial sensors: a live serial source never ends.
-    cells = [s.model_dump() for s in config.sensors if s.driver == "cell_counts"]
+    cells = [s.model_dump() for s in config.sensors if isinstance(s, CellCountSensor)]
     sources += CellCountSource.from_config_entries(
         config.site, config.gateway, cells, resolve=config.resolve_path, timezone=config.timezone
     )
     # Modbus RTU transmitters: one polling source per serial port (edge/sources/modbus_source.py).
-    sources += modbus_sources(config.site, config.gateway, [s for s in config.sensors if s.driver == "modbus_rtu"])
-    serial = [s.model_dump() for s in config.sensors if s.driver in ("sds011", "pms5003", "line")]
+    sources += modbus_sources(
+        config.site, config.gateway, [s for s in config.sensors if isinstance(s, ModbusRtuSensor)]
+    )
+    serial = [s.model_dump() for s in config.sensors if isinstance(s, Sds011Sensor | Pms5003Sensor | LineSensor)]
     if serial:
         sources.append(SerialSource.from_config_entries(config.site, config.gateway, serial))
     return sources
@@ -148,12 +163,14 @@ class _Resume:
 
 
 class GatewayRunner:
+    """The gateway service's loop: sources -> detectors -> publisher (through the outbox), with status."""
+
     def __init__(
         self,
         config: GatewayConfig,
         publisher: GatewayPublisher,
         sources: list[Iterable[Reading]],
-        detectors: list,
+        detectors: list[Detector],
         *,
         resume: bool = False,
         speed: float = 0.0,
@@ -254,9 +271,7 @@ class GatewayRunner:
 
     def _flush_detectors(self, summary: RunSummary, resume: _Resume) -> None:
         for detector in self.detectors:
-            flush = getattr(detector, "flush", None)
-            if flush is not None:
-                self._publish_outputs(flush(), summary, resume)
+            self._publish_outputs(detector.flush(), summary, resume)
 
     def _tick(self, summary: RunSummary) -> bool:
         """Periodic work; True if the loop should stop."""
@@ -296,13 +311,13 @@ class GatewayRunner:
                 if resume.stored(topics.alerts, out.time_ms):
                     continue
                 summary.alerts.append(out)
-                self._store(summary, lambda: self.publisher.publish_alert(out))
+                self._store(summary, partial(self.publisher.publish_alert, out))
                 log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
             else:
                 if resume.stored(topics.detections(out.kind), out.time_ms):
                     continue
                 summary.detections.append(out)
-                self._store(summary, lambda: self.publisher.publish_detection(out))
+                self._store(summary, partial(self.publisher.publish_detection, out))
 
     def _store(self, summary: RunSummary, action: Callable[[], None]) -> None:
         # A full disk must not stop the detectors: count, log the first few, go on.
