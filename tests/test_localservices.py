@@ -1,4 +1,4 @@
-"""Real Mosquitto, InfluxDB and VictoriaMetrics started by gateway.local_services.services answer as promised."""
+"""Real Mosquitto, InfluxDB and VictoriaMetrics started by gateway.local_services answer as promised."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import gateway.local_services.services as localservices
+from gateway.local_services import process
 from gateway.local_services.services import InfluxQueryError, LocalServices, ServiceError, http_request, mqtt_answers
 
 WAIT_S = 10.0
@@ -210,9 +210,9 @@ def test_a_port_taken_before_the_service_binds_is_retried(tmp_path, monkeypatch)
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     offered = [[taken.getsockname()[1]]]
-    real_free_ports = localservices.free_ports
+    real_free_ports = process.free_ports
     # The race, made certain: the first port offered is taken by someone else.
-    monkeypatch.setattr(localservices, "free_ports", lambda n: offered.pop() if offered else real_free_ports(n))
+    monkeypatch.setattr(process, "free_ports", lambda n: offered.pop() if offered else real_free_ports(n))
     try:
         with LocalServices(tmp_path, influxdb=False) as services:
             assert services.mqtt_port != taken.getsockname()[1]
@@ -226,13 +226,13 @@ def test_unknown_service_names_are_refused(tmp_path, services):
     with pytest.raises(ValueError, match="unknown service"):
         LocalServices(tmp_path, binaries={"mosquito": "/usr/sbin/mosquitto"})
     with pytest.raises(ServiceError, match="not managed here"):
-        services.vm_url
+        _ = services.vm_url  # the property raises: that is the check
 
 
 def test_service_deaf_to_sigterm_is_killed_with_its_process_group(tmp_path):
     # A wrapper that ignores SIGTERM and keeps the real broker as its child, as packaging scripts do.
     wrapper = tmp_path / "mosquitto-wrapper"
-    real = localservices._find_binary("mosquitto", None)
+    real = process.find_binary("mosquitto", None)
     wrapper.write_text(f"#!/bin/sh\ntrap '' TERM\n{real} \"$@\" &\nwait\n")
     wrapper.chmod(0o755)
     services = LocalServices(tmp_path, influxdb=False, binaries={"mosquitto": str(wrapper)}, stop_timeout_s=0.5)

@@ -21,24 +21,22 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from edge.detectors.base import Detector, ModelDetector, ModelSwapError
 from edge.runtime import load_model
 from edge.runtime.manifest import ModelManifest
 from gateway.cli import main as cli
 from gateway.config import GatewayConfig
-from gateway.model_updates.receiver import (
-    MAX_UPDATE_BYTES,
-    POINTER_FILE,
-    ModelStore,
-    ModelUpdateReceiver,
-    Pointer,
+from gateway.model_updates.envelope import MAX_UPDATE_BYTES, load_public_key, verify_update
+from gateway.model_updates.listener import (
     decode_status,
-    load_public_key,
+    hand_to_detectors,
     start_for_config,
     status_topic,
     update_topic,
-    verify_update,
 )
+from gateway.model_updates.receiver import ModelUpdateReceiver
 from gateway.model_updates.signing import build_update, generate_signing_key, push_update, sign_model
+from gateway.model_updates.store import POINTER_FILE, ModelStore, Pointer
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings, make_client
 from training.export import export_model
@@ -96,11 +94,17 @@ def reference(fleet, folder: str) -> tuple[np.ndarray, np.ndarray]:
         return z["X"], z["outputs"]
 
 
-class Scorer:
-    """A detector running an exported model, as the air detectors do (``runtime_``, ``model_version``)."""
+class Scorer(ModelDetector):
+    """A detector running an exported model (a ModelDetector: ``runtime_``, ``model_version``), as the air ones do."""
+
+    kind = "leak"
 
     def __init__(self, runtime):
-        self.runtime_, self.model_version = runtime, runtime.manifest.version
+        super().__init__("net3", "gw-07", model=runtime.manifest.name, model_version=runtime.manifest.version)
+        self.runtime_ = runtime
+
+    def update(self, reading):
+        return []
 
     def decide(self, X):
         return self.model_version, self.runtime_.decide(X)
@@ -480,7 +484,7 @@ def test_contracts_doc_lists_the_topics_and_its_status_example_decodes():
 
 def test_tls_broker_acl_lets_each_gateway_read_only_its_own_updates(fleet, tmp_path):
     from gateway.local_services.services import LocalServices
-    from gateway.model_updates.receiver import DEFAULT_PUSH_USER, ModelUpdateListener
+    from gateway.model_updates.listener import DEFAULT_PUSH_USER, ModelUpdateListener
     from gateway.security.broker import BrokerSecurity, acl_text, gateway_user, write_password_file
     from gateway.security.certs import issue_certificate, make_ca, write_pair
 
@@ -613,7 +617,7 @@ def test_runner_receives_updates_while_it_runs(services, fleet, tmp_path):
 
 
 def test_docs_explain_every_reason():
-    from gateway.model_updates.receiver import REASONS
+    from gateway.model_updates.envelope import REASONS
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "model-updates.md").read_text()
     table = text.split("| reason | what happened | what to do |")[1].split("\n\n")[0]
@@ -646,3 +650,36 @@ def test_a_model_with_other_outputs_is_refused(fleet, tmp_path):
     report = receiver.apply(payload(fleet, "v5"))
     assert (report.outcome, report.reason) == ("refused", "outputs_changed") and "regression" in report.detail
     assert receiver.state()[NAME]["version"] == "1" and not (tmp_path / NAME / "5").exists()
+
+
+class PickyScorer(Scorer):
+    """A model detector that refuses every new model, as one whose classes changed would."""
+
+    def check_model(self, backend):
+        raise ModelSwapError(f"{self.model!r} wants other classes")
+
+
+class Rule(Detector):
+    """A rule-based detector: runs no exported model."""
+
+    kind = "leak"
+
+    def update(self, reading):
+        return []
+
+
+def test_hand_to_detectors_swaps_every_detector_running_the_model_and_counts_refusals(fleet):
+    def loaded(folder):
+        return load_model(ModelManifest.read(fleet["root"] / folder), backend="numpy")
+
+    first, picky, second, rule = (
+        Scorer(loaded("v1")),
+        PickyScorer(loaded("v1")),
+        Scorer(loaded("v1")),
+        Rule("net3", "gw-07", model="night_flow"),
+    )
+    v2 = loaded("v2")
+    assert hand_to_detectors([first, picky, second, rule], NAME, v2) == 1
+    assert first.runtime_ is v2 and second.runtime_ is v2 and first.model_version == second.model_version == "2"
+    assert picky.model_version == "1" and picky.runtime_ is not v2
+    assert hand_to_detectors([first, rule], "another_model", loaded("v1")) == 0 and first.runtime_ is v2

@@ -20,6 +20,9 @@ humidity reading (at most 10 minutes old) of the configured humidity sensor.
         port="/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0", driver="sds011",
         sensors=(SerialSensor("PM25-roof", "pm25"), SerialSensor("PM10-roof", "pm10")))])
     for reading in source: ...
+
+The devices, their checks and their run-time port state are ``edge.sources.serial_devices``;
+this module is the loop: schedule, reconnect, bytes to frames to samples to Readings.
 """
 
 from __future__ import annotations
@@ -28,97 +31,32 @@ import logging
 import select
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 
-from edge.air.correction import DEFAULT_CORRECTION, correct_pm25
+from edge.air.correction import correct_pm25
 from edge.air.limits import impossible
 from edge.contracts import QUANTITY_UNITS, Quality, Reading, check_id
-from edge.drivers import DRIVERS
-from edge.drivers.base import DecodeError, Driver, Reply, Sample, SerialBus
+from edge.drivers.base import DecodeError, Reply, Sample, SerialBus
 from edge.drivers.framing import Rejection
 from edge.drivers.line_node import to_canonical
 from edge.drivers.schedule import FOREVER, REOPEN_AFTER_MISSED, QuerySchedule, SilenceWatch
 from edge.sources.batched import BatchedSource
+from edge.sources.serial_devices import (
+    BACKOFF_S,
+    PortState,
+    SerialDevice,
+    SerialHandle,
+    SerialSensor,
+    devices_from_config_entries,
+    open_serial,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 
-BACKOFF_S = (1.0, 60.0)
 HUMIDITY_MAX_AGE_S = 600.0
 READ_CHUNK = 4096
 LOGGED_PER_REASON = 5  # then only counted
-
-
-@dataclass(frozen=True, slots=True)
-class SerialSensor:
-    """One configured sensor of a device: which decoded field (or line key) becomes which quantity."""
-
-    id: str
-    quantity: str
-    field: str | None = None  # driver field or line key; default: the quantity's name
-    node_unit: str | None = None  # line nodes: the unit the node prints, if not the canonical one
-    humidity_sensor: str | None = None  # pm25_corrected: the id of the humidity sensor to correct with
-    correction: str = DEFAULT_CORRECTION
-
-    @property
-    def key(self) -> str:
-        return self.field or self.quantity
-
-
-@dataclass(frozen=True, slots=True)
-class SerialDevice:
-    port: str  # a stable path: /dev/serial/by-id/...
-    driver: str
-    sensors: tuple[SerialSensor, ...]
-    baudrate: int | None = None  # None: the driver's declared rate
-    interval_s: float = 10.0
-    work_s: float = 0.0
-    sleep_s: float = 0.0  # 0: the fan never sleeps
-    warmup_s: float | None = None  # None: the driver's declared warm-up
-
-    def bus(self) -> SerialBus:
-        bus = DRIVERS[self.driver].bus
-        return bus if self.baudrate is None else SerialBus(self.baudrate, bus.bytesize, bus.parity, bus.stopbits)
-
-
-def open_serial(port: str, bus: SerialBus):
-    """A pyserial port, non-blocking, locked so no other program reads the same sensor."""
-    import serial  # only a gateway with serial sensors needs pyserial
-
-    return serial.Serial(
-        port,
-        baudrate=bus.baudrate,
-        bytesize=bus.bytesize,
-        parity=bus.parity,
-        stopbits=bus.stopbits,
-        timeout=0,
-        write_timeout=1.0,
-        exclusive=True,
-    )
-
-
-@dataclass
-class _Port:
-    """Run-time state of one device: its line, its parser, and its schedule."""
-
-    device: SerialDevice
-    driver: Driver
-    schedule: QuerySchedule | SilenceWatch
-    handle: object = None
-    parser: object = None
-    next_open: float = 0.0
-    backoff: float = BACKOFF_S[0]
-    next_unknown: float = FOREVER  # while the port is closed: when to say 'unknown' again
-    counters: Counter = field(default_factory=Counter)
-
-    @property
-    def name(self) -> str:
-        return f"{self.driver.name} at {self.device.port}"
-
-    @property
-    def repeat_s(self) -> float:
-        return self.schedule.repeat_s if isinstance(self.schedule, QuerySchedule) else self.device.interval_s
 
 
 class SerialSource(BatchedSource):
@@ -132,7 +70,7 @@ class SerialSource(BatchedSource):
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        open_port: Callable[[str, SerialBus], object] = open_serial,
+        open_port: Callable[[str, SerialBus], SerialHandle] = open_serial,
         stop: threading.Event | None = None,
         humidity_max_age_s: float = HUMIDITY_MAX_AGE_S,
     ):
@@ -141,7 +79,7 @@ class SerialSource(BatchedSource):
         self._clock, self._wall_ms, self._open_port = clock, wall_ms, open_port
         self.stop = stop if stop is not None else threading.Event()
         self.humidity_max_age_s = humidity_max_age_s
-        self._ports = [self._prepare(d) for d in devices]
+        self._ports = [prepare(d) for d in devices]
         if not self._ports:
             raise ValueError("a serial source needs at least one device")
         ports = [p.device.port for p in self._ports]
@@ -159,36 +97,6 @@ class SerialSource(BatchedSource):
                         "sensor of this serial source"
                     )
         self._humidity: dict[str, tuple[float, float]] = {}  # sensor -> (clock time, RH %)
-
-    def _prepare(self, device: SerialDevice) -> _Port:
-        driver = DRIVERS.get(device.driver)
-        if driver is None:
-            raise ValueError(f"unknown serial driver {device.driver!r} (known: {', '.join(DRIVERS)})")
-        if not device.sensors:
-            raise ValueError(f"device at {device.port} has no sensors")
-        if not device.interval_s > 0:
-            raise ValueError(f"device at {device.port}: interval_s must be positive")
-        if driver.commands is not None:
-            warmup = driver.warmup_s if device.warmup_s is None else device.warmup_s
-            try:
-                schedule = QuerySchedule(driver.commands, device.interval_s, device.work_s, device.sleep_s, warmup)
-            except ValueError as exc:
-                raise ValueError(f"device at {device.port}: {exc}") from None
-        else:
-            schedule = SilenceWatch([s.id for s in device.sensors], device.interval_s)
-        for s in device.sensors:
-            check_id("sensor", s.id)
-            if s.quantity not in QUANTITY_UNITS:
-                raise ValueError(f"sensor {s.id}: unknown quantity {s.quantity!r}")
-            if driver.fields and s.quantity != "pm25_corrected" and s.key not in driver.fields:
-                raise ValueError(
-                    f"sensor {s.id}: the {driver.name} gives no {s.key!r} (it gives {', '.join(driver.fields)})"
-                )
-            if s.quantity == "pm25_corrected" and driver.correction_input is None:
-                raise ValueError(f"sensor {s.id}: pm25_corrected needs a PM sensor driver, not {driver.name}")
-            if s.node_unit is not None:
-                to_canonical(s.quantity, s.node_unit, 0.0)  # raises for an unknown conversion
-        return _Port(device, driver, schedule)
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -208,15 +116,15 @@ class SerialSource(BatchedSource):
         now = self._clock()
         for port in self._ports:
             out += self._due(port, now)
-        open_ports = [p for p in self._ports if p.handle is not None]
+        open_ports = [(p, p.handle) for p in self._ports if p.handle is not None]
         wait = max(0.0, min([timeout_s] + [self._next_event(p) - now for p in self._ports]))
-        readable: list[_Port] = []
+        readable: list[PortState] = []
         if open_ports:
             try:
-                ready, _, _ = select.select([p.handle.fileno() for p in open_ports], [], [], wait)
+                ready, _, _ = select.select([h.fileno() for _, h in open_ports], [], [], wait)
             except (OSError, ValueError):  # a handle closed under us: read each port to find which
-                ready = [p.handle.fileno() for p in open_ports]
-            readable = [p for p in open_ports if p.handle.fileno() in ready]
+                ready = [h.fileno() for _, h in open_ports]
+            readable = [p for p, h in open_ports if h.fileno() in ready]
         elif wait > 0:
             self.stop.wait(wait)
         now = self._clock()
@@ -225,6 +133,7 @@ class SerialSource(BatchedSource):
         return out
 
     def close(self) -> None:
+        """Close every port (iterating closes them at the end too)."""
         for port in self._ports:
             self._close(port)
 
@@ -240,14 +149,14 @@ class SerialSource(BatchedSource):
             }
         return out
 
-    def _next_event(self, port: _Port) -> float:
+    def _next_event(self, port: PortState) -> float:
         if port.handle is None:
             return min(port.next_open, port.next_unknown)
         return port.schedule.next_event()
 
     # ---- schedule ------------------------------------------------------------------
 
-    def _due(self, port: _Port, now: float) -> list[Reading]:
+    def _due(self, port: PortState, now: float) -> list[Reading]:
         if port.handle is None:
             if now >= port.next_open:
                 self._open(port, now)
@@ -265,7 +174,7 @@ class SerialSource(BatchedSource):
                 self._lost(port, now, f"silent for {port.schedule.missed_run} intervals", unknown_now=False)
             return out
         commands, missed = port.schedule.due(now)
-        out: list[Reading] = []
+        out = []
         if missed:  # the last query got no usable answer in time
             port.counters["missed_samples"] += 1
             out = self._unknown(port, port.device.sensors)
@@ -276,7 +185,7 @@ class SerialSource(BatchedSource):
             self._write(port, command, now)
         return out
 
-    def _open(self, port: _Port, now: float) -> None:
+    def _open(self, port: PortState, now: float) -> None:
         try:
             port.handle = self._open_port(port.device.port, port.device.bus())
             port.handle.reset_input_buffer()
@@ -306,7 +215,7 @@ class SerialSource(BatchedSource):
         for command in port.schedule.start(now):
             self._write(port, command, now)
 
-    def _write(self, port: _Port, command: bytes, now: float) -> None:
+    def _write(self, port: PortState, command: bytes, now: float) -> None:
         if port.handle is None:
             return
         try:
@@ -315,7 +224,7 @@ class SerialSource(BatchedSource):
         except (OSError, ValueError) as exc:
             self._lost(port, now, f"write failed ({exc})")
 
-    def _lost(self, port: _Port, now: float, why: str, unknown_now: bool = True) -> None:
+    def _lost(self, port: PortState, now: float, why: str, unknown_now: bool = True) -> None:
         port.counters["port_lost"] += 1
         log.warning(
             "%s: %s: readings are 'unknown' until it is back; reopening in %.0f s", port.name, why, port.backoff
@@ -326,7 +235,7 @@ class SerialSource(BatchedSource):
         # Say 'unknown' at once, unless the caller just did.
         port.next_unknown = now if unknown_now else now + port.repeat_s
 
-    def _close(self, port: _Port) -> None:
+    def _close(self, port: PortState) -> None:
         if port.handle is not None:
             try:
                 port.handle.close()
@@ -337,15 +246,18 @@ class SerialSource(BatchedSource):
 
     # ---- bytes to readings ---------------------------------------------------------
 
-    def _read(self, port: _Port, now: float) -> list[Reading]:
+    def _read(self, port: PortState, now: float) -> list[Reading]:
+        handle, parser = port.handle, port.parser
+        if handle is None or parser is None:  # only open ports are read, and opening gives the parser
+            return []
         try:
-            waiting = port.handle.in_waiting
-            data = port.handle.read(min(max(waiting, 1), READ_CHUNK))
+            waiting = handle.in_waiting
+            data = handle.read(min(max(waiting, 1), READ_CHUNK))
         except (OSError, ValueError) as exc:
             self._lost(port, now, f"port lost ({exc})")
             return self._due(port, now)
         out: list[Reading] = []
-        for item in port.parser.feed(data):
+        for item in parser.feed(data):
             if isinstance(item, Rejection):
                 self._note(port, item.reason, f"rejected a frame ({item.reason}): {item.data[:40].hex(' ')}")
                 continue
@@ -360,7 +272,7 @@ class SerialSource(BatchedSource):
                 out += self._sample(port, decoded, now)
         return out
 
-    def _sample(self, port: _Port, sample: Sample, now: float) -> list[Reading]:
+    def _sample(self, port: PortState, sample: Sample, now: float) -> list[Reading]:
         if isinstance(port.schedule, QuerySchedule):
             verdict = port.schedule.on_sample()
             if verdict != "sample":
@@ -381,7 +293,7 @@ class SerialSource(BatchedSource):
         t = self._wall_ms()
         return [self._reading(port, s, sample, t, now) for s in sensors]
 
-    def _reading(self, port: _Port, sensor: SerialSensor, sample: Sample, t: int, now: float) -> Reading:
+    def _reading(self, port: PortState, sensor: SerialSensor, sample: Sample, t: int, now: float) -> Reading:
         quantity = sensor.quantity
         if quantity == "pm25_corrected":
             if sample.fault:
@@ -398,6 +310,7 @@ class SerialSource(BatchedSource):
                     f"no humidity from {sensor.humidity_sensor} in the last "
                     f"{self.humidity_max_age_s:.0f} s to correct PM2.5 with",
                 )
+            assert port.driver.correction_input is not None  # prepare() refuses pm25_corrected without it
             raw = sample.values[port.driver.correction_input]
             if (why := impossible("pm25", raw)) is not None:
                 return self._unknown_reading(port, sensor, t, "impossible_values", why)
@@ -413,7 +326,7 @@ class SerialSource(BatchedSource):
             self._humidity[sensor.id] = (now, value)
         return Reading(t, self.site, self.gateway, sensor.id, quantity, float(value), QUANTITY_UNITS[quantity], quality)
 
-    def _unknown_reading(self, port: _Port, sensor: SerialSensor, t: int, reason: str, message: str) -> Reading:
+    def _unknown_reading(self, port: PortState, sensor: SerialSensor, t: int, reason: str, message: str) -> Reading:
         self._note(port, reason, f"{sensor.id}: {message}")
         if sensor.quantity == "humidity":
             self._humidity.pop(sensor.id, None)
@@ -434,7 +347,7 @@ class SerialSource(BatchedSource):
             return None
         return entry[1]
 
-    def _unknown(self, port: _Port, sensors: Iterable[SerialSensor]) -> list[Reading]:
+    def _unknown(self, port: PortState, sensors: Iterable[SerialSensor]) -> list[Reading]:
         t = self._wall_ms()
         out = []
         for s in sensors:
@@ -446,7 +359,7 @@ class SerialSource(BatchedSource):
             )
         return out
 
-    def _note(self, port: _Port, reason: str, message: str) -> None:
+    def _note(self, port: PortState, reason: str, message: str) -> None:
         port.counters[reason] += 1
         if port.counters[reason] <= LOGGED_PER_REASON:
             log.warning("%s: %s", port.name, message)
@@ -457,33 +370,7 @@ class SerialSource(BatchedSource):
     def from_config_entries(cls, site: str, gateway: str, entries: Iterable[Mapping], **kwargs) -> SerialSource:
         """Build from the gateway config's serial sensor entries (``sds011``, ``pms5003``, ``line``) as plain
         mappings; entries on one port form one device."""
-        devices: dict[str, list[Mapping]] = {}
-        for entry in entries:
-            devices.setdefault(entry["port"], []).append(entry)
-        built = []
-        for port, group in devices.items():
-            first = group[0]
-            sensors = tuple(
-                SerialSensor(
-                    e["id"],
-                    e["quantity"],
-                    field=e.get("key"),
-                    node_unit=e.get("node_unit"),
-                    humidity_sensor=e.get("humidity_sensor"),
-                    correction=e.get("correction") or DEFAULT_CORRECTION,
-                )
-                for e in group
-            )
-            built.append(
-                SerialDevice(
-                    port=port,
-                    driver=first["driver"],
-                    sensors=sensors,
-                    baudrate=first.get("baudrate"),
-                    interval_s=first.get("interval_s", 10.0),
-                    work_s=first.get("work_s", 0.0),
-                    sleep_s=first.get("sleep_s", 0.0),
-                    warmup_s=first.get("warmup_s"),
-                )
-            )
-        return cls(site, gateway, built, **kwargs)
+        return cls(site, gateway, devices_from_config_entries(entries), **kwargs)
+
+
+__all__ = ["SerialDevice", "SerialSensor", "SerialSource", "open_serial"]

@@ -82,7 +82,7 @@ def register(subparsers) -> None:
 def run_keygen(args: argparse.Namespace) -> int:
     """Make the fleet's signing key pair (private key mode 0600) and say where the public key goes."""
     from gateway.cli import UserError
-    from gateway.model_updates.receiver import key_id, load_public_key
+    from gateway.model_updates.envelope import key_id, load_public_key
     from gateway.model_updates.signing import SigningError, generate_signing_key
 
     try:
@@ -120,7 +120,8 @@ def run_push(args: argparse.Namespace) -> int:
     from edge.contracts import ContractError, check_id
     from edge.runtime.manifest import ManifestError, ModelManifest
     from gateway.cli import UserError
-    from gateway.model_updates.receiver import ModelUpdateConfigError, load_public_key, status_topic, update_topic
+    from gateway.model_updates.envelope import ModelUpdateConfigError, load_public_key
+    from gateway.model_updates.listener import status_topic, update_topic
     from gateway.model_updates.signing import SigningError, build_update, push_update
     from gateway.protocol import topics as T
 

@@ -46,29 +46,35 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - gateways run Linux; elsewhere there is no second-process guard
-    fcntl = None
+from gateway.device import outbox_store as store
+from gateway.device.outbox_store import (
+    ALERT,
+    DETECTION,
+    KINDS,
+    OVER_BOUND,
+    PERSISTED,
+    PRIORITY,
+    READING,
+    REFUSED,
+    STATUS,
+    SYNC_FULL,
+    SYNC_POLICIES,
+    Mark,
+    Message,
+    OutboxError,
+)
+from gateway.device.outbox_store import outbox_path as outbox_path  # re-exported: the outbox's public home
 
 log = logging.getLogger(__name__)
 
-ALERT, DETECTION, STATUS, READING = "alert", "detection", "status", "reading"
-# Lower is more important: with a backlog, alerts leave first and readings last.
-PRIORITY = {ALERT: 0, DETECTION: 1, STATUS: 2, READING: 3}
-KINDS = tuple(PRIORITY)
 NEVER_DROPPED = (ALERT, DETECTION)
 DROP_ORDER = (STATUS, READING)  # who makes room when the outbox is full, oldest first
 
-SYNC_FULL, SYNC_NORMAL = "full", "normal"
-SYNC_POLICIES = (SYNC_FULL, SYNC_NORMAL)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_S = 30 * 86_400
-FILE_NAME = "outbox.sqlite3"
 # Counted per message on top of payload and topic (row header, index entries), so a
 # flood of tiny messages still reaches the bound.
 ROW_OVERHEAD_BYTES = 64
@@ -76,42 +82,6 @@ ROW_OVERHEAD_BYTES = 64
 # (a backlog after an outage) alerts and detections jump the queue of readings.
 BACKLOG_MESSAGES = 100
 AGE_CHECK_EVERY_S = 60.0
-WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL is truncated back to this after a checkpoint
-_FILE_FORMAT = 1  # PRAGMA user_version
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused, even after a delete
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    items INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_priority ON messages (priority, id);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    next_seq INTEGER NOT NULL,
-    mark_ms INTEGER,         -- latest data time stored on this stream (resume point)
-    at_mark INTEGER NOT NULL DEFAULT 0  -- how many messages of the stream carry exactly mark_ms
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-# Counters kept in the file, so drops are still counted after a restart.
-DROPPED_READINGS = "dropped_readings"
-DROPPED_READING_MESSAGES = "dropped_reading_messages"
-DROPPED_STATUS = "dropped_status"
-REFUSED = "refused"
-OVER_BOUND = "over_bound"
-_PERSISTED = (DROPPED_READINGS, DROPPED_READING_MESSAGES, DROPPED_STATUS, REFUSED, OVER_BOUND)
-
-
-class OutboxError(RuntimeError):
-    """The outbox cannot be opened or written; the message says what to do."""
 
 
 class Outgoing(NamedTuple):
@@ -123,34 +93,6 @@ class Outgoing(NamedTuple):
     items: int = 1
     data_time_ms: int | None = None
     retain: bool = False
-
-
-class Mark(NamedTuple):
-    """Where a stream stands: its latest data time, and how many messages carry exactly that time.
-
-    The count matters where several items share a time on one stream (two detectors
-    deciding on the same night): a replay resumed after a crash skips exactly those.
-    """
-
-    time_ms: int
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    id: int
-    stream: str
-    seq: int
-    kind: str
-    payload: bytes
-    created_ms: int
-    retain: bool
-    items: int
-    size: int
-
-
-def outbox_path(data_dir: str | os.PathLike) -> Path:
-    return Path(data_dir) / FILE_NAME
 
 
 class Outbox:
@@ -177,75 +119,31 @@ class Outbox:
         # Reentrant: put_many holds it across its puts, so no take or ack lands inside its transaction.
         self._lock = threading.RLock()
         self._group: dict[str, int] | None = None  # the counters of put_many's open transaction
-        self._lock_file = None
+        self._lock_file: IO[str] | None = None
         self._taken: dict[int, int] = {}  # id -> size, taken and not yet acknowledged
         self._cursor = {p: 0 for p in PRIORITY.values()}  # every row of that priority with id <= cursor is taken
         self._next_age_check = 0.0
-        self._db = self._open()
+        self._conn: sqlite3.Connection | None = self._open()
         self._load_state()
 
     # --- opening ------------------------------------------------------------
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The open connection (OutboxError once closed)."""
+        if self._conn is None:
+            raise OutboxError("the outbox is closed")
+        return self._conn
+
     def _open(self) -> sqlite3.Connection:
-        if self.path is None:
-            db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            db.executescript(_SCHEMA)
-            return db
-        where = self.path.parent
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
-        except OSError as exc:
-            raise OutboxError(
-                f"cannot create the outbox in {where}: {exc.strerror or exc}; "
-                "set storage.data_dir to a folder this user can write"
-            ) from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._lock_file.close()
-                raise OutboxError(
-                    f"another gateway process is using the outbox {self.path}; "
-                    "stop it first (two processes would send the same messages)"
-                ) from None
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise OutboxError(
-                    f"the outbox {self.path} cannot use SQLite WAL mode (got {mode!r}); "
-                    "put storage.data_dir on a local disk, not a network share"
-                )
-            db.execute(f"PRAGMA synchronous={self.sync.upper()}")
-            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _FILE_FORMAT):
-                raise OutboxError(
-                    f"the outbox {self.path} has format {version}, this version reads "
-                    f"{_FILE_FORMAT}; deliver it with the version that wrote it"
-                )
-            db.executescript(_SCHEMA)
-            if "at_mark" not in {row[1] for row in db.execute("PRAGMA table_info(streams)")}:
-                # Written by the first version of this module, before marks counted their messages.
-                db.execute("ALTER TABLE streams ADD COLUMN at_mark INTEGER NOT NULL DEFAULT 0")
-            db.execute(f"PRAGMA user_version={_FILE_FORMAT}")
-        except sqlite3.DatabaseError as exc:
-            self._release_lock()
-            raise OutboxError(
-                f"the outbox {self.path} is damaged or not an outbox ({exc}); move it aside to "
-                "start a new one (the messages in it would not be sent)"
-            ) from None
-        except OutboxError:
-            self._release_lock()
-            raise
+        db, self._lock_file = store.open_database(self.path, self.sync)
         return db
 
     def _load_state(self) -> None:
         count, total = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
         self._count, self._bytes = count, total
         self._load_streams()
-        self._counters = dict.fromkeys(_PERSISTED, 0)
+        self._counters = dict.fromkeys(PERSISTED, 0)
         self._counters.update(self._db.execute("SELECT name, value FROM counters").fetchall())
         self.replayed = count  # messages found from a previous process, sent again now
 
@@ -270,10 +168,11 @@ class Outbox:
             self._lock_file = None
 
     def close(self) -> None:
+        """Close the file and release its lock; a closed outbox raises OutboxError."""
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             self._release_lock()
 
     def __enter__(self) -> Outbox:
@@ -361,16 +260,8 @@ class Outbox:
                 mark, at_mark = data_time_ms, 1
             elif data_time_ms == mark:
                 at_mark += 1
-        self._db.execute(
-            "INSERT INTO messages (stream, seq, priority, created_ms, items, retain, size, payload) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (stream, next_seq, PRIORITY[kind], now_ms, items, int(retain), size, payload),
-        )
-        self._db.execute(
-            "INSERT INTO streams (stream, next_seq, mark_ms, at_mark) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (stream) DO UPDATE SET next_seq = excluded.next_seq, "
-            "mark_ms = excluded.mark_ms, at_mark = excluded.at_mark",
-            (stream, next_seq + 1, mark, at_mark),
+        store.insert_message(
+            self._db, stream, next_seq, PRIORITY[kind], now_ms, items, retain, size, payload, mark, at_mark
         )
         self._streams[stream] = [next_seq + 1, mark, at_mark]
         self._count += 1
@@ -388,39 +279,19 @@ class Outbox:
         if kind in NEVER_DROPPED:
             counters[OVER_BOUND] += 1
             return True
-        self._count_drop(kind, 1, items, counters)
+        store.count_drop(kind, 1, items, counters)
         return False
 
     def _drop_oldest(self, kind: str, wanted: int, counters: dict[str, int]) -> int:
         """Drop untaken messages of ``kind``, oldest first, until ``wanted`` bytes are free; return bytes freed."""
         priority = PRIORITY[kind]
-        freed, ids, items = 0, [], 0
-        while freed < wanted:
-            rows = self._db.execute(
-                "SELECT id, size, items FROM messages WHERE priority = ? AND id > ? ORDER BY id LIMIT 256",
-                (priority, max([self._cursor[priority], *ids])),
-            ).fetchall()
-            if not rows:
-                break
-            for row_id, row_size, row_items in rows:
-                ids.append(row_id)
-                freed += row_size
-                items += row_items
-                if freed >= wanted:
-                    break
+        ids, freed, items = store.oldest_after(self._db, priority, self._cursor[priority], wanted)
         if ids:
-            self._delete(ids)
-            self._count_drop(kind, len(ids), items, counters)
+            store.delete_messages(self._db, ids)
+            store.count_drop(kind, len(ids), items, counters)
             self._count -= len(ids)
             self._bytes -= freed
         return freed
-
-    def _count_drop(self, kind: str, messages: int, items: int, counters: dict[str, int]) -> None:
-        if kind == STATUS:
-            counters[DROPPED_STATUS] += messages
-        else:
-            counters[DROPPED_READINGS] += items
-            counters[DROPPED_READING_MESSAGES] += messages
 
     def _expire_if_due(self, now_ms: int, counters: dict[str, int]) -> None:
         if now_ms / 1000 < self._next_age_check:
@@ -429,26 +300,23 @@ class Outbox:
         oldest_kept_ms = now_ms - int(self.max_age_s * 1000)
         for kind in DROP_ORDER:
             priority = PRIORITY[kind]
-            rows = self._db.execute(
-                "SELECT id, size, items FROM messages WHERE priority = ? AND id > ? AND created_ms < ?",
-                (priority, self._cursor[priority], oldest_kept_ms),
-            ).fetchall()
+            rows = store.created_before(self._db, priority, self._cursor[priority], oldest_kept_ms)
             if rows:
-                self._delete([r[0] for r in rows])
-                self._count_drop(kind, len(rows), sum(r[2] for r in rows), counters)
+                store.delete_messages(self._db, [r[0] for r in rows])
+                store.count_drop(kind, len(rows), sum(r[2] for r in rows), counters)
                 self._count -= len(rows)
                 self._bytes -= sum(r[1] for r in rows)
                 log.warning(
                     "outbox: dropped %d %s messages older than %.0f days", len(rows), kind, self.max_age_s / 86_400
                 )
 
-    def _delete(self, ids: list[int]) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            self._db.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+    def _transaction(self) -> store.Transaction:
+        self._check_open()
+        return store.Transaction(self._db, f"{self.path or ':memory:'}", self._counted, self._recount)
 
-    def _transaction(self):
-        return _Transaction(self)
+    def _counted(self, deltas: dict[str, int]) -> None:
+        for name, delta in deltas.items():
+            self._counters[name] += delta
 
     # --- sending ------------------------------------------------------------
 
@@ -465,22 +333,7 @@ class Outbox:
             waiting = self._count - len(self._taken)
             if waiting <= 0:
                 return []
-            columns = "id, stream, seq, priority, payload, created_ms, retain, items, size"
-            if waiting > BACKLOG_MESSAGES:
-                rows = []
-                for priority in sorted(self._cursor):
-                    if len(rows) >= limit:
-                        break
-                    rows += self._db.execute(
-                        f"SELECT {columns} FROM messages WHERE priority = ? AND id > ? ORDER BY id LIMIT ?",
-                        (priority, self._cursor[priority], limit - len(rows)),
-                    ).fetchall()
-            else:
-                candidates = self._db.execute(
-                    f"SELECT {columns} FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                    (min(self._cursor.values()), limit + len(self._taken)),
-                ).fetchall()
-                rows = [r for r in candidates if r[0] > self._cursor[r[3]]][:limit]
+            rows = store.next_rows(self._db, self._cursor, limit, len(self._taken), by_class=waiting > BACKLOG_MESSAGES)
             out = []
             for row_id, stream, seq, priority, payload, created_ms, retain, items, size in rows:
                 self._cursor[priority] = max(self._cursor[priority], row_id)
@@ -499,7 +352,7 @@ class Outbox:
             if not gone:
                 return
             with self._transaction() as counters:
-                self._delete(gone)
+                store.delete_messages(self._db, gone)
                 counters[REFUSED] += sum(1 for i in refused if i in self._taken)
             for i in gone:
                 self._bytes -= self._taken.pop(i)
@@ -535,46 +388,5 @@ class Outbox:
         }
 
     def _check_open(self) -> None:
-        if self._db is None:
+        if self._conn is None:
             raise OutboxError("the outbox is closed")
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT with counter increments written in the same transaction."""
-
-    def __init__(self, box: Outbox):
-        self.box = box
-        self.deltas = dict.fromkeys(_PERSISTED, 0)
-
-    def __enter__(self) -> dict[str, int]:
-        self.box._check_open()
-        self.box._db.execute("BEGIN IMMEDIATE")
-        return self.deltas
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        db = self.box._db
-        if exc_type is None:
-            try:
-                for name, delta in self.deltas.items():
-                    if delta:
-                        db.execute(
-                            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                            "DO UPDATE SET value = value + excluded.value",
-                            (name, delta),
-                        )
-                db.execute("COMMIT")
-            except sqlite3.Error as commit_error:
-                exc_type, exc = type(commit_error), commit_error
-        if exc_type is not None:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            self.box._recount()
-            if isinstance(exc, sqlite3.Error):
-                # Disk full, read-only file system, I/O error: say where, not a traceback.
-                raise OutboxError(f"cannot write the outbox {self.box.path or ':memory:'}: {exc}") from None
-            return False
-        for name, delta in self.deltas.items():
-            self.box._counters[name] += delta
-        return False

@@ -41,7 +41,7 @@ from gateway.device import ha_discovery
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
 from gateway.device.source_merge import merge_sources
-from gateway.model_updates import receiver as model_updates
+from gateway.model_updates import listener as model_updates
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import settings_from_config
 

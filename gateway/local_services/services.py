@@ -12,419 +12,37 @@ services are never touched.
 Binaries are found on PATH (plus /usr/sbin, where Debian puts mosquitto); an
 environment variable (``FRUGALSENSE_MOSQUITTO_BIN``, ``FRUGALSENSE_INFLUXD_BIN``,
 ``FRUGALSENSE_VICTORIA_METRICS_BIN``) or the ``binaries`` keyword overrides that.
+
+Each service has its module (``mosquitto``, ``influxdb``, ``victoriametrics``) on the
+child-process lifecycle they share (``process``); this one runs them together, and is
+where callers import them from.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
-import os
-import pwd
-import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.local_services.influxdb import INFLUXDB, InfluxDB, InfluxQueryError
+from gateway.local_services.mosquitto import MOSQUITTO, Mosquitto, mqtt_answers
+from gateway.local_services.process import (
+    LOOPBACK,
+    STOP_TIMEOUT_S,
+    Service,
+    ServiceError,
+    ServiceInfo,
+    free_port,
+    free_ports,
+    http_request,
+)
+from gateway.local_services.victoriametrics import VICTORIAMETRICS, VictoriaMetrics
 from gateway.security.broker import BrokerSecurity
 
-MOSQUITTO = "mosquitto"
-INFLUXDB = "influxdb"
-VICTORIAMETRICS = "victoriametrics"
 SERVICE_NAMES = (MOSQUITTO, INFLUXDB, VICTORIAMETRICS)
-
-LOOPBACK = "127.0.0.1"
-STOP_TIMEOUT_S = 5.0
-# A fresh port can be taken by someone else between our probe and the service's bind.
-PORT_ATTEMPTS = 3
-LOG_TAIL_LINES = 20
-
-
-class ServiceError(RuntimeError):
-    """A local service could not be started, stopped or asked something."""
-
-
-class InfluxQueryError(ServiceError):
-    """InfluxDB answered a query or write with an error."""
-
-
-@dataclass
-class ServiceInfo:
-    """Where a running local service can be reached and where its files are."""
-
-    name: str
-    port: int
-    pid: int
-    data_dir: Path
-    log_path: Path
-    url: str
-
-
-def free_port() -> int:
-    """Ask the kernel for a currently free TCP port on the loopback address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """Pick ``count`` distinct free ports (sockets held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def mosquitto_config_lines(
-    port: int,
-    log_path: Path,
-    *,
-    persistence_dir: Path | None = None,
-    user: str | None = None,
-    extra_lines: Sequence[str] = (),
-    listener_lines: Sequence[str] | None = None,
-) -> list[str]:
-    """Lines of a Mosquitto 2.0 config: one anonymous loopback listener, a log file, options.
-
-    ``listener_lines`` replace the anonymous listener (``BrokerSecurity.config_lines``:
-    TLS only, passwords, ACL). ``extra_lines`` are appended as given. ``user`` keeps
-    Mosquitto from dropping root privileges to the ``mosquitto`` user, who could not
-    write our folders.
-
-    >>> mosquitto_config_lines(18830, Path("/tmp/m.log"), persistence_dir=Path("/tmp/p"), user="root")
-    ... # doctest: +NORMALIZE_WHITESPACE
-    ['user root', 'log_dest file /tmp/m.log', 'log_timestamp_format %Y-%m-%dT%H:%M:%S',
-     'persistence true', 'persistence_location /tmp/p',
-     'listener 18830 127.0.0.1', 'allow_anonymous true']
-    """
-    lines = []
-    if user:
-        lines.append(f"user {user}")
-    lines += [f"log_dest file {log_path}", "log_timestamp_format %Y-%m-%dT%H:%M:%S"]
-    if persistence_dir is not None:
-        # Mosquitto 2.0 adds the slash before the file name itself.
-        lines += ["persistence true", f"persistence_location {persistence_dir}"]
-    if listener_lines is None:
-        lines += [f"listener {port} {LOOPBACK}", "allow_anonymous true"]
-    else:
-        lines += list(listener_lines)
-    lines += list(extra_lines)
-    return lines
-
-
-def influxdb_config_text(http_port: int, rpc_port: int, data_dir: Path) -> str:
-    """TOML for Debian's influxd 1.6.7: loopback HTTP + RPC, no reporting, nothing else listening.
-
-    Debian's build spells the phone-home switch ``reporting-enabled`` (``influxd config``).
-
-    >>> print(influxdb_config_text(18086, 18088, Path("/d")).splitlines()[1])
-    bind-address = "127.0.0.1:18088"
-    """
-    return f"""\
-reporting-enabled = false
-bind-address = "{LOOPBACK}:{rpc_port}"
-
-[meta]
-  dir = "{data_dir / "meta"}"
-  logging-enabled = false
-
-[data]
-  dir = "{data_dir / "data"}"
-  wal-dir = "{data_dir / "wal"}"
-  query-log-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[subscriber]
-  enabled = false
-
-[http]
-  enabled = true
-  bind-address = "{LOOPBACK}:{http_port}"
-  log-enabled = false
-  unix-socket-enabled = false
-  pprof-enabled = false
-
-[ifql]
-  enabled = false
-
-[continuous_queries]
-  log-enabled = false
-
-[logging]
-  suppress-logo = true
-"""
-
-
-def http_request(
-    method: str,
-    url: str,
-    *,
-    data: bytes | None = None,
-    timeout_s: float = 5.0,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[int, bytes]:
-    """One HTTP exchange; returns (status, body) for any answered status, raises OSError if none."""
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def mqtt_answers(host: str, port: int, timeout_s: float = 2.0, *, ca_file: Path | None = None) -> bool:
-    """True if an MQTT broker at host:port accepts a CONNECT (CONNACK with success).
-
-    With ``ca_file`` it connects over TLS, anonymously, and any CONNACK counts: a
-    secured broker answering "not authorized" is up.
-    """
-    import paho.mqtt.client as mqtt  # only needed when Mosquitto is asked for
-
-    result: dict[str, bool] = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"frugalsense-probe-{os.getpid()}")
-    client.on_connect = lambda c, u, flags, reason, props: result.setdefault(
-        "ok", ca_file is not None or not reason.is_failure
-    )
-    try:
-        if ca_file is not None:
-            client.tls_set(ca_certs=str(ca_file))
-        client.connect(host, port, keepalive=10)
-        deadline = time.monotonic() + timeout_s
-        while "ok" not in result and time.monotonic() < deadline:
-            client.loop(timeout=0.1)
-        client.disconnect()
-        client.loop(timeout=0.1)  # lets paho close its socket
-    except (OSError, ValueError):  # ssl.SSLError is an OSError; ValueError: TLS files unreadable
-        return False
-    return result.get("ok", False)
-
-
-def _http_answers(url: str, expected: int) -> bool:
-    try:
-        return http_request("GET", url, timeout_s=1.0)[0] == expected
-    except OSError:
-        return False
-
-
-def _find_binary(name: str, override: str | None) -> str | None:
-    if override:
-        return shutil.which(override)
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/local/sbin")
-
-
-def _current_user() -> str | None:
-    """Our user name, so Mosquitto started as root stays root instead of becoming ``mosquitto``."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:  # a uid without a passwd entry is not root, and Mosquitto then ignores `user`
-        return None
-
-
-class _Service:
-    """One child process: config, start with port retry, readiness wait, stop."""
-
-    name = ""
-    binary = ""
-    apt_package = ""
-    env_var = ""
-    port_count = 1
-    stop_timeout_s = STOP_TIMEOUT_S
-
-    def __init__(self, root: Path, binary_override: str | None):
-        self.dir = root / self.name
-        self.data_dir = self.dir / "data"
-        self.log_path = self.dir / f"{self.name}.log"
-        if binary_override:
-            self.binary_override, self.override_from = binary_override, f"binaries[{self.name!r}]"
-        else:
-            self.binary_override, self.override_from = os.environ.get(self.env_var) or None, self.env_var
-        self.ports: list[int] = []
-        self.process: subprocess.Popen | None = None
-
-    # What differs per service.
-    def command(self, binary: str) -> list[str]:
-        raise NotImplementedError
-
-    def answers(self) -> bool:
-        raise NotImplementedError
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports[0]}"
-
-    # The shared lifecycle.
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def info(self) -> ServiceInfo:
-        pid = self.process.pid if self.running else -1
-        return ServiceInfo(
-            self.name,
-            self.ports[0] if self.ports else 0,
-            pid,
-            self.data_dir,
-            self.log_path,
-            self.url if self.ports else "",
-        )
-
-    def start(self, timeout_s: float) -> None:
-        if self.running:
-            return
-        binary = _find_binary(self.binary, self.binary_override)
-        if binary is None:
-            wanted = self.binary_override or self.binary
-            raise ServiceError(
-                f"{self.name}: program {wanted!r} not found; install it with "
-                f"'apt-get install {self.apt_package}'"
-                + (f", or fix {self.override_from}" if self.binary_override else "")
-            )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        keep_ports = bool(self.ports)  # a restart keeps its port so clients can reconnect
-        for attempt in range(1 if keep_ports else PORT_ATTEMPTS):
-            if not keep_ports:
-                self.ports = free_ports(self.port_count)
-            failure = self._launch(binary, timeout_s)
-            if failure is None:
-                return
-            port_taken = "address already in use" in failure.lower()
-            if not port_taken or keep_ports or attempt == PORT_ATTEMPTS - 1:
-                where = f"{LOOPBACK}:{','.join(map(str, self.ports))}"
-                raise ServiceError(f"{self.name} ({where}) {failure}")
-
-    def _launch(self, binary: str, timeout_s: float) -> str | None:
-        """Start once and wait until it answers; None on success, else why it failed."""
-        argv = self.command(binary)
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            # Own session: Ctrl-C in a terminal reaches us, not the service, so we stop it in
-            # order; and the whole group can be killed if it does not stop.
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return (
-                    f"exited with code {self.process.returncode} during startup; "
-                    f"last lines of {self.log_path}:\n{self._log_tail(log_offset)}"
-                )
-            if self.answers() and self.process.poll() is None:
-                return None
-            time.sleep(0.05)
-        self.stop()
-        return f"did not answer within {timeout_s:.0f} s; last lines of {self.log_path}:\n{self._log_tail(log_offset)}"
-
-    def _log_tail(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(offset)
-                text = log.read().decode("utf-8", "replace")
-        except OSError as exc:
-            return f"(log unreadable: {exc})"
-        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(log is empty)"
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            # A wrapper script or a hung service: end it and anything it started.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=self.stop_timeout_s)
-
-
-class _Mosquitto(_Service):
-    name, binary, apt_package, env_var = MOSQUITTO, "mosquitto", "mosquitto", "FRUGALSENSE_MOSQUITTO_BIN"
-
-    def __init__(
-        self,
-        root: Path,
-        binary_override: str | None,
-        *,
-        persistence: bool,
-        extra_config: Sequence[str],
-        security: BrokerSecurity | None = None,
-    ):
-        super().__init__(root, binary_override)
-        self.persistence = persistence
-        self.extra_config = list(extra_config)
-        self.security = security
-        self.port_count = security.port_count if security else 1
-        self.config_path = self.dir / "mosquitto.conf"
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.security else 'mqtt'}://{LOOPBACK}:{self.ports[0]}"
-
-    def command(self, binary: str) -> list[str]:
-        listeners = self.security.config_lines(self.ports, LOOPBACK) if self.security else None
-        lines = mosquitto_config_lines(
-            self.ports[0],
-            self.log_path,
-            persistence_dir=self.data_dir if self.persistence else None,
-            user=_current_user(),
-            extra_lines=self.extra_config,
-            listener_lines=listeners,
-        )
-        self.config_path.write_text("\n".join(lines) + "\n")
-        return [binary, "-c", str(self.config_path)]
-
-    def answers(self) -> bool:
-        return mqtt_answers(LOOPBACK, self.ports[0], ca_file=self.security.ca_file if self.security else None)
-
-
-class _InfluxDB(_Service):
-    name, binary, apt_package, env_var = INFLUXDB, "influxd", "influxdb", "FRUGALSENSE_INFLUXD_BIN"
-    port_count = 2  # HTTP API, and the RPC port used by backup/restore
-
-    def command(self, binary: str) -> list[str]:
-        config_path = self.dir / "influxdb.conf"
-        config_path.write_text(influxdb_config_text(self.ports[0], self.ports[1], self.data_dir))
-        return [binary, "-config", str(config_path)]
-
-    def answers(self) -> bool:
-        return _http_answers(self.url + "/ping", 204)
-
-
-class _VictoriaMetrics(_Service):
-    name, binary, apt_package = VICTORIAMETRICS, "victoria-metrics", "victoria-metrics"
-    env_var = "FRUGALSENSE_VICTORIA_METRICS_BIN"
-
-    def command(self, binary: str) -> list[str]:
-        return [
-            binary,
-            f"-httpListenAddr={LOOPBACK}:{self.ports[0]}",
-            f"-storageDataPath={self.data_dir}",
-            # Demo data carries old timestamps; the default one-month retention drops them.
-            "-retentionPeriod=100y",
-            # Without this, points younger than 30 s are hidden from queries.
-            "-search.latencyOffset=0s",
-        ]
-
-    def answers(self) -> bool:
-        return _http_answers(self.url + "/health", 200)
 
 
 _LIVE: weakref.WeakSet[LocalServices] = weakref.WeakSet()
@@ -469,9 +87,9 @@ class LocalServices:
             raise ValueError(
                 f"unknown service name(s) in binaries: {sorted(unknown)}; expected some of {list(SERVICE_NAMES)}"
             )
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, Service] = {}
         if mosquitto:
-            self._services[MOSQUITTO] = _Mosquitto(
+            self._services[MOSQUITTO] = Mosquitto(
                 self.root,
                 binaries.get(MOSQUITTO),
                 persistence=mosquitto_persistence,
@@ -479,9 +97,9 @@ class LocalServices:
                 security=mosquitto_security,
             )
         if influxdb:
-            self._services[INFLUXDB] = _InfluxDB(self.root, binaries.get(INFLUXDB))
+            self._services[INFLUXDB] = InfluxDB(self.root, binaries.get(INFLUXDB))
         if victoriametrics:
-            self._services[VICTORIAMETRICS] = _VictoriaMetrics(self.root, binaries.get(VICTORIAMETRICS))
+            self._services[VICTORIAMETRICS] = VictoriaMetrics(self.root, binaries.get(VICTORIAMETRICS))
         for service in self._services.values():
             service.stop_timeout_s = stop_timeout_s
 
@@ -531,12 +149,12 @@ class LocalServices:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _service(self, name: str) -> _Service:
+    def _service(self, name: str) -> Service:
         if name not in self._services:
             raise ServiceError(f"{name}: not managed here; this LocalServices runs {list(self._services)}")
         return self._services[name]
 
-    def _started(self, name: str) -> _Service:
+    def _started(self, name: str) -> Service:
         service = self._service(name)
         if not service.ports:
             raise ServiceError(f"{name}: not started yet; call start() first")
@@ -625,3 +243,19 @@ class LocalServices:
         if status != 200:
             raise ServiceError(f"victoriametrics: export {match!r} answered {status}: {raw[:200]!r}")
         return [json.loads(row) for row in raw.splitlines() if row.strip()]
+
+
+__all__ = [
+    "INFLUXDB",
+    "MOSQUITTO",
+    "SERVICE_NAMES",
+    "VICTORIAMETRICS",
+    "InfluxQueryError",
+    "LocalServices",
+    "ServiceError",
+    "ServiceInfo",
+    "free_port",
+    "free_ports",
+    "http_request",
+    "mqtt_answers",
+]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 from edge.runtime.registry import verify
-from gateway.model_updates.receiver import (
+from gateway.model_updates.envelope import (
     MAX_FILE_BYTES,
     MAX_UPDATE_BYTES,
     SIGNATURE_ALG,
@@ -175,7 +175,7 @@ def push_update(
     ``payload`` b"" clears the retained update. Raises ConnectionError if the broker cannot
     be reached, does not acknowledge, or refuses (ACL).
     """
-    from gateway.model_updates.receiver import decode_status
+    from gateway.model_updates.listener import decode_status
     from gateway.protocol.mqtt_client import make_client
 
     client = make_client(settings)

@@ -91,8 +91,8 @@ def _home_assistant_lines(gateways: Iterable[tuple[str, str]], ha_prefix: str) -
 
 
 def _model_update_lines(prefix: str) -> str:
-    # Imported here: gateway.model_updates.receiver uses gateway.security, not the other way round at import time.
-    from gateway.model_updates.receiver import acl_lines
+    # Imported here: gateway.model_updates uses gateway.security, not the other way round at import time.
+    from gateway.model_updates.listener import acl_lines
 
     return acl_lines(prefix)
 
