@@ -7,7 +7,7 @@ from edge.runtime.manifest import ManifestError, ModelFile
 
 
 def runtime_available() -> bool:
-    """Whether onnxruntime is installed on this gateway."""
+    """Whether onnxruntime can be imported here."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -16,7 +16,7 @@ def runtime_available() -> bool:
 
 
 class OnnxBackend(Backend):
-    """Runs the ``onnx_float`` and ``onnx_int8`` files with onnxruntime, one CPU thread per model by default."""
+    """One ``onnx_float`` or ``onnx_int8`` file on an onnxruntime CPU session."""
 
     name = "onnxruntime"
 
@@ -34,6 +34,11 @@ class OnnxBackend(Backend):
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # On x86-64 CPUs without VNNI (AVX2 only, e.g. an AMD EPYC VM) the fused u8s8 int8 GEMM adds
+        # products in saturating 16-bit pairs (VPMADDUBSW): the synthetic 3-class MLP's onnx_int8 drifted to a
+        # mean error of 0.027 (95.8 % decisions) against 0.0045 (99.2 %) with this option, which makes
+        # onnxruntime run those GEMMs as u8u8. No effect on VNNI or ARM CPUs; no measurable cost here.
+        opts.add_session_config_entry("session.x64quantprecision", "1")
         try:
             self.session = ort.InferenceSession(str(entry.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
