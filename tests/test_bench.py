@@ -15,7 +15,7 @@ FIGURE_KEYS = {"name", "median", "min", "max", "unit", "target", "met", "compari
 
 def test_bench_quick_writes_every_figure(tmp_path):
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(tmp_path)],  # from ROOT: see cwd
         capture_output=True,
         text=True,
         timeout=600,
