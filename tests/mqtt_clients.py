@@ -88,11 +88,14 @@ class Collector:
         session_expiry_s: int | None = None,
         reconnect_delay_s: tuple[int, int] | None = None,
         on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        setup: Callable[[mqtt.Client], None] | None = None,
     ):
         self.port, self.topics, self.qos, self.host = port, topics, qos, host
+        self._setup = setup  # TLS, a login: called with the client before it connects
         self.client_id, self.protocol, self.session_expiry_s = client_id, protocol, session_expiry_s
         self.reconnect_delay_s = reconnect_delay_s
         self.messages: list[mqtt.MQTTMessage] = []
+        self.granted: list[int] = []  # the broker's SUBACK codes: the QoS granted per topic, >= 128 refused
         self._handle = on_message
         self._changed = threading.Condition()
         self._subscribed = threading.Event()
@@ -101,11 +104,17 @@ class Collector:
     def start(self, timeout_s: float = TIMEOUT_S) -> Collector:
         """Connect, subscribe, and wait for the broker's SUBACK."""
 
+        def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
+            self.granted = [code.value for code in reason_codes]
+            self._subscribed.set()
+
         def setup(client: mqtt.Client) -> None:
+            if self._setup is not None:
+                self._setup(client)
             if self.reconnect_delay_s:
                 client.reconnect_delay_set(*self.reconnect_delay_s)
             client.on_connect = lambda c, *_: c.subscribe([(t, self.qos) for t in self.topics])
-            client.on_subscribe = lambda *_: self._subscribed.set()
+            client.on_subscribe = on_subscribe
             client.on_message = self._on_message
 
         self.client = connect(
