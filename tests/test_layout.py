@@ -165,9 +165,14 @@ def _cycle_in(graph: dict[str, frozenset[str]], group: set[str]) -> list[str]:
     raise AssertionError(f"no cycle through {start} in {sorted(group)}")  # a strongly connected group has one
 
 
-def test_the_import_graph_sees_relative_and_function_level_imports():
+def test_the_import_graph_sees_what_runs_and_only_that():
     graph = import_graph()
-    assert "gateway.protocol.mqtt_client" in graph["gateway.bridge.service"]
+    assert "gateway.protocol.mqtt_client" in graph["gateway.bridge.service"]  # at module level
+    assert "training.water.zone" in graph["gateway.commands.demo_cmd"]  # inside a function
+    assert "gateway.config.schema.air_sensors" in graph["gateway.config.schema.gateway"]  # from pkg import module
+    schema_base = module_paths()["gateway.config.schema.base"]  # imports models only for the type checker
+    assert "gateway.config.schema.models" not in graph["gateway.config.schema.base"]
+    assert "gateway.config.schema.models" in imports_of(schema_base, type_checking=True)
     assert all(set(targets) <= set(graph) for targets in graph.values())
 
 
