@@ -46,7 +46,7 @@ bench-outbox: $(STAMP)
 # Every frugality figure side by side (inference, pipeline vs mosquitto_pub, bridge vs raw POST, footprint,
 # models, fleet); rewrites docs/benchmarks.json and docs/benchmarks.md (about 2 min on 2 cores).
 bench: setup
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m scripts.bench
 
 # Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
 # models/air-*/, measure every format against the targets and write the cards (~2 min).

@@ -36,16 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from edge.contracts import Reading  # noqa: E402
-from gateway.bridge.influx_writer import InfluxV1Writer  # noqa: E402
-from gateway.bridge.service import Bridge  # noqa: E402
+from edge.contracts import Reading
+from gateway.bridge.influx_writer import InfluxV1Writer
+from gateway.bridge.service import Bridge
 from gateway.device.publisher import GatewayPublisher
-from gateway.local_services.services import LocalServices  # noqa: E402
-from gateway.protocol import topics as T  # noqa: E402
-from gateway.protocol.mqtt_client import MqttSettings  # noqa: E402
+from gateway.local_services.services import LocalServices
+from gateway.protocol import topics as T
+from gateway.protocol.mqtt_client import MqttSettings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SITE = "bench"
 SENSORS_PER_GATEWAY = 10
@@ -214,6 +213,7 @@ def service_cpu_s(services: LocalServices) -> dict[str, float]:
 
 
 def cpu_split(before: dict[str, float], after: dict[str, float], reports: list[dict]) -> dict[str, float]:
+    """CPU-seconds per process over a run: each service, the bridge workers, and the workers once working."""
     split = {name: round(after[name] - before[name], 2) for name in before}
     split["bridge_workers"] = round(sum(r["cpu_s"] for r in reports), 2)
     # from each worker's first message on: without interpreter start-up and imports
@@ -222,12 +222,14 @@ def cpu_split(before: dict[str, float], after: dict[str, float], reports: list[d
 
 
 def points_in_db(services: LocalServices, db: str) -> int:
+    """How many reading points database ``db`` holds."""
     answer = services.influx_query("SELECT count(value) FROM reading", db=db)
     series = answer["results"][0].get("series", [])
     return series[0]["values"][0][1] if series else 0
 
 
 def percentile(values: list[int], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``; the one value when there is only one."""
     return (
         float(statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1])
         if len(values) > 1
@@ -236,6 +238,7 @@ def percentile(values: list[int], q: float) -> float:
 
 
 def run_drain(ctx, services, workers: int, gateways: int, per_sensor: int, batch: int, tag: str) -> dict:
+    """Publish a backlog, then let ``workers`` bridge workers drain it: the sustained rate, losses, CPU."""
     prefix = db = f"drain{workers}{tag}"
     services.create_influx_database(db)
     Workers(ctx, services, db, prefix, workers).start().finish()  # sessions now exist, workers gone
@@ -264,6 +267,7 @@ def run_drain(ctx, services, workers: int, gateways: int, per_sensor: int, batch
 
 
 def run_live(ctx, services, workers: int, gateways: int, per_sensor: int, batch: int, rate: float, tag: str) -> dict:
+    """Offer ``rate`` messages/s while ``workers`` bridge workers run: end-to-end lag, losses, CPU."""
     prefix = db = f"live{workers}{tag}"
     services.create_influx_database(db)
     pool = Workers(ctx, services, db, prefix, workers).start()
@@ -301,6 +305,7 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def fleet_sizing(runs: list[dict]) -> dict:
+    """What the runs say about sizing: gateways one worker carries, and the gain of each added worker."""
     one = next(r for r in runs if r["phase"] == "drain" and r["workers"] == 1)
     return {
         "reference_gateway_points_per_s": REFERENCE_GATEWAY_POINTS_S,
@@ -310,6 +315,7 @@ def fleet_sizing(runs: list[dict]) -> dict:
 
 
 def markdown_table(result: dict) -> str:
+    """The runs as the markdown table docs/scaling.md shows."""
     rows = [
         "| phase | workers | messages | points | msgs/s | points/s | lag p50 ms | lag p99 ms | per worker "
         "| CPU s (broker / InfluxDB / workers) | lost | duplicated |",
@@ -339,6 +345,7 @@ def markdown_table(result: dict) -> str:
 
 
 def update_markdown(path: Path, table: str) -> None:
+    """Replace the generated table in ``path`` (between its markers), if the file exists."""
     if not path.exists():
         return
     text = path.read_text()
@@ -351,6 +358,7 @@ def update_markdown(path: Path, table: str) -> None:
 
 
 def main() -> int:
+    """Measure the drain and live phases for each worker count; write the JSON result (and the docs table)."""
     global SENSORS_PER_GATEWAY  # --sensors sets it for publish()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small workload (about a minute)")

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SITE, GATEWAY = "bench", "gw-footprint"
 START_MS = 1_750_000_000_000 // 86_400_000 * 86_400_000  # a UTC midnight
@@ -38,6 +36,7 @@ HOUR_S = 3600
 
 
 def config_text(data_dir: Path, mqtt_port: int, backend: str, dummy_file: Path) -> str:
+    """The gateway config of the simulated site: water zone, air site and cell counts, replayed."""
     sensors = [{"id": s, "quantity": q, "driver": "replay", "column": s} for s, q in WATER + AIR] + [
         {"id": c, "quantity": "cell_count", "driver": "replay", "column": c} for c in CELLS
     ]
@@ -79,10 +78,10 @@ def site_hours(hours: int, seed: int = 0, marks: list | None = None):
         water = np.abs(rng.normal([8.0] * 5 + [45.0] * 3, 0.5, (60, 8)))
         for s in range(HOUR_S):
             t = t0 + s * 1000
-            for (sid, q), v in zip(AIR, air[s].tolist()):
+            for (sid, q), v in zip(AIR, air[s].tolist(), strict=True):
                 yield Reading(t, SITE, GATEWAY, sid, q, round(v, 1), QUANTITY_UNITS[q])
             if s % 60 == 0:
-                for (sid, q), v in zip(WATER, water[s // 60].tolist()):
+                for (sid, q), v in zip(WATER, water[s // 60].tolist(), strict=True):
                     yield Reading(t, SITE, GATEWAY, sid, q, round(v, 3), QUANTITY_UNITS[q])
             if s % 600 == 0:
                 for c in CELLS:
@@ -90,6 +89,7 @@ def site_hours(hours: int, seed: int = 0, marks: list | None = None):
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -97,6 +97,7 @@ def peak_rss_mb() -> float:
 
 
 def main() -> int:
+    """Run the gateway over ``--hours`` simulated site-hours; print RSS, CPU and cold start as one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mqtt-port", type=int, required=True)
     ap.add_argument("--backend", default="auto")

@@ -20,26 +20,26 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
+import argparse  # noqa: E402  (imports follow the BLAS settings above, which numpy reads once)
 import json  # noqa: E402
-import platform
+import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np  # noqa: E402  (after the BLAS settings: numpy starts OpenBLAS' threads on import)
 
 from edge.runtime import available_backends, load  # noqa: E402
 from edge.runtime.manifest import FORMAT_RUNTIMES, ModelManifest  # noqa: E402
 from edge.runtime.numpy_backend import forward, load_network  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def timed(fn, runs: int) -> dict:
+    """Median and spread, in microseconds, of ``runs`` calls of ``fn`` after one warm-up call."""
     fn()  # warm-up: first calls allocate
     t = []
     for _ in range(runs):
@@ -90,6 +90,7 @@ def reference_models(tmp: Path):
 
 
 def bench_model(name, manifests: dict, X: np.ndarray, model, runs1: int, runs_big: int) -> dict:
+    """Batch-1 and batch-1024 timings of one model in every format and runtime it ships for."""
     main = manifests["qdq"]
     big = np.resize(X, (1024, X.shape[1])).astype(np.float32)
     one = big[:1]
@@ -113,8 +114,8 @@ def bench_model(name, manifests: dict, X: np.ndarray, model, runs1: int, runs_bi
         }
         if runtime:
             backend = load(entry, runtime)
-            row["batch1"] = timed(lambda: backend.predict(one), runs1)
-            row["batch1024"] = timed(lambda: backend.predict(big), runs_big)
+            row["batch1"] = timed(lambda b=backend: b.predict(one), runs1)
+            row["batch1024"] = timed(lambda b=backend: b.predict(big), runs_big)
         rows[label] = row
     if "numpy" in main.files:
         W, b, acts = load_network(main.files["numpy"].path)
@@ -153,6 +154,7 @@ def bench_model(name, manifests: dict, X: np.ndarray, model, runs1: int, runs_bi
 
 
 def main(argv=None) -> int:
+    """Time the reference and shipped models; write docs/inference-bench.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "docs" / "inference-bench.json"))
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke check of the script)")

@@ -27,11 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge.contracts import Reading  # noqa: E402
-from gateway.device.outbox import READING, SYNC_POLICIES, Outbox  # noqa: E402
-from gateway.protocol import payloads  # noqa: E402
+from edge.contracts import Reading
+from gateway.device.outbox import READING, SYNC_POLICIES, Outbox
+from gateway.protocol import payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_772_409_600_000
@@ -39,11 +37,13 @@ ACK_GROUP = 20  # PUBACKs handled together by the sender, as with a window of in
 
 
 def readings_payload() -> bytes:
+    """One readings message as the gateway sends it: 50 readings of one sensor."""
     batch = [Reading(T0 + i * 60_000, "net3", "gw-01", "F-lake", "flow", 100.0 + i / 7, "L/s") for i in range(50)]
     return payloads.encode_readings(batch)
 
 
 def bench_once(folder: Path, sync: str, n: int, payload: bytes) -> dict:
+    """Put, take and acknowledge ``n`` messages through an outbox with synchronous=``sync``: rates and latencies."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"outbox-{sync}.sqlite3"
     for leftover in folder.glob(f"outbox-{sync}.sqlite3*"):
@@ -112,7 +112,8 @@ def update_doc(doc: Path, report: dict) -> None:
         f"{report['repeats']} runs, {report['payload_bytes']}-byte readings messages) on {m['platform']}, "
         f"{m['cpus']} CPUs, {m['filesystem']}, SQLite {m['sqlite']}:",
         "",
-        "| synchronous | put/s | ack/s (20 per PUBACK batch) | put+take+ack/s | put p50 ms | put p99 ms | put/s of each run |",
+        "| synchronous | put/s | ack/s (20 per PUBACK batch) | put+take+ack/s | put p50 ms | put p99 ms "
+        "| put/s of each run |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
@@ -135,6 +136,7 @@ def update_doc(doc: Path, report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure every sync policy (median of runs); write docs/outbox-bench.json and the table in docs/outbox.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per phase (default 2000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per policy; the median is kept (default 3)")

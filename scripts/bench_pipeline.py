@@ -12,8 +12,8 @@ from the first byte written to the broker's last PUBACK.
 
 The comparison is ``mosquitto_pub -l -q 1`` (the C client), pinned to the same core,
 publishing the same payloads (the gateway's reading batches, one per line on stdin, several
-times over so that its start and last acknowledgement do not dominate) to the same broker. The byte writer (``cat`` into the pty master) and Mosquitto run on the
-other core.
+times over so that its start and last acknowledgement do not dominate) to the same broker.
+The byte writer (``cat`` into the pty master) and Mosquitto run on the other core.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 KEYS = (
     ("pm1", "pm1"),
@@ -54,7 +53,7 @@ def node_bytes(lines: int, seed: int = 0) -> bytes:
     base = np.array([6.0, 9.0, 15.0, 30.0, 40.0, 15.0, 60.0, 3.0])
     values = np.abs(base + rng.normal(0, 1, (lines, len(base))) * base * 0.1)
     keys = [k for k, _ in KEYS]
-    return "".join(" ".join(f"{k}={v:.1f}" for k, v in zip(keys, row)) + "\n" for row in values).encode()
+    return "".join(" ".join(f"{k}={v:.1f}" for k, v in zip(keys, row, strict=True)) + "\n" for row in values).encode()
 
 
 def _config(port: str, data_dir: Path, mqtt_port: int, backend: str):

@@ -27,6 +27,7 @@ DAY = 86_400
 
 
 def generation_rate(network: str, n: int, workers: int, days: int = 30, step_s: int = 900) -> dict:
+    """Scenarios per second the generator makes for ``n`` leaks on ``network`` with ``workers`` workers."""
     plan = plan_zone(network, ScenarioConfig(days=days, step_s=step_s))
     started = time.perf_counter()
     s = generate(plan, n, seed=123, workers=workers, progress=False)
@@ -100,6 +101,7 @@ def wntr_agreement(
 
 
 def main() -> int:
+    """Measure the generation rate and the emitter leak flow against WNTRSimulator; write the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("docs/leak-scenario-bench.json"))

@@ -25,10 +25,9 @@ from pathlib import Path
 from pydantic import BaseModel, BeforeValidator
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gateway.config import schema as S
 
-from gateway.config import schema as S  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "docs" / "config.md"
 HEADER = """\

@@ -22,25 +22,25 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway.protocol import topics as T  # noqa: E402
+from gateway.protocol import topics as T
 from gateway.security.broker import (
     DEFAULT_BRIDGE_USER,
     MQTTS_PORT,
     BrokerSecurity,
-    acl_text,  # noqa: E402
+    acl_text,
     gateway_user,
     write_password_file,
 )
-from gateway.security.certs import issue_certificate, load_pair, make_ca, write_pair  # noqa: E402
-from gateway.security.secrets import read_secret_file, write_private_file  # noqa: E402
+from gateway.security.certs import issue_certificate, load_pair, make_ca, write_pair
+from gateway.security.secrets import read_secret_file, write_private_file
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CLIENT_CERT_PORT = MQTTS_PORT + 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: output folder, broker names, gateways, bridge and technician users."""
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -103,6 +103,7 @@ def password_of(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the CA, the broker's certificate, passwords and ACL, and each gateway's files into ``--out``."""
     args = parse_args(argv)
     out: Path = args.out
     for folder in (out, out / "broker", out / "bridge", out / "gateways"):

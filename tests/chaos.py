@@ -42,9 +42,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge.contracts import Alert
 from edge.datasets import ZoneDataset
@@ -55,6 +52,7 @@ from gateway.device.runner import build_detectors
 from gateway.local_services.services import INFLUXDB, MOSQUITTO, LocalServices, ServiceError, free_port
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
+from tests.mqtt_clients import Collector, Publisher
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE_ENV = "FRUGALSENSE_CHAOS_OUTAGE_S"
@@ -254,28 +252,23 @@ class Spy:
         self.items: Counter = Counter()  # logical item -> deliveries (broker retransmissions excluded)
         self.deadletters: Counter = Counter()  # reason -> count
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.reconnect_delay_set(1, 2)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/#", qos=1)
-        self.client.on_message = self._on_message
-        self._port = port
+        self._subscriber = Collector(
+            port,
+            f"{prefix}/#",
+            client_id=client_id,
+            session_expiry_s=3600,  # with broker persistence, nothing is missed across a restart
+            reconnect_delay_s=(1, 2),
+            on_message=self._on_message,
+        )
 
     def start(self) -> Spy:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600  # with broker persistence, nothing is missed across a restart
-        connected = threading.Event()
-        self.client.on_subscribe = lambda *a: connected.set()
-        self.client.connect("127.0.0.1", self._port, clean_start=False, properties=props)
-        self.client.loop_start()
-        if not connected.wait(10):
-            raise RuntimeError("chaos spy could not subscribe")
+        self._subscriber.start()
         return self
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._subscriber.close()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, message) -> None:
         if message.dup:  # the broker resending to us: not the chain delivering twice
             return
         if message.topic == T.deadletter_topic(self.prefix):
@@ -847,22 +840,14 @@ def malformed_payloads(prefix: str, count: int, seed: int = 11) -> list[tuple[st
 
 def _flood(lab: Lab, lane: Lane, count: int, over_s: float) -> None:
     """Publish the malformed payloads at QoS 1, spread evenly over ``over_s`` seconds."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{lane.prefix}-flood", protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", lab.services.mqtt_port)
-    client.loop_start()
-    try:
+    with Publisher(lab.services.mqtt_port, client_id=f"{lane.prefix}-flood") as client:
         started = time.monotonic()
         for i, (topic, payload) in enumerate(malformed_payloads(lane.prefix, count)):
             due = started + over_s * i / count
             if (left := due - time.monotonic()) > 0:
                 time.sleep(left)
-            info = client.publish(topic, payload, qos=1)
-            if i % 200 == 199:
-                info.wait_for_publish(30)
+            info = client.publish(topic, payload, wait_s=30 if i % 200 == 199 else None)
         info.wait_for_publish(30)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 # ---- the report ------------------------------------------------------------------------

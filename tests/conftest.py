@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 
 from gateway.local_services.services import LocalServices
+
+# ---- the `services` marker: `pytest -m "not services"` is the fast part -------------------
+
+# Session fixtures that run Mosquitto, InfluxDB or VictoriaMetrics; a test that uses one, directly or through
+# another fixture (``item.fixturenames`` is the whole closure), is marked.
+SERVICE_FIXTURES = frozenset({"services", "vm_services", "demo_influx"})
+# What, in the source of a test or of any fixture it uses, starts services without those fixtures: its own
+# LocalServices, the demo command (which starts a private set), the chaos suite, the quick benchmark run.
+STARTS_SERVICES = ("LocalServices(", 'main(["demo"', "chaos.run_suite(", "scripts.bench")
+
+
+def _starts_services(function) -> bool:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):  # a builtin or generated function: no source to read
+        return False
+    return any(call in source for call in STARTS_SERVICES)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``services`` every test that needs a real service (see ``SERVICE_FIXTURES`` and ``STARTS_SERVICES``)."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None:  # doctests: none of them starts a service
+            continue
+        fixtures = [
+            fixturedef.func
+            for name in item.fixturenames
+            # pytest has no public way to an item's fixture functions; pseudo-fixtures ('request') have none
+            for fixturedef in item._fixtureinfo.name2fixturedefs.get(name, ())
+        ]
+        if SERVICE_FIXTURES & set(item.fixturenames) or any(map(_starts_services, [function, *fixtures])):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")

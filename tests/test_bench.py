@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.contracts import Quality, Reading
+from edge.runtime.base import dequantize, quantize
+from gateway.bridge.influx_points import batch_lines, reading_line, reading_point
+from gateway.protocol import payloads
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE_KEYS = {"name", "median", "min", "max", "unit", "target", "met", "comparison", "ratio"}
@@ -15,7 +22,7 @@ FIGURE_KEYS = {"name", "median", "min", "max", "unit", "target", "met", "compari
 
 def test_bench_quick_writes_every_figure(tmp_path):
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "scripts.bench", "--quick", "--out", str(tmp_path)],  # from ROOT: see cwd
         capture_output=True,
         text=True,
         timeout=600,
@@ -57,12 +64,6 @@ def test_bench_quick_writes_every_figure(tmp_path):
 
 # ---- optimisations keep their outputs: the fast paths against the reference code ----------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st
-
-from edge.contracts import Quality, Reading  # noqa: E402
-from gateway.bridge.influx_points import reading_line, reading_point  # noqa: E402
-
 _ids = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 
 
@@ -81,8 +82,6 @@ def test_reading_line_is_what_point_writes(site, sensor, t, value, quality):
 
 # The bridge's batch path (payloads.decode_batch + influx_points.batch_lines) against the
 # per-reading reference: each row a Reading, validated by the contract, written by Point.
-from gateway.bridge.influx_points import batch_lines  # noqa: E402
-from gateway.protocol import payloads  # noqa: E402
 
 _T0 = 1_772_409_600_000
 _row_value = st.one_of(
@@ -135,7 +134,6 @@ def test_batch_decode_and_lines_match_the_per_reading_path(rows, quantity, unit)
 
 
 # The int8 helpers, written for speed, against their plain formulas.
-from edge.runtime.base import dequantize, quantize  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

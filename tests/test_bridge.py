@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge.contracts import AlertState, Quality, Reading
@@ -15,6 +13,7 @@ from gateway.bridge.service import Bridge
 from gateway.device.publisher import GatewayPublisher
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
+from tests.mqtt_clients import Collector, Publisher
 from tests.test_contracts import T0, alert, detection
 
 _n = itertools.count()
@@ -100,40 +99,23 @@ def test_detections_alerts_and_status_land(services, lane):
 
 def test_malformed_payloads_are_dead_lettered_and_good_data_flows(services, lane):
     prefix, db, writer, bridge, settings = lane
-    dead: list[dict] = []
-    got_all = threading.Event()
     bad = [b"\xff\xfe\x00", b"{nope", b'{"v":7}', b'{"v":1,"quantity":"flow","unit":"L/s","readings":[[1,1]]}']
-
-    def on_message(client, userdata, message):
-        dead.append(json.loads(message.payload))
-        if len(dead) == len(bad):
-            got_all.set()
-
-    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-spy")
-    spy.on_message = on_message
-    spy.connect(services.mqtt_host, services.mqtt_port)
-    spy.subscribe(T.deadletter_topic(prefix), qos=1)
-    spy.loop_start()
-    try:
-        raw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-raw")
-        raw.connect(services.mqtt_host, services.mqtt_port)
-        raw.loop_start()
-        pub = publisher(services, prefix)
-        topic = T.Topics(prefix, "net3", "gw-01").readings("F-lake")
-        good = readings(40)
-        for i, r in enumerate(good):
-            pub.add_reading(r)
-            if i % 10 == 0:
-                pub.flush()
-                raw.publish(topic, bad[i // 10], qos=1).wait_for_publish(5)
-        assert pub.close()
-        raw.disconnect()
-        raw.loop_stop()
+    with Collector(
+        services.mqtt_port, T.deadletter_topic(prefix), host=services.mqtt_host, client_id=f"{prefix}-spy"
+    ) as spy:
+        with Publisher(services.mqtt_port, host=services.mqtt_host, client_id=f"{prefix}-raw") as raw:
+            pub = publisher(services, prefix)
+            topic = T.Topics(prefix, "net3", "gw-01").readings("F-lake")
+            good = readings(40)
+            for i, r in enumerate(good):
+                pub.add_reading(r)
+                if i % 10 == 0:
+                    pub.flush()
+                    raw.publish(topic, bad[i // 10], wait_s=5)
+            assert pub.close()
         assert bridge.wait_idle(quiet_s=0.5, timeout_s=30)
-        assert got_all.wait(10)
-    finally:
-        spy.loop_stop()
-        spy.disconnect()
+        assert spy.wait(len(bad))
+    dead = [json.loads(payload) for _, payload in spy.payloads()]
     assert [d["reason"] for d in dead] == ["not_utf8", "not_json", "schema_version", "invalid"]
     assert dead[0]["encoding"] == "base64" and dead[1]["payload"] == "{nope"
     assert sum(bridge.deadletters.values()) == 4

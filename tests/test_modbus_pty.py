@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 
 import pytest
 
@@ -152,9 +151,8 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
     import json
     import threading
 
-    import paho.mqtt.client as mqtt
-
     from gateway.device.runner import GatewayRunner
+    from tests.mqtt_clients import Collector
 
     modbus_device({1: ({0: encode_value(4.0, "float32", "little")}, {}), 2: ({}, {100: [360]})})
     text = CONFIG.format(port=null_modem.gateway).replace(
@@ -162,14 +160,7 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
         f"{{host: {services.mqtt_host}, port: {services.mqtt_port}, topic_prefix: modbus-e2e, readings_batch: 1}}",
     )
     config = load_config_text(text + f"storage: {{data_dir: {tmp_path / 'data'}}}\n")
-    received, subscribed = [], threading.Event()
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    watcher.on_connect = lambda c, *_: c.subscribe("modbus-e2e/dma-7/gw-dma-7/readings/#", qos=1)
-    watcher.on_subscribe = lambda *_: subscribed.set()
-    watcher.on_message = lambda _c, _u, m: received.append((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
-    watcher.connect(services.mqtt_host, services.mqtt_port)
-    watcher.loop_start()
-    assert subscribed.wait(10)
+    watcher = Collector(services.mqtt_port, "modbus-e2e/dma-7/gw-dma-7/readings/#", host=services.mqtt_host).start()
     stop, seen = threading.Event(), []
 
     def count(reading):
@@ -178,11 +169,10 @@ def test_the_gateway_runner_publishes_polled_transmitters(null_modem, modbus_dev
             stop.set()
 
     summary = GatewayRunner.from_config(config).run(stop=stop, on_reading=count, drain_timeout_s=10)
-    deadline = time.monotonic() + 10  # the broker's copies to our watcher may trail the gateway's acks
-    while {s for s, _ in received} != {"P-inlet", "F-inlet"} and time.monotonic() < deadline:
-        time.sleep(0.02)
-    watcher.disconnect()
-    watcher.loop_stop()
+    # The broker's copies to our watcher may trail the gateway's acks.
+    watcher.wait_for(lambda messages: {m.topic.rsplit("/", 1)[1] for m in messages} == {"P-inlet", "F-inlet"})
+    watcher.close()
+    received = [(topic.rsplit("/", 1)[1], json.loads(payload)) for topic, payload in watcher.payloads()]
     assert summary.readings >= 4 and summary.all_acknowledged
     values = {sensor: body["readings"][0][1] for sensor, body in received}
     assert values["P-inlet"] == pytest.approx(4.0 * M_PER_BAR) and values["F-inlet"] == pytest.approx(10.0)

@@ -12,11 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import paho.mqtt.client as mqtt
 
 from edge.contracts import Reading
 from gateway.bridge.influx_writer import make_influx_writer
@@ -25,6 +22,7 @@ from gateway.device.publisher import GatewayPublisher
 from gateway.local_services.services import free_port
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
+from tests.mqtt_clients import Collector, Publisher
 from tests.test_contracts import T0
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,28 +36,6 @@ def publish(mqtt_port: int, prefix: str, site: str, gateway: str, first: int, co
     for i in range(first, first + count):
         pub.add_reading(Reading(T0 + i * 60_000, site, gateway, "F", "flow", float(i), "L/s"))
     assert pub.close(timeout_s=30)
-
-
-class Tally:
-    """A plain (unshared) subscriber: it gets every message, so it says how many the group should share."""
-
-    def __init__(self, port: int, topic: str):
-        self.count = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tally-{topic}")
-        self.client.on_message = self._on_message
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-        assert subscribed.wait(10)
-
-    def _on_message(self, client, userdata, message):
-        self.count += 1
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def samples(vm, site: str) -> list[tuple[str, int]]:
@@ -91,7 +67,8 @@ def test_three_workers_split_the_load_and_every_point_lands_once(services, vm_se
         ).start()
         for w in range(3)
     ]
-    tally = Tally(services.mqtt_port, f"{prefix}/+/+/#")
+    # A plain (unshared) subscriber: it gets every message, so it says how many the group should share.
+    tally = Collector(services.mqtt_port, f"{prefix}/+/+/#", client_id=f"tally-{prefix}").start()
     try:
         gateways = [f"gw-{g:02d}" for g in range(5)]
         for gw in gateways:
@@ -104,7 +81,7 @@ def test_three_workers_split_the_load_and_every_point_lands_once(services, vm_se
             worker.stop()
     taken = [worker.counters["messages_written"] for worker in workers]
     assert all(n > 0 for n in taken), taken  # each worker got part of the load
-    assert sum(taken) == tally.count >= 150  # ...and no message went to two of them
+    assert sum(taken) == len(tally.messages) >= 150  # ...and no message went to two of them
     assert samples(vm_services, site) == sorted((gw, T0 + m * 60_000) for gw in gateways for m in range(300))
 
 
@@ -186,22 +163,7 @@ def test_mosquitto_sends_retained_messages_to_a_new_shared_subscriber(services):
     """Broker fact docs/scaling.md relies on: each worker start re-delivers every retained status."""
     i = next(_n)
     topic = f"fsretained{i}/net3/gw-01/status"
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-pub-{i}", protocol=mqtt.MQTTv5)
-    pub.connect("127.0.0.1", services.mqtt_port)
-    pub.loop_start()
-    try:
-        pub.publish(topic, b"offline", qos=1, retain=True).wait_for_publish(5)
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
-    got = threading.Event()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-sub-{i}", protocol=mqtt.MQTTv5)
-    sub.on_message = lambda client, userdata, message: message.retain and got.set()
-    sub.connect("127.0.0.1", services.mqtt_port)
-    sub.loop_start()
-    try:
-        sub.subscribe(f"$share/g{i}/fsretained{i}/+/+/#", qos=1)
-        assert got.wait(10)
-    finally:
-        sub.disconnect()
-        sub.loop_stop()
+    with Publisher(services.mqtt_port, client_id=f"retained-pub-{i}") as pub:
+        pub.publish(topic, b"offline", retain=True, wait_s=5)
+    with Collector(services.mqtt_port, f"$share/g{i}/fsretained{i}/+/+/#", client_id=f"retained-sub-{i}") as sub:
+        assert sub.retained() == {topic: b"offline"}
