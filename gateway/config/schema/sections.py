@@ -129,9 +129,8 @@ class ModelUpdatesConfig(Section):
     enabled: Annotated[bool, BeforeValidator(_flag)] = False
     # Ed25519 public key (PEM) of the fleet's model-signing key: frugalsense model keygen
     public_key_file: FilePath | None = Field(default=None, validate_default=True)
-    allow_downgrade: Annotated[bool, BeforeValidator(_flag)] = (
-        False  # accept a version not newer than the one in service
-    )
+    # accept a version not newer than the one in service
+    allow_downgrade: Annotated[bool, BeforeValidator(_flag)] = False
     models: list[Identifier] = Field(default_factory=list)  # model names accepted before one is installed
 
     @field_validator("public_key_file")
