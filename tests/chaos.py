@@ -32,6 +32,7 @@ import platform
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -77,6 +78,15 @@ def tail_s(outage: float) -> float:
 
 
 MALFORMED = 10_000
+# Mosquitto drops QoS 1 messages for a client once max_queued_messages (1000 by default)
+# wait behind its in-flight window, and logs "Outgoing messages are being dropped for
+# client ...": not only for an offline session, for a connected one that reads slower
+# than messages come too. The malformed flood (10,000 messages in a few seconds, and as
+# many dead letters) outruns a Python subscriber on a small, busy machine: the bridge
+# never received some of the flood (so could not dead-letter it) and the spy missed
+# dead letters the bridge did publish. A fleet broker raises the limit (docs/chaos.md,
+# "Limits"); so does the lab's, well above what any scenario sends.
+BROKER_QUEUE_CONFIG = ("max_queued_messages 200000",)
 # At-least-once may re-send what was in flight when a link broke: at most the
 # publisher's window of unacknowledged messages (100) of 50 readings each, per fault.
 REDELIVERY_BOUND = 100 * 50
@@ -438,6 +448,38 @@ class Lane:
         with Outbox(outbox_path(self.data_dir)) as box:
             return box.stats()
 
+    def readings_stored(self) -> int:
+        """Reading streams the running gateway has stored something on (its outbox's resume marks).
+
+        Read from the SQLite file directly, read-only: the gateway holds the outbox's lock,
+        and a missing file must not be created here.
+        """
+        path = outbox_path(self.data_dir)
+        try:
+            db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                (count,) = db.execute(
+                    "SELECT count(*) FROM streams WHERE mark_ms IS NOT NULL AND stream LIKE '%/readings/%'"
+                ).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:  # no file or no table yet: the gateway is still starting
+            return 0
+        return count
+
+    def wait_streaming(self, timeout_s: float) -> None:
+        """Until the gateway has stored its first readings: it takes a few seconds to start on a busy machine.
+
+        A fault due "mid-stream" must not come before the stream began: a gateway killed
+        before it stored anything has nothing to resume from, and proves nothing.
+        """
+        if not _wait_for(lambda: self.readings_stored() > 0 or self.gateway.popen.poll() is not None, timeout_s):
+            raise AssertionError(
+                f"{self.name}: the gateway stored no reading within {timeout_s:.0f} s:\n{self.gateway.tail()}"
+            )
+        if self.gateway.popen.poll() is not None and not self.readings_stored():
+            raise AssertionError(f"{self.name}: the gateway ended before storing a reading:\n{self.gateway.tail()}")
+
     def finish(self) -> None:
         for proc in (self.gateway, self.bridge):
             if proc is not None:
@@ -577,7 +619,9 @@ class Lab:
         self.root = Path(root)
         self.outage_s = outage if outage is not None else outage_s()
         self.shared = shared or SharedData(self.root / "data")
-        self.services = LocalServices(self.root / "services", mosquitto_persistence=True)
+        self.services = LocalServices(
+            self.root / "services", mosquitto_persistence=True, mosquitto_extra_config=BROKER_QUEUE_CONFIG
+        )
 
     def __enter__(self) -> Lab:
         self.services.start()
@@ -611,6 +655,7 @@ def _stream(lab: Lab, name: str, what: str, fault, *, flood: int = 0, gateway_po
         lane.start_spy()
         lane.start_bridge()
         lane.start_gateway(port=gateway_port)
+        lane.wait_streaming(60)  # the lead before the fault counts from the stream's start
         flood_thread = None
         if flood:
             row.malformed_sent = flood
@@ -940,8 +985,12 @@ database and outbox.
 - Mosquitto keeps at most `max_queued_messages` (1000 by default) QoS 1 messages per
   offline or slow client. The bridge's persistent session is such a client: a bridge
   or database outage longer than ~1000 messages of traffic loses messages at the
-  broker, before the bridge can acknowledge-after-write. Each scenario here stays
-  under it; a fleet broker needs it raised (or `max_queued_bytes` set instead).
+  broker, before the bridge can acknowledge-after-write. A connected client that reads
+  slower than messages arrive is one too: on a busy 2-core machine the malformed flood
+  overflowed the bridge's queue (it never saw part of the flood) and the spy's (it
+  missed dead letters), with "Outgoing messages are being dropped" in the broker log.
+  The suite's broker runs with `max_queued_messages 200000`; a fleet broker needs it
+  raised too (or `max_queued_bytes` set instead).
 - A broker killed with `kill -9` (not tested here) loses what it acknowledged since its
   last autosave (`autosave_interval`, 1800 s by default); a stop or restart saves first.
 - A message published before the bridge's first subscription reaches no session and is
