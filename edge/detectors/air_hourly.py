@@ -33,8 +33,10 @@ USABLE = (Quality.OK, Quality.SUSPECT)
 DIAGNOSTIC = (Quality.OK, Quality.SUSPECT, Quality.BAD)
 
 
-def load_air_model(model_dir: str | Path, expected_features: tuple[str, ...], backend: str = "auto") -> Any:
-    """Verify and load an exported model; refuse one computed from other features than this gateway's."""
+def load_air_model(
+    model_dir: str | Path, expected_features: tuple[str, ...], backend: str = "auto", precision: str = "float"
+) -> Any:
+    """Verify and load an exported model's ``precision`` file; refuse one computed from other features."""
     from edge.runtime import load_model
     from edge.runtime.manifest import MANIFEST_FILE, ModelManifest
     from edge.runtime.registry import verify
@@ -49,7 +51,7 @@ def load_air_model(model_dir: str | Path, expected_features: tuple[str, ...], ba
             f"{', '.join(manifest.features)}, but this gateway computes {', '.join(expected_features)}: "
             "retrain it with this version ('make train-air')"
         )
-    return load_model(manifest, backend=backend)
+    return load_model(manifest, backend=backend, precision=precision)
 
 
 class SlotBuffer:
@@ -102,15 +104,16 @@ class HourlyAirDetector(ModelDetector):
         backend: str = "auto",
         model: str = "air",
         timezone: str = "UTC",
+        precision: str = "float",
     ) -> None:
         super().__init__(site, gateway, model=model)
         self.sensors = dict(sensors)
         self.model_dir = Path(model_dir)
-        self.backend = backend
+        self.backend, self.precision = backend, precision
         self.timezone = timezone
         self._check_sensors()
         local_clock(np.array([0]), timezone)  # an unknown time zone fails here, not at the first hour
-        self.runtime_ = load_air_model(self.model_dir, self.features, backend)
+        self.runtime_ = load_air_model(self.model_dir, self.features, backend, precision)
         self.model_version = self.runtime_.manifest.version
         self.reset()
 

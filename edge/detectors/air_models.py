@@ -3,8 +3,8 @@
 Each detector keeps the last 24 h of its sensors as 10-minute slot means, and at every
 full UTC hour (data time) computes one window of features with
 ``edge.features.air_features`` (the code the models were trained with), runs its
-exported model through ``edge.runtime`` (verified files, the backend chosen by
-measurement unless the config names one) and returns Detections:
+exported model through ``edge.runtime`` (verified files; the config's ``precision``
+names the file, ``backend`` its runtime, ``auto`` in a fixed order) and returns Detections:
 
 * ``air_pattern``: ``normal`` / ``traffic_peak`` / ``regional_episode`` /
   ``local_source`` for the hour, score = the label's probability;
@@ -123,13 +123,14 @@ class SensorFaultDetector(HourlyAirDetector):
         timezone: str = "UTC",
         raise_after: int = 2,
         clear_after: int = 2,
+        precision: str = "float",
     ) -> None:
         for name, value in (("raise_after", raise_after), ("clear_after", clear_after)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of hours >= 1, got {value!r}")
         self.raise_after = raise_after
         self.clear_after = clear_after
-        super().__init__(site, gateway, sensors, model_dir, backend, model, timezone)
+        super().__init__(site, gateway, sensors, model_dir, backend, model, timezone, precision)
 
     def _check_sensors(self) -> None:
         unknown = [r for r in self.sensors if r not in FAULT_SENSOR_KINDS]

@@ -161,8 +161,9 @@ class LearnedLeakDetector(ModelDetector):
         inputs: dict[str, tuple[str, str]],
         backend: str = "auto",
         model: str | None = None,
+        precision: str = "float",
     ) -> LearnedLeakDetector:
-        """Verify every file of an exported model (sha256), load it on ``backend`` and build the detector."""
+        """Verify every file of an exported model (sha256), load its ``precision`` file on ``backend``, build it."""
         from edge.runtime import load_model
         from edge.runtime.manifest import ModelManifest
         from edge.runtime.registry import verify
@@ -171,7 +172,8 @@ class LearnedLeakDetector(ModelDetector):
         if "detector" not in manifest.raw:
             raise ValueError(f"{model_dir}: model {manifest.name} has no 'detector' section: not a learned leak model")
         settings = LeakDetectorSettings.from_dict(manifest.raw["detector"])
-        return cls(site, gateway, load_model(manifest, backend), settings, inputs, model=model)
+        runtime = load_model(manifest, backend, precision=precision)
+        return cls(site, gateway, runtime, settings, inputs, model=model)
 
     def reset(self) -> None:
         lay = self.settings.layout

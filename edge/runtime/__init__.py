@@ -1,20 +1,23 @@
 """Model runtimes on the gateway: load a manifest's file on onnxruntime, LiteRT or numpy.
 
 ``load(entry)`` runs one file on its format's runtime; ``load_model(manifest,
-backend="auto")`` tries every format whose runtime is installed, times a tiny probe
-(one window, a few runs) and keeps the fastest, logging what it measured. See
-``docs/models.md``.
+backend="auto", precision="float")`` loads the file of that precision on the first
+runtime of a fixed order that is installed (``edge.runtime.choice``), so the choice
+never depends on speed, and logs which file and why. ``probe_seconds`` times a model
+for the benchmarks. See ``docs/models.md``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
 from edge.runtime import litert_backend, onnx_backend
 from edge.runtime.base import Backend, RuntimeUnavailable
+from edge.runtime.choice import AUTO_ORDER, PRECISIONS, choose
 from edge.runtime.litert_backend import LiteRTBackend
 from edge.runtime.manifest import FORMAT_RUNTIMES, InputError, ManifestError, ModelFile, ModelManifest
 from edge.runtime.numpy_backend import NumpyBackend
@@ -35,7 +38,9 @@ _AVAILABLE = {
 PROBE_RUNS = 15
 
 __all__ = [
+    "AUTO_ORDER",
     "BACKENDS",
+    "PRECISIONS",
     "Backend",
     "InputError",
     "ManifestError",
@@ -45,6 +50,7 @@ __all__ = [
     "available_backends",
     "load",
     "load_model",
+    "probe_seconds",
 ]
 
 
@@ -65,7 +71,10 @@ def load(entry: ModelFile, backend: str | None = None, num_threads: int = 1) -> 
 
 
 def probe_seconds(model: Backend, runs: int = PROBE_RUNS, row: np.ndarray | None = None) -> float:
-    """Median wall time of one single-window prediction (after one warm-up run); ``row`` defaults to the mean."""
+    """Median wall time of one single-window prediction (after one warm-up run); ``row`` defaults to the mean.
+
+    For benchmarks and model cards only: ``load_model`` never times anything to choose.
+    """
     row = model.manifest.mean.reshape(1, -1) if row is None else row
     model.predict(row)
     times = []
@@ -76,51 +85,32 @@ def probe_seconds(model: Backend, runs: int = PROBE_RUNS, row: np.ndarray | None
     return float(np.median(times))
 
 
-def load_model(manifest: ModelManifest, backend: str = "auto", formats=None, num_threads: int = 1) -> Backend:
-    """Load ``manifest``'s model on ``backend``, or with ``"auto"`` on the fastest available one.
+def load_model(
+    manifest: ModelManifest,
+    backend: str = "auto",
+    *,
+    precision: str = "float",
+    formats: Iterable[str] | None = None,
+    num_threads: int = 1,
+) -> Backend:
+    """Load ``manifest``'s file of ``precision`` on ``backend``; ``"auto"`` takes a fixed order, never a timing.
 
-    ``formats`` restricts which files may be used (default: all the manifest lists).
-    The returned backend carries ``probe_us`` (format/backend -> µs per window) when
-    ``auto`` measured more than one candidate.
+    ``precision`` (``float`` or ``int8``) names the weights that decide; ``backend`` a
+    runtime, or ``auto`` for the first of :data:`edge.runtime.choice.AUTO_ORDER` whose
+    runtime is installed. ``formats`` pins the files to try instead (benchmarks, tests).
+    The returned backend's ``choice`` says why it was picked; the log says it too.
     """
-    allowed = [f for f in manifest.formats if formats is None or f in formats]
-    if not allowed:
-        raise ManifestError(
-            f"model {manifest.name}: none of the formats {list(formats)} is in its "
-            f"manifest (it has {', '.join(manifest.formats)})"
-        )
-    if backend != "auto":
-        if backend not in BACKENDS:
-            raise ManifestError(f"unknown backend '{backend}' (known: auto, {', '.join(BACKENDS)})")
-        usable = [f for f in allowed if backend in FORMAT_RUNTIMES[f]]
-        if not usable:
-            raise ManifestError(
-                f"model {manifest.name} has no file backend '{backend}' can run (it has {', '.join(allowed)})"
-            )
-        return load(manifest.files[usable[0]], backend, num_threads)
-    installed = available_backends()
-    candidates, skipped = [], []
-    for fmt in allowed:
-        name = next((r for r in FORMAT_RUNTIMES[fmt] if r in installed), None)
-        if name is None:
-            skipped.append(f"{fmt} (no runtime)")
-            continue
-        try:
-            candidates.append(load(manifest.files[fmt], name, num_threads))
-        except (ManifestError, RuntimeUnavailable) as e:
-            skipped.append(f"{fmt} ({e})")
-    if not candidates:
-        raise RuntimeUnavailable(f"model {manifest.name}: no file can run here: {'; '.join(skipped)}")
-    timings = {f"{c.format}/{c.name}": probe_seconds(c) * 1e6 for c in candidates} if len(candidates) > 1 else {}
-    best = min(candidates, key=lambda c: timings.get(f"{c.format}/{c.name}", 0.0))
-    best.probe_us = timings
-    log.info(
-        "model %s v%s: backend auto picked %s on %s (probe, µs per window: %s%s)",
-        manifest.name,
-        manifest.version,
-        best.format,
-        best.name,
-        ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "single candidate",
-        f"; skipped {', '.join(skipped)}" if skipped else "",
+    picked = choose(
+        manifest.formats,
+        backend,
+        precision,
+        available_backends(),
+        formats,
+        model=f"model {manifest.name} v{manifest.version} in {manifest.root}",
     )
-    return best
+    model = load(manifest.files[picked.format], picked.runtime, num_threads)
+    model.choice = picked.reason
+    log.info(
+        "model %s v%s: %s on %s (%s)", manifest.name, manifest.version, picked.format, picked.runtime, picked.reason
+    )
+    return model

@@ -20,8 +20,8 @@ class Backend:
     """Base class: subclasses set ``name`` and implement ``_run(scaled_rows) -> raw outputs``."""
 
     name = "base"
-    # Set only on the backend ``load_model`` picks by probing: "format/backend" -> µs per window.
-    probe_us: dict[str, float]
+    # Why ``load_model`` picked this file and runtime (precision, backend, what was passed over).
+    choice = ""
 
     def __init__(self, entry: ModelFile, num_threads: int = 1):
         if entry.manifest is None:

@@ -69,9 +69,11 @@ class ModelRegistry:
     def verify(self, name: str) -> ModelManifest:
         return verify(self.manifest(name))
 
-    def load(self, name: str, backend: str = "auto", formats=None, num_threads: int = 1) -> Backend:
+    def load(
+        self, name: str, backend: str = "auto", formats=None, num_threads: int = 1, *, precision: str = "float"
+    ) -> Backend:
         """Verify every file of model ``name``, then load it (see :func:`edge.runtime.load_model`)."""
-        return load_model(self.verify(name), backend, formats, num_threads)
+        return load_model(self.verify(name), backend, precision=precision, formats=formats, num_threads=num_threads)
 
 
 def smoke_test(model: Backend, windows) -> None:
@@ -102,9 +104,12 @@ def smoke_test(model: Backend, windows) -> None:
 class ModelSlot:
     """The model in service; ``swap`` replaces it only with a verified model that passed the smoke test."""
 
-    def __init__(self, smoke_windows, backend: str = "auto", formats=None, num_threads: int = 1):
+    def __init__(
+        self, smoke_windows, backend: str = "auto", formats=None, num_threads: int = 1, *, precision: str = "float"
+    ):
         self.smoke_windows = np.asarray(smoke_windows, dtype=np.float64)
         self.backend, self.formats, self.num_threads = backend, formats, num_threads
+        self.precision = precision
         self.active: Backend | None = None
         self.last_error: Exception | None = None
 
@@ -116,7 +121,13 @@ class ModelSlot:
         """
         try:
             manifest = candidate if isinstance(candidate, ModelManifest) else ModelManifest.read(candidate)
-            model = load_model(verify(manifest), self.backend, self.formats, self.num_threads)
+            model = load_model(
+                verify(manifest),
+                self.backend,
+                precision=self.precision,
+                formats=self.formats,
+                num_threads=self.num_threads,
+            )
             smoke_test(model, self.smoke_windows)
         except Exception as e:
             self.last_error = e

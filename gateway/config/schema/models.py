@@ -17,6 +17,7 @@ from edge.detectors import (
     No2VirtualSensor,
     SensorFaultDetector,
 )
+from edge.runtime.choice import BACKEND_CHOICES, PRECISIONS, pair_problem
 from gateway.config.schema.base import Section
 from gateway.config.schema.ha_entities import (
     HaEntity,
@@ -121,7 +122,19 @@ class EaqiModel(ModelBase):
 
 # Air-site models (edge/detectors/air_models.py, edge/detectors/drift.py, docs/air-models.md).
 _AIR_INPUTS = ("pm25", "pm10", "no2", "temperature", "humidity", "wind_speed", "cell_count")
-_BACKENDS = ("auto", "onnxruntime", "litert", "numpy")
+
+
+def _runs_precision(backend: str, info: ValidationInfo) -> str:
+    """A named runtime must run the configured precision's file (edge/runtime/choice.py)."""
+    problem = pair_problem(backend, info.data.get("precision", "float"))
+    if problem:
+        raise fail(problem)
+    return backend
+
+
+# Declared before backend, so the check on backend sees it (written or default) and the error is at backend's line.
+Precision = Annotated[str, BeforeValidator(_one_of(PRECISIONS))]
+Runtime = Annotated[str, BeforeValidator(_one_of(BACKEND_CHOICES))]
 
 
 class AirInputs(Section):
@@ -141,9 +154,14 @@ class AirInputs(Section):
 
 class _AirModel(ModelBase):
     model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
-    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    precision: Precision = "float"  # which weights decide: float (onnx_float, numpy) or int8 (tflite_int8, onnx_int8)
+    # numpy runs only float, litert only int8, onnxruntime both; auto takes the precision's files in a
+    # fixed order, the first whose runtime is installed (docs/models.md), never the fastest
+    backend: Runtime = "auto"
     sensors: AirInputs
     needs: ClassVar[tuple[str, ...]] = ()
+
+    _backend_runs_precision = field_validator("backend")(_runs_precision)
 
     @model_validator(mode="after")
     def _inputs(self) -> _AirModel:
@@ -153,10 +171,11 @@ class _AirModel(ModelBase):
         return self
 
     def detector_params(self, config: GatewayView) -> dict[str, Any]:
-        """Keyword arguments for the air detector: sensors by input, the model's folder, backend, time zone."""
+        """The air detector's arguments: sensors by input, the model's folder, precision, backend, time zone."""
         return {
             "sensors": self.sensors.given(),
             "model_dir": config.resolve_path(self.model_dir),
+            "precision": self.precision,
             "backend": self.backend,
             "timezone": config.timezone,
         }
@@ -291,12 +310,17 @@ class LearnedLeakModel(ModelBase):
     detector: ClassVar[type[Detector]] = LearnedLeakDetector
     detection_kind: ClassVar[str] = LearnedLeakDetector.kind
     model_dir: FilePath  # the exported model's folder (manifest.json inside), relative to this file
-    backend: Annotated[str, BeforeValidator(_one_of(_BACKENDS))] = "auto"  # auto: the fastest, measured
+    precision: Precision = "float"  # which weights decide: float (onnx_float, numpy) or int8 (tflite_int8, onnx_int8)
+    # numpy runs only float, litert only int8, onnxruntime both; auto takes the precision's files in a
+    # fixed order, the first whose runtime is installed (docs/models.md), never the fastest
+    backend: Runtime = "auto"
     # Empty: every sensor feeds the model input named by its replay column (or its id).
     inputs: list[LeakInput] = Field(default_factory=list)
 
+    _backend_runs_precision = field_validator("backend")(_runs_precision)
+
     def detector_params(self, config: GatewayView) -> dict[str, Any]:
-        """The model's folder, backend, and which sensor feeds which model input (element, quantity)."""
+        """The model's folder, precision, backend, and which sensor feeds which model input (element, quantity)."""
         sensors = {s.id: s for s in config.sensors}
         if self.inputs:
             unknown = [i.sensor for i in self.inputs if i.sensor not in sensors]
@@ -305,7 +329,12 @@ class LearnedLeakModel(ModelBase):
             inputs = {i.sensor: (i.element, sensors[i.sensor].quantity) for i in self.inputs}
         else:
             inputs = {s.id: (getattr(s, "column", None) or s.id, s.quantity) for s in config.sensors}
-        return {"model_dir": config.resolve_path(self.model_dir), "backend": self.backend, "inputs": inputs}
+        return {
+            "model_dir": config.resolve_path(self.model_dir),
+            "precision": self.precision,
+            "backend": self.backend,
+            "inputs": inputs,
+        }
 
     def build_detector(self, config: GatewayView) -> LearnedLeakDetector:
         """The learned leak detector, its model verified (sha256) and loaded from ``model_dir``."""
