@@ -112,7 +112,13 @@ def test_no2_virtual_sensor_tracks_the_true_no2_of_a_fresh_zone(clean_site):
 def test_fault_detector_flags_injected_faults_and_alerts_on_lasting_ones():
     site = simulate_air_site(days=14, seed=4242, start="2026-02-02", faults=FaultRates().scaled(3.0))
     detector = SensorFaultDetector(
-        "air-test", "gw-air", {k: k for k in FAULT_INPUTS}, MODELS / "air-fault", backend="litert", model="air-fault"
+        "air-test",
+        "gw-air",
+        {k: k for k in FAULT_INPUTS},
+        MODELS / "air-fault",
+        backend="litert",
+        model="air-fault",
+        precision="int8",
     )
     out = run(detector, site)
     detections = [d for d in out if isinstance(d, Detection) and d.label != "insufficient_data"]

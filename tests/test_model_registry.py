@@ -61,9 +61,14 @@ def _flip_a_byte(path, offset=-20):
 def test_registry_lists_and_loads_verified_models(models, data):
     reg = ModelRegistry(models)
     assert reg.names() == ["leak_lr"]
-    for backend in ("numpy", "onnxruntime", "litert"):
-        model = reg.load("leak_lr", backend=backend)
-        assert model.name == backend and model.predict(data[0][:5]).shape == (5, 2)
+    for backend, precision, fmt in (
+        ("numpy", "float", "numpy"),
+        ("onnxruntime", "float", "onnx_float"),
+        ("onnxruntime", "int8", "onnx_int8"),
+        ("litert", "int8", "tflite_int8"),
+    ):
+        model = reg.load("leak_lr", backend=backend, precision=precision)
+        assert (model.name, model.format) == (backend, fmt) and model.predict(data[0][:5]).shape == (5, 2)
     with pytest.raises(ManifestError, match=r"no model 'leak_mlp' in .*models there: leak_lr"):
         reg.manifest("leak_mlp")
 
@@ -111,7 +116,7 @@ def test_slot_swaps_in_a_verified_model(exported, data, caplog):
     with caplog.at_level(logging.INFO):
         slot.swap(exported / "v2")
     assert slot.active.manifest.version == "2" and slot.decide(X[:3]).shape == (3,)
-    assert "was leak_lr v1" in caplog.text and "backend auto picked" in caplog.text
+    assert "was leak_lr v1" in caplog.text and "backend auto with precision float" in caplog.text
 
 
 def test_slot_refuses_a_model_that_cannot_score_the_windows(tmp_path, exported, data):

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
         default=6.0,
         help="a sensor repeating one non-zero value this long is stuck (default 6)",
     )
+    p.add_argument(
+        "--precision", default="float", choices=("float", "int8"), help="the weights that decide (default float)"
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "litert", "numpy"))
     p.set_defaults(func=run)
 
@@ -66,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         settings = _settings(args.model)  # the model's sensor list names the CSV columns to read
         for i, (element, quantity) in enumerate(settings.sensors):
             ids[_sensor_id(i, element, quantity)] = (element, quantity)
-        detector = LearnedLeakDetector.from_model_dir(args.model, SITE, GATEWAY, ids, backend=args.backend)
+        detector = LearnedLeakDetector.from_model_dir(
+            args.model, SITE, GATEWAY, ids, backend=args.backend, precision=args.precision
+        )
     except (ManifestError, ValueError, OSError) as exc:
         raise UserError(f"model {args.model}: {exc}") from None
     try:
