@@ -115,7 +115,7 @@ def shortfalls(figures: list[dict]) -> list[str]:
             "calls, and each runtime adds a fixed cost per call of the same size: onnxruntime's `run`, LiteRT's "
             "`set_tensor`/`invoke`/`get_tensor`, int8 quantise and dequantise, and the input checks every "
             f"backend makes (shape, finiteness, standardisation). {_sklearn_speedups(figures)} `backend: auto` "
-            "times the candidates on the gateway and picks the fastest."
+            "never picks by speed: it takes the configured precision's files in a fixed order (docs/models.md)."
         )
     roof = [f for f in missed if f["name"].startswith("inference batch 1024:")]
     if roof:
