@@ -52,6 +52,8 @@ def config_text(data_dir: Path, mqtt_port: int, backend: str, dummy_file: Path) 
                 "name": "air-fault",
                 "type": "sensor_fault",
                 "model_dir": str(ROOT / "models" / "air-fault"),
+                # litert runs only the int8 file; onnxruntime and numpy the float one (as before precision existed)
+                "precision": "int8" if backend == "litert" else "float",
                 "backend": backend,
                 "sensors": {"pm25": "PM25", "pm10": "PM10", "no2": "NO2"},
             },
