@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,12 @@ class AirPatternDetector(HourlyAirDetector):
         if missing:
             raise ValueError(f"air_pattern needs a sensor for {', '.join(missing)}")
         super()._check_sensors()
+
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """The features must stay (this code computes them); a new class list is read as it comes, state kept."""
+        if list(new.features) != list(old.features) or new.task != "classification":
+            return super()._model_change(new, old)
+        return None  # the buffer holds readings, not labels: nothing goes stale
 
     def _decide(self, values: dict[str, np.ndarray], times: np.ndarray, end_ms: int) -> list[Output]:
         row = pattern_features(values, times, np.array([HISTORY_SLOTS]), self.timezone)
@@ -140,6 +147,19 @@ class SensorFaultDetector(HourlyAirDetector):
         super()._check_sensors()
         for sensor in self.sensors.values():
             check_id("model and sensor", f"{self.model}.{sensor}")
+
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """Same features; a new class list must still have ``ok`` (what clears an alert): the label runs restart."""
+        if list(new.features) != list(old.features) or new.task != "classification" or "ok" not in new.output_names:
+            return super()._model_change(new, old)
+        if list(new.output_names) == list(old.output_names):
+            return None
+        return f"its classes are {', '.join(new.output_names)} (were {', '.join(old.output_names)}): label runs restart"
+
+    def _forget(self, why: str) -> None:
+        """The runs of labels start over; open alerts stay, and clear after ``clear_after`` ok hours."""
+        for runs in self.runs_.values():
+            runs.clear()
 
     def reset(self) -> None:
         super().reset()
