@@ -167,6 +167,12 @@ def version_folder(fleet, model_type: str, version: str, tmp_path: Path) -> Path
     return folder
 
 
+def running(detector):
+    """The loaded model a detector's next decision scores with (the drift detector's: its estimator's)."""
+    estimator = getattr(detector, "estimator", None)
+    return (estimator if estimator is not None else detector).runtime_
+
+
 def run(detectors, readings, *, flush: bool = False) -> list:
     out = [o for r in readings for d in detectors for o in d.update(r)]
     return out + ([o for d in detectors for o in d.flush()] if flush else [])
@@ -238,18 +244,18 @@ def test_update_is_applied_and_the_next_decision_comes_from_the_new_version(
 ):
     name, _, stream, at_ms = CASES[model_type]
     detectors, listener, topics, store = gateway(model_type)
-    runtimes = {d.model: f"{d.model_runtime.format}/{d.model_runtime.name}" for d in detectors}
+    runtimes = {d.model: f"{running(d).format}/{running(d).name}" for d in detectors}
     first, rest = split(list(stream()), at_ms)
     run(detectors, first)
 
     report = push(services, topics, fleet["models"][name]["v2"], name, "2")
 
     assert report["outcome"] == "applied", report
-    for detector in detectors:  # every detector that runs the model took it, and said what it kept
-        assert f"{detector.model} (state kept)" in report["detail"]
-        assert detector.model_runtime.manifest.version == "2"
+    for detector in detectors:  # every detector that runs the model took it, on the runtime it had
+        assert running(detector).manifest.version == "2", detector.model
         # Same precision and runtime as before the update, though the receiver's default is numpy.
-        assert f"{detector.model_runtime.format}/{detector.model_runtime.name}" == runtimes[detector.model]
+        assert f"{running(detector).format}/{running(detector).name}" == runtimes[detector.model]
+        assert f"{detector.model} (state kept)" in report["detail"]  # and the report says it scored with it
     assert listener.receiver.state()[name]["version"] == "2" and store.pointer(name).current == "2"
 
     after = run(detectors, rest, flush=True)
@@ -281,7 +287,7 @@ def test_version_failing_the_smoke_test_is_rolled_back_and_the_old_one_keeps_dec
     )
     assert says in report["detail"] and "v1 stays in service" in report["detail"]
     assert store.pointer(name) is None and not (store.root / name / "3").exists()
-    assert all(d.model_runtime.manifest.version == "1" for d in detectors)
+    assert all(running(d).manifest.version == "1" for d in detectors)
     after = run(detectors, rest, flush=True)
     old = reference(config(model_type, REPO / "models"), first + rest, at_ms)
     got = decisions(after)
