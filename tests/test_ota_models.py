@@ -124,10 +124,8 @@ def reversion(src: Path, dst: Path, version: str, *, shift: float = 0.0, rescore
     return dst
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def make_fleet(root: Path) -> dict:
     """The fleet's signing key pair and, per shipped model, v2 (new weights in effect) and a v3 that fails."""
-    root = tmp_path_factory.mktemp("ota-fleet")
     private, public = generate_signing_key(root / "keys")
     models = {}
     for name in {case[0] for case in CASES.values()}:
@@ -144,7 +142,20 @@ def fleet(tmp_path_factory):
     return {"root": root, "private": private, "public": public, "key": load_public_key(public), "models": models}
 
 
-def config(model_type: str, models: Path | str, *, prefix: str = "ota", data_dir: Path | None = None, public=None):
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    return make_fleet(tmp_path_factory.mktemp("ota-fleet"))
+
+
+def config(
+    model_type: str,
+    models: Path | str,
+    *,
+    prefix: str = "ota",
+    data_dir: Path | None = None,
+    public=None,
+    sensors: str = SENSORS,
+):
     """The gateway config of one model type, its model folders under ``models`` (one folder per model name)."""
     section = CASES[model_type][1].format(models=models)
     updates = ""
@@ -152,7 +163,7 @@ def config(model_type: str, models: Path | str, *, prefix: str = "ota", data_dir
         updates = f"storage: {{data_dir: {data_dir}}}\nmodel_updates: {{enabled: true, public_key_file: {public}}}\n"
     text = (
         f"site: {SITE}\ngateway: {GATEWAY}\nmqtt: {{host: 127.0.0.1, topic_prefix: {prefix}}}\n"
-        f"sources: {{replay: {{file: none.npz}}}}\n{updates}sensors:\n{SENSORS}models:\n{section}"
+        f"sources: {{replay: {{file: none.npz}}}}\n{updates}sensors:\n{sensors}models:\n{section}"
     )
     return load_config_text(text, "ota.yaml", path=REPO / "firmware_configs" / "ota.yaml")
 
