@@ -188,6 +188,7 @@ class CalibrationDriftDetector(Detector):
         why = self.check_model(backend)
         assert self.estimator is not None  # check_model refused otherwise
         self.estimator.use_model(backend)
+        log.info("%s: its estimator now runs %s v%s", self.model, backend.manifest.name, backend.manifest.version)
         if why is not None:
             log.warning("%s: %s", self.model, why)
             self.reset()
