@@ -17,6 +17,7 @@ import shutil
 import pytest
 
 from edge.detectors.air_models import No2VirtualSensor
+from edge.detectors.base import ModelSwapError
 from edge.runtime import load_model
 from edge.runtime.manifest import ModelManifest
 from gateway.device.runner import build_detectors
@@ -186,3 +187,37 @@ def test_same_features_keep_the_state(model_type, fleet, tmp_path):
     detector.use_model(v2)
     assert {k: v for k, v in vars(detector).items() if k.endswith("_") and k != "runtime_"}.keys() == state.keys()
     assert all(getattr(detector, k) is v for k, v in state.items() if k not in ("alarm_",))
+
+
+def renamed_classes(src, dst, rename: dict):
+    """``src`` as v2 with some class names changed (the same network: the labels are what changed)."""
+    v2 = reversion(src, dst, "2")
+    edit_manifest(v2, lambda raw: raw["output"].update(names=[rename.get(n, n) for n in raw["output"]["names"]]))
+    return load_model(ModelManifest.read(v2), "numpy")
+
+
+def test_sensor_fault_with_other_classes_restarts_its_label_runs_and_keeps_open_alerts(tmp_path):
+    detector = build_detectors(config("sensor_fault", REPO / "models"))[0]
+    for sensor in detector.runs_:
+        detector.runs_[sensor].extend(["stuck", "stuck"])
+    detector.alerts_["PM25"] = ("fault-PM25-20260302T0100", T0, "stuck")
+    v2 = renamed_classes(REPO / "models" / "air-fault", tmp_path / "fault-v2", {"spike": "spike_short"})
+
+    assert "label runs restart" in detector.check_model(v2)
+    detector.use_model(v2)
+    assert running(detector) is v2 and all(len(runs) == 0 for runs in detector.runs_.values())
+    assert detector.alerts_ == {"PM25": ("fault-PM25-20260302T0100", T0, "stuck")}  # it still clears after ok hours
+
+    no_ok = renamed_classes(REPO / "models" / "air-fault", tmp_path / "fault-v3", {"ok": "healthy"})
+    with pytest.raises(ModelSwapError) as refused:
+        detector.use_model(no_ok)
+    assert refused.value.reason == "outputs_changed" and running(detector) is v2
+
+
+def test_air_pattern_with_other_classes_keeps_its_state(tmp_path):
+    detector = build_detectors(config("air_pattern", REPO / "models"))[0]
+    buffer = detector.buffer_
+    v2 = renamed_classes(REPO / "models" / "air-pattern", tmp_path / "pattern-v2", {"local_source": "local_fire"})
+    assert detector.check_model(v2) is None
+    detector.use_model(v2)
+    assert running(detector) is v2 and detector.buffer_ is buffer
