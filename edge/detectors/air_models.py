@@ -64,7 +64,8 @@ class AirPatternDetector(HourlyAirDetector):
     """The hour's pattern: normal, traffic_peak, regional_episode or local_source.
 
     ``sensors`` maps each input (pm25, pm10, no2, temperature, humidity, cell_count)
-    to a sensor id.
+    to a sensor id. A new model version must read PATTERN_FEATURES (this code computes
+    no other: ``use_model`` raises ModelSwapError); it may have other classes.
     """
 
     kind = "air_pattern"
@@ -112,7 +113,9 @@ class SensorFaultDetector(HourlyAirDetector):
 
     ``sensors`` maps a sensor kind (pm25, pm10, no2, temperature, humidity) to a
     sensor id; give any subset. An alert is raised after ``raise_after`` faulty hours
-    in a row and cleared after ``clear_after`` healthy ones.
+    in a row and cleared after ``clear_after`` healthy ones. A new model version must
+    read FAULT_FEATURES (``use_model`` raises ModelSwapError otherwise) and have an
+    ``ok`` class; other classes restart the label runs.
     """
 
     kind = "sensor_fault"
@@ -274,6 +277,8 @@ class No2VirtualSensor(HourlyAirDetector):
     """Hourly NO2 (ug/m3) for a zone without an NO2 sensor, from phones per antenna and weather.
 
     ``sensors`` maps cell_count, wind_speed, temperature and humidity to sensor ids.
+    A new model version must read NO2_FEATURES and give the one estimate
+    (``use_model`` raises ModelSwapError otherwise: this code computes no other feature).
     """
 
     kind = "no2_virtual"
