@@ -2,10 +2,12 @@
 
 Every detector has a ``kind`` (the ``kind`` of everything it emits), ``update(reading)``
 and ``flush()``, ``reset()``, ``state()`` / ``restore(state)`` and ``model_name`` /
-``use_model(backend)``. Rule-based ones (night flow, EAQI, calibration drift) run no
-exported model and refuse ``use_model``; model detectors (``ModelDetector``: the
-learned leak detector and the air-site models) hold their model in ``runtime_`` and
-take a verified new version of the same model.
+``check_model(backend)`` / ``use_model(backend)``. Rule-based ones (night flow, EAQI,
+calibration drift without an estimator) run no exported model and refuse ``use_model``;
+model detectors (``ModelDetector``: the learned leak detector and the air-site models)
+hold their model in ``runtime_`` and take a verified new version of the same model,
+keeping their state when its features are the same (see docs/model-updates.md for what
+each one does otherwise). A drift detector with an estimator takes its estimator's.
 
 =========================  =================  ==========================================
 detector                   kind               decides on

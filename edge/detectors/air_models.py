@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,8 @@ class AirPatternDetector(HourlyAirDetector):
     """The hour's pattern: normal, traffic_peak, regional_episode or local_source.
 
     ``sensors`` maps each input (pm25, pm10, no2, temperature, humidity, cell_count)
-    to a sensor id.
+    to a sensor id. A new model version must read PATTERN_FEATURES (this code computes
+    no other: ``use_model`` raises ModelSwapError); it may have other classes.
     """
 
     kind = "air_pattern"
@@ -74,6 +76,12 @@ class AirPatternDetector(HourlyAirDetector):
         if missing:
             raise ValueError(f"air_pattern needs a sensor for {', '.join(missing)}")
         super()._check_sensors()
+
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """The features must stay (this code computes them); a new class list is read as it comes, state kept."""
+        if list(new.features) != list(old.features) or new.task != "classification":
+            return super()._model_change(new, old)
+        return None  # the buffer holds readings, not labels: nothing goes stale
 
     def _decide(self, values: dict[str, np.ndarray], times: np.ndarray, end_ms: int) -> list[Output]:
         row = pattern_features(values, times, np.array([HISTORY_SLOTS]), self.timezone)
@@ -105,7 +113,9 @@ class SensorFaultDetector(HourlyAirDetector):
 
     ``sensors`` maps a sensor kind (pm25, pm10, no2, temperature, humidity) to a
     sensor id; give any subset. An alert is raised after ``raise_after`` faulty hours
-    in a row and cleared after ``clear_after`` healthy ones.
+    in a row and cleared after ``clear_after`` healthy ones. A new model version must
+    read FAULT_FEATURES (``use_model`` raises ModelSwapError otherwise) and have an
+    ``ok`` class; other classes restart the label runs.
     """
 
     kind = "sensor_fault"
@@ -141,6 +151,19 @@ class SensorFaultDetector(HourlyAirDetector):
         super()._check_sensors()
         for sensor in self.sensors.values():
             check_id("model and sensor", f"{self.model}.{sensor}")
+
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """Same features; a new class list must still have ``ok`` (what clears an alert): the label runs restart."""
+        if list(new.features) != list(old.features) or new.task != "classification" or "ok" not in new.output_names:
+            return super()._model_change(new, old)
+        if list(new.output_names) == list(old.output_names):
+            return None
+        return f"its classes are {', '.join(new.output_names)} (were {', '.join(old.output_names)}): label runs restart"
+
+    def _forget(self, why: str) -> None:
+        """The runs of labels start over; open alerts stay, and clear after ``clear_after`` ok hours."""
+        for runs in self.runs_.values():
+            runs.clear()
 
     def reset(self) -> None:
         super().reset()
@@ -255,6 +278,8 @@ class No2VirtualSensor(HourlyAirDetector):
     """Hourly NO2 (ug/m3) for a zone without an NO2 sensor, from phones per antenna and weather.
 
     ``sensors`` maps cell_count, wind_speed, temperature and humidity to sensor ids.
+    A new model version must read NO2_FEATURES and give the one estimate
+    (``use_model`` raises ModelSwapError otherwise: this code computes no other feature).
     """
 
     kind = "no2_virtual"

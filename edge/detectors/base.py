@@ -4,9 +4,12 @@ A detector is streaming: ``update(reading)`` consumes one Reading and returns th
 Detections and Alerts of every window that closed before it; ``flush()`` decides the
 window still open when the sources end. Its ``kind`` names what it detects ("leak",
 "aqi", ...) and is the ``kind`` of everything it emits. A detector that runs an
-exported model names it in ``model_name`` and takes a verified new version through
-``use_model(backend)``; a rule-based detector has ``model_name`` None and refuses
-``use_model``. ``state()`` / ``restore(state)`` carry what a restart must keep
+exported model (itself, or through a detector it reads, like the drift detector's
+estimator) names it in ``model_name``, scores with ``model_runtime`` and takes a verified
+new version through ``use_model(backend)``; a rule-based detector has ``model_name``
+None and refuses ``use_model``. ``check_model(backend)`` says beforehand whether a new
+version can be taken, and whether the detector's state survives it (None) or must be
+reset (the reason). ``state()`` / ``restore(state)`` carry what a restart must keep
 (empty here; the restart work fills them).
 
 The builders ``detection()`` and ``alert()`` fill in what every output of a detector
@@ -26,16 +29,26 @@ shares (site, gateway, kind, model, model version), so no detector re-implements
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from edge.contracts import Alert, AlertState, Detection, Reading, Severity, check_id
 
 Output = Detection | Alert
+log = logging.getLogger(__name__)
 
 
 class ModelSwapError(ValueError):
-    """A detector was offered a model it cannot run (wrong name, features or classes)."""
+    """A detector was offered a model it cannot run (another model, features it cannot compute, outputs it cannot read).
+
+    ``reason`` is what the model-update status reports (``gateway.model_updates.envelope.REASONS``):
+    ``mismatch``, ``features_changed`` or ``outputs_changed``.
+    """
+
+    def __init__(self, message: str, reason: str = "mismatch") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Detector(ABC):
@@ -75,13 +88,26 @@ class Detector(ABC):
         """Name of the exported model this detector runs (its manifest's name), None if rule-based."""
         return None
 
+    @property
+    def model_runtime(self) -> Any:
+        """The loaded backend this detector's next decision scores with (None if rule-based)."""
+        return None
+
+    def check_model(self, backend: Any) -> str | None:
+        """Whether ``backend`` can replace this detector's model: None (state kept) or why the state must reset.
+
+        Only ``backend.manifest`` is read, so a model not loaded yet can be checked. Raises
+        ModelSwapError when the detector cannot run it at all (here: a rule-based detector).
+        """
+        raise ModelSwapError(f"{type(self).__name__} {self.model!r} runs no exported model: nothing to swap")
+
     def use_model(self, backend: Any) -> None:
         """Run a new, verified version of this detector's model from now on (a hot swap).
 
         ``backend`` is a loaded runtime backend whose ``manifest`` names the model. Raises
-        ModelSwapError when this detector runs no exported model or another one.
+        ModelSwapError when this detector runs no exported model or cannot run this one.
         """
-        raise ModelSwapError(f"{type(self).__name__} {self.model!r} runs no exported model: nothing to swap")
+        self.check_model(backend)
 
     # -- restart ------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -156,7 +182,14 @@ class Detector(ABC):
 
 
 class ModelDetector(Detector):
-    """A detector that runs an exported model held in ``runtime_`` (a runtime backend with a manifest)."""
+    """A detector that runs an exported model held in ``runtime_`` (a runtime backend with a manifest).
+
+    By default a new version must read the same features and give the same outputs: the
+    features are what the detector computes, the outputs what it reads back, and a model
+    trained on other ones would score the wrong columns without failing. A detector that
+    can compute other features (the learned leak detector: they come with the model's own
+    settings) or read other outputs overrides ``_model_change`` and says what to reset.
+    """
 
     runtime_: Any
 
@@ -165,31 +198,60 @@ class ModelDetector(Detector):
         """The manifest name of the model in ``runtime_``."""
         return self.runtime_.manifest.name
 
-    def check_model(self, backend: Any) -> None:
-        """Raise ModelSwapError if ``backend`` cannot replace the running model: another name, features or classes.
+    @property
+    def model_runtime(self) -> Any:
+        """``runtime_``: what the next decision scores with."""
+        return self.runtime_
 
-        The features and classes are what the detector computes and reads back, so a model
-        trained on other ones would score the wrong columns without failing.
+    def check_model(self, backend: Any) -> str | None:
+        """Raise ModelSwapError if ``backend`` cannot replace the running model; else None or why to reset.
+
+        Another model name is always refused; features and outputs are judged by ``_model_change``.
         """
         new, old = backend.manifest, self.runtime_.manifest
         if new.name != old.name:
             raise ModelSwapError(f"{self.model!r} runs model {old.name!r}, not {new.name!r}")
+        return self._model_change(new, old)
+
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """Same features and outputs, or ModelSwapError: this detector computes and reads exactly those."""
         if list(new.features) != list(old.features):
             raise ModelSwapError(
                 f"{self.model!r}: model {new.name} v{new.version} takes features {', '.join(new.features)}, "
-                f"not {', '.join(old.features)}"
+                f"not {', '.join(old.features)}: this gateway's software computes the latter",
+                "features_changed",
             )
-        if list(new.output_names) != list(old.output_names):
+        if (new.task, list(new.output_names)) != (old.task, list(old.output_names)):
             raise ModelSwapError(
-                f"{self.model!r}: model {new.name} v{new.version} outputs {', '.join(new.output_names)}, "
-                f"not {', '.join(old.output_names)}"
+                f"{self.model!r}: model {new.name} v{new.version} is a {new.task} with outputs "
+                f"{', '.join(new.output_names)}, not a {old.task} with {', '.join(old.output_names)}",
+                "outputs_changed",
             )
+        return None
 
     def use_model(self, backend: Any) -> None:
-        """Swap in ``backend`` after ``check_model``; outputs from now on carry its version."""
-        self.check_model(backend)
+        """Swap in ``backend`` after ``check_model``; outputs from now on carry its version.
+
+        The state is kept when ``check_model`` says so (same features), else reset with the reason logged.
+        """
+        why = self.check_model(backend)
+        old = self.runtime_.manifest
+        self._take_model(backend)
         self.runtime_ = backend
         self.model_version = backend.manifest.version
+        new = backend.manifest
+        if why is None:
+            log.info("%s: model %s v%s -> v%s, state kept", self.model, new.name, old.version, new.version)
+        else:
+            log.warning("%s: model %s v%s -> v%s: %s; state reset", self.model, new.name, old.version, new.version, why)
+            self._forget(why)
+
+    def _take_model(self, backend: Any) -> None:  # noqa: B027 - an optional hook: most detectors read nothing more
+        """Take what else the new model carries (settings in its manifest) before it goes in service."""
+
+    def _forget(self, why: str) -> None:
+        """Reset what the model change made stale (everything by default)."""
+        self.reset()
 
 
 __all__ = ["Detector", "ModelDetector", "ModelSwapError", "Output"]

@@ -36,14 +36,18 @@ days (e.g. after the sensor was recalibrated upstream).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
 from edge.detectors.base import Detector, Output
+
+log = logging.getLogger(__name__)
 
 KIND = "calibration"
 DAY_MS = 86_400_000
@@ -101,7 +105,11 @@ class _Calibration:
 class CalibrationDriftDetector(Detector):
     """Daily drift check of one sensor against its own calibration period (or a reference sensor).
 
-    Rule-based (``model_name`` None): an ``estimator`` it reads is a detector of its own.
+    The test itself is rule-based. With an ``estimator`` (a detector of its own, e.g. a
+    No2VirtualSensor copy) ``model_name`` is the estimator's model and ``use_model`` gives
+    it a new version: the calibration is kept when the estimator keeps its state, and
+    starts over when the estimator reset (its estimates are no longer the ones calibrated).
+    Without one, ``model_name`` is None and ``use_model`` refuses.
     """
 
     kind = KIND
@@ -155,6 +163,35 @@ class CalibrationDriftDetector(Detector):
         self.clear_after = clear_after
         self.test_ = PageHinkley(delta, threshold)
         self.reset()
+
+    # -- the estimator's model -------------------------------------------------------------
+    @property
+    def model_name(self) -> str | None:
+        """The estimator's model (None without an estimator)."""
+        return getattr(self.estimator, "model_name", None)
+
+    @property
+    def model_runtime(self) -> Any:
+        """What the estimator scores with (None without an estimator)."""
+        return getattr(self.estimator, "model_runtime", None)
+
+    def check_model(self, backend: Any) -> str | None:
+        """The estimator's verdict on a new version of its model."""
+        if self.model_name is None:
+            return super().check_model(backend)
+        assert self.estimator is not None  # it names the model
+        why = self.estimator.check_model(backend)
+        return None if why is None else f"the estimator resets ({why}): a new calibration period starts"
+
+    def use_model(self, backend: Any) -> None:
+        """Give the estimator the new version; recalibrate only if the estimator reset."""
+        why = self.check_model(backend)
+        assert self.estimator is not None  # check_model refused otherwise
+        self.estimator.use_model(backend)
+        log.info("%s: its estimator now runs %s v%s", self.model, backend.manifest.name, backend.manifest.version)
+        if why is not None:
+            log.warning("%s: %s", self.model, why)
+            self.reset()
 
     @property
     def statistic_name(self) -> str:
@@ -318,9 +355,11 @@ class CalibrationDriftDetector(Detector):
         return []
 
     def _detection(self, start: int, end: int, label: str, score: float, explanation: dict) -> Detection:
+        runtime = self.model_runtime
         explanation = {
             "sensor": self.sensor,
             **({"reference": self.reference} if self.reference else {}),
+            **({"estimator_version": runtime.manifest.version} if runtime is not None else {}),
             **explanation,
         }
         severity = Severity.WARNING if label == DRIFTING else Severity.INFO

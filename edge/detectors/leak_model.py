@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
-from edge.detectors.base import ModelDetector, Output
+from edge.detectors.base import ModelDetector, ModelSwapError, Output
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 
 KIND = "leak"
@@ -149,6 +149,7 @@ class LearnedLeakDetector(ModelDetector):
         if missing:
             raise ValueError(f"model {self.model} needs sensor(s) {', '.join(missing)}: map each to a gateway sensor")
         self.column_of = {sensor: wanted[tuple(pair)] for sensor, pair in inputs.items() if tuple(pair) in wanted}
+        self.inputs_ = {sensor: (str(pair[0]), str(pair[1])) for sensor, pair in inputs.items()}  # for a new version
         self.step_ms = settings.layout.step_s * 1000
         self.reset()
 
@@ -187,6 +188,64 @@ class LearnedLeakDetector(ModelDetector):
         self.alarm_in_day_ = False
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
         self.late_readings_ = 0
+
+    # ---- a new version of the model ----------------------------------------------------
+    def _model_change(self, new: Any, old: Any) -> str | None:
+        """A new version may read other sensors or another layout (its manifest says how to compute them).
+
+        It must still be a classifier with a leak class, and read only sensors this gateway
+        maps in ``inputs``. Same layout and sensors: the baseline and alarm are kept (new
+        thresholds apply from the next step); else the baseline is rebuilt.
+        """
+        try:
+            settings = LeakDetectorSettings.from_dict(new.raw["detector"])
+        except (KeyError, ValueError) as exc:
+            raise ModelSwapError(
+                f"{self.model!r}: model {new.name} v{new.version} has no usable detector settings ({exc})",
+                "features_changed",
+            ) from None
+        if new.task != "classification" or not any(n in LEAK_CLASS_NAMES for n in new.output_names):
+            raise ModelSwapError(
+                f"{self.model!r}: model {new.name} v{new.version} gives {', '.join(new.output_names)}: "
+                f"no leak class ({', '.join(LEAK_CLASS_NAMES)})",
+                "outputs_changed",
+            )
+        mapped = set(self.inputs_.values())
+        missing = [f"{e} ({q})" for e, q in settings.sensors if (e, q) not in mapped]
+        if missing:
+            raise ModelSwapError(
+                f"{self.model!r}: model {new.name} v{new.version} reads sensor(s) {', '.join(missing)}, "
+                "which this gateway's config does not map to a sensor",
+                "features_changed",
+            )
+        if (settings.layout, settings.sensors, list(new.features)) == (
+            self.settings.layout,
+            self.settings.sensors,
+            list(old.features),
+        ):
+            return None
+        return (
+            f"it reads other features ({len(new.features)} from {len(settings.sensors)} sensors, "
+            f"was {len(old.features)} from {len(self.settings.sensors)}): the baseline is rebuilt "
+            f"({settings.layout.min_baseline_days} days before the first score)"
+        )
+
+    def _take_model(self, backend: Any) -> None:
+        """The new version's settings: sensors, layout, thresholds (the alarm's runs go on)."""
+        settings = LeakDetectorSettings.from_dict(backend.manifest.raw["detector"])
+        alarm = settings.persistence()
+        alarm.active, alarm.high_run, alarm.low_run = self.alarm_.active, self.alarm_.high_run, self.alarm_.low_run
+        alarm.run_start = self.alarm_.run_start
+        wanted = {tuple(s): i for i, s in enumerate(settings.sensors)}
+        self.settings, self.alarm_ = settings, alarm
+        self.column_of = {sensor: wanted[pair] for sensor, pair in self.inputs_.items() if pair in wanted}
+        self.step_ms = settings.layout.step_s * 1000
+
+    def _forget(self, why: str) -> None:
+        """Rebuild the baseline; a leak alert still open stays open, so it is cleared, not raised again."""
+        alert, active = self.alert_, self.alarm_.active
+        self.reset()
+        self.alert_, self.alarm_.active = alert, active
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every step that ended before it."""

@@ -161,6 +161,8 @@ def run_push(args: argparse.Namespace) -> int:
             if report.get("reason"):
                 line += f" ({report['reason']}: {report.get('detail', '')})"
                 failed += 1
+            elif report.get("detail"):  # applied: where it runs, which detectors scored with it
+                line += f" ({report['detail']})"
         elif args.wait > 0 and not args.clear:
             line += "; no answer yet (offline? it gets the update when it reconnects)"
         print(line)

@@ -182,6 +182,7 @@ class GatewayRunner:
         self.resume = resume
         self.speed = speed
         self._stop: threading.Event = threading.Event()
+        self.detectors_lock = threading.Lock()  # held while feeding detectors; a model update waits for it
         self._next_tick = 0.0
         self._next_status = 0.0
 
@@ -228,7 +229,9 @@ class GatewayRunner:
         try:
             self.publisher.start()  # in the try: if it fails, close() still releases the outbox
             # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
-            updates = model_updates.start_for_config(self.config, self.publisher.settings, self.detectors)
+            updates = model_updates.start_for_config(
+                self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
+            )
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
@@ -270,8 +273,9 @@ class GatewayRunner:
         return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
 
     def _flush_detectors(self, summary: RunSummary, resume: _Resume) -> None:
-        for detector in self.detectors:
-            self._publish_outputs(detector.flush(), summary, resume)
+        with self.detectors_lock:
+            outputs = [o for detector in self.detectors for o in detector.flush()]
+        self._publish_outputs(outputs, summary, resume)
 
     def _tick(self, summary: RunSummary) -> bool:
         """Periodic work; True if the loop should stop."""
@@ -299,10 +303,10 @@ class GatewayRunner:
                 self._outbox_error(summary, exc)
         else:
             summary.resumed += 1
-        for detector in self.detectors:
-            outputs = detector.update(reading)
-            if outputs:
-                self._publish_outputs(outputs, summary, resume)
+        with self.detectors_lock:
+            outputs = [o for detector in self.detectors for o in detector.update(reading)]
+        if outputs:
+            self._publish_outputs(outputs, summary, resume)
 
     def _publish_outputs(self, outputs, summary: RunSummary, resume: _Resume) -> None:
         topics = self.publisher.topics

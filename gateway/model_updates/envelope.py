@@ -51,6 +51,7 @@ REASONS = {
     "features_changed": "the model reads other features than the one in service",
     "outputs_changed": "the model gives other outputs (task, classes) than the one in service",
     "smoke_test_failed": "the model failed verification, loading or the smoke test on this gateway",
+    "handover_failed": "a detector took the model but does not score with it: every detector went back",
     "storage_error": "the gateway could not write the model to its disk",
 }
 

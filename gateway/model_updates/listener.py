@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from edge.contracts import check_id
-from edge.detectors.base import Detector, ModelDetector, ModelSwapError
+from edge.detectors.base import Detector, ModelSwapError
 from gateway.model_updates.envelope import UPDATE_SCHEMA, ModelUpdateConfigError, key_id, load_public_key
+from gateway.model_updates.handover import DetectorHandOver
 from gateway.model_updates.receiver import REFUSED, UNCHANGED, ModelUpdateReceiver, UpdateReport, now_ms
 from gateway.model_updates.store import ModelStore
 
@@ -177,7 +178,8 @@ def hand_to_detectors(detectors: Iterable[Detector], name: str, backend) -> int:
     """Give a new model to every detector that runs model ``name`` (``use_model``); return how many refused it.
 
     A detector that refuses the model (ModelSwapError) keeps the one it runs: it is logged
-    and counted, and the other detectors still get theirs.
+    and counted, and the other detectors still get theirs. (The receiver uses
+    ``DetectorHandOver`` instead: all or none, and proven to score.)
     """
     refused = 0
     for detector in detectors:
@@ -192,14 +194,17 @@ def hand_to_detectors(detectors: Iterable[Detector], name: str, backend) -> int:
 
 
 def start_for_config(
-    config, settings, detectors: Sequence[Detector] = (), *, backend: str = "auto"
+    config, settings, detectors: Sequence[Detector] = (), *, backend: str = "auto", lock=None
 ) -> ModelUpdateListener | None:
     """Start receiving signed model updates if the config's ``model_updates`` section enables it.
 
     ``settings`` are the gateway's MQTT settings (the listener adds ``-models`` to the client
-    id); ``detectors`` that run an exported model (ModelDetector) get each new version, loaded
-    on ``backend``. Returns the running listener (call ``stop()`` at the end), or None when
-    disabled or when the public key file is unusable (logged as an error).
+    id); ``detectors`` that run an exported model (``model_name``, including the drift
+    detector's estimator) get each new version, loaded on the format and runtime their
+    model runs on (``backend`` only for a model none of them runs yet), while holding
+    ``lock`` (the lock the runner holds while it feeds them). Returns the running listener
+    (call ``stop()`` at the end), or None when disabled or when the public key file is
+    unusable (logged as an error).
     """
     from gateway.protocol import topics as T
 
@@ -213,17 +218,12 @@ def start_for_config(
         log.error("model updates are off: %s", exc)
         return None
     store = ModelStore(config.resolve_path(config.storage.data_dir) / "models")
+    users = DetectorHandOver(detectors, lock)
     receiver = ModelUpdateReceiver(
-        store, key, models=section.models, allow_downgrade=section.allow_downgrade, backend=backend
+        store, key, models=section.models, allow_downgrade=section.allow_downgrade, backend=backend, detectors=users
     )
-
-    def hand_over(name: str, new_backend) -> None:
-        receiver.counters["model_updates_detector_refused"] += hand_to_detectors(detectors, name, new_backend)
-
-    receiver.on_swap(hand_over)
-    for detector in detectors:
-        if isinstance(detector, ModelDetector):
-            receiver.adopt(detector.runtime_)
+    for runtime in users.runtimes():
+        receiver.adopt(runtime)
     receiver.load_installed()
     topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
     log.info("model updates: listening on %s/%s/+ (signing key %s)", topics.base, UPDATE_CHANNEL, key_id(key))

@@ -3,8 +3,11 @@
 :class:`ModelUpdateReceiver` holds the models of one gateway (no MQTT here: that is the
 listener). An update that verifies (``envelope``) is written to the store, the store's
 pointer moves to it, and the model is swapped in service
-(:class:`edge.runtime.registry.ModelSlot`: hashes, load, smoke test on recorded
-windows). If the swap fails, the pointer goes back and the model in service stays.
+(:class:`edge.runtime.registry.ModelSlot`: hashes, load on the same format and runtime
+as the version it replaces, so an update never changes precision, smoke test on
+recorded windows), then handed to the detectors that run it (``handover.py``: each
+takes it through ``use_model`` and must score the smoke windows with it). Only then is
+it ``applied``. If any step fails, the pointer goes back and the model in service stays.
 Every outcome is an :class:`UpdateReport`, as published on the models status topic.
 """
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.detectors.base import ModelSwapError
 from edge.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 from edge.runtime.registry import ModelSlot
 from gateway.model_updates.envelope import (
@@ -32,6 +36,7 @@ from gateway.model_updates.envelope import (
     parse_version,
     verify_update,
 )
+from gateway.model_updates.handover import DetectorHandOver, HandOverFailed
 from gateway.model_updates.store import ModelStore, Pointer
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,9 @@ class UpdateReport:
     def to_dict(self) -> dict:
         body = {"model": self.model, "version": self.version, "outcome": self.outcome, "time": self.time_ms}
         if self.reason:
-            body["reason"], body["detail"] = self.reason, self.detail[:500]
+            body["reason"] = self.reason
+        if self.reason or self.detail:  # applied: where it runs and which detectors scored with it
+            body["detail"] = self.detail[:500]
         return body
 
 
@@ -80,7 +87,8 @@ def _parity_rows(manifest: ModelManifest) -> np.ndarray | None:
 class ModelUpdateReceiver:
     """The models of one gateway: applies verified updates, keeps the previous version, rolls back (no MQTT here).
 
-    ``slots[name].active`` is the model in service; ``on_swap`` callbacks hear of every new one.
+    ``slots[name].active`` is the model in service; ``detectors`` (a DetectorHandOver) get
+    every new one before it is reported applied; ``on_swap`` callbacks hear of it after.
     """
 
     def __init__(
@@ -93,6 +101,7 @@ class ModelUpdateReceiver:
         backend: str = "auto",
         formats=None,
         smoke_windows: dict | None = None,
+        detectors: DetectorHandOver | None = None,
     ):
         self.store = store
         self.public_key = public_key
@@ -100,6 +109,7 @@ class ModelUpdateReceiver:
         self.allow_downgrade = allow_downgrade
         self.backend, self.formats = backend, formats
         self.smoke_windows = dict(smoke_windows or {})  # name -> raw feature rows; else the store's recording
+        self.detectors = detectors
         self.slots: dict[str, ModelSlot] = {}
         self.counters: Counter = Counter()
         self.last_report: UpdateReport | None = None
@@ -234,19 +244,28 @@ class ModelUpdateReceiver:
                 "storage_error", f"cannot write to {self.store.root / name}: {exc}", name, version
             ) from None
         try:
-            self._swap(name, folder)
+            backend, handed = self._swap(name, folder)
         except Exception as exc:
             self.store.set_pointer(name, before)
             if before is None or folder.name not in (before.current, before.previous):
                 shutil.rmtree(folder, ignore_errors=True)
             kept = f"v{active.version} stays in service" if active is not None else "no model in service"
-            return UpdateReport(ROLLED_BACK, name, version, "smoke_test_failed", f"{exc}; {kept}")
+            if isinstance(exc, ModelSwapError):  # a detector cannot run it: nothing changed
+                return UpdateReport(REFUSED, name, version, exc.reason, f"{exc}; {kept}")
+            reason = "handover_failed" if isinstance(exc, HandOverFailed) else "smoke_test_failed"
+            return UpdateReport(ROLLED_BACK, name, version, reason, f"{exc}; {kept}")
         self.store.prune(name)
-        return UpdateReport(APPLIED, name, version)
+        return UpdateReport(APPLIED, name, version, detail=f"on {backend.format}/{backend.name}; {handed}")
 
     def _check_order(self, candidate: ModelManifest, active: ModelManifest, at_start: bool = False) -> None:
         name, version = candidate.name, candidate.version
-        if list(candidate.features) != list(active.features):
+        if self.detectors is not None and self.detectors.users(name):
+            # The detectors that run it judge the features and outputs (one may compute new ones).
+            try:
+                self.detectors.check(name, candidate)
+            except ModelSwapError as exc:
+                raise UpdateRefused(exc.reason, str(exc), name, version) from None
+        elif list(candidate.features) != list(active.features):
             raise UpdateRefused(
                 "features_changed",
                 f"v{version} reads {', '.join(candidate.features)}, the model in "
@@ -292,7 +311,11 @@ class ModelUpdateReceiver:
             )
 
     def _swap(self, name: str, folder: Path):
-        """Signature on disk, then ModelSlot.swap (hashes, load, smoke test); listeners hear of the new model."""
+        """Signature on disk, ModelSlot.swap (hashes, load, smoke test), the detectors; then the listeners.
+
+        The candidate loads on the format and runtime of the version in service (an update
+        never changes precision); returns it and what the detectors did with it.
+        """
         manifest_bytes = (folder / MANIFEST_FILE).read_bytes()
         try:
             signature = json.loads((folder / SIGNATURE_FILE).read_text(encoding="utf-8"))
@@ -300,17 +323,34 @@ class ModelUpdateReceiver:
             signature = None
         check_signature(manifest_bytes, signature, self.public_key)
         slot = self._slot(name)
+        previous = slot.active
+        if previous is not None:
+            slot.backend, slot.formats = previous.name, [previous.format]
         slot.smoke_windows = self._windows(name, ModelManifest.read(folder))
         backend = slot.swap(folder)
+        handed = "no detector runs it"
+        if self.detectors is not None:
+            try:
+                handed = self.detectors.hand_over(name, backend, slot.smoke_windows)
+            except Exception:
+                slot.active = previous  # every detector runs the previous model again
+                raise
         for callback in self._listeners:
             try:
                 callback(name, backend)
             except Exception:  # a detector's hook must not undo a verified swap
                 log.exception("model %s: a listener failed on the swap to v%s", name, backend.manifest.version)
-        return backend
+        return backend, handed
 
     def _windows(self, name: str, candidate: ModelManifest) -> np.ndarray:
-        """Rows the candidate must score: recorded here, else the parity rows of the model in service or its own."""
+        """Rows the candidate must score: recorded here, else the parity rows of the model in service or its own.
+
+        A candidate that reads other features than the model in service scores its own parity rows.
+        """
+        active = self.in_service(name)
+        if active is not None and list(active.features) != list(candidate.features):
+            rows = _parity_rows(candidate)
+            return rows if rows is not None and len(rows) else candidate.mean.reshape(1, -1)
         for source in (
             lambda: self.smoke_windows.get(name),
             lambda: self.store.smoke_windows(name),
@@ -335,6 +375,6 @@ class ModelUpdateReceiver:
         self.last_report = report
         what = f"model {report.model or '?'}" + (f" v{report.version}" if report.version else "")
         if report.outcome == APPLIED:
-            log.info("%s: update applied", what)
+            log.info("%s: update applied (%s)", what, report.detail)
         else:
             log.error("%s: update %s (%s): %s", what, report.outcome.replace("_", " "), report.reason, report.detail)
