@@ -4,6 +4,7 @@ Use ``load_config(path)``; it returns a ``GatewayConfig`` or raises ``ConfigErro
 whose ``problems`` say ``FILE:LINE: key: what is wrong`` for everything found.
 """
 
+from gateway.config.problems import ConfigError, ConfigUnreadable, Problem
 from gateway.config.schema import (
     MODEL_TYPES,
     SENSOR_DRIVERS,
@@ -19,7 +20,7 @@ from gateway.config.schema import (
     StorageConfig,
     TlsConfig,
 )
-from gateway.config.validate import ConfigError, ConfigUnreadable, Problem, load_config, load_config_text
+from gateway.config.validate import load_config, load_config_text
 
 __all__ = [
     "ConfigError",
