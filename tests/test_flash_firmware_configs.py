@@ -111,7 +111,7 @@ def test_flash_refuses_a_config_whose_detectors_do_not_build_and_writes_nothing(
     broken = checkout / "firmware_configs" / "net3-no-pressure.yaml"
     broken.write_text("".join(line for line in text.splitlines(True) if "quantity: pressure" not in line))
     try:
-        assert main(["flash", str(broken), "--to", str(tmp_path / "card")]) == 1
+        assert main(["flash", str(broken), "--to", str(tmp_path / "card")]) == 2
     finally:
         broken.unlink()
     err = capsys.readouterr().err

@@ -19,8 +19,8 @@ def register(subparsers) -> None:
         "pinned to the versions installed here, INSTALL.txt, and BUNDLE.sha256. Files the config names outside "
         "its folder are copied in (models/<name>, data/<file>) and the bundle's config points at the copies. "
         "Every file is then read back and checked against BUNDLE.sha256, and the bundle's config validated "
-        "from the bundle. Exit code 0 when the bundle is verified, 1 if the read-back differs, 2 when the "
-        "config or a model is not usable.",
+        "from the bundle. Exit code 0 when the bundle is verified, 1 if the read-back differs or the config "
+        "is invalid, 2 when the config cannot be read or a model, a file or the target is not usable.",
     )
     p.add_argument("config", type=Path, metavar="FILE", help="gateway config (YAML)")
     p.add_argument(
@@ -47,9 +47,14 @@ def run(args: argparse.Namespace) -> int:
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
     from gateway.config import ConfigError, load_config
+    from gateway.config.detectors import build_detectors
     from gateway.tools import bundle as B
 
-    config = load_gateway_config(args.config, build_detectors=True)  # its detectors start, or nothing is written
+    config = load_gateway_config(args.config)
+    try:
+        build_detectors(config)  # as the service will at start; nothing is written for a config that cannot start
+    except ConfigError as exc:
+        raise UserError(f"flash: a detector of {args.config} cannot be built:\n{exc}") from None
     try:
         written = B.write_bundle(config, args.target, args.model)
         problems = B.verify_bundle(args.target)
