@@ -117,6 +117,18 @@ def test_flash_copies_a_file_from_outside_the_config_folder_and_points_the_bundl
     assert main(["doctor", "--bundle", str(card)]) == 0
 
 
+def test_flash_refuses_to_move_a_path_it_cannot_rewrite_on_its_own(tmp_path, capsys):
+    config = gateway_config(tmp_path)
+    (tmp_path / "ca.crt").write_text("a CA\n")
+    text = config.read_text().replace("    ca_file: tls/ca.crt\n", "    <<: {ca_file: ../ca.crt}\n")
+    assert "<<:" in text
+    config.write_text(text)
+    assert main(["flash", str(config), "--to", str(tmp_path / "card")]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.tls.ca_file: cannot point it at its copy in the bundle" in err and "write it out" in err
+    assert not (tmp_path / "card").exists()
+
+
 def test_flash_refuses_a_missing_file_a_folder_outside_and_a_foreign_target(tmp_path, capsys):
     config = gateway_config(tmp_path)
     config.write_text(config.read_text().replace("ca_file: tls/ca.crt", "ca_file: ../ca.crt"))

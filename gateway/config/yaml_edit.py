@@ -37,7 +37,7 @@ def replace_values(text: str, values: dict[KeyPath, str]) -> str:
             raise KeyError(path)
         new = yaml_scalar(value)
         if edits.setdefault(spans[path], new) != new:
-            raise ValueError(f"{path} is an alias of a value that is also given another text")
+            raise ValueError(f"{path} is an alias of a value that is also given another text", path)
     for (start, end), new in sorted(edits.items(), reverse=True):
         text = text[:start] + new + text[end:]
     return text

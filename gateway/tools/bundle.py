@@ -268,9 +268,10 @@ def _rewritten(config: GatewayConfig, values: dict[tuple, str]) -> bytes:
     try:
         return replace_values(text, values).encode()
     except (KeyError, ValueError) as exc:
+        loc = exc.args[0] if isinstance(exc, KeyError) else exc.args[1]
         raise BundleError(
-            f"cannot point {exc} at its copy in the bundle (it is not written as a plain value in "
-            f"{config.path.name}): write that path out, not through an alias or `<<:`"
+            f"{ConfigPath(loc, Path()).key}: cannot point it at its copy in the bundle: it is not written as a "
+            f"value of its own in {config.path.name} (an alias or `<<:` shared with other keys); write it out"
         ) from None
 
 
