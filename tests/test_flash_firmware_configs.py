@@ -102,7 +102,7 @@ def test_flashing_the_net3_demo_before_the_demo_ran_says_what_writes_the_dataset
     assert main(["flash", str(folder / "net3-demo.yaml"), "--to", str(tmp_path / "card")]) == 2
     err = capsys.readouterr().err
     assert f"sources.replay.file: {tmp_path / '.run/demo/net3-leak.npz'} does not exist" in err
-    assert "`frugalsense demo` writes it" in err
+    assert "`frugalsense demo` writes the demo's" in err
     assert not (tmp_path / "card").exists()
 
 

@@ -207,7 +207,11 @@ def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> Plan:
         if named.path.is_absolute():
             continue  # a path on the gateway itself (e.g. provisioned TLS keys): doctor checks it there
         if not source.exists():
-            hint = " (the demo's dataset: `frugalsense demo` writes it)" if named.loc[0] == "sources" else ""
+            hint = (
+                " (a replay dataset: `frugalsense demo` writes the demo's, `frugalsense simulate water --out FILE` one)"
+                if named.loc[0] == "sources"
+                else ""
+            )
             raise BundleError(
                 f"{named.key}: {source} does not exist{hint}; put the file there or fix the path in the config"
             )
