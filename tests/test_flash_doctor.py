@@ -100,11 +100,45 @@ def test_flash_refuses_a_model_that_is_not_what_was_exported(tmp_path, exported_
     assert not (tmp_path / "card").exists()
 
 
-def test_flash_refuses_files_outside_the_config_folder_and_a_foreign_target(tmp_path, capsys):
+def test_flash_copies_a_file_from_outside_the_config_folder_and_points_the_bundle_at_it(tmp_path, capsys):
+    config = gateway_config(tmp_path)
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nthe utility's CA\n-----END CERTIFICATE-----\n")
+    written = config.read_text().replace("ca_file: tls/ca.crt", "ca_file: ../ca.crt")
+    config.write_text(written)
+    card = tmp_path / "card"
+    assert main(["flash", str(config), "--to", str(card)]) == 0
+    out = capsys.readouterr().out
+    assert "mqtt.tls.ca_file: ../ca.crt -> data/ca.crt in gateway.yaml" in out
+    assert (card / "data" / "ca.crt").read_bytes() == (tmp_path / "ca.crt").read_bytes()
+    assert "data/ca.crt" in B.read_checksums(card) and "tls/ca.crt" not in B.read_checksums(card)
+    flashed = (card / "gateway.yaml").read_text()
+    assert flashed == written.replace("ca_file: ../ca.crt", "ca_file: data/ca.crt")  # comments and layout kept
+    assert config.read_text() == written  # the technician's file is left as it is
+    assert main(["doctor", "--bundle", str(card)]) == 0
+
+
+def test_flash_refuses_to_move_a_path_it_cannot_rewrite_on_its_own(tmp_path, capsys):
+    config = gateway_config(tmp_path)
+    (tmp_path / "ca.crt").write_text("a CA\n")
+    text = config.read_text().replace("    ca_file: tls/ca.crt\n", "    <<: {ca_file: ../ca.crt}\n")
+    assert "<<:" in text
+    config.write_text(text)
+    assert main(["flash", str(config), "--to", str(tmp_path / "card")]) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.tls.ca_file: cannot point it at its copy in the bundle" in err and "write it out" in err
+    assert not (tmp_path / "card").exists()
+
+
+def test_flash_refuses_a_missing_file_a_folder_outside_and_a_foreign_target(tmp_path, capsys):
     config = gateway_config(tmp_path)
     config.write_text(config.read_text().replace("ca_file: tls/ca.crt", "ca_file: ../ca.crt"))
     assert main(["flash", str(config), "--to", str(tmp_path / "card")]) == 2
-    assert "mqtt.tls.ca_file: ../ca.crt is outside the config's folder" in capsys.readouterr().err
+    assert f"mqtt.tls.ca_file: {tmp_path / 'ca.crt'} does not exist" in capsys.readouterr().err
+
+    (tmp_path / "ca.crt").mkdir()  # a folder the gateway would fill: it must be named where it is on the gateway
+    assert main(["flash", str(config), "--to", str(tmp_path / "card")]) == 2
+    assert "give its absolute path on the gateway" in capsys.readouterr().err
+    assert not (tmp_path / "card").exists()
 
     config.write_text(WATER_DMA.read_text())
     occupied = tmp_path / "photos"

@@ -261,7 +261,7 @@ def test_config_validate_builds_the_detectors_and_says_which_one_fails(tmp_path,
     bad.write_text(minimal_config_text("sensor_fault").replace("../models/air-fault", str(tmp_path / "empty-model")))
     assert main(["config", "validate", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert f"{bad}:9: models[0]: cannot build its detector:" in err and "no exported model here" in err
+    assert f"{bad}:9: models[0] (m): cannot build its detector:" in err and "no exported model here" in err
 
 
 def test_the_schema_modules_import_no_module_that_imports_them_back():

@@ -46,10 +46,11 @@ def run_validate(args: argparse.Namespace) -> int:
     return worst
 
 
-def load_gateway_config(path: str | Path) -> GatewayConfig:
-    """For other commands: the validated config, or a UserError listing every problem."""
+def load_gateway_config(path: str | Path, *, build_detectors: bool = False) -> GatewayConfig:
+    """For other commands: the validated config (its detectors built too if asked), or a UserError listing
+    every problem."""
     try:
-        return load_config(path)
+        return load_config(path, build_detectors=build_detectors)
     except ConfigError as exc:
         raise UserError(
             f"invalid config {path}:\n{exc}",

@@ -14,11 +14,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "flash",
         help="write a gateway bundle to a folder (e.g. a mounted SD card) and verify it",
-        description="Validate FILE, then write to DIR everything the gateway needs: the config, the model files "
-        "with their manifests, the systemd unit frugalsense.service, requirements.txt pinned to the "
-        "versions installed here, INSTALL.txt, and BUNDLE.sha256. Every file is then read back and "
-        "checked against BUNDLE.sha256. Exit code 0 when the bundle is verified, 1 if the read-back "
-        "differs, 2 when the config or a model is not usable.",
+        description="Validate FILE and build its detectors, then write to DIR everything the gateway needs: the "
+        "config, the model files with their manifests, the systemd unit frugalsense.service, requirements.txt "
+        "pinned to the versions installed here, INSTALL.txt, and BUNDLE.sha256. Files the config names outside "
+        "its folder are copied in (models/<name>, data/<file>) and the bundle's config points at the copies. "
+        "Every file is then read back and checked against BUNDLE.sha256, and the bundle's config validated "
+        "from the bundle. Exit code 0 when the bundle is verified, 1 if the read-back differs or the config "
+        "is invalid, 2 when the config cannot be read or a model, a file or the target is not usable.",
     )
     p.add_argument("config", type=Path, metavar="FILE", help="gateway config (YAML)")
     p.add_argument(
@@ -44,9 +46,15 @@ def run(args: argparse.Namespace) -> int:
     """Write the bundle, read it back against BUNDLE.sha256; exit code 0 when verified."""
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
+    from gateway.config import ConfigError, load_config
+    from gateway.config.detectors import build_detectors
     from gateway.tools import bundle as B
 
     config = load_gateway_config(args.config)
+    try:
+        build_detectors(config)  # as the service will at start; nothing is written for a config that cannot start
+    except ConfigError as exc:
+        raise UserError(f"flash: a detector of {args.config} cannot be built:\n{exc}") from None
     try:
         written = B.write_bundle(config, args.target, args.model)
         problems = B.verify_bundle(args.target)
@@ -64,8 +72,16 @@ def run(args: argparse.Namespace) -> int:
             f"{args.target}: the card may be failing; try another one",
             code=1,
         )
+    flashed = args.target / B.CONFIG_NAME
+    try:  # what the gateway will read: the bundle's own config, with its models from the bundle
+        load_config(flashed, build_detectors=True)
+    except ConfigError as exc:
+        raise UserError(f"flash: the bundle's config does not validate from {args.target}:\n{exc}") from None
     models = ", ".join(written.models) or "none"
     print(f"{args.target}: {len(written.files)} files written and verified (sha256 in {B.CHECKSUMS_NAME})")
     print(f"  gateway {config.site}/{config.gateway}, models: {models}")
+    for key, old, new in written.moved:
+        print(f"  {key}: {old} -> {new} in {B.CONFIG_NAME}")
+    print(f"  {flashed}: validates, detectors built from the bundle")
     print(f"  next: copy the folder to {B.INSTALL_DIR} on the gateway and follow {B.INSTALL_NAME}")
     return 0

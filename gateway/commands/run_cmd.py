@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.datasets import DatasetError
     from gateway.cli import UserError
     from gateway.commands.config_cmd import load_gateway_config
+    from gateway.config import ConfigError
     from gateway.device.outbox import OutboxError
     from gateway.device.runner import GatewayRunner
 
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         runner = GatewayRunner.from_config(
             config, mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, resume=not args.from_start
         )
+    except ConfigError as exc:  # a detector that cannot be built, said as `config validate` says it
+        raise UserError(f"invalid config {args.config}:\n{exc}", code=1) from None
     except (OutboxError, DatasetError, OSError, RuntimeError) as exc:
         raise UserError(f"{args.config}: {exc}") from None
 

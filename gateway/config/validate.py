@@ -3,7 +3,7 @@
 >>> load_config_text("site: s\\ngateway: g\\nsensors: []\\nmqqt: {host: h}\\n", "gw.yaml")
 Traceback (most recent call last):
 ...
-gateway.config.validate.ConfigError: gw.yaml:3: sensors: must have at least 1 entry
+gateway.config.problems.ConfigError: gw.yaml:3: sensors: must have at least 1 entry
 gw.yaml:4: mqqt: unknown key, did you mean 'mqtt'?
 """
 
@@ -13,13 +13,14 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from gateway.config.detectors import build_detectors as _build_detectors
+from gateway.config.problems import ConfigError, ConfigUnreadable, Problem
 from gateway.config.schema import (
     CONTEXT_CROSS_CHECKS,
     CONTEXT_PATH,
@@ -30,49 +31,25 @@ from gateway.config.schema import (
     format_path,
     suggest,
 )
-from gateway.config.yaml_lines import LoadedYaml, YamlSyntaxError, load_yaml_text
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a config file, where it is, and the likely intended name."""
-
-    file: str
-    line: int | None
-    key: str
-    message: str
-    suggestion: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:" if self.line else f"{self.file}:"
-        key = f" {self.key}:" if self.key else ""
-        hint = f", did you mean {self.suggestion!r}?" if self.suggestion else ""
-        return f"{where}{key} {self.message}{hint}"
-
-
-class ConfigError(Exception):
-    """A config file is not usable; ``problems`` lists everything found, by line."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0))
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-class ConfigUnreadable(ConfigError):
-    """The file could not be read at all (missing, a folder, no permission)."""
+from gateway.config.yaml_lines import MAX_BYTES, LoadedYaml, YamlSyntaxError, load_yaml_text, too_large
 
 
 def load_config(path: str | os.PathLike, *, build_detectors: bool = False) -> GatewayConfig:
     """Read and validate one gateway config file; raise ``ConfigError`` listing all problems.
 
     With ``build_detectors``, also build every model's detector as the gateway service does
-    (its model files verified and loaded): ``frugalsense config validate`` does.
+    (``gateway.config.detectors``: its model files verified and loaded, nothing run):
+    ``config validate``, ``flash`` and ``doctor`` do. A file over 1 MB is refused unread.
     """
     name = os.fspath(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+            size = max(len(raw), os.fstat(f.fileno()).st_size)
     except OSError as exc:
         raise ConfigUnreadable([Problem(name, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    if error := too_large(size):
+        raise ConfigError([Problem(name, error.line, "", error.message)])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -113,23 +90,10 @@ def load_config_text(
         problems.append(Problem(name, doc.line_of(issue.loc), format_path(issue.loc), issue.message, issue.suggestion))
     if problems or config is None:
         raise ConfigError(_without_explained_missing(problems))
+    config.remember_source(name, doc.line_of)
     if build_detectors:
-        problems = detector_problems(config, doc, name)
-        if problems:
-            raise ConfigError(problems)
+        _build_detectors(config)  # raises ConfigError at each model that cannot be built; the service builds the same
     return config
-
-
-def detector_problems(config: GatewayConfig, doc: LoadedYaml, name: str) -> list[Problem]:
-    """Build each model's detector through its model type, as the service will; one Problem per one that fails."""
-    problems = []
-    for i, model in enumerate(config.models):
-        try:
-            model.build_detector(config)
-        except (ValueError, OSError, RuntimeError) as exc:  # a model file missing, tampered, or its runtime absent
-            loc = ("models", i)
-            problems.append(Problem(name, doc.line_of(loc), format_path(loc), f"cannot build its detector: {exc}"))
-    return problems
 
 
 def _without_explained_missing(problems: list[Problem]) -> list[Problem]:

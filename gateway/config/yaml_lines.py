@@ -5,6 +5,12 @@ lines away, so we compose nodes (which carry marks) and build the values ourselv
 The same walk finds duplicate keys, which ``safe_load`` silently resolves to the
 last one.
 
+A config is small: a file over ``MAX_BYTES`` is refused before it is parsed, and
+aliases (``*name``) may add at most ``MAX_ALIAS_NODES`` nodes to the document. The
+composer counts what each alias would expand to as it meets it, so an alias bomb
+(a few lines whose aliases nest to a billion nodes) is refused at once instead of
+being expanded.
+
 >>> doc = load_yaml_text("mqtt:\\n  host: 127.0.0.1\\n  port: 1883\\nsensors:\\n  - id: F-1\\n")
 >>> doc.data
 {'mqtt': {'host': '127.0.0.1', 'port': 1883}, 'sensors': [{'id': 'F-1'}]}
@@ -12,6 +18,13 @@ last one.
 (3, 5)
 >>> load_yaml_text("a: 1\\nb: 2\\na: 3\\n").issues
 [YamlIssue(line=3, path=('a',), message="duplicate key 'a' (first on line 1)")]
+>>> bomb = "a: &a [x, x, x, x, x, x, x, x, x]\\n" + "".join(
+...     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\\n" for p, n in zip("abcdefgh", "bcdefghi"))
+>>> try:
+...     load_yaml_text(bomb)
+... except YamlSyntaxError as exc:
+...     print(exc.line, exc.message.split(":")[0])
+3 aliases (*name) would add more than 500 nodes to this file by here
 """
 
 from __future__ import annotations
@@ -26,6 +39,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 KeyPath = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+#: The largest config file read, in bytes: a gateway config is a few kB.
+MAX_BYTES = 1_000_000
+#: The most nodes aliases may add to one document (a few shared sections, never a bomb).
+MAX_ALIAS_NODES = 500
 
 
 class YamlIssue(NamedTuple):
@@ -45,12 +63,44 @@ class YamlSyntaxError(Exception):
         self.message = message
 
 
+class _TooManyAliasNodes(Exception):
+    def __init__(self, mark: yaml.Mark):
+        self.line = mark.line + 1
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2-like scalars, so values mean what a technician typed.
+    """SafeLoader with YAML 1.2-like scalars, so values mean what a technician typed, and a bound on aliases.
 
     YAML 1.1 (PyYAML's default) reads ``22:00`` as the integer 79200 (base 60) and
     ``no``/``on`` as booleans; a night window or a country code must stay text.
+
+    Composing keeps each node's expanded size (itself and everything below it, aliases
+    counted as what they stand for); an alias adds the size of its anchor's node, and
+    past ``MAX_ALIAS_NODES`` added nodes the document is refused. Nothing is expanded.
     """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+        self.alias_nodes = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        event = self.peek_event()
+        node = super().compose_node(parent, index)
+        if isinstance(event, yaml.AliasEvent):
+            # An alias of a section still being composed (`a: &x [*x]`) counts 1; _build reports it.
+            self.alias_nodes += self._sizes.get(id(node), 1)
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise _TooManyAliasNodes(event.start_mark)
+        elif isinstance(node, ScalarNode):
+            self._sizes[id(node)] = 1
+        elif isinstance(node, SequenceNode):
+            self._sizes[id(node)] = 1 + sum(self._sizes.get(id(item), 1) for item in node.value)
+        else:
+            self._sizes[id(node)] = 1 + sum(
+                self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value
+            )
+        return node
 
 
 _loader_resolvers = {
@@ -89,6 +139,7 @@ class LoadedYaml:
 
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
+    spans: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)  # where each scalar value is in the text
     issues: list[YamlIssue] = field(default_factory=list)
     first_line: int = 1
 
@@ -102,8 +153,25 @@ class LoadedYaml:
         return self.first_line
 
 
+def too_large(size: int) -> YamlSyntaxError | None:
+    """The error for a file of ``size`` bytes when it is over ``MAX_BYTES``, else None.
+
+    >>> print(too_large(3_500_000))
+    line 1: the file is 3.5 MB; a gateway config is at most 1 MB (a few kB is usual): is this the right file?
+    """
+    if size <= MAX_BYTES:
+        return None
+    return YamlSyntaxError(
+        1,
+        f"the file is {size / 1e6:.1f} MB; a gateway config is at most 1 MB (a few kB is usual): "
+        "is this the right file?",
+    )
+
+
 def load_yaml_text(text: str) -> LoadedYaml:
-    """Parse one YAML document; raise ``YamlSyntaxError`` if it is not valid YAML."""
+    """Parse one YAML document; raise ``YamlSyntaxError`` if it is not valid YAML or is over the limits."""
+    if len(text) > MAX_BYTES // 4 and (error := too_large(len(text.encode("utf-8")))):
+        raise error
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:  # checked up front, before any parsing
@@ -122,6 +190,12 @@ def load_yaml_text(text: str) -> LoadedYaml:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise YamlSyntaxError(line, _explain_syntax(exc)) from exc
+    except _TooManyAliasNodes as exc:
+        raise YamlSyntaxError(
+            exc.line,
+            f"aliases (*name) would add more than {MAX_ALIAS_NODES} nodes to this file by here: "
+            "a config never needs that many; write the sections out instead (is this an alias bomb?)",
+        ) from None
     except RecursionError:
         raise YamlSyntaxError(1, "sections are nested too deeply") from None
     except yaml.YAMLError as exc:  # no mark to point at
@@ -163,6 +237,8 @@ def _build(loader: _Loader, node: Node, path: KeyPath, doc: LoadedYaml, inside: 
     items = []
     for index, item in enumerate(node.value):
         doc.lines[path + (index,)] = item.start_mark.line + 1
+        if isinstance(item, ScalarNode):
+            doc.spans[path + (index,)] = (item.start_mark.index, item.end_mark.index)
         items.append(_build(loader, item, path + (index,), doc, inside))
     return items
 
@@ -185,6 +261,8 @@ def _build_mapping(loader: _Loader, node: MappingNode, path: KeyPath, doc: Loade
         first_line[key] = key_line
         # A scalar may sit on the line after its key; a section is pointed at by its key.
         doc.lines[child] = value_node.start_mark.line + 1 if isinstance(value_node, ScalarNode) else key_line
+        if isinstance(value_node, ScalarNode):
+            doc.spans[child] = (value_node.start_mark.index, value_node.end_mark.index)
         result[key] = _build(loader, value_node, child, doc, inside)
     for source in merged:  # `<<: *defaults`: keys written here win over merged ones
         if isinstance(source, MappingNode):

@@ -29,6 +29,7 @@ from edge.sources.modbus_source import sources_from_config as modbus_sources
 from edge.sources.replay import ReplaySource
 from edge.sources.serial_source import SerialSource
 from gateway.config import GatewayConfig
+from gateway.config.detectors import build_detectors as config_detectors
 from gateway.config.schema import (
     CellCountSensor,
     LineSensor,
@@ -103,8 +104,8 @@ def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
 
 
 def build_detectors(config: GatewayConfig) -> list[Detector]:
-    """One detector per model of the config, each built by its model type (``ModelBase.build_detector``)."""
-    return [m.build_detector(config) for m in config.models]
+    """One detector per model of the config, built as ``config validate`` builds them (``ConfigError`` if one fails)."""
+    return config_detectors(config)
 
 
 def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:

@@ -2,9 +2,15 @@
 
 Layout of a bundle (it is copied as is to ``/etc/frugalsense`` on the gateway)::
 
-    gateway.yaml            the validated config, byte for byte as written
+    gateway.yaml            the validated config, byte for byte as written, except the paths moved below
     models/<name>/...       each model the config uses, with its manifest.json
-    <other files>           files the config names by a relative path (TLS CA, datasets), same relative path
+    <other files>           files the config names by a relative path inside its folder (TLS CA), same path
+    data/<file>             files it names outside its folder (a demo's dataset); gateway.yaml points at the copy
+
+A model folder outside the config's folder (``../models/x``) goes to ``models/x`` and a
+relative ``storage.data_dir`` that leaves it to ``/var/lib/frugalsense`` (the unit's
+StateDirectory): gateway.yaml is rewritten there, comments and layout kept.
+Absolute paths are the gateway's own (provisioned keys, operator folders): not copied.
     frugalsense.service     systemd unit: frugalsense run /etc/frugalsense/gateway.yaml
     requirements.txt        the gateway's Python packages, pinned to the versions this build was tested with
     INSTALL.txt             the commands a technician runs on the gateway
@@ -17,14 +23,15 @@ import hashlib
 import os
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from edge.runtime.manifest import MANIFEST_FILE, ManifestError, ModelManifest
 from edge.runtime.registry import ModelIntegrityError, verify
 from gateway.config import GatewayConfig
+from gateway.config.yaml_edit import replace_values
+from gateway.tools.pins import PinError, own_version, pinned_requirements
 
 INSTALL_DIR = Path("/etc/frugalsense")
 VENV_DIR = Path("/opt/frugalsense/venv")
@@ -34,7 +41,8 @@ REQUIREMENTS_NAME = "requirements.txt"
 INSTALL_NAME = "INSTALL.txt"
 CHECKSUMS_NAME = "BUNDLE.sha256"
 MODELS_DIR = "models"
-GATEWAY_EXTRAS = ("edge", "gateway")  # what runs on the gateway; never training or dev
+DATA_DIR = "data"  # files the config names outside its own folder, copied in
+STATE_DIR = Path("/var/lib/frugalsense")  # the unit's StateDirectory: where the service may write
 # Config keys that name a place the gateway writes to, not a file to bring along.
 _RUNTIME_PATHS = {("storage", "data_dir")}
 
@@ -61,6 +69,7 @@ class Bundle:
     root: Path
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     models: list[str] = field(default_factory=list)  # relative model directories
+    moved: list[tuple[str, str, str]] = field(default_factory=list)  # (key, path as written, path in the bundle)
 
 
 def sha256_file(path: Path) -> str:
@@ -75,14 +84,26 @@ def sha256_file(path: Path) -> str:
 # ---- what goes in ----------------------------------------------------------------------
 
 
-def config_paths(config: GatewayConfig) -> list[tuple[str, Path]]:
-    """Every file path the config names, as ``(key, path as written)``, except places the gateway writes to."""
-    found: list[tuple[str, Path]] = []
+class ConfigPath(NamedTuple):
+    """A path the config names: where (``loc``, a key path) and the path as written."""
+
+    loc: tuple
+    path: Path
+
+    @property
+    def key(self) -> str:
+        """The key as a technician reads it, e.g. ``models[1].model_dir``."""
+        return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(self.loc))
+
+
+def config_paths(config: GatewayConfig) -> list[ConfigPath]:
+    """Every file path the config names, except places the gateway writes to."""
+    found: list[ConfigPath] = []
 
     def walk(value, loc: tuple) -> None:
         if isinstance(value, Path):
             if loc[-2:] not in _RUNTIME_PATHS and loc not in _RUNTIME_PATHS:
-                found.append((_key(loc), value))
+                found.append(ConfigPath(loc, value))
         elif isinstance(value, dict):
             for k, v in value.items():
                 walk(v, loc + (k,))
@@ -92,10 +113,6 @@ def config_paths(config: GatewayConfig) -> list[tuple[str, Path]]:
 
     walk(config.model_dump(), ())
     return found
-
-
-def _key(loc: tuple) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc))
 
 
 def _inside(relative: Path) -> bool:
@@ -118,75 +135,6 @@ def checked_model(directory: Path) -> ModelManifest:
         ) from None
     except ManifestError as exc:
         raise BundleError(f"model directory {directory}: {exc}") from None
-
-
-def pinned_requirements(extras: tuple[str, ...] = GATEWAY_EXTRAS) -> list[str]:
-    """``name==version`` lines for the gateway's packages and everything they pull in, as installed here.
-
-    Platform markers are kept (onnxruntime has no 32-bit ARM wheel: pip skips it there).
-    """
-    top = _declared_requirements(extras)
-    from packaging.requirements import Requirement
-
-    pins: dict[str, tuple[str, str | None]] = {}
-    todo: list[tuple[str, str | None]] = [(name, marker) for name, marker in top]
-    while todo:
-        name, marker = todo.pop()
-        key = _canonical(name)
-        if key in pins and (pins[key][1] is None or pins[key][1] == marker):
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise BundleError(
-                f"package {name} is needed on the gateway but not installed here: "
-                f"pip install -e '.[{','.join(extras)}]' first, so its version can be pinned"
-            ) from None
-        pins[key] = (f"{dist.metadata['Name']}=={dist.version}", marker if key not in pins else None)
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue  # an optional extra of that package, or another platform's dependency
-            todo.append((req.name, marker))
-    return sorted(f"{pin}; {marker}" if marker else pin for pin, marker in pins.values())
-
-
-def _own_version() -> str:
-    try:
-        return metadata.version("frugalsense")
-    except metadata.PackageNotFoundError:
-        return "(version unknown)"
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _declared_requirements(extras: tuple[str, ...]) -> list[tuple[str, str | None]]:
-    """(name, platform marker or None) of frugalsense's base and ``extras`` dependencies."""
-    from packaging.requirements import Requirement
-
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    if pyproject.is_file():  # a checkout: its pyproject is newer than any installed metadata
-        project = tomllib.loads(pyproject.read_text())["project"]
-        texts = list(project.get("dependencies", []))
-        for extra in extras:
-            texts += project.get("optional-dependencies", {}).get(extra, [])
-    else:
-        texts = []
-        for text in metadata.requires("frugalsense") or []:
-            req = Requirement(text)
-            if (
-                req.marker is None
-                or any(req.marker.evaluate({"extra": e}) for e in extras)
-                or "extra ==" not in str(req.marker)
-            ):
-                texts.append(re.sub(r"\s*and extra == \"[^\"]+\"|extra == \"[^\"]+\"", "", text).rstrip("; "))
-    out = []
-    for text in texts:
-        req = Requirement(text)
-        out.append((req.name, str(req.marker) if req.marker else None))
-    return out
 
 
 # ---- writing ---------------------------------------------------------------------------
@@ -228,7 +176,7 @@ frugalsense gateway {config.site}/{config.gateway}: install on the gateway (Rasp
   sudo useradd --system --groups dialout frugalsense || true
   sudo python3 -m venv {VENV_DIR}
   sudo {VENV_DIR}/bin/pip install -r {INSTALL_DIR / REQUIREMENTS_NAME}
-  sudo {VENV_DIR}/bin/pip install --no-deps <frugalsense {_own_version()} wheel or checkout>
+  sudo {VENV_DIR}/bin/pip install --no-deps <frugalsense {own_version()} wheel or checkout>
   sudo cp {INSTALL_DIR / UNIT_NAME} /etc/systemd/system/ && sudo systemctl daemon-reload
   sudo {VENV_DIR}/bin/frugalsense doctor --config {INSTALL_DIR / CONFIG_NAME}
   sudo systemctl enable --now frugalsense
@@ -237,47 +185,98 @@ Every doctor line must say OK (or SKIP with a reason) before the service is enab
 """
 
 
-def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> tuple[dict[str, Path | bytes], list[str]]:
-    """What the bundle will hold: relative path -> source file or bytes; and the model directories in it."""
+@dataclass
+class Plan:
+    """What a bundle will hold: relative path -> source file or bytes, its model folders, the paths it moved."""
+
+    files: dict[str, Path | bytes] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str, str]] = field(default_factory=list)  # (key, path as written, path in the bundle)
+    placed: dict[str, Path] = field(default_factory=dict)  # path in the bundle -> the file or folder copied there
+
+
+def plan_files(config: GatewayConfig, extra_models: list[Path] = ()) -> Plan:
+    """What the bundle will hold for ``config``; files it names outside its folder are copied in and the
+    bundle's config points at the copies (``models/<name>``, ``data/<file>``)."""
     if config.path is None:
         raise BundleError("the config was not loaded from a file; flash needs its file")
-    base = config.path.parent
-    plan: dict[str, Path | bytes] = {CONFIG_NAME: config.path}
-    models: list[str] = []
-    for key, written in config_paths(config):
-        source = config.resolve_path(written)
-        if written.is_absolute():
+    plan = Plan()
+    rewrite: dict[tuple, str] = {}
+    for named in config_paths(config):
+        source = config.resolve_path(named.path)
+        if named.path.is_absolute():
             continue  # a path on the gateway itself (e.g. provisioned TLS keys): doctor checks it there
-        if not _inside(written):
-            raise BundleError(
-                f"{key}: {written} is outside the config's folder {base}; move the file next to the "
-                f"config (or below it) or give its absolute path on the gateway"
-            )
         if not source.exists():
-            raise BundleError(f"{key}: {source} does not exist; put the file there or fix the path in the config")
+            hint = (
+                " (a replay dataset: `frugalsense demo` writes the demo's, `frugalsense simulate water --out FILE` one)"
+                if named.loc[0] == "sources"
+                else ""
+            )
+            raise BundleError(
+                f"{named.key}: {source} does not exist{hint}; put the file there or fix the path in the config"
+            )
+        relative = named.path.as_posix()
+        if not _inside(named.path):
+            relative = _bundle_place(named, source)
+            rewrite[named.loc] = relative
+            plan.moved.append((named.key, named.path.as_posix(), relative))
+        placed = plan.placed.setdefault(relative, source)
+        if placed != source:
+            raise BundleError(
+                f"{named.key}: {source} and {placed} would both be {relative} in the bundle; rename one of them"
+            )
         if _is_model_dir(source):
-            manifest = checked_model(source)
-            models.append(written.as_posix())
-            plan.update(_model_files(manifest, written.as_posix()))
-        elif source.is_dir():
-            continue  # a data folder the gateway fills or watches (e.g. operator files), not ours to copy
-        else:
-            plan[written.as_posix()] = source
+            if relative not in plan.models:
+                plan.models.append(relative)
+                plan.files.update(_model_files(checked_model(source), relative))
+        elif not source.is_dir():  # a folder inside is one the gateway fills or watches: not ours to copy
+            plan.files[relative] = source
+    data_dir = config.storage.data_dir
+    if not data_dir.is_absolute() and not _inside(data_dir):  # /etc/frugalsense/../x: not the service's to write
+        rewrite[("storage", "data_dir")] = STATE_DIR.as_posix()
+        plan.moved.append(("storage.data_dir", data_dir.as_posix(), STATE_DIR.as_posix()))
     for directory in extra_models:
         if not _is_model_dir(directory):
             raise BundleError(f"--model {directory}: not a model folder (no {MANIFEST_FILE} in it)")
         manifest = checked_model(directory)
         relative = f"{MODELS_DIR}/{manifest.name}"
-        if relative in models:
-            continue
-        models.append(relative)
-        plan.update(_model_files(manifest, relative))
-    plan[UNIT_NAME] = systemd_unit(config).encode()
-    plan[REQUIREMENTS_NAME] = (
-        "# pinned by `frugalsense flash` from the environment it ran in\n" + "\n".join(pinned_requirements()) + "\n"
-    ).encode()
-    plan[INSTALL_NAME] = install_text(config).encode()
-    return plan, models
+        if relative not in plan.models:
+            plan.models.append(relative)
+            plan.files.update(_model_files(manifest, relative))
+    plan.files[CONFIG_NAME] = _rewritten(config, rewrite) if rewrite else config.path
+    plan.files[UNIT_NAME] = systemd_unit(config).encode()
+    try:
+        pins = pinned_requirements()
+    except PinError as exc:
+        raise BundleError(str(exc)) from None
+    header = "# pinned by `frugalsense flash` from the environment it ran in\n"
+    plan.files[REQUIREMENTS_NAME] = (header + "\n".join(pins) + "\n").encode()
+    plan.files[INSTALL_NAME] = install_text(config).encode()
+    return plan
+
+
+def _bundle_place(named: ConfigPath, source: Path) -> str:
+    """Where a file or model folder from outside the config's folder goes in the bundle."""
+    if source.is_dir() and not _is_model_dir(source):
+        raise BundleError(
+            f"{named.key}: {named.path} is a folder outside the config's folder; the gateway fills or watches it "
+            "there, so give its absolute path on the gateway (e.g. /var/lib/frugalsense/...)"
+        )
+    return f"{MODELS_DIR if source.is_dir() else DATA_DIR}/{source.name}"
+
+
+def _rewritten(config: GatewayConfig, values: dict[tuple, str]) -> bytes:
+    """The config's text with the moved paths replaced: its comments and layout kept."""
+    assert config.path is not None
+    text = config.path.read_text(encoding="utf-8-sig")
+    try:
+        return replace_values(text, values).encode()
+    except (KeyError, ValueError) as exc:
+        loc = exc.args[0] if isinstance(exc, KeyError) else exc.args[1]
+        raise BundleError(
+            f"{ConfigPath(loc, Path()).key}: cannot point it at its copy in the bundle: it is not written as a "
+            f"value of its own in {config.path.name} (an alias or `<<:` shared with other keys); write it out"
+        ) from None
 
 
 def _model_files(manifest: ModelManifest, relative: str) -> dict[str, Path]:
@@ -290,7 +289,7 @@ def _model_files(manifest: ModelManifest, relative: str) -> dict[str, Path]:
 
 def write_bundle(config: GatewayConfig, target: Path, extra_models: list[Path] = ()) -> Bundle:
     """Write the bundle to ``target`` (created if needed, refused if it holds anything but an older bundle)."""
-    plan, models = plan_files(config, list(extra_models))
+    plan = plan_files(config, list(extra_models))
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise BundleError(f"{target} is a file; give a folder (e.g. the mounted SD card's boot partition folder)")
@@ -299,8 +298,8 @@ def write_bundle(config: GatewayConfig, target: Path, extra_models: list[Path] =
     if (target / CHECKSUMS_NAME).is_file():
         for old in read_checksums(target):  # an earlier bundle: replace it whole
             (target / old).unlink(missing_ok=True)
-    bundle = Bundle(target, models=models)
-    for relative, source in sorted(plan.items()):
+    bundle = Bundle(target, models=plan.models, moved=plan.moved)
+    for relative, source in sorted(plan.files.items()):
         dest = target / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(source, bytes):

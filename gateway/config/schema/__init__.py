@@ -14,7 +14,8 @@ Home Assistant entities (``model_base``).
 
 The modules: ``types`` (value checks), ``base`` (Section, union helpers),
 ``sensors`` and ``air_sensors`` (drivers, ``SENSOR_DRIVERS``), ``model_base``
-(``ModelBase``, ``MODEL_TYPES``), ``models`` (model types), ``ha_entities`` (what
+(``ModelBase``, ``MODEL_TYPES``), ``models`` (model types), ``model_inputs`` (a learned
+model's inputs against the config's sensors), ``ha_entities`` (what
 Home Assistant is told per kind), ``sections`` (sources, mqtt, storage...),
 ``gateway`` (GatewayConfig), ``cross_checks``.
 

@@ -206,6 +206,11 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
     issues += _air_model_issues(data, sensors)
 
     for m, model in _entries(data, "models"):
+        for t, term in _entries(model, "inputs"):  # a learned leak model's sensor -> element mapping
+            name = term.get("sensor")
+            if isinstance(name, str) and name not in sensors:
+                loc = ("models", m, "inputs", t, "sensor")
+                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
         seen: set[str] = set()
         for t, term in _entries(model, "zone_inflow"):
             name = term.get("sensor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -48,6 +49,8 @@ class GatewayConfig(Section):
     model_updates: ModelUpdatesConfig = Field(default_factory=ModelUpdatesConfig)
 
     _path: Path | None = PrivateAttr(default=None)
+    # The file's name as given and the line of each key path, for messages after validation.
+    _source: tuple[str, Callable[[tuple], int]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _finish(self, info: ValidationInfo) -> GatewayConfig:
@@ -66,6 +69,28 @@ class GatewayConfig(Section):
     def path(self) -> Path | None:
         """The config file this was loaded from (absolute), or None if built in code."""
         return self._path
+
+    def remember_source(self, name: str, line_of: Callable[[tuple], int]) -> None:
+        """Keep the file name (as typed) and where each key is: a detector that fails later is shown at its line."""
+        self._source = (name, line_of)
+
+    def where(self, loc: tuple) -> tuple[str, int | None]:
+        """The file and line of the key path ``loc``; ``("config", None)`` for a config built in code.
+
+        >>> cfg = GatewayConfig.model_validate(
+        ...     {"site": "s", "gateway": "g", "mqtt": {"host": "h"},
+        ...      "sensors": [{"id": "F", "quantity": "flow", "driver": "replay"}],
+        ...      "sources": {"replay": {"file": "a.npz"}}})
+        >>> cfg.where(("models", 0))
+        ('config', None)
+        >>> cfg.remember_source("gw.yaml", lambda loc: 7)
+        >>> cfg.where(("models", 0))
+        ('gw.yaml', 7)
+        """
+        if self._source is None:
+            return "config", None
+        name, line_of = self._source
+        return name, line_of(loc)
 
     def resolve_path(self, path: str | os.PathLike) -> Path:
         """A path from the config, relative ones taken from the config file's folder.

@@ -45,6 +45,10 @@ class GatewayView(Protocol):
     def resolve_path(self, path: str | os.PathLike) -> Path: ...
 
 
+class MissingInputs(ValueError):
+    """A model needs an input that no sensor of the config gives; the message names them for the technician."""
+
+
 class ModelBase(Section):
     """One model entry of a gateway config; a subclass per model type."""
 
@@ -80,4 +84,4 @@ def model_type(cls: type[ModelBase]) -> type[ModelBase]:
     return cls
 
 
-__all__ = ["MODEL_TYPES", "GatewayView", "ModelBase", "model_type"]
+__all__ = ["MODEL_TYPES", "GatewayView", "MissingInputs", "ModelBase", "model_type"]

@@ -28,6 +28,7 @@ from gateway.config.schema.ha_entities import (
     sensor_fault_entities,
 )
 from gateway.config.schema.model_base import GatewayView, ModelBase, model_type
+from gateway.config.schema.model_inputs import require_leak_inputs
 from gateway.config.schema.types import ClockTime, FilePath, Identifier, Text, _one_of, describe, fail, number, whole
 
 
@@ -337,10 +338,13 @@ class LearnedLeakModel(ModelBase):
         }
 
     def build_detector(self, config: GatewayView) -> LearnedLeakDetector:
-        """The learned leak detector, its model verified (sha256) and loaded from ``model_dir``."""
-        return LearnedLeakDetector.from_model_dir(
-            site=config.site, gateway=config.gateway, model=self.name, **self.detector_params(config)
-        )
+        """The learned leak detector, its model verified (sha256) and loaded from ``model_dir``.
+
+        ``MissingInputs`` first if the model reads an element no sensor measures.
+        """
+        params = self.detector_params(config)
+        require_leak_inputs(params["model_dir"], params["inputs"])
+        return LearnedLeakDetector.from_model_dir(site=config.site, gateway=config.gateway, model=self.name, **params)
 
     @classmethod
     def ha_entities(cls, state_topic: str) -> list[HaEntity]:

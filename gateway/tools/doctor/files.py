@@ -5,18 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.detectors import build_detectors
 from gateway.tools import bundle as B
 from gateway.tools.doctor.check import FAIL, OK, Check
 
 
 def check_config(path: Path) -> tuple[Check, GatewayConfig | None]:
-    """Whether the config loads and validates; the config too when it does."""
+    """Whether the config validates and its detectors build as the service builds them; the config if it validates.
+
+    A detector that cannot be built fails this check, but the config is still returned:
+    the model checks that follow say which file is wrong.
+    """
+    fix = f"correct the config, then `frugalsense config validate {path}`"
     try:
         config = load_config(path)
     except ConfigError as exc:
-        problems = "; ".join(str(p) for p in exc.problems)
-        return Check(FAIL, "config", problems, f"correct the config, then `frugalsense config validate {path}`"), None
-    models = f", {len(config.models)} model{'s' * (len(config.models) != 1)}"
+        return Check(FAIL, "config", "; ".join(str(p) for p in exc.problems), fix), None
+    try:
+        build_detectors(config)
+    except ConfigError as exc:
+        return Check(FAIL, "config", "; ".join(str(p) for p in exc.problems), fix), config
+    models = f", {len(config.models)} model{'s' * (len(config.models) != 1)} (detectors built)"
     return Check(OK, "config", f"{path}: {len(config.sensors)} sensors{models}"), config
 
 
@@ -40,8 +49,8 @@ def check_bundle(root: Path) -> Check:
 def model_dirs(config: GatewayConfig) -> list[Path]:
     """Model folders the config names, and those under ``models/`` next to it (a bundle's or /etc/frugalsense's)."""
     found: list[Path] = []
-    for _key, written in B.config_paths(config):
-        path = config.resolve_path(written)
+    for named in B.config_paths(config):
+        path = config.resolve_path(named.path)
         if path.is_dir() and (path / B.MANIFEST_FILE).is_file():
             found.append(path)
     if config.path is not None:
