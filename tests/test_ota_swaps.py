@@ -96,7 +96,7 @@ def test_a_detector_still_scoring_the_old_model_rolls_the_update_back_for_all(fl
 
 def test_an_update_keeps_the_precision_and_runtime_in_service(fleet, tmp_path):
     cfg = config("no2_virtual", REPO / "models")
-    cfg.models[0].backend = "litert"  # the int8 TFLite file
+    cfg.models[0].precision, cfg.models[0].backend = "int8", "litert"  # the int8 TFLite file
     detector = build_detectors(cfg)[0]
     assert (running(detector).format, running(detector).name) == ("tflite_int8", "litert")
     receiver = receiver_for(fleet, tmp_path, [detector])

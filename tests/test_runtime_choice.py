@@ -172,7 +172,7 @@ def test_config_with_a_model_lacking_the_file_says_so_at_the_model(tmp_path, cap
     assert main(["config", "validate", str(path)]) == 1
     err = capsys.readouterr().err
     entry_line = path.read_text().split("\n").index("  - name: leak-ml") + 1
-    assert f"{path}:{entry_line}: models[1]: cannot build its detector:" in err
+    assert f"{path}:{entry_line}: models[1] (leak-ml): cannot build its detector:" in err
     assert "has no tflite_int8 file, the int8 weights litert runs" in err
 
 
