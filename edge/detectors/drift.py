@@ -43,7 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
+from edge.detectors import state_json as sj
 from edge.detectors.base import Detector, Output
+from edge.detectors.page_hinkley import PageHinkley
 
 KIND = "calibration"
 DAY_MS = 86_400_000
@@ -54,40 +56,6 @@ CALIBRATING, STABLE, DRIFTING, INSUFFICIENT = "calibrating", "stable", "drifting
 RECALIBRATION_NEEDED = "recalibration_needed"
 MIN_DAY_COVERAGE = 0.75  # share of the day's 10-minute slots that must hold a value
 _USABLE = (Quality.OK, Quality.SUSPECT)
-
-
-class PageHinkley:
-    """Two-sided Page-Hinkley test on a standardised stream (calibration mean as the reference).
-
-    ``update(z)`` adds one value (in units of the calibration spread) and says whether
-    the cumulative excess beyond ``delta`` in either direction has passed ``threshold``.
-    """
-
-    def __init__(self, delta: float = 0.5, threshold: float = 6.0):
-        if not (delta >= 0 and threshold > 0):
-            raise ValueError(f"Page-Hinkley needs delta >= 0 and threshold > 0, got {delta}, {threshold}")
-        self.delta = delta
-        self.threshold = threshold
-        self.reset()
-
-    def reset(self) -> None:
-        self.up_ = 0.0
-        self.down_ = 0.0
-        self.n_ = 0
-
-    def update(self, z: float) -> bool:
-        self.n_ += 1
-        self.up_ = max(0.0, self.up_ + z - self.delta)
-        self.down_ = max(0.0, self.down_ - z - self.delta)
-        return self.statistic > self.threshold
-
-    @property
-    def statistic(self) -> float:
-        return max(self.up_, self.down_)
-
-    @property
-    def direction(self) -> str:
-        return "up" if self.up_ >= self.down_ else "down"
 
 
 @dataclass
@@ -174,6 +142,79 @@ class CalibrationDriftDetector(Detector):
         self.calm_days_ = 0
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms)
         self.test_.reset()
+
+    def state(self) -> dict:
+        """The day being collected, the calibration period, the Page-Hinkley sums, the open alert, the estimator's."""
+        cal = self.calibration_
+        return {
+            "day": self.day_,
+            "slots": [[k, [[s, total, n] for s, (total, n) in acc.items()]] for k, acc in self.slots_.items()],
+            "estimates": [[h, v] for h, v in self.estimates_.items()],
+            "unit": self.unit_,
+            "calibration_values": [[d, v] for d, v in self.calibration_values_],
+            "calibration": None if cal is None else [cal.mean, cal.sigma, cal.first_day, cal.last_day],
+            "recent": list(self.recent_),
+            "calm_days": self.calm_days_,
+            "alert": sj.alert_pair(self.alert_),
+            "page_hinkley": self.test_.state(),
+            "estimator": self.estimator.state() if isinstance(self.estimator, Detector) else None,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed."""
+        owner = f"calibration drift detector {self.model!r}"
+        watched = {self.sensor, self.reference} - {None}
+
+        def get(key, within=state):
+            return sj.field(within, key, owner)
+
+        slots: dict[int, dict[str, list[float]]] = {}
+        for item in sj.listing(get("slots"), "slots"):
+            k, values = sj.listing(item, "a slot", 2)
+            acc = slots.setdefault(sj.integer(k, "slot"), {})
+            for triple in sj.listing(values, "a slot's values"):
+                sensor, total, n = sj.listing(triple, "a slot value", 3)
+                if sensor not in watched:
+                    raise ValueError(f"{owner}: a saved slot holds sensor {sensor!r}, not one it watches")
+                acc[sensor] = [sj.real(total, "slot sum"), sj.integer(n, "slot count")]
+        estimates = {
+            sj.integer(h, "estimate hour"): sj.real(v, "estimate")
+            for h, v in (sj.listing(p, "an estimate", 2) for p in sj.listing(get("estimates"), "estimates"))
+        }
+        calibration_values = [
+            (sj.text(d, "calibration day"), sj.real(v, "calibration statistic"))
+            for d, v in (sj.listing(p, "a calibration day", 2) for p in sj.listing(get("calibration_values"), "days"))
+        ]
+        cal = get("calibration")
+        if cal is not None:
+            mean, sigma, first, last = sj.listing(cal, "calibration", 4)
+            cal = _Calibration(
+                sj.real(mean, "mean"), sj.real(sigma, "sigma"), sj.text(first, "first"), sj.text(last, "last")
+            )
+        recent = [sj.real(v, "a recent day") for v in sj.listing(get("recent"), "recent")]
+        if len(recent) > self.smoothing_days:
+            raise ValueError(f"{owner}: {len(recent)} recent days saved, smoothing_days is {self.smoothing_days}")
+        test = PageHinkley(self.test_.delta, self.test_.threshold)
+        test.restore(get("page_hinkley"))
+        restored = {
+            "day_": sj.optional(get("day"), sj.integer, "day"),
+            "slots_": slots,
+            "estimates_": estimates,
+            "unit_": sj.text(get("unit"), "unit"),
+            "calibration_values_": calibration_values,
+            "calibration_": cal,
+            "recent_": deque(recent, maxlen=self.smoothing_days),
+            "calm_days_": sj.integer(get("calm_days"), "calm_days"),
+            "alert_": sj.alert(get("alert"), "alert"),
+        }
+        estimator = get("estimator")
+        if isinstance(self.estimator, Detector):
+            if estimator is None:
+                raise ValueError(f"{owner}: the saved state has no state of its estimator")
+            self.estimator.restore(estimator)
+        elif estimator is not None:
+            raise ValueError(f"{owner}: the saved state has an estimator's state, this detector has no estimator")
+        self.__dict__.update(restored, test_=test)
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decision of every UTC day that ended before it."""

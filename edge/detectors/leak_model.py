@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
+from edge.detectors import leak_state
+from edge.detectors import state_json as sj
 from edge.detectors.base import ModelDetector, Output
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 
@@ -55,6 +57,20 @@ class AlarmPersistence:
         self.active = False
         self.high_run = self.low_run = 0
         self.run_start: int | None = None  # index of the first high step of the current run
+
+    def state(self) -> dict:
+        return {"active": self.active, "high_run": self.high_run, "low_run": self.low_run, "run_start": self.run_start}
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()`` (ValueError, nothing changed, if malformed)."""
+        owner = "alarm persistence"
+        restored = {
+            "active": sj.flag(sj.field(state, "active", owner), "alarm active"),
+            "high_run": sj.integer(sj.field(state, "high_run", owner), "alarm high_run"),
+            "low_run": sj.integer(sj.field(state, "low_run", owner), "alarm low_run"),
+            "run_start": sj.optional(sj.field(state, "run_start", owner), sj.integer, "alarm run_start"),
+        }
+        self.__dict__.update(restored)
 
     def update(self, score: float | None, index: int = 0) -> str | None:
         """One step's score; returns 'raised', 'cleared' or None."""
@@ -185,6 +201,48 @@ class LearnedLeakDetector(ModelDetector):
         self.alarm_in_day_ = False
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
         self.late_readings_ = 0
+
+    # ---- restart ------------------------------------------------------------------------
+    def state(self) -> dict:
+        """The baseline days, the last 24 h of residuals, today so far, the step being collected, the alarm."""
+        return {
+            "features": leak_state.features_state(self.state_),
+            "alarm": self.alarm_.state(),
+            "bin": self.bin_,
+            "sums": sj.numbers(self.sums_),
+            "counts": sj.numbers(self.counts_),
+            "day": self.day_,
+            "today": sj.numbers(self.today_),
+            "alarm_in_day": self.alarm_in_day_,
+            "alert": sj.alert_pair(self.alert_),
+            "late_readings": self.late_readings_,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed or of another layout."""
+        owner = f"learned leak detector {self.model!r}"
+        lay = self.settings.layout
+
+        def get(key, within=state):
+            return sj.field(within, key, owner)
+
+        features = leak_state.restore_features(lay, get("features"), owner)
+        alarm = self.settings.persistence()
+        alarm.restore(get("alarm"))
+        n = lay.n_sensors
+        restored = {
+            "state_": features,
+            "alarm_": alarm,
+            "bin_": sj.optional(get("bin"), sj.integer, "bin"),
+            "sums_": sj.array(get("sums"), (n,), "sums"),
+            "counts_": sj.array(get("counts"), (n,), "counts"),
+            "day_": sj.optional(get("day"), sj.integer, "day"),
+            "today_": sj.array(get("today"), (lay.steps_per_day, lay.n_channels), "today"),
+            "alarm_in_day_": sj.flag(get("alarm_in_day"), "alarm_in_day"),
+            "alert_": sj.alert(get("alert"), "alert"),
+            "late_readings_": sj.integer(get("late_readings"), "late_readings"),
+        }
+        self.__dict__.update(restored)
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every step that ended before it."""
