@@ -142,10 +142,13 @@ class AqiDetector(Detector):
             )
             for sensor, items in sj.mapping(get("samples"), "samples", sensors).items()
         }
-        history = deque(maxlen=self.history_.maxlen)
+        history: deque[tuple[int | None, bool, int]] = deque(maxlen=self.history_.maxlen)
         for item in sj.listing(get("history"), "history"):
             b, complete, end = sj.listing(item, "an hour of history", 3)
             history.append((sj.optional(b, sj.integer, "band"), sj.flag(complete, "complete"), sj.integer(end, "end")))
+        confirmed = sj.optional(get("confirmed"), sj.integer, "confirmed")
+        if confirmed is not None and not 0 <= confirmed < len(BANDS):
+            raise ValueError(f"{owner}: confirmed band {confirmed} is no EAQI band")
         restored = {
             "samples_": samples,
             "step_ms_": {
@@ -155,12 +158,10 @@ class AqiDetector(Detector):
             "next_end_ms_": sj.optional(get("next_end_ms"), sj.integer, "next_end_ms"),
             "newest_ms_": sj.optional(get("newest_ms"), sj.integer, "newest_ms"),
             "skipped_hours_": sj.integer(get("skipped_hours"), "skipped_hours"),
-            "confirmed_": sj.optional(get("confirmed"), sj.integer, "confirmed"),
+            "confirmed_": confirmed,
             "history_": history,
             "alert_": sj.alert(get("alert"), "alert"),
         }
-        if restored["confirmed_"] is not None and not 0 <= restored["confirmed_"] < len(BANDS):
-            raise ValueError(f"{owner}: confirmed band {restored['confirmed_']} is no EAQI band")
         self.__dict__.update(restored)
 
     def update(self, reading: Reading) -> list[Output]:
