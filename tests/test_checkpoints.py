@@ -545,3 +545,38 @@ def test_outputs_at_the_mark_time_made_before_the_checkpoint_are_told_to_the_res
             ]
     assert resumed.counters()["checkpoints_restored"] == 2
     assert [o for *_, o in stored] + [o for *_, o in new] == [o for *_, o in whole]
+
+
+def test_a_save_cut_short_leaves_the_last_checkpoint_and_its_temp_file_is_removed(tmp_path):
+    readings = [r for r in contract.air_stream(days=1.0) if r.sensor == "NO2"]
+    store = aqi_store(tmp_path)
+    for r in readings:
+        list(store.update(r))
+    store.save()
+    saved = (tmp_path / "eaqi.json").read_text()
+    (tmp_path / ".eaqi.json.k2j3.tmp").write_text(saved[:100])  # killed mid-write, before the rename
+    again = aqi_store(tmp_path)
+    again.begin(NoMarks())
+    list(again.update(dataclasses.replace(readings[-1], time_ms=readings[-1].time_ms + 300_000)))
+    assert again.counters()["checkpoints_restored"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eaqi.json"]
+
+
+def test_the_drift_checkpoint_names_its_estimators_model_version(tmp_path):
+    from edge.detectors.drift import CalibrationDriftDetector
+
+    def drift(version: str):
+        estimator = No2VirtualSensor("s", "g", {k: k for k in drift_data.WEATHER}, drift_data.MODEL, backend="numpy")
+        estimator.model_version = version
+        return CalibrationDriftDetector("s", "g", "no2", estimator=estimator, calibration_days=3)
+
+    store = CheckpointStore(tmp_path, [drift("1")], ["h"], every_ms=DAY_MS, max_age_ms=DAY_MS)
+    site = drift_data.site_with(seed=3, drift_per_day=None, days=2)
+    for r in drift_data.readings(site, drift_data.site_columns(site)):
+        list(store.update(r))
+    store.save()
+    head = json.loads((tmp_path / "calibration-drift.json").read_text())["header"]
+    assert head["estimator"] == ["air-no2-virtual", "1"]
+    other = CheckpointStore(tmp_path, [drift("2")], ["h"], every_ms=DAY_MS, max_age_ms=DAY_MS)
+    other.begin(NoMarks())
+    assert other.counters()["checkpoints_ignored"] == 1

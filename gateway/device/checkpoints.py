@@ -11,7 +11,8 @@ orphaned. The ``CheckpointStore`` sits between the runner and its detectors:
 - one file per detector, ``<data_dir>/checkpoints/<model>.json``, written atomically
   (a temp file in the same folder, fsync, rename, fsync of the folder). Its header
   says the format, the detector class, the config model, the exported model's name
-  and version (None for a rule-based detector), a hash of the model's config section
+  and version (None for a rule-based detector; ``estimator``: the model a detector
+  reads, as calibration drift its virtual sensor), a hash of the model's config section
   and the data time of the last reading seen; then the detector's ``state()``, where
   each sensor's stream stood (``positions``) and the latest output times (``emitted``).
 - ``begin(resume)`` at start (only when the run resumes, as ``frugalsense run`` does)
@@ -181,6 +182,8 @@ class CheckpointStore:
         if resume is None:
             return
         self._pending = {}
+        for stale in self.folder.glob(".*.tmp"):  # a save cut short by a crash: the renamed file is intact
+            stale.unlink(missing_ok=True)
         for i, detector in enumerate(self.detectors):
             path = self.path(detector)
             if not path.exists():
@@ -205,6 +208,7 @@ class CheckpointStore:
             "model": detector.model,
             "model_name": detector.model_name,
             "model_version": detector.model_version,
+            "estimator": _estimator(detector),
             "config_hash": self.hashes[i],
         }
         for key, value in want.items():
@@ -319,6 +323,7 @@ class CheckpointStore:
                 "model": detector.model,
                 "model_name": detector.model_name,
                 "model_version": detector.model_version,
+                "estimator": _estimator(detector),
                 "config_hash": self.hashes[i],
                 "last_time_ms": self._last_ms,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -359,6 +364,12 @@ def _covered(skips: dict[str, list[int]], reading: Reading) -> bool:
             return True
     del skips[reading.sensor]  # past the checkpoint on this sensor: every later reading is new
     return False
+
+
+def _estimator(detector: Detector) -> list | None:
+    """The model name and version of the detector a detector reads (calibration drift's virtual sensor)."""
+    inner = getattr(detector, "estimator", None)
+    return [inner.model_name, inner.model_version] if isinstance(inner, Detector) else None
 
 
 def _whole(value: Any) -> int:
