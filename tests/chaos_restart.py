@@ -25,6 +25,7 @@ from tests.chaos import STREAM_DAYS, Lab, Lane, Row, _wait_for
 
 NAME = "gateway_restart_mid_leak"
 ZONE = "mnf-a"  # the zone whose alert is open at the kill
+MAX_SPEED = 86_400.0  # one day of data a second
 
 
 def open_alert(lane: Lane) -> tuple[str, int] | None:
@@ -45,8 +46,8 @@ def gateway_logs(lane: Lane) -> str:
 def gateway_restart_mid_leak(lab: Lab) -> Row:
     started = time.monotonic()
     lane = Lane(lab, NAME)
-    # Half the other scenarios' speed: a checkpoint (at most one a second) falls in the alert's four days.
-    lane.write_config(lab.dataset(STREAM_DAYS), speed=lab.stream_speed() / 2)
+    # At most a data day a second: checkpoints (at most one a second) fall in the alert's four days.
+    lane.write_config(lab.dataset(STREAM_DAYS), speed=min(lab.stream_speed(), MAX_SPEED))
     expected = lab.expected(lane, STREAM_DAYS)
     row = Row(NAME, f"gateway kill -9 while a leak alert is open, restarted {lab.outage_s:g} s later", lab.outage_s)
     try:
