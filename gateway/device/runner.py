@@ -9,7 +9,8 @@ The loop never waits for the broker: everything goes into the outbox
 With ``resume=True`` (what ``frugalsense run`` does), a replay restarted after a crash
 goes on where the outbox left off: readings, detections and alerts at or before the
 latest data time already stored on their stream are fed to the detectors (to rebuild
-their state) but not published again.
+their state) but not published again. A detector restored from its checkpoint
+(``gateway/device/checkpoints.py``) skips the readings that checkpoint already holds.
 """
 
 from __future__ import annotations
