@@ -157,7 +157,7 @@ class CheckpointStore:
         self._last_ms: int | None = None
         self._due_ms: int | None = None
         self._next_save_s = 0.0
-        self.saved = self.restored = self.ignored = self.save_errors = 0
+        self.saved = self.restored = self.ignored = self.save_errors = self.skipped = 0
 
     @classmethod
     def from_config(cls, config: Any, detectors: list[Detector], topics: Any = None) -> CheckpointStore:
@@ -277,6 +277,7 @@ class CheckpointStore:
             position[1] += 1
         for i, detector in enumerate(self.detectors):
             if self._skips[i] and _covered(self._skips[i], reading):
+                self.skipped += 1
                 continue
             outputs = detector.update(reading)
             if outputs:
@@ -345,6 +346,7 @@ class CheckpointStore:
             "checkpoints_restored": self.restored,
             "checkpoints_ignored": self.ignored,
             "checkpoint_errors": self.save_errors,
+            "checkpoint_readings_skipped": self.skipped,  # readings a restored detector already held: not fed again
         }
 
 
