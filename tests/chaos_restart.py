@@ -100,7 +100,8 @@ def gateway_restart_mid_leak(lab: Lab) -> Row:
         lane.start_bridge()
         lane.start_gateway()
         lane.wait_streaming(60)
-        if not _wait_for(lambda: open_alerts(lane) is not None or lane.gateway.popen.poll() is not None, 120):
+        by_s = 11.5 * 86_400 / speed + 60  # the alerts are both open from day 9 04:00 to day 11 13:00
+        if not _wait_for(lambda: open_alerts(lane) is not None or lane.gateway.popen.poll() is not None, by_s):
             raise AssertionError(f"{NAME}: no checkpoint held both leak alerts open:\n{lane.gateway.tail()}")
         lane.gateway.kill9()
         found = open_alerts(lane)
