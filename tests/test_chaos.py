@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from tests import chaos
+from tests import chaos, chaos_restart  # chaos_restart registers gateway_restart_mid_leak in chaos.SCENARIOS
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,15 @@ def test_a_killed_gateway_resumed_and_replayed_its_outbox(suite):
     assert suite["gateway_kill9"].notes["resumed_readings"] > 0
     offline = suite["gateway_kill9_offline"].notes
     assert offline["outbox_replayed"] > 0 and offline["resumed_readings"] > 0
+
+
+def test_a_gateway_killed_mid_leak_went_on_from_its_checkpoints_and_cleared_the_alert_once(suite):
+    """No warm-up after the restart: both detectors restored, the open alert neither lost nor raised twice."""
+    row = suite[chaos_restart.NAME]
+    if isinstance(row, Exception):
+        raise row
+    assert sorted(row.notes["open_alerts"]) == ["leak-ml", "mnf-leak"]
+    assert chaos_restart.problems(row) == [], f"{chaos_restart.problems(row)}\n{row.notes}"
 
 
 def test_the_table_is_printed_and_saved(suite, capsys):

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge.contracts import Detection, Quality, Reading, Severity, check_id
+from edge.detectors import state_json as sj
 from edge.detectors.base import ModelDetector, Output
 from edge.features.air_features import CONTEXT_SLOTS, HISTORY_SLOTS, HOUR_SLOTS, SLOT_MS, local_clock
 
@@ -127,6 +128,30 @@ class HourlyAirDetector(ModelDetector):
         """Forget every buffered slot and the next hour to decide."""
         self.buffer_ = SlotBuffer(self.sensors, self.qualities)
         self.next_end_slot_: int | None = None
+
+    def state(self) -> dict:
+        """The buffered 10-minute slots ([slot, sum, count] per input) and the next hour to decide."""
+        slots = self.buffer_.slots_
+        return {
+            "slots": {role: [[k, total, n] for k, (total, n) in acc.items()] for role, acc in slots.items()},
+            "next_end_slot": self.next_end_slot_,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed or of other inputs."""
+        self.__dict__.update(self._restored(state))
+
+    def _restored(self, state: dict) -> dict:
+        """The attributes ``state`` restores, checked; subclasses add theirs."""
+        owner = f"{self.kind} detector {self.model!r}"
+        buffer = SlotBuffer(self.sensors, self.qualities)
+        saved = sj.mapping(sj.field(state, "slots", owner), "slots", set(self.sensors))
+        for role, items in saved.items():
+            for item in sj.listing(items, f"{role} slots"):
+                k, total, n = sj.listing(item, f"a {role} slot", 3)
+                buffer.slots_[role][sj.integer(k, "slot")] = [sj.real(total, "slot sum"), sj.integer(n, "slot count")]
+        end = sj.optional(sj.field(state, "next_end_slot", owner), sj.integer, "next_end_slot")
+        return {"buffer_": buffer, "next_end_slot_": end}
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every full hour that ended at or before it."""

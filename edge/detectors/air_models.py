@@ -29,6 +29,7 @@ import numpy as np
 
 from edge.air.eaqi import band, band_index
 from edge.contracts import Alert, AlertState, Detection, Severity, check_id, ms_to_datetime
+from edge.detectors import state_json as sj
 from edge.detectors.air_hourly import (
     DIAGNOSTIC,
     HOUR_MS,
@@ -170,6 +171,30 @@ class SensorFaultDetector(HourlyAirDetector):
         depth = max(self.raise_after, self.clear_after)
         self.runs_: dict[str, deque[str]] = {s: deque(maxlen=depth) for s in self.sensors.values()}
         self.alerts_: dict[str, tuple[str, int, str]] = {}  # sensor -> (alert_id, since_ms, label) while raised
+
+    def state(self) -> dict:
+        """The slots and next hour, plus each sensor's recent labels and its open fault alert."""
+        return {
+            **super().state(),
+            "runs": {sensor: list(labels) for sensor, labels in self.runs_.items()},
+            "alerts": {sensor: list(raised) for sensor, raised in self.alerts_.items()},
+        }
+
+    def _restored(self, state: dict) -> dict:
+        restored = super()._restored(state)
+        owner = f"sensor_fault detector {self.model!r}"
+        sensors = set(self.sensors.values())
+        depth = max(self.raise_after, self.clear_after)
+        runs = {}
+        for sensor, labels in sj.mapping(sj.field(state, "runs", owner), "runs", sensors).items():
+            runs[sensor] = deque((sj.text(x, "a label") for x in sj.listing(labels, f"{sensor} labels")), maxlen=depth)
+        alerts = {}
+        for sensor, raised in sj.mapping(sj.field(state, "alerts", owner), "alerts").items():
+            if sensor not in sensors:
+                raise ValueError(f"{owner}: a saved alert is for sensor {sensor!r}, not one of this detector")
+            alert_id, since, label = sj.listing(raised, f"{sensor} alert", 3)
+            alerts[sensor] = (sj.text(alert_id, "alert id"), sj.integer(since, "since"), sj.text(label, "label"))
+        return {**restored, "runs_": runs, "alerts_": alerts}
 
     def _decide(self, values: dict[str, np.ndarray], times: np.ndarray, end_ms: int) -> list[Output]:
         window = (end_ms - HOUR_MS - SLOT_MS, end_ms - SLOT_MS)

@@ -37,6 +37,7 @@ import numpy as np
 
 from edge.air.eaqi import AVERAGING_HOURS, BANDS, HOUR_MS, MIN_COVERAGE, band_index, pollutant_of, window_mean
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
+from edge.detectors import state_json as sj
 from edge.detectors.base import Detector, Output
 
 KIND = "aqi"
@@ -112,6 +113,56 @@ class AqiDetector(Detector):
         # (band, complete, end_ms) of the last hours
         self.history_: deque[tuple[int | None, bool, int]] = deque(maxlen=max(self.raise_after, self.clear_after))
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
+
+    def state(self) -> dict:
+        """Each sensor's samples of its averaging window, the hours held for persistence, the open alert."""
+        return {
+            "samples": {s: [[t, v] for t, v in samples] for s, samples in self.samples_.items()},
+            "step_ms": dict(self.step_ms_),
+            "next_end_ms": self.next_end_ms_,
+            "newest_ms": self.newest_ms_,
+            "skipped_hours": self.skipped_hours_,
+            "confirmed": self.confirmed_,
+            "history": [[b, c, t] for b, c, t in self.history_],
+            "alert": sj.alert_pair(self.alert_),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed or of other sensors."""
+        owner = f"EAQI detector {self.model!r}"
+        sensors = set(self.pollutants_)
+
+        def get(key):
+            return sj.field(state, key, owner)
+
+        samples = {
+            sensor: deque(
+                (sj.integer(t, "sample time"), sj.real(v, f"{sensor} sample"))
+                for t, v in (sj.listing(p, f"{sensor} sample", 2) for p in sj.listing(items, f"{sensor} samples"))
+            )
+            for sensor, items in sj.mapping(get("samples"), "samples", sensors).items()
+        }
+        history: deque[tuple[int | None, bool, int]] = deque(maxlen=self.history_.maxlen)
+        for item in sj.listing(get("history"), "history"):
+            b, complete, end = sj.listing(item, "an hour of history", 3)
+            history.append((sj.optional(b, sj.integer, "band"), sj.flag(complete, "complete"), sj.integer(end, "end")))
+        confirmed = sj.optional(get("confirmed"), sj.integer, "confirmed")
+        if confirmed is not None and not 0 <= confirmed < len(BANDS):
+            raise ValueError(f"{owner}: confirmed band {confirmed} is no EAQI band")
+        restored = {
+            "samples_": samples,
+            "step_ms_": {
+                s: sj.optional(v, sj.integer, f"{s} step")
+                for s, v in sj.mapping(get("step_ms"), "step_ms", sensors).items()
+            },
+            "next_end_ms_": sj.optional(get("next_end_ms"), sj.integer, "next_end_ms"),
+            "newest_ms_": sj.optional(get("newest_ms"), sj.integer, "newest_ms"),
+            "skipped_hours_": sj.integer(get("skipped_hours"), "skipped_hours"),
+            "confirmed_": confirmed,
+            "history_": history,
+            "alert_": sj.alert(get("alert"), "alert"),
+        }
+        self.__dict__.update(restored)
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every full hour that ended at or before it."""

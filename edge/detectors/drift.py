@@ -39,13 +39,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id, ms_to_datetime
 from edge.detectors.base import Detector, Output
+from edge.detectors.drift_state import Calibration, drift_state, restored_drift
+from edge.detectors.page_hinkley import PageHinkley
 
 log = logging.getLogger(__name__)
 
@@ -58,48 +59,6 @@ CALIBRATING, STABLE, DRIFTING, INSUFFICIENT = "calibrating", "stable", "drifting
 RECALIBRATION_NEEDED = "recalibration_needed"
 MIN_DAY_COVERAGE = 0.75  # share of the day's 10-minute slots that must hold a value
 _USABLE = (Quality.OK, Quality.SUSPECT)
-
-
-class PageHinkley:
-    """Two-sided Page-Hinkley test on a standardised stream (calibration mean as the reference).
-
-    ``update(z)`` adds one value (in units of the calibration spread) and says whether
-    the cumulative excess beyond ``delta`` in either direction has passed ``threshold``.
-    """
-
-    def __init__(self, delta: float = 0.5, threshold: float = 6.0):
-        if not (delta >= 0 and threshold > 0):
-            raise ValueError(f"Page-Hinkley needs delta >= 0 and threshold > 0, got {delta}, {threshold}")
-        self.delta = delta
-        self.threshold = threshold
-        self.reset()
-
-    def reset(self) -> None:
-        self.up_ = 0.0
-        self.down_ = 0.0
-        self.n_ = 0
-
-    def update(self, z: float) -> bool:
-        self.n_ += 1
-        self.up_ = max(0.0, self.up_ + z - self.delta)
-        self.down_ = max(0.0, self.down_ - z - self.delta)
-        return self.statistic > self.threshold
-
-    @property
-    def statistic(self) -> float:
-        return max(self.up_, self.down_)
-
-    @property
-    def direction(self) -> str:
-        return "up" if self.up_ >= self.down_ else "down"
-
-
-@dataclass
-class _Calibration:
-    mean: float
-    sigma: float
-    first_day: str
-    last_day: str
 
 
 class CalibrationDriftDetector(Detector):
@@ -206,11 +165,19 @@ class CalibrationDriftDetector(Detector):
         self.estimates_: dict[int, float] = {}  # hour start ms -> estimate, for the day being collected
         self.unit_ = ""
         self.calibration_values_: list[tuple[str, float]] = []  # (day text, statistic)
-        self.calibration_: _Calibration | None = None
+        self.calibration_: Calibration | None = None
         self.recent_: deque[float] = deque(maxlen=self.smoothing_days)  # standardised daily statistics
         self.calm_days_ = 0
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms)
         self.test_.reset()
+
+    def state(self) -> dict:
+        """The day being collected, the calibration period, the Page-Hinkley sums, the open alert, the estimator's."""
+        return drift_state(self)
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed."""
+        self.__dict__.update(restored_drift(self, state))
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decision of every UTC day that ended before it."""
@@ -294,7 +261,7 @@ class CalibrationDriftDetector(Detector):
             if len(self.calibration_values_) == self.calibration_days:
                 days, values = zip(*self.calibration_values_, strict=True)
                 sigma = max(float(np.std(values, ddof=1)), self.min_sigma)
-                self.calibration_ = _Calibration(float(np.mean(values)), sigma, days[0], days[-1])
+                self.calibration_ = Calibration(float(np.mean(values)), sigma, days[0], days[-1])
             return [
                 self._detection(
                     start,

@@ -11,118 +11,32 @@ raises nor clears. A raised alert carries the estimated leak flow (mean excess o
 the zone inflow over its expected pattern since the alarm began) and the pressure
 sensors that dropped most, as a localisation hint.
 
-The detector settings live in the model's manifest under ``"detector"``; see
-``docs/leak-detection.md``.
-
->>> p = AlarmPersistence(raise_threshold=0.8, clear_threshold=0.3, raise_after=2, clear_after=2)
->>> [p.update(s) for s in (0.9, None, 0.95, 0.5, 0.1, 0.2)]
-[None, None, 'raised', None, None, 'cleared']
+The detector settings live in the model's manifest under ``"detector"``
+(``edge.detectors.leak_settings``); see ``docs/leak-detection.md``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity
+from edge.detectors import leak_state
+from edge.detectors import state_json as sj
 from edge.detectors.base import ModelDetector, ModelSwapError, Output
-from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
+from edge.detectors.leak_settings import LEAK_CLASS_NAMES, LeakDetectorSettings, leak_scores
+from edge.features.leak_features import DAY_MS, LeakFeatureState, zone_channels
 
 KIND = "leak"
 LEAK, NORMAL, INSUFFICIENT = "leak", "normal", "insufficient_data"
-LEAK_CLASS_NAMES = ("1", "True", "leak")
 _USABLE = (Quality.OK, Quality.SUSPECT)
 # Sensors named in an alert, most affected first.
 HINT_SENSORS = 3
 # An estimated leak this share of the zone's mean inflow or more is critical.
 CRITICAL_SHARE = 0.1
-
-
-class AlarmPersistence:
-    """Raise after ``raise_after`` high steps in a row, clear after ``clear_after`` low ones; None = no data."""
-
-    def __init__(self, raise_threshold: float, clear_threshold: float, raise_after: int, clear_after: int):
-        if not 0 <= clear_threshold <= raise_threshold <= 1:
-            raise ValueError("need 0 <= clear_threshold <= raise_threshold <= 1")
-        if raise_after < 1 or clear_after < 1:
-            raise ValueError("raise_after and clear_after must be at least 1")
-        self.raise_threshold, self.clear_threshold = raise_threshold, clear_threshold
-        self.raise_after, self.clear_after = raise_after, clear_after
-        self.active = False
-        self.high_run = self.low_run = 0
-        self.run_start: int | None = None  # index of the first high step of the current run
-
-    def update(self, score: float | None, index: int = 0) -> str | None:
-        """One step's score; returns 'raised', 'cleared' or None."""
-        if score is None:
-            return None
-        if score >= self.raise_threshold:
-            self.low_run = 0
-            if self.high_run == 0 and not self.active:
-                self.run_start = index
-            self.high_run += 1
-            if not self.active and self.high_run >= self.raise_after:
-                self.active = True
-                return "raised"
-            return None
-        self.high_run = 0
-        self.low_run = self.low_run + 1 if score < self.clear_threshold else 0
-        if self.active and self.low_run >= self.clear_after:
-            self.active = False
-            return "cleared"
-        return None
-
-
-@dataclass(frozen=True)
-class LeakDetectorSettings:
-    """What a learned leak model needs on the device, stored in its manifest under ``"detector"``."""
-
-    sensors: list[tuple[str, str]]  # (network element, quantity): flows, pressures, presence, in layout order
-    layout: LeakFeatureLayout
-    raise_threshold: float
-    clear_threshold: float
-    raise_after: int
-    clear_after: int
-
-    def to_dict(self) -> dict:
-        return {
-            "sensors": [list(s) for s in self.sensors],
-            "layout": self.layout.to_dict(),
-            "raise_threshold": self.raise_threshold,
-            "clear_threshold": self.clear_threshold,
-            "raise_after": self.raise_after,
-            "clear_after": self.clear_after,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LeakDetectorSettings:
-        try:
-            return cls(
-                sensors=[(str(e), str(q)) for e, q in data["sensors"]],
-                layout=LeakFeatureLayout.from_dict(data["layout"]),
-                raise_threshold=float(data["raise_threshold"]),
-                clear_threshold=float(data["clear_threshold"]),
-                raise_after=int(data["raise_after"]),
-                clear_after=int(data["clear_after"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"the model's detector settings are incomplete or malformed ({exc})") from None
-
-    def persistence(self) -> AlarmPersistence:
-        return AlarmPersistence(self.raise_threshold, self.clear_threshold, self.raise_after, self.clear_after)
-
-
-def leak_scores(backend, X: np.ndarray) -> np.ndarray:
-    """P(leak) per feature row from a classifier backend."""
-    names = backend.manifest.output_names
-    column = next((i for i, n in enumerate(names) if n in LEAK_CLASS_NAMES), None)
-    if column is None:
-        raise ValueError(f"model {backend.manifest.name} has no leak class (outputs {names})")
-    return backend.predict(X)[:, column].astype(np.float64)
 
 
 class LearnedLeakDetector(ModelDetector):
@@ -246,6 +160,48 @@ class LearnedLeakDetector(ModelDetector):
         alert, active = self.alert_, self.alarm_.active
         self.reset()
         self.alert_, self.alarm_.active = alert, active
+
+    # ---- restart ------------------------------------------------------------------------
+    def state(self) -> dict:
+        """The baseline days, the last 24 h of residuals, today so far, the step being collected, the alarm."""
+        return {
+            "features": leak_state.features_state(self.state_),
+            "alarm": self.alarm_.state(),
+            "bin": self.bin_,
+            "sums": sj.numbers(self.sums_),
+            "counts": sj.numbers(self.counts_),
+            "day": self.day_,
+            "today": sj.numbers(self.today_),
+            "alarm_in_day": self.alarm_in_day_,
+            "alert": sj.alert_pair(self.alert_),
+            "late_readings": self.late_readings_,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed or of another layout."""
+        owner = f"learned leak detector {self.model!r}"
+        lay = self.settings.layout
+
+        def get(key, within=state):
+            return sj.field(within, key, owner)
+
+        features = leak_state.restore_features(lay, get("features"), owner)
+        alarm = self.settings.persistence()
+        alarm.restore(get("alarm"))
+        n = lay.n_sensors
+        restored = {
+            "state_": features,
+            "alarm_": alarm,
+            "bin_": sj.optional(get("bin"), sj.integer, "bin"),
+            "sums_": sj.array(get("sums"), (n,), "sums"),
+            "counts_": sj.array(get("counts"), (n,), "counts"),
+            "day_": sj.optional(get("day"), sj.integer, "day"),
+            "today_": sj.array(get("today"), (lay.steps_per_day, lay.n_channels), "today"),
+            "alarm_in_day_": sj.flag(get("alarm_in_day"), "alarm_in_day"),
+            "alert_": sj.alert(get("alert"), "alert"),
+            "late_readings_": sj.integer(get("late_readings"), "late_readings"),
+        }
+        self.__dict__.update(restored)
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every step that ended before it."""

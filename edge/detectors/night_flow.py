@@ -29,6 +29,7 @@ from datetime import date
 import numpy as np
 
 from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Severity, check_id
+from edge.detectors import state_json as sj
 from edge.detectors.base import Detector, Output
 from edge.features.night_flow import night_after, night_mnf, parse_clock, parse_duration_ms, zone_info
 
@@ -105,6 +106,68 @@ class MinimumNightFlowDetector(Detector):
         self.normal_run_ = 0
         self.run_start_: tuple[date, int] | None = None  # (date, start_ms) of the first night of the flagged run
         self.alert_: tuple[str, int] | None = None  # (alert_id, since_ms) while raised
+
+    def state(self) -> dict:
+        """The night being collected, the baseline nights, the flagged/normal runs and the open alert."""
+        night = self.night_
+        return {
+            "night": None if night is None else [night[0].isoformat(), night[1], night[2]],
+            "samples": [[t, [[s, v] for s, v in values.items()]] for t, values in self.samples_.items()],
+            "step_ms": self.step_ms_,
+            "last_time_ms": self.last_time_ms_,
+            "history": [sj.number(v) for v in self.history_],
+            "flagged_run": self.flagged_run_,
+            "normal_run": self.normal_run_,
+            "run_start": None if self.run_start_ is None else [self.run_start_[0].isoformat(), self.run_start_[1]],
+            "alert": sj.alert_pair(self.alert_),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take back ``state()``; ValueError (and nothing changed) if it is malformed or not this zone's."""
+        owner = f"night-flow detector {self.model!r}"
+
+        def get(key):
+            return sj.field(state, key, owner)
+
+        def day(value, what):
+            try:
+                return date.fromisoformat(sj.text(value, what))
+            except ValueError:
+                raise ValueError(f"{what} must be a date (YYYY-MM-DD), got {value!r}") from None
+
+        night = get("night")
+        if night is not None:
+            d, start, end = sj.listing(night, "night", 3)
+            night = (day(d, "night date"), sj.integer(start, "night start"), sj.integer(end, "night end"))
+        samples: dict[int, dict[str, float | None]] = {}
+        for item in sj.listing(get("samples"), "samples"):
+            t, values = sj.listing(item, "a night sample", 2)
+            row: dict[str, float | None] = {}
+            for pair in sj.listing(values, "a night sample's values"):
+                sensor, value = sj.listing(pair, "a sensor value", 2)
+                if sensor not in self.signs_:
+                    raise ValueError(f"{owner}: the saved night holds sensor {sensor!r}, not one of this zone")
+                row[sensor] = sj.optional(value, sj.real, f"{sensor} value")
+            samples[sj.integer(t, "sample time")] = row
+        history = [sj.real(v, "a baseline night") for v in sj.listing(get("history"), "history")]
+        if len(history) > self.history_days:
+            raise ValueError(f"{owner}: {len(history)} baseline nights saved, history_days is {self.history_days}")
+        run_start = get("run_start")
+        if run_start is not None:
+            d, since = sj.listing(run_start, "run_start", 2)
+            run_start = (day(d, "run_start date"), sj.integer(since, "run_start time"))
+        restored = {
+            "night_": night,
+            "samples_": samples,
+            "step_ms_": sj.optional(get("step_ms"), sj.integer, "step_ms"),
+            "last_time_ms_": sj.optional(get("last_time_ms"), sj.integer, "last_time_ms"),
+            "history_": deque(history, maxlen=self.history_days),
+            "flagged_run_": sj.integer(get("flagged_run"), "flagged_run"),
+            "normal_run_": sj.integer(get("normal_run"), "normal_run"),
+            "run_start_": run_start,
+            "alert_": sj.alert(get("alert"), "alert"),
+        }
+        self.__dict__.update(restored)
 
     def update(self, reading: Reading) -> list[Output]:
         """Consume one reading; return the decisions of every night that ended before it."""

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(model_dir: Path):
-    from edge.detectors.leak_model import LeakDetectorSettings
+    from edge.detectors.leak_settings import LeakDetectorSettings
     from edge.runtime.manifest import ModelManifest
 
     manifest = ModelManifest.read(model_dir)

@@ -9,7 +9,8 @@ The loop never waits for the broker: everything goes into the outbox
 With ``resume=True`` (what ``frugalsense run`` does), a replay restarted after a crash
 goes on where the outbox left off: readings, detections and alerts at or before the
 latest data time already stored on their stream are fed to the detectors (to rebuild
-their state) but not published again.
+their state) but not published again. A detector restored from its checkpoint
+(``gateway/device/checkpoints.py``) skips the readings that checkpoint already holds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gateway.config.schema import (
     Sds011Sensor,
 )
 from gateway.device import ha_discovery
+from gateway.device.checkpoints import CheckpointStore
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
 from gateway.device.source_merge import merge_sources
@@ -162,6 +164,10 @@ class _Resume:
         self._seen_at_mark[stream] += 1
         return self._seen_at_mark[stream] <= mark.count
 
+    def already_asked(self, stream: str, count: int) -> None:
+        """``count`` items at ``stream``'s mark time will not be asked about: a restored detector made them."""
+        self._seen_at_mark[stream] += count
+
 
 class GatewayRunner:
     """The gateway service's loop: sources -> detectors -> publisher (through the outbox), with status."""
@@ -180,6 +186,8 @@ class GatewayRunner:
         self.publisher = publisher
         self.sources = sources
         self.detectors = detectors
+        # Detector state on disk (gateway/device/checkpoints.py); every reading reaches the detectors through it.
+        self.checkpoints = CheckpointStore.from_config(config, detectors, publisher.topics)
         self.resume = resume
         self.speed = speed
         self._stop: threading.Event = threading.Event()
@@ -221,6 +229,7 @@ class GatewayRunner:
         summary = RunSummary()
         self._stop = stop if stop is not None else threading.Event()
         resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
+        self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching checkpoints
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
         ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
@@ -249,6 +258,7 @@ class GatewayRunner:
                     on_reading(reading)
                 if time.monotonic() >= self._next_tick:
                     self._tick(summary)
+            self.checkpoints.save()  # a clean stop, before flush decides a window the sources may still fill
             if not self._stop.is_set():
                 self._flush_detectors(summary, resume)  # the sources ended: decide their last window
             self.publisher.flush()
@@ -304,10 +314,12 @@ class GatewayRunner:
                 self._outbox_error(summary, exc)
         else:
             summary.resumed += 1
-        with self.detectors_lock:
-            outputs = [o for detector in self.detectors for o in detector.update(reading)]
-        if outputs:
-            self._publish_outputs(outputs, summary, resume)
+        with self.detectors_lock:  # a model update's hand-over waits for the reading in progress
+            # each detector's outputs, skipping what its restored checkpoint already holds
+            batches = list(self.checkpoints.update(reading))
+        for outputs in batches:
+            if outputs:
+                self._publish_outputs(outputs, summary, resume)
 
     def _publish_outputs(self, outputs, summary: RunSummary, resume: _Resume) -> None:
         topics = self.publisher.topics
@@ -345,4 +357,5 @@ class GatewayRunner:
             "detections": len(summary.detections),
             "alerts": len(summary.alerts),
             "outbox_errors": summary.outbox_errors,
+            **self.checkpoints.counters(),
         }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.leak_model import LeakDetectorSettings, leak_scores
+from edge.detectors.leak_settings import LeakDetectorSettings, leak_scores
 from edge.runtime import available_backends, load
 from edge.runtime.manifest import ModelManifest
 from training.cards import new_card, target

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.detectors.leak_model import AlarmPersistence, LeakDetectorSettings
+from edge.detectors.leak_settings import AlarmPersistence, LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureState, zone_channels
 from edge.features.night_flow import minimum_night_flow, night_window
 from training.water.scenario_set import ScenarioSet

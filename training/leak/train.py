@@ -27,7 +27,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from edge.detectors.leak_model import LeakDetectorSettings
+from edge.detectors.leak_settings import LeakDetectorSettings
 from edge.features.leak_features import DAY_MS, LeakFeatureLayout, LeakFeatureState, zone_channels
 from edge.runtime.manifest import MANIFEST_FILE
 from training.leak.card import write_card

@@ -114,6 +114,12 @@ class StorageConfig(Section):
     # Readings and status older than this are dropped from the outbox (alerts and detections
     # never are): past a database's retention they would be dropped there anyway.
     outbox_max_age_days: whole(1, 3650) = 30
+    # Detector state (baselines, windows, open alerts) is saved to data_dir/checkpoints/ at
+    # least this often in data time (a fast replay at most once a second) and on a clean stop.
+    checkpoint_every_min: whole(1, 1440) = 5
+    # On start a checkpoint older than this, in data time, than the first reading is ignored:
+    # the detector warms up again instead of going on from a stale state.
+    checkpoint_max_age_days: whole(1, 365) = 7
 
 
 class HomeAssistantConfig(Section):
