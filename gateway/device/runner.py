@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors import Detector
@@ -55,19 +56,61 @@ DEFAULT_MAX_AGE_DAYS = 30
 LOGGED_ERRORS = 10
 
 
+RECENT_ALERTS = 20  # the summary remembers this many alert changes for the CLI to print
+
+
+class AlertNote(NamedTuple):
+    """One alert change as the summary remembers it (not the Alert: a run of months would keep them all)."""
+
+    alert_id: str
+    state: str
+    time_ms: int
+
+
 @dataclass
 class RunSummary:
-    """What one run did: readings published, its detections and alerts, what was rejected or left."""
+    """What one run did, in counts: readings published, detections and alerts made, what was rejected or left.
+
+    Counts, not objects, so a gateway that runs for months holds the same few bytes on its
+    last day as on its first (docs/soak.md). Whoever needs the objects passes ``on_output``
+    to ``GatewayRunner.run``.
+
+    >>> from edge.contracts import AlertState, Severity
+    >>> s = RunSummary()
+    >>> s.count(Alert(1_772_409_600_000, "net3", "gw-01", "leak", "leak-1", AlertState.RAISED, "leak",
+    ...               Severity.WARNING, 0.4, "night flow up", "mnf", "1", 1_772_409_600_000))
+    >>> s.alerts, s.alert_counts, list(s.recent_alerts)
+    (1, Counter({('leak', 'raised'): 1}), [AlertNote(alert_id='leak-1', state='raised', time_ms=1772409600000)])
+    """
 
     readings: int = 0  # readings published by this run
-    detections: list[Detection] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
+    detection_counts: Counter = field(default_factory=Counter)  # (kind, label) -> detections published
+    alert_counts: Counter = field(default_factory=Counter)  # (kind, state) -> alerts published
+    recent_alerts: deque = field(default_factory=lambda: deque(maxlen=RECENT_ALERTS))  # the last AlertNotes
     rejected: Counter = field(default_factory=Counter)
     all_acknowledged: bool = False  # the outbox was empty at the end
     resumed: int = 0  # readings a previous run had already stored (resume): detectors saw them, MQTT did not
     outbox_left: int = 0  # messages still in the outbox at the end; they go at the next start
     outbox_errors: int = 0  # messages the outbox could not store (disk full, I/O error)
     source_failures: dict[str, int] = field(default_factory=dict)  # sources that raised (the others went on)
+
+    @property
+    def detections(self) -> int:
+        """Detections published by this run."""
+        return self.detection_counts.total()
+
+    @property
+    def alerts(self) -> int:
+        """Alert changes (raised and cleared) published by this run."""
+        return self.alert_counts.total()
+
+    def count(self, out: Detection | Alert) -> None:
+        """Count one published detection or alert."""
+        if isinstance(out, Alert):
+            self.alert_counts[(out.kind, str(out.state))] += 1
+            self.recent_alerts.append(AlertNote(out.alert_id, str(out.state), out.time_ms))
+        else:
+            self.detection_counts[(out.kind, out.label)] += 1
 
 
 def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
@@ -184,6 +227,7 @@ class GatewayRunner:
         self._stop: threading.Event = threading.Event()
         self._next_tick = 0.0
         self._next_status = 0.0
+        self._on_output: Callable[[Detection | Alert], None] | None = None
 
     @classmethod
     def from_config(
@@ -210,13 +254,18 @@ class GatewayRunner:
         *,
         stop: threading.Event | None = None,
         on_reading: Callable[[Reading], None] | None = None,
+        on_output: Callable[[Detection | Alert], None] | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> RunSummary:
         """Stream every source to its end (or until ``stop``), then wait up to ``drain_timeout_s`` for delivery.
 
+        ``on_reading`` sees every reading, ``on_output`` every detection and alert this run publishes
+        (the summary only counts them).
+
         Never waits for the broker to start: with the broker down the outbox fills.
         """
         summary = RunSummary()
+        self._on_output = on_output
         self._stop = stop if stop is not None else threading.Event()
         resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
         if self.publisher.outbox.replayed:
@@ -310,14 +359,16 @@ class GatewayRunner:
             if isinstance(out, Alert):
                 if resume.stored(topics.alerts, out.time_ms):
                     continue
-                summary.alerts.append(out)
+                summary.count(out)
                 self._store(summary, partial(self.publisher.publish_alert, out))
                 log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
             else:
                 if resume.stored(topics.detections(out.kind), out.time_ms):
                     continue
-                summary.detections.append(out)
+                summary.count(out)
                 self._store(summary, partial(self.publisher.publish_detection, out))
+            if self._on_output is not None:
+                self._on_output(out)
 
     def _store(self, summary: RunSummary, action: Callable[[], None]) -> None:
         # A full disk must not stop the detectors: count, log the first few, go on.
@@ -337,7 +388,7 @@ class GatewayRunner:
             **self.publisher.counters_snapshot(),
             "readings_rejected": sum(summary.rejected.values()),
             "readings_resumed": summary.resumed,
-            "detections": len(summary.detections),
-            "alerts": len(summary.alerts),
+            "detections": summary.detections,
+            "alerts": summary.alerts,
             "outbox_errors": summary.outbox_errors,
         }
