@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import NamedTuple
 
 from edge.contracts import Alert, ContractError, Detection, Reading
@@ -42,6 +43,8 @@ from gateway.device import ha_discovery
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
 from gateway.device.source_merge import merge_sources
+from gateway.device.source_supervisor import Backoff, SupervisedSource
+from gateway.device.status_file import write_status
 from gateway.model_updates import listener as model_updates
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import settings_from_config
@@ -217,6 +220,7 @@ class GatewayRunner:
         *,
         resume: bool = False,
         speed: float = 0.0,
+        source_backoff: Backoff | None = None,
     ):
         self.config = config
         self.publisher = publisher
@@ -224,6 +228,8 @@ class GatewayRunner:
         self.detectors = detectors
         self.resume = resume
         self.speed = speed
+        self.source_backoff = source_backoff or Backoff()
+        self.supervised: list[SupervisedSource] = []  # the sources as run() restarts them, with their counters
         self._stop: threading.Event = threading.Event()
         self._next_tick = 0.0
         self._next_status = 0.0
@@ -297,13 +303,16 @@ class GatewayRunner:
             if not self._stop.is_set():
                 self._flush_detectors(summary, resume)  # the sources ended: decide their last window
             self.publisher.flush()
-            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
+            self._store(summary, lambda: self._publish_status(summary))
         finally:
             if updates is not None:
                 updates.stop()
             timeout = min(drain_timeout_s, STOP_DRAIN_S) if self._stop.is_set() else drain_timeout_s
             summary.all_acknowledged = self.publisher.close(timeout)
             summary.outbox_left = len(self.publisher.outbox)
+        for source in self.supervised:
+            if source.failures:
+                summary.source_failures[source.name] = summary.source_failures.get(source.name, 0) + source.failures
         if summary.resumed:
             log.info("resumed: %d readings were already stored by a previous run", summary.resumed)
         return summary
@@ -314,9 +323,10 @@ class GatewayRunner:
         Through merge_sources the loop also gets an idle tick while a live sensor is quiet,
         so a batch is never held longer than its delay (a 1/min node would otherwise wait a minute).
         """
+        self.supervised = [SupervisedSource(s, backoff=self.source_backoff, stop=self._stop) for s in self.sources]
         if len(self.sources) == 1 and isinstance(self.sources[0], ReplaySource):
-            return iter(self.sources[0])
-        return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
+            return chain.from_iterable(self.supervised[0].batches())
+        return merge_sources(self.supervised, self._stop, idle_s=TICK_S, failures=summary.source_failures)
 
     def _flush_detectors(self, summary: RunSummary, resume: _Resume) -> None:
         for detector in self.detectors:
@@ -329,7 +339,7 @@ class GatewayRunner:
         self._store(summary, self.publisher.flush_due)
         if now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
-            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
+            self._store(summary, lambda: self._publish_status(summary))
         return self._stop.is_set()
 
     def _handle(self, reading: Reading, summary: RunSummary, fresh: bool, resume: _Resume) -> None:
@@ -382,6 +392,21 @@ class GatewayRunner:
         summary.outbox_errors += 1
         if summary.outbox_errors <= LOGGED_ERRORS:
             log.error("%s", exc)
+
+    def _publish_status(self, summary: RunSummary) -> None:
+        """The status message (counters and per-source counters), and the same in the data dir for ``doctor``."""
+        counters = self._counters(summary)
+        sources: dict[str, dict[str, int]] = {}
+        for source in self.supervised:
+            sources.update(source.counters())
+        try:
+            write_status(
+                self.config.resolve_path(self.config.storage.data_dir),
+                {"time": int(time.time() * 1000), "counters": counters, "sources": sources},
+            )
+        except OSError as exc:  # the outbox says more if the disk is the problem; the status still goes out
+            log.warning("cannot keep the last status for doctor: %s", exc)
+        self.publisher.publish_status(counters, sources)
 
     def _counters(self, summary: RunSummary) -> dict[str, int | float]:
         return {
