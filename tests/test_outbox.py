@@ -564,26 +564,6 @@ def test_offline_publisher_fills_the_outbox_and_delivers_everything_in_order_whe
     assert status["counters"]["outbox_backlog"] == 92 and status["counters"]["outbox_dropped_readings"] == 0
 
 
-def test_messages_the_broker_refuses_are_counted_and_do_not_block_the_rest(tmp_path_factory, tmp_path):
-    acl = tmp_path / "acl"
-    acl.write_text("topic readwrite obx2/net3/gw-01/readings/#\ntopic readwrite obx2/net3/gw-01/status\n")
-    with LocalServices(
-        tmp_path_factory.mktemp("acl-broker"), influxdb=False, mosquitto_extra_config=[f"acl_file {acl}"]
-    ) as acl_broker:
-        topics = T.Topics("obx2", "net3", "gw-01")
-        pub = GatewayPublisher(
-            topics, MqttSettings("127.0.0.1", acl_broker.mqtt_port, client_id="obx2-gw"), readings_batch=10
-        ).connect()
-        pub.publish_alert(alert())  # alerts are not allowed for this client
-        for r in readings(30, "F-lake"):
-            pub.add_reading(r)
-        assert pub.wait_acked(10)
-        counters = pub.counters_snapshot()
-        assert pub.close()
-    assert counters["messages_refused"] == 1 and counters["outbox_refused"] == 1
-    assert counters["messages_acked"] == 3
-
-
 # ---- behind the runner -------------------------------------------------------------------
 
 CONFIG = """

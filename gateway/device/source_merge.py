@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ _DONE = object()
 
 
 def merge_sources(
-    sources: list[Iterable], stop: threading.Event, *, idle_s: float = 0.2, failures: dict[str, int] | None = None
+    sources: Sequence[Iterable], stop: threading.Event, *, idle_s: float = 0.2, failures: dict[str, int] | None = None
 ) -> Iterator:
     """Yield every reading of every source (``None`` when idle) until all end or ``stop`` is set."""
     out: queue.Queue = queue.Queue(QUEUE_BATCHES)

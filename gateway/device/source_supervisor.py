@@ -179,9 +179,9 @@ class SupervisedSource:
             at_last += self._after[1]  # the same time as the batch before: count on
         self._after = (last, at_last)
 
-    def counters(self) -> dict[str, dict[str, int]]:
+    def counters(self) -> dict[str, dict[str, int | float]]:
         """``{name: counters}``: this source's, and for a serial source one entry per port (``serial <port>``)."""
-        own = {
+        own: dict[str, int | float] = {
             "readings": self.readings,
             "failures": self.failures,
             "restarts": self.restarts,
@@ -209,5 +209,5 @@ def _snapshot(counters) -> dict:
     return {}
 
 
-def _numbers(counters: dict) -> dict[str, int]:
+def _numbers(counters: dict) -> dict[str, int | float]:
     return {str(k): v for k, v in counters.items() if isinstance(v, int | float) and not isinstance(v, bool)}

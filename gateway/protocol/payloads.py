@@ -63,8 +63,7 @@ class GatewayStatus:
     state: str  # "online" | "offline"
     time_ms: int | None = None  # absent in the will: the broker sends it, not the gateway
     counters: dict[str, int | float] = field(default_factory=dict)
-    # Per source (``replay``, ``serial``, ``serial <port>``, ``modbus <port>``...): failures, restarts,
-    # readings and the drivers' own counters (frames, checksums, timeouts). Optional: an older gateway sends none.
+    # Per source (replay, serial, serial <port>, modbus <port>...): failures, restarts, the drivers' counters.
     sources: dict[str, dict[str, int | float]] = field(default_factory=dict)
 
 
@@ -126,8 +125,7 @@ def encode_status(
 ) -> bytes:
     """A gateway status message: ``online``/``offline``, with its time, counters and per-source counters when given.
 
-    ``sources`` was added within schema version 1: a reader that does not know it ignores
-    it, and a gateway that does not send it is read as before (docs/contracts.md).
+    ``sources`` is optional within schema version 1: older readers ignore it (docs/contracts.md).
 
     >>> encode_status("online", 1_772_409_600_000, {"alerts": 1}, {"serial ttyS0": {"frames_ok": 12}})
     b'{"v":1,"state":"online","time":1772409600000,"counters":{"alerts":1},"sources":{"serial ttyS0":{"frames_ok":12}}}'
