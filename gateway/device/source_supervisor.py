@@ -40,7 +40,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from edge.sources.cell_counts import CellCountSource
+from edge.sources.modbus_source import ModbusSource
 from edge.sources.replay import ReplaySource
+from edge.sources.serial_source import SerialSource
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +82,15 @@ def source_name(source: object) -> str:
     >>> source_name([1, 2])
     'list'
     """
-    kind = type(source).__name__
-    if kind == "ReplaySource":
+    if isinstance(source, ReplaySource):
         return "replay"
-    if kind == "SerialSource":
+    if isinstance(source, SerialSource):
         return "serial"
-    if kind == "ModbusSource":
-        return f"modbus {getattr(source, 'port', '?')}"
-    if kind == "CellCountSource":
-        return f"cell_counts {getattr(source, 'path', '?')}"
-    return kind
+    if isinstance(source, ModbusSource):
+        return f"modbus {source.port}"
+    if isinstance(source, CellCountSource):
+        return f"cell_counts {source.path}"
+    return type(source).__name__
 
 
 class SupervisedSource:
