@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DAY_MS = 86_400_000
 TARGET = 0.05  # the last day's peak RSS within 5 % of the second day's
 SAMPLE_S = 0.05
+# The learned leak model scores from its 4th day (3 baseline days); from day 5 every detector has what it needs.
+WARM_UP_DAY = 5
 PREFIX = "soak"
 DATABASE = "soak"
 
@@ -103,8 +105,12 @@ class Progress:
         self.client.disconnect()
 
 
-def soak(days: int, day_seconds: float, work: Path) -> dict:
-    """Run both gateways for ``days`` data days; their peak RSS per day and what landed."""
+def soak(days: int, day_seconds: float, work: Path, code: Path | None = None) -> dict:
+    """Run both gateways for ``days`` data days; their peak RSS per day and what landed.
+
+    ``code``: run the gateways from another checkout's ``edge``/``gateway`` (an older commit,
+    to measure what a change did); the services and the bridge stay this checkout's.
+    """
     from gateway.bridge.influx_writer import InfluxV1Writer
     from gateway.bridge.service import Bridge
     from gateway.local_services.services import LocalServices
@@ -141,10 +147,19 @@ def soak(days: int, day_seconds: float, work: Path) -> dict:
         began = time.monotonic()
         for name, g in gateways.items():
             g.log = open(work / f"{name}.log", "w")
+            env = dict(os.environ, PYTHONPATH=str(code)) if code else None
             g.proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("frugalsense")), "run", str(g.path)],
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from gateway.cli import main; sys.exit(main())",
+                    "run",
+                    str(g.path),
+                ],
                 stdout=g.log,
                 stderr=subprocess.STDOUT,
+                env=env,
+                cwd=code or ROOT,
             )
         print(f"two gateways replay {days} days at {day_seconds:g} s per day (x{speed:.0f})", flush=True)
         deadline = began + days * day_seconds * 3 + 300
@@ -178,6 +193,8 @@ def soak(days: int, day_seconds: float, work: Path) -> dict:
     for name, g in gateways.items():
         second, last = g.peaks[1], g.peaks[-1]
         change = (last - second) / second if second else None
+        rises = [b - a for a, b in zip(g.peaks, g.peaks[1:], strict=False)]
+        step = max(range(len(rises)), key=rises.__getitem__) if rises else 0
         out[name] = {
             "models": [m["name"] for m in g.config["models"]],
             "exit_code": g.proc.returncode,
@@ -188,6 +205,12 @@ def soak(days: int, day_seconds: float, work: Path) -> dict:
             "last_day_peak_rss_mb": round(last, 2),
             "last_vs_second_day": round(change, 4) if change is not None else None,
             "met": change is not None and abs(change) <= TARGET,
+            "largest_one_day_rise_mb": round(rises[step], 2) if rises else None,
+            "largest_rise_on_day": step + 2,  # 1-based: from day step+1 to day step+2
+            "after_warm_up_day": WARM_UP_DAY,
+            "last_vs_warm_up_day": round((last - g.peaks[WARM_UP_DAY - 1]) / g.peaks[WARM_UP_DAY - 1], 4)
+            if len(g.peaks) >= WARM_UP_DAY and g.peaks[WARM_UP_DAY - 1]
+            else None,
             "summary_line": _last_line(work / f"{name}.log"),
         }
     return {
@@ -217,6 +240,11 @@ def plot(result: dict, path: Path) -> None:
         line = ax.plot(range(1, len(peaks) + 1), peaks, marker="o", markersize=3, label=f"{name} peak RSS")[0]
         second = g["second_day_peak_rss_mb"]
         ax.axhspan(second * (1 - TARGET), second * (1 + TARGET), color=line.get_color(), alpha=0.12)
+        earlier = (result.get("before") or {}).get("gateways", {}).get(name)
+        if earlier:
+            old = earlier["peak_rss_mb_per_day"]
+            ax.plot(range(1, len(old) + 1), old, linestyle="--", color=line.get_color(),
+                    label=f"{name}, commit {result['before']['commit']}")  # fmt: skip
     ax.set_xlabel("data day")
     ax.set_ylabel("peak RSS per day (MB)")
     ax.set_title(f"{result['days']}-day soak at x{result['speed']}: band = second day ±{TARGET:.0%}")
@@ -251,6 +279,28 @@ def markdown(result: dict) -> str:
             f"| {g['last_day_peak_rss_mb']:.1f} MB | {'' if change is None else f'{change:+.1%}'} "
             f"| {'yes' if g['met'] else 'no'} | {g['readings_in_influxdb']} of {g['readings_expected']} |"
         )
+    lines += ["", "Where the memory went (from the figures above):", ""]
+    for name, g in result["gateways"].items():
+        warm = g.get("last_vs_warm_up_day")
+        lines.append(
+            f"- {name}: the largest one-day rise is {g['largest_one_day_rise_mb']:+.2f} MB, into day "
+            f"{g['largest_rise_on_day']}; from day {g['after_warm_up_day']} (every detector warmed up) to the last "
+            f"day {'' if warm is None else f'{warm:+.1%}'}."
+        )
+    before = result.get("before")
+    if before:
+        lines += [
+            "",
+            f"The same soak with the gateways of commit {before['commit']} ({before['what']}):",
+            "",
+            "| gateway | second day | last day | change |",
+            "|---|---|---|---|",
+        ]
+        for name, g in before["gateways"].items():
+            lines.append(
+                f"| {name} | {g['second_day_peak_rss_mb']:.1f} MB | {g['last_day_peak_rss_mb']:.1f} MB "
+                f"| {g['last_vs_second_day']:+.1%} |"
+            )
     lines += [
         "",
         "![peak RSS per data day](soak-rss.png)",
@@ -270,10 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day-seconds", type=float, default=6.0, help="wall seconds per data day (default 6)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where soak.json/.md/-rss.png go")
     parser.add_argument("--work", type=Path, default=ROOT / ".run" / "soak", help="datasets, services, logs")
+    parser.add_argument("--code", type=Path, default=None, help="run the gateways from this checkout instead")
+    parser.add_argument(
+        "--before",
+        nargs=3,
+        metavar=("SOAK_JSON", "COMMIT", "WHAT"),
+        help="show an earlier soak (run with --code) next to this one: its soak.json, commit and what changed since",
+    )
     args = parser.parse_args(argv)
     if args.days < 3 or args.day_seconds <= 0:
         parser.error("--days must be 3 or more and --day-seconds positive")
-    result = soak(args.days, args.day_seconds, args.work)
+    result = soak(args.days, args.day_seconds, args.work, args.code)
+    if args.before:
+        earlier = json.loads(Path(args.before[0]).read_text())
+        result["before"] = {"commit": args.before[1], "what": args.before[2], "gateways": earlier["gateways"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "soak-rss.png")
