@@ -59,7 +59,8 @@ def soak_lines(path: Path) -> list[str]:
     for name, g in soak["gateways"].items():
         rows.append(
             f"- {name}: {g['second_day_peak_rss_mb']:.1f} MB on day 2, {g['last_day_peak_rss_mb']:.1f} MB on day "
-            f"{soak['days']} ({g['last_vs_second_day']:+.1%}): {'met' if g['met'] else '**not met**'}."
+            f"{soak['days']} ({g['last_vs_second_day']:+.2%}): {'met' if g['met'] else '**not met**'}; from day "
+            f"{g['after_warm_up_day']} (detectors warmed up) to day {soak['days']}: {g['last_vs_warm_up_day']:+.2%}."
         )
     return rows
 

@@ -276,16 +276,24 @@ def markdown(result: dict) -> str:
         change = g["last_vs_second_day"]
         lines.append(
             f"| {name} | {', '.join(g['models'])} | {g['second_day_peak_rss_mb']:.1f} MB "
-            f"| {g['last_day_peak_rss_mb']:.1f} MB | {'' if change is None else f'{change:+.1%}'} "
+            f"| {g['last_day_peak_rss_mb']:.1f} MB | {'' if change is None else f'{change:+.2%}'} "
             f"| {'yes' if g['met'] else 'no'} | {g['readings_in_influxdb']} of {g['readings_expected']} |"
         )
-    lines += ["", "Where the memory went (from the figures above):", ""]
+    layout = json.loads((ROOT / "models" / "leak-mlp-net3" / "manifest.json").read_text())["detector"]["layout"]
+    lines += [
+        "",
+        "Where the memory went. The learned leak model (leak-mlp-net3) scores once it has "
+        f"{layout['min_baseline_days']} baseline days, so from day {layout['min_baseline_days'] + 1} on, and keeps "
+        f"up to {layout['history_days']} days of them (its manifest's `history_days`): both are by design, and "
+        "bounded. What each gateway shows:",
+        "",
+    ]
     for name, g in result["gateways"].items():
         warm = g.get("last_vs_warm_up_day")
         lines.append(
             f"- {name}: the largest one-day rise is {g['largest_one_day_rise_mb']:+.2f} MB, into day "
             f"{g['largest_rise_on_day']}; from day {g['after_warm_up_day']} (every detector warmed up) to the last "
-            f"day {'' if warm is None else f'{warm:+.1%}'}."
+            f"day {'' if warm is None else f'{warm:+.2%}'}."
         )
     before = result.get("before")
     if before:
@@ -299,7 +307,7 @@ def markdown(result: dict) -> str:
         for name, g in before["gateways"].items():
             lines.append(
                 f"| {name} | {g['second_day_peak_rss_mb']:.1f} MB | {g['last_day_peak_rss_mb']:.1f} MB "
-                f"| {g['last_vs_second_day']:+.1%} |"
+                f"| {g['last_vs_second_day']:+.2%} |"
             )
     lines += [
         "",
@@ -341,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, g in result["gateways"].items():
         print(
             f"{name}: second day {g['second_day_peak_rss_mb']:.1f} MB, last day {g['last_day_peak_rss_mb']:.1f} MB "
-            f"({g['last_vs_second_day']:+.1%}), target ±{TARGET:.0%} {'met' if g['met'] else 'NOT met'}; "
+            f"({g['last_vs_second_day']:+.2%}), target ±{TARGET:.0%} {'met' if g['met'] else 'NOT met'}; "
             f"readings {g['readings_in_influxdb']}/{g['readings_expected']} landed"
         )
     return 0

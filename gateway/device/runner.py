@@ -2,7 +2,9 @@
 
 Every reading is checked against its contract before anything else sees it; one
 that fails is counted and logged and the loop goes on (a bad value never stops the
-gateway and never reaches a detector).
+gateway and never reaches a detector). A source that raises is restarted with backoff,
+a replay just after its last delivered reading (gateway/device/source_supervisor.py);
+each source's counters go into the status message and ``status.json`` for ``doctor``.
 
 The loop never waits for the broker: everything goes into the outbox
 (``storage.data_dir``) and a sender thread publishes it when the broker is there.

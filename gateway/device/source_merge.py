@@ -8,7 +8,8 @@ as one list: one queue hand-over per read instead of per reading, which cost a s
 the gateway's time at 60,000 readings/s (docs/benchmarks.md). While
 nothing arrives, the stream yields ``None`` every ``idle_s`` so the loop can still
 flush batches, send status and notice a stop. A source that fails is logged and
-counted; the others go on.
+counted; the others go on (the runner hands in supervised sources, which restart
+themselves: gateway/device/source_supervisor.py).
 
 >>> import threading
 >>> a, b = [1, 2, 3], ["x", "y"]
