@@ -117,3 +117,17 @@ def test_held_messages_survive_a_gateway_restart_and_go_once_the_broker_allows_t
         assert spy.wait(1)
         time.sleep(0.3)
         assert [json.loads(m.payload)["alert_id"] for m in spy.messages] == [alert().alert_id]
+
+
+def test_held_readings_make_room_first_and_held_alerts_are_never_dropped():
+    box = Outbox(None, max_bytes=1_000, retry_first_s=60)
+    box.put(f"{PREFIX}/net3/gw-01/alerts", b"a" * 100, "alert")
+    for _ in range(2):
+        box.put(f"{PREFIX}/net3/gw-01/readings/F-1", b"r" * 300, "reading", items=50)
+    box.hold([m.id for m in box.take(10)])  # the broker refused all three
+    assert box.take(10) == []  # held: not sent again before their wait is over
+    box.put(f"{PREFIX}/net3/gw-01/readings/F-1", b"n" * 300, "reading", items=50)  # the bound is reached
+    stats = box.stats()
+    assert stats["outbox_held"] == 2 and stats["outbox_dropped_readings"] == 50  # the oldest held reading went
+    box.retry_held_now()
+    assert [(m.kind, m.payload[:1]) for m in box.take(10)] == [("alert", b"a"), ("reading", b"r"), ("reading", b"n")]
