@@ -285,7 +285,11 @@ def markdown(result: dict) -> str:
         "Where the memory went. The learned leak model (leak-mlp-net3) scores once it has "
         f"{layout['min_baseline_days']} baseline days, so from day {layout['min_baseline_days'] + 1} on, and keeps "
         f"up to {layout['history_days']} days of them (its manifest's `history_days`): both are by design, and "
-        "bounded. What each gateway shows:",
+        "bounded. Its first score used to import `numpy.ma` (through `np.nanmedian`), a 1.8 MB step that looked "
+        "like growth; edge/features/leak_features.py now imports it at load. One cause of real growth was found "
+        "and fixed: `RunSummary` kept every Detection and Alert for the life of the run (the table below). Not "
+        "explained yet: the air gateway's step into day 16 (tracemalloc points at a numpy array of the air "
+        "features' sliding windows still alive late in the run). What each gateway shows:",
         "",
     ]
     for name, g in result["gateways"].items():
