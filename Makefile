@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test lint clean services train-air train-leak train chaos bench-outbox bench
+.PHONY: setup demo test lint clean services train-air train-leak train chaos bench-outbox bench soak
 
 setup: $(STAMP) services
 
@@ -47,6 +47,12 @@ bench-outbox: $(STAMP)
 # models, fleet); rewrites docs/benchmarks.json and docs/benchmarks.md (about 2 min on 2 cores).
 bench: setup
 	$(BIN)/python -m scripts.bench
+
+# 30 data days of the leak zone and of the air site through two `frugalsense run` processes on a private
+# Mosquitto, the bridge and InfluxDB, RSS sampled per data day; rewrites docs/soak.json, docs/soak.md and
+# docs/soak-rss.png (about 4 minutes on 2 cores).
+soak: setup
+	$(BIN)/python -m scripts.bench_soak
 
 # Air-site models (pattern, sensor fault, NO2 virtual sensor): simulate, train, export to
 # models/air-*/, measure every format against the targets and write the cards (~2 min).

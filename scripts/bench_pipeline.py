@@ -160,7 +160,7 @@ def _gateway(mqtt_port: int, lines: int, backend: str, cpu: int | None, data_fil
             "published": summary.readings,
             "seconds": seconds,
             "cpu_s": cpu_s,
-            "detections": len(summary.detections),
+            "detections": summary.detections,
             "all_acknowledged": summary.all_acknowledged,
             "rejected": sum(summary.rejected.values()),
             "payloads": payloads,

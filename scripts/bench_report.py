@@ -37,9 +37,32 @@ def markdown(report: dict) -> str:
             f"| {'' if f['ratio'] is None else format(f['ratio'], 'g')} | {f['target'] or ''} | {met} |"
         )
     rows += ["", "Notes per figure (workload, what the ratio means) are in `benchmarks.json` (`note`, `comparison`)."]
+    rows += soak_lines(ROOT / "docs" / "soak.json")
     rows += shortfalls(report["figures"])
     rows += history_table(report.get("history", []))
     return "\n".join(rows) + "\n"
+
+
+def soak_lines(path: Path) -> list[str]:
+    """The soak's figure (`make soak`, docs/soak.md), quoted from its own json when there is one."""
+    import json
+
+    if not path.is_file():
+        return []
+    soak = json.loads(path.read_text())
+    rows = [
+        "",
+        f"**Soak** (`make soak`, [soak.md](soak.md), its own run): {soak['days']} data days at x{soak['speed']}, "
+        "target: last day's peak RSS within 5% of the second day's.",
+        "",
+    ]
+    for name, g in soak["gateways"].items():
+        rows.append(
+            f"- {name}: {g['second_day_peak_rss_mb']:.1f} MB on day 2, {g['last_day_peak_rss_mb']:.1f} MB on day "
+            f"{soak['days']} ({g['last_vs_second_day']:+.2%}): {'met' if g['met'] else '**not met**'}; from day "
+            f"{g['after_warm_up_day']} (detectors warmed up) to day {soak['days']}: {g['last_vs_warm_up_day']:+.2%}."
+        )
+    return rows
 
 
 def _pair_list(figures: list[dict], spec: str = ".2f") -> str:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 
 from edge.contracts import Quality, Reading, check_id
@@ -70,20 +72,51 @@ class ReplaySource:
         return self.readings()
 
     def readings(self) -> Iterator[Reading]:
+        return chain.from_iterable(self.batches())
+
+    def batches(self, after: tuple[int, int] | None = None) -> Iterator[list[Reading]]:
+        """One list per time step. ``after=(time_ms, n)`` starts just after the first ``n`` readings at ``time_ms``.
+
+        That is how a replay restarted after a failure goes on where it stopped: what
+        was delivered is not given again, and nothing after it is skipped (a replay is
+        deterministic, so the readings at one time always come in the same order).
+
+        >>> import numpy as np
+        >>> from edge.datasets import ZoneDataset
+        >>> ds = ZoneDataset(time_ms=[1_772_409_600_000, 1_772_410_500_000], values=[[1.0, 2.0], [3.0, 4.0]],
+        ...                  columns=["a", "b"], quantities=["flow", "flow"], units=["L/s", "L/s"],
+        ...                  leak_flow_lps=[0, 0])
+        >>> src = ReplaySource(ds, "net3", "gw-01", [("F-a", "a", "flow"), ("F-b", "b", "flow")])
+        >>> [[r.value for r in step] for step in src.batches(after=(1_772_409_600_000, 1))]
+        [[2.0], [3.0, 4.0]]
+        """
         times = self.dataset.time_ms.tolist()
         values = self.dataset.values
+        first, skip = 0, 0
+        if after is not None:
+            first = bisect_left(times, after[0])
+            skip = after[1]
+            while skip >= len(self._columns) and first < len(times) and times[first] == after[0]:
+                first, skip = first + 1, skip - len(self._columns)  # several steps at one time: whole ones done
+            if first >= len(times) or times[first] != after[0]:
+                skip = 0
         started = self._clock()
-        for step, t in enumerate(times):
+        for step in range(first, len(times)):
+            t = times[step]
             if self.speed > 0:
                 # Pace against the start, not the previous step, so slow consumers do not add drift.
-                due = started + (t - times[0]) / 1000.0 / self.speed
+                due = started + (t - times[first]) / 1000.0 / self.speed
                 wait = due - self._clock()
                 if wait > 0:
                     self._sleep(wait)
             row = values[step]
-            for sensor, index, quantity, unit in self._columns:
+            batch = []
+            for sensor, index, quantity, unit in self._columns[skip:]:
                 value = float(row[index])
                 if not math.isfinite(value):
-                    yield Reading(t, self.site, self.gateway, sensor, quantity, None, unit, Quality.UNKNOWN)
+                    batch.append(Reading(t, self.site, self.gateway, sensor, quantity, None, unit, Quality.UNKNOWN))
                 else:
-                    yield Reading(t, self.site, self.gateway, sensor, quantity, value, unit)
+                    batch.append(Reading(t, self.site, self.gateway, sensor, quantity, value, unit))
+            skip = 0
+            if batch:
+                yield batch

@@ -92,7 +92,14 @@ def alert_point(a: Alert) -> Point:
 
 
 def status_point(s: GatewayStatus, received_ms: int) -> Point:
-    """The ``gateway_status`` point of one status message (at ``received_ms`` when it carries no time)."""
+    """The ``gateway_status`` point of one status message (at ``received_ms`` when it carries no time).
+
+    One float field per counter, and one per source counter named ``<source>:<counter>``:
+
+    >>> st = GatewayStatus("net3", "gw-01", "online", 1_772_409_600_000, {"alerts": 1}, {"replay": {"restarts": 2}})
+    >>> status_point(st, 0).to_line_protocol()
+    'gateway_status,gateway=gw-01,site=net3 alerts=1,online=1i,replay:restarts=2,state="online" 1772409600000'
+    """
     p = (
         Point(GATEWAY_STATUS)
         .tag("site", s.site)
@@ -104,6 +111,9 @@ def status_point(s: GatewayStatus, received_ms: int) -> Point:
     )
     for name, value in s.counters.items():
         p.field(name, float(value))
+    for source, counters in s.sources.items():
+        for name, value in counters.items():
+            p.field(f"{source}:{name}", float(value))
     return p
 
 

@@ -136,7 +136,7 @@ def _stream(config, services, expected_readings: int):
 
             summary = runner.run(on_reading=tick)
             bar.update(counter["n"] % 500)
-        for alert in summary.alerts:
+        for alert in summary.recent_alerts:
             say(f"      gateway: alert {alert.alert_id} {alert.state}")
         if not bridge.wait_idle(quiet_s=1.0, timeout_s=120):
             say("      the bridge was still busy after 120 s; counts below may be short")

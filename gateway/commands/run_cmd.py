@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     rejected = sum(summary.rejected.values())
     line = (
-        f"gateway {config.gateway}: {summary.readings} readings, {len(summary.detections)} detections, "
-        f"{len(summary.alerts)} alerts published"
+        f"gateway {config.gateway}: {summary.readings} readings, {summary.detections} detections, "
+        f"{summary.alerts} alerts published"
     )
     if summary.resumed:
         line += f" ({summary.resumed} readings already stored by a previous run)"

@@ -50,11 +50,13 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from gateway.device import outbox_store as store
+from gateway.device.outbox_bounds import DROP_ORDER, NEVER_DROPPED, OutboxBounds
+from gateway.device.outbox_held import HeldMessages
 from gateway.device.outbox_store import (
     ALERT,
     DETECTION,
+    DROPPED_UNPUBLISHABLE,
     KINDS,
-    OVER_BOUND,
     PERSISTED,
     PRIORITY,
     READING,
@@ -69,9 +71,9 @@ from gateway.device.outbox_store import (
 from gateway.device.outbox_store import outbox_path as outbox_path  # re-exported: the outbox's public home
 
 log = logging.getLogger(__name__)
-
-NEVER_DROPPED = (ALERT, DETECTION)
-DROP_ORDER = (STATUS, READING)  # who makes room when the outbox is full, oldest first
+# The outbox's public names (message classes and bounds are defined next door, used from here).
+__all__ = ["ALERT", "DETECTION", "DROP_ORDER", "NEVER_DROPPED", "READING", "STATUS", "Mark", "Message", "Outbox"]
+__all__ += ["OutboxError", "Outgoing", "outbox_path", "SYNC_FULL", "SYNC_POLICIES"]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_AGE_S = 30 * 86_400
@@ -81,7 +83,8 @@ ROW_OVERHEAD_BYTES = 64
 # Below this many untaken messages they leave in the order they were made; above it
 # (a backlog after an outage) alerts and detections jump the queue of readings.
 BACKLOG_MESSAGES = 100
-AGE_CHECK_EVERY_S = 60.0
+RETRY_FIRST_S = 1.0  # a message the broker refused is sent again after this, doubling each refusal,
+RETRY_MAX_S = 300.0  # up to this
 
 
 class Outgoing(NamedTuple):
@@ -95,7 +98,7 @@ class Outgoing(NamedTuple):
     retain: bool = False
 
 
-class Outbox:
+class Outbox(OutboxBounds):
     """A durable queue of MQTT messages; thread-safe (one connection behind a lock)."""
 
     def __init__(
@@ -106,6 +109,8 @@ class Outbox:
         max_age_s: float = DEFAULT_MAX_AGE_S,
         sync: str = SYNC_FULL,
         clock: Callable[[], float] = time.time,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_max_s: float = RETRY_MAX_S,
     ):
         if sync not in SYNC_POLICIES:
             raise ValueError(f"outbox sync policy must be one of {', '.join(SYNC_POLICIES)}, got {sync!r}")
@@ -123,6 +128,7 @@ class Outbox:
         self._taken: dict[int, int] = {}  # id -> size, taken and not yet acknowledged
         self._cursor = {p: 0 for p in PRIORITY.values()}  # every row of that priority with id <= cursor is taken
         self._next_age_check = 0.0
+        self.held = HeldMessages(retry_first_s, retry_max_s)  # refused by the broker: taken, not deleted
         self._conn: sqlite3.Connection | None = self._open()
         self._load_state()
 
@@ -268,48 +274,6 @@ class Outbox:
         self._bytes += size
         return next_seq
 
-    def _make_room(self, size: int, kind: str, items: int, counters: dict[str, int]) -> bool:
-        over = self._bytes + size - self.max_bytes
-        for victim in DROP_ORDER:
-            if over <= 0:
-                return True
-            over -= self._drop_oldest(victim, over, counters)
-        if over <= 0:
-            return True
-        if kind in NEVER_DROPPED:
-            counters[OVER_BOUND] += 1
-            return True
-        store.count_drop(kind, 1, items, counters)
-        return False
-
-    def _drop_oldest(self, kind: str, wanted: int, counters: dict[str, int]) -> int:
-        """Drop untaken messages of ``kind``, oldest first, until ``wanted`` bytes are free; return bytes freed."""
-        priority = PRIORITY[kind]
-        ids, freed, items = store.oldest_after(self._db, priority, self._cursor[priority], wanted)
-        if ids:
-            store.delete_messages(self._db, ids)
-            store.count_drop(kind, len(ids), items, counters)
-            self._count -= len(ids)
-            self._bytes -= freed
-        return freed
-
-    def _expire_if_due(self, now_ms: int, counters: dict[str, int]) -> None:
-        if now_ms / 1000 < self._next_age_check:
-            return
-        self._next_age_check = now_ms / 1000 + AGE_CHECK_EVERY_S
-        oldest_kept_ms = now_ms - int(self.max_age_s * 1000)
-        for kind in DROP_ORDER:
-            priority = PRIORITY[kind]
-            rows = store.created_before(self._db, priority, self._cursor[priority], oldest_kept_ms)
-            if rows:
-                store.delete_messages(self._db, [r[0] for r in rows])
-                store.count_drop(kind, len(rows), sum(r[2] for r in rows), counters)
-                self._count -= len(rows)
-                self._bytes -= sum(r[1] for r in rows)
-                log.warning(
-                    "outbox: dropped %d %s messages older than %.0f days", len(rows), kind, self.max_age_s / 86_400
-                )
-
     def _transaction(self) -> store.Transaction:
         self._check_open()
         return store.Transaction(self._db, f"{self.path or ':memory:'}", self._counted, self._recount)
@@ -330,11 +294,12 @@ class Outbox:
             return []
         with self._lock:
             self._check_open()
+            out = self._due_held(limit)
             waiting = self._count - len(self._taken)
-            if waiting <= 0:
-                return []
+            if waiting <= 0 or len(out) >= limit:
+                return out
+            limit -= len(out)
             rows = store.next_rows(self._db, self._cursor, limit, len(self._taken), by_class=waiting > BACKLOG_MESSAGES)
-            out = []
             for row_id, stream, seq, priority, payload, created_ms, retain, items, size in rows:
                 self._cursor[priority] = max(self._cursor[priority], row_id)
                 self._taken[row_id] = size
@@ -343,8 +308,39 @@ class Outbox:
                 )
             return out
 
+    def _due_held(self, limit: int) -> list[Message]:
+        due = self.held.due(self._clock(), limit)
+        out = []
+        for row_id, stream, seq, priority, payload, created_ms, retain, items, size in store.rows_by_id(self._db, due):
+            self.held.taken_again(row_id)
+            out.append(
+                Message(row_id, stream, seq, KINDS[priority], bytes(payload), created_ms, bool(retain), items, size)
+            )
+        return out
+
+    def hold(self, ids: Iterable[int]) -> None:
+        """Keep messages the broker refused (a PUBACK with an error reason code), counted, to send again later.
+
+        See gateway/device/outbox_held.py for the waits; ``retry_held_now`` ends them.
+        """
+        with self._lock:
+            self._check_open()
+            rows = store.rows_by_id(self._db, [i for i in ids if i in self._taken and i not in self.held.waiting])
+            if not rows:
+                return
+            with self._transaction() as counters:
+                counters[REFUSED] += len(rows)
+            now = self._clock()
+            for row in rows:
+                self.held.hold(row[0], priority=row[3], created_ms=row[5], now=now)
+
+    def retry_held_now(self) -> None:
+        """Send every held message again at the next ``take`` (the broker is back; its ACL may be fixed)."""
+        with self._lock:
+            self.held.release()
+
     def ack(self, ids: Iterable[int], *, refused: Iterable[int] = ()) -> None:
-        """Delete messages the broker acknowledged; ``refused`` ones (PUBACK with an error) are counted."""
+        """Delete messages the broker acknowledged, and ``refused`` ones MQTT can never carry (counted as dropped)."""
         ids, refused = list(ids), list(refused)
         with self._lock:
             self._check_open()
@@ -353,9 +349,10 @@ class Outbox:
                 return
             with self._transaction() as counters:
                 store.delete_messages(self._db, gone)
-                counters[REFUSED] += sum(1 for i in refused if i in self._taken)
+                counters[DROPPED_UNPUBLISHABLE] += sum(1 for i in refused if i in self._taken)
             for i in gone:
                 self._bytes -= self._taken.pop(i)
+                self.held.forget(i)
             self._count -= len(gone)
 
     # --- looking ------------------------------------------------------------
@@ -377,8 +374,10 @@ class Outbox:
             self._check_open()
             oldest = self._db.execute("SELECT created_ms FROM messages ORDER BY id LIMIT 1").fetchone()
             counters = dict(self._counters)
+            held = self.held.stats(self._clock())  # refused by the broker, not delivered yet
         age_s = max(0.0, self._clock() - oldest[0] / 1000) if oldest else 0.0
         return {
+            **held,
             "outbox_backlog": self._count,
             "outbox_bytes": self._bytes,
             "outbox_max_bytes": self.max_bytes,

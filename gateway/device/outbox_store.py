@@ -64,9 +64,10 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 DROPPED_READINGS = "dropped_readings"
 DROPPED_READING_MESSAGES = "dropped_reading_messages"
 DROPPED_STATUS = "dropped_status"
-REFUSED = "refused"
+REFUSED = "refused"  # PUBACKs with an error reason code (each refusal; the message is held and retried)
+DROPPED_UNPUBLISHABLE = "dropped_unpublishable"  # readings or status MQTT can never carry (bad topic, too large)
 OVER_BOUND = "over_bound"
-PERSISTED = (DROPPED_READINGS, DROPPED_READING_MESSAGES, DROPPED_STATUS, REFUSED, OVER_BOUND)
+PERSISTED = (DROPPED_READINGS, DROPPED_READING_MESSAGES, DROPPED_STATUS, REFUSED, DROPPED_UNPUBLISHABLE, OVER_BOUND)
 
 
 class OutboxError(RuntimeError):
@@ -281,6 +282,15 @@ def created_before(db: sqlite3.Connection, priority: int, after_id: int, before_
         "SELECT id, size, items FROM messages WHERE priority = ? AND id > ? AND created_ms < ?",
         (priority, after_id, before_ms),
     ).fetchall()
+
+
+def rows_by_id(db: sqlite3.Connection, ids: list[int]) -> list[tuple]:
+    """The rows of these ids (the columns ``next_rows`` gives), in id order."""
+    rows: list[tuple] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows += db.execute(f"SELECT {_COLUMNS} FROM messages WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+    return sorted(rows)
 
 
 def next_rows(db: sqlite3.Connection, cursor: dict[int, int], limit: int, taken: int, by_class: bool) -> list[tuple]:

@@ -12,7 +12,9 @@ Every message goes into the outbox (gateway/device/outbox.py) first; a
 sender thread takes it from there, publishes it at QoS 1 with its stream sequence
 number (MQTT v5 user property ``seq``), and deletes it only when the broker's PUBACK
 comes back. So the gateway works offline: with the broker down, messages wait in the
-outbox (on disk, if the outbox has a file) and leave when it is back.
+outbox (on disk, if the outbox has a file) and leave when it is back. A PUBACK with an
+error code (an ACL refusing the topic) deletes nothing: the message is held, counted and
+sent again with a doubling wait, at once after a reconnect (gateway/device/outbox_held.py).
 
 Status is retained: ``online`` on connect, ``offline`` as the will and on a clean
 stop, so a dashboard knows which gateways are alive. Those two are published
@@ -32,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.contracts import Alert, Detection, Reading
-from gateway.device.outbox import ALERT, DETECTION, READING, STATUS, Outbox, OutboxError, Outgoing
+from gateway.device.outbox import ALERT, DETECTION, NEVER_DROPPED, READING, STATUS, Outbox, OutboxError, Outgoing
 from gateway.protocol import payloads
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import BrokerUnreachable, MqttSettings, make_client, wait_connected
@@ -82,7 +84,8 @@ class GatewayPublisher:
         # Written by paho's network thread, read by the sender: deque appends are atomic,
         # so a callback never takes a lock of ours (see _on_publish).
         self._acks: deque[tuple[int, bool]] = deque()
-        self._in_flight: dict[int, int] = {}  # paho mid -> outbox id; the sender thread's alone
+        self._in_flight: dict[int, tuple[int, str]] = {}  # paho mid -> (outbox id, topic); the sender thread's alone
+        self._release_held = threading.Event()  # set on connect: held messages go again (the ACL may be fixed)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._shrunk = threading.Condition()  # notified when acknowledged messages left the outbox
@@ -149,6 +152,7 @@ class GatewayPublisher:
             len(self.outbox),
         )
         self._was_down_logged = False
+        self._release_held.set()
         self._connected.set()
         self._wake.set()
         # Directly, not through the outbox: "online" is about now.
@@ -198,24 +202,33 @@ class GatewayPublisher:
                 self._stopping.wait(1.0)
 
     def _settle_acks(self) -> None:
+        if self._release_held.is_set():
+            self._release_held.clear()
+            self.outbox.retry_held_now()
         acked: list[int] = []  # outbox ids
         refused: list[int] = []
+        refused_topics: set[str] = set()
         while self._acks:
             mid, failed = self._acks.popleft()
-            row = self._in_flight.pop(mid, None)
-            if row is None:  # the online/offline status, published directly
+            entry = self._in_flight.pop(mid, None)
+            if entry is None:  # the online/offline status, published directly
                 continue
-            (refused if failed else acked).append(row)
+            (refused if failed else acked).append(entry[0])
+            if failed:
+                refused_topics.add(entry[1])
         if not acked and not refused:
             return
-        self.outbox.ack(acked, refused=refused)
+        self.outbox.ack(acked)
+        self.outbox.hold(refused)
         with self._counters_lock:
             self.counters["messages_acked"] += len(acked)
             self.counters["messages_refused"] += len(refused)
         if refused:
+            where = ", ".join(sorted(refused_topics)[:3]) + (" ..." if len(refused_topics) > 3 else "")
             log.error(
-                "the broker refused %d messages (not authorised to publish there?); they are dropped", len(refused)
-            )
+                "the broker refused %d messages on %s (is this gateway allowed to publish there? check the "
+                "broker's ACL); they stay in the outbox and are sent again later", len(refused), where,
+            )  # fmt: skip
         with self._shrunk:
             self._shrunk.notify_all()
 
@@ -228,9 +241,10 @@ class GatewayPublisher:
                 info = self.client.publish(
                     message.stream, message.payload, qos=1, retain=message.retain, properties=props
                 )
-            except ValueError as exc:  # a topic or payload MQTT can never carry: retrying cannot help
-                log.error("cannot publish a message on %r, dropping it: %s", message.stream, exc)
-                self.outbox.ack([], refused=[message.id])
+            except ValueError as exc:  # a topic or payload MQTT can never carry: retrying cannot help, but
+                kept = message.kind in NEVER_DROPPED  # an alert or detection is never deleted unpublished
+                log.error("cannot publish on %r (%s): %s", message.stream, exc, "kept" if kept else "dropped")
+                self.outbox.hold([message.id]) if kept else self.outbox.ack([], refused=[message.id])
                 continue
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho resends it
                 log.error(
@@ -241,7 +255,7 @@ class GatewayPublisher:
                 continue
             # paho numbers mids 1..65535 in turn, so an old PUBACK cannot hit a reused mid
             # before this one is recorded: acks are settled by this thread only.
-            self._in_flight[info.mid] = message.id
+            self._in_flight[info.mid] = (message.id, message.stream)
             with self._counters_lock:
                 self.counters["messages_sent"] += 1
 
@@ -329,8 +343,9 @@ class GatewayPublisher:
     def publish_alert(self, alert: Alert) -> None:
         self._store(self._message(self.topics.alerts, payloads.encode_alert(alert), ALERT, data_time_ms=alert.time_ms))
 
-    def publish_status(self, counters: dict | None = None) -> None:
-        body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot())
+    def publish_status(self, counters: dict | None = None, sources: dict | None = None) -> None:
+        """Store a status message with ``counters`` (the publisher's own if None) and per-source counters."""
+        body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot(), sources)
         self._store(self._message(self.topics.status, body, STATUS))
 
     def _own_counters(self) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 Every reading is checked against its contract before anything else sees it; one
 that fails is counted and logged and the loop goes on (a bad value never stops the
-gateway and never reaches a detector).
+gateway and never reaches a detector). A source that raises is restarted with backoff,
+a replay just after its last delivered reading (gateway/device/source_supervisor.py);
+each source's counters go into the status message and ``status.json`` for ``doctor``.
 
 The loop never waits for the broker: everything goes into the outbox
 (``storage.data_dir``) and a sender thread publishes it when the broker is there.
@@ -20,8 +22,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 
 from edge.contracts import Alert, ContractError, Detection, Reading
 from edge.detectors import Detector
@@ -43,7 +45,10 @@ from gateway.device import ha_discovery
 from gateway.device.checkpoints import CheckpointStore
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
+from gateway.device.run_summary import RunSummary
 from gateway.device.source_merge import merge_sources
+from gateway.device.source_supervisor import Backoff, SupervisedSource
+from gateway.device.status_file import write_status
 from gateway.model_updates import listener as model_updates
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import settings_from_config
@@ -56,21 +61,6 @@ DRAIN_TIMEOUT_S = 30.0  # at the end, how long to wait for the outbox to empty
 STOP_DRAIN_S = 5.0  # when asked to stop: the outbox keeps the rest, no need to linger
 DEFAULT_MAX_AGE_DAYS = 30
 LOGGED_ERRORS = 10
-
-
-@dataclass
-class RunSummary:
-    """What one run did: readings published, its detections and alerts, what was rejected or left."""
-
-    readings: int = 0  # readings published by this run
-    detections: list[Detection] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    rejected: Counter = field(default_factory=Counter)
-    all_acknowledged: bool = False  # the outbox was empty at the end
-    resumed: int = 0  # readings a previous run had already stored (resume): detectors saw them, MQTT did not
-    outbox_left: int = 0  # messages still in the outbox at the end; they go at the next start
-    outbox_errors: int = 0  # messages the outbox could not store (disk full, I/O error)
-    source_failures: dict[str, int] = field(default_factory=dict)  # sources that raised (the others went on)
 
 
 def build_sources(config: GatewayConfig) -> list[Iterable[Reading]]:
@@ -181,6 +171,7 @@ class GatewayRunner:
         *,
         resume: bool = False,
         speed: float = 0.0,
+        source_backoff: Backoff | None = None,
     ):
         self.config = config
         self.publisher = publisher
@@ -190,10 +181,13 @@ class GatewayRunner:
         self.checkpoints = CheckpointStore.from_config(config, detectors, publisher.topics)
         self.resume = resume
         self.speed = speed
+        self.source_backoff = source_backoff or Backoff()
+        self.supervised: list[SupervisedSource] = []  # the sources as run() restarts them, with their counters
         self._stop: threading.Event = threading.Event()
         self.detectors_lock = threading.Lock()  # held while feeding detectors; a model update waits for it
         self._next_tick = 0.0
         self._next_status = 0.0
+        self._on_output: Callable[[Detection | Alert], None] | None = None
 
     @classmethod
     def from_config(
@@ -220,13 +214,18 @@ class GatewayRunner:
         *,
         stop: threading.Event | None = None,
         on_reading: Callable[[Reading], None] | None = None,
+        on_output: Callable[[Detection | Alert], None] | None = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
     ) -> RunSummary:
         """Stream every source to its end (or until ``stop``), then wait up to ``drain_timeout_s`` for delivery.
 
+        ``on_reading`` sees every reading, ``on_output`` every detection and alert this run publishes
+        (the summary only counts them).
+
         Never waits for the broker to start: with the broker down the outbox fills.
         """
         summary = RunSummary()
+        self._on_output = on_output
         self._stop = stop if stop is not None else threading.Event()
         resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
         self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching checkpoints
@@ -262,13 +261,16 @@ class GatewayRunner:
             if not self._stop.is_set():
                 self._flush_detectors(summary, resume)  # the sources ended: decide their last window
             self.publisher.flush()
-            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
+            self._store(summary, lambda: self._publish_status(summary))
         finally:
             if updates is not None:
                 updates.stop()
             timeout = min(drain_timeout_s, STOP_DRAIN_S) if self._stop.is_set() else drain_timeout_s
             summary.all_acknowledged = self.publisher.close(timeout)
             summary.outbox_left = len(self.publisher.outbox)
+        for source in self.supervised:
+            if source.failures:
+                summary.source_failures[source.name] = summary.source_failures.get(source.name, 0) + source.failures
         if summary.resumed:
             log.info("resumed: %d readings were already stored by a previous run", summary.resumed)
         return summary
@@ -279,9 +281,10 @@ class GatewayRunner:
         Through merge_sources the loop also gets an idle tick while a live sensor is quiet,
         so a batch is never held longer than its delay (a 1/min node would otherwise wait a minute).
         """
+        self.supervised = [SupervisedSource(s, backoff=self.source_backoff, stop=self._stop) for s in self.sources]
         if len(self.sources) == 1 and isinstance(self.sources[0], ReplaySource):
-            return iter(self.sources[0])
-        return merge_sources(self.sources, self._stop, idle_s=TICK_S, failures=summary.source_failures)
+            return chain.from_iterable(self.supervised[0].batches())
+        return merge_sources(self.supervised, self._stop, idle_s=TICK_S, failures=summary.source_failures)
 
     def _flush_detectors(self, summary: RunSummary, resume: _Resume) -> None:
         with self.detectors_lock:
@@ -295,7 +298,7 @@ class GatewayRunner:
         self._store(summary, self.publisher.flush_due)
         if now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
-            self._store(summary, lambda: self.publisher.publish_status(self._counters(summary)))
+            self._store(summary, lambda: self._publish_status(summary))
         return self._stop.is_set()
 
     def _handle(self, reading: Reading, summary: RunSummary, fresh: bool, resume: _Resume) -> None:
@@ -327,14 +330,16 @@ class GatewayRunner:
             if isinstance(out, Alert):
                 if resume.stored(topics.alerts, out.time_ms):
                     continue
-                summary.alerts.append(out)
+                summary.count(out)
                 self._store(summary, partial(self.publisher.publish_alert, out))
                 log.info("alert %s %s: %s", out.alert_id, out.state, out.message)
             else:
                 if resume.stored(topics.detections(out.kind), out.time_ms):
                     continue
-                summary.detections.append(out)
+                summary.count(out)
                 self._store(summary, partial(self.publisher.publish_detection, out))
+            if self._on_output is not None:
+                self._on_output(out)
 
     def _store(self, summary: RunSummary, action: Callable[[], None]) -> None:
         # A full disk must not stop the detectors: count, log the first few, go on.
@@ -349,13 +354,28 @@ class GatewayRunner:
         if summary.outbox_errors <= LOGGED_ERRORS:
             log.error("%s", exc)
 
+    def _publish_status(self, summary: RunSummary) -> None:
+        """The status message (counters and per-source counters), and the same in the data dir for ``doctor``."""
+        counters = self._counters(summary)
+        sources: dict[str, dict[str, int | float]] = {}
+        for source in self.supervised:
+            sources.update(source.counters())
+        try:
+            write_status(
+                self.config.resolve_path(self.config.storage.data_dir),
+                {"time": int(time.time() * 1000), "counters": counters, "sources": sources},
+            )
+        except OSError as exc:  # the outbox says more if the disk is the problem; the status still goes out
+            log.warning("cannot keep the last status for doctor: %s", exc)
+        self.publisher.publish_status(counters, sources)
+
     def _counters(self, summary: RunSummary) -> dict[str, int | float]:
         return {
             **self.publisher.counters_snapshot(),
             "readings_rejected": sum(summary.rejected.values()),
             "readings_resumed": summary.resumed,
-            "detections": len(summary.detections),
-            "alerts": len(summary.alerts),
+            "detections": summary.detections,
+            "alerts": summary.alerts,
             "outbox_errors": summary.outbox_errors,
             **self.checkpoints.counters(),
         }

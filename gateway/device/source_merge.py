@@ -8,7 +8,8 @@ as one list: one queue hand-over per read instead of per reading, which cost a s
 the gateway's time at 60,000 readings/s (docs/benchmarks.md). While
 nothing arrives, the stream yields ``None`` every ``idle_s`` so the loop can still
 flush batches, send status and notice a stop. A source that fails is logged and
-counted; the others go on.
+counted; the others go on (the runner hands in supervised sources, which restart
+themselves: gateway/device/source_supervisor.py).
 
 >>> import threading
 >>> a, b = [1, 2, 3], ["x", "y"]
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ _DONE = object()
 
 
 def merge_sources(
-    sources: list[Iterable], stop: threading.Event, *, idle_s: float = 0.2, failures: dict[str, int] | None = None
+    sources: Sequence[Iterable], stop: threading.Event, *, idle_s: float = 0.2, failures: dict[str, int] | None = None
 ) -> Iterator:
     """Yield every reading of every source (``None`` when idle) until all end or ``stop`` is set."""
     out: queue.Queue = queue.Queue(QUEUE_BATCHES)

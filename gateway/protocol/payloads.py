@@ -63,6 +63,8 @@ class GatewayStatus:
     state: str  # "online" | "offline"
     time_ms: int | None = None  # absent in the will: the broker sends it, not the gateway
     counters: dict[str, int | float] = field(default_factory=dict)
+    # Per source (replay, serial, serial <port>, modbus <port>...): failures, restarts, the drivers' counters.
+    sources: dict[str, dict[str, int | float]] = field(default_factory=dict)
 
 
 # --- encoding -----------------------------------------------------------------
@@ -118,13 +120,23 @@ def encode_alert(a: Alert) -> bytes:
     ).encode()
 
 
-def encode_status(state: str, time_ms: int | None = None, counters: dict | None = None) -> bytes:
-    """A gateway status message: ``online``/``offline``, with its time and counters when given."""
+def encode_status(
+    state: str, time_ms: int | None = None, counters: dict | None = None, sources: dict | None = None
+) -> bytes:
+    """A gateway status message: ``online``/``offline``, with its time, counters and per-source counters when given.
+
+    ``sources`` is optional within schema version 1: older readers ignore it (docs/contracts.md).
+
+    >>> encode_status("online", 1_772_409_600_000, {"alerts": 1}, {"serial ttyS0": {"frames_ok": 12}})
+    b'{"v":1,"state":"online","time":1772409600000,"counters":{"alerts":1},"sources":{"serial ttyS0":{"frames_ok":12}}}'
+    """
     body: dict = {"v": SCHEMA_VERSION, "state": state}
     if time_ms is not None:
         body["time"] = time_ms
     if counters:
         body["counters"] = counters
+    if sources:
+        body["sources"] = sources
     return _dumps(body).encode()
 
 
@@ -366,11 +378,20 @@ def _decode_status(parts: T.TopicParts, body: dict) -> GatewayStatus:
     if time_ms is not None:
         check_time("status", time_ms)
     counters = body.get("counters", {})
-    if not isinstance(counters, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in counters.values()
-    ):
+    if not _numbers_by_name(counters):
         raise ValueError("status counters must map names to finite numbers")
-    return GatewayStatus(parts.site, parts.gateway, state, time_ms, counters)
+    sources = body.get("sources", {})
+    if not isinstance(sources, dict) or not all(
+        isinstance(name, str) and name and _numbers_by_name(c) for name, c in sources.items()
+    ):
+        raise ValueError("status sources must map source names to counters (names to finite numbers)")
+    return GatewayStatus(parts.site, parts.gateway, state, time_ms, counters, sources)
+
+
+def _numbers_by_name(counters) -> bool:
+    return isinstance(counters, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in counters.values()
+    )
 
 
 def _number(value) -> float:

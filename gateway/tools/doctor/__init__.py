@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.tools import bundle as B
 from gateway.tools.doctor.check import FAIL, OK, SKIP, Check
 from gateway.tools.doctor.files import check_bundle, check_config, check_models, model_dirs
+from gateway.tools.doctor.health import check_last_status
 from gateway.tools.doctor.lines import BY_ID, check_frame_stream, check_ports, check_sensors
 from gateway.tools.doctor.system import EARLIEST_YEAR, check_broker, check_clock, check_disk
 
@@ -31,6 +32,7 @@ __all__ = [
     "check_config",
     "check_disk",
     "check_frame_stream",
+    "check_last_status",
     "check_models",
     "check_ports",
     "check_sensors",
@@ -61,10 +63,11 @@ def run_checks(
         return checks
     checks += check_models(config)
     if bundle is not None:
-        return checks + [_not_here(n) for n in ("serial ports", "sensors", "broker", "clock", "disk")]
+        return checks + [_not_here(n) for n in ("serial ports", "sensors", "broker", "clock", "disk", "last status")]
     checks += check_ports(config)
     checks += check_sensors(config, sensor_timeout_s)
     checks.append(check_broker(config, broker_timeout_s))
     checks.append(check_clock())
     checks.append(check_disk(config))
+    checks += check_last_status(config)  # sources and outbox as the running gateway last saw them
     return checks
