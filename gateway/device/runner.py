@@ -228,7 +228,6 @@ class GatewayRunner:
         self._on_output = on_output
         self._stop = stop if stop is not None else threading.Event()
         resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
-        self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching checkpoints
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
         ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
@@ -241,6 +240,10 @@ class GatewayRunner:
             updates = model_updates.start_for_config(
                 self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
             )
+            # Once the installed model updates are in service (a checkpoint saved with v2 is v2's), and before
+            # an update arriving now is handed over: a resumed run restores the matching checkpoints.
+            with self.detectors_lock:
+                self.checkpoints.begin(resume if self.resume else None)
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
