@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,13 @@ from gateway.config import load_config_text
 from gateway.device.checkpoints import FOLDER
 from gateway.device.runner import GatewayRunner, build_detectors
 from gateway.model_updates.listener import status_topic, update_topic
-from gateway.model_updates.signing import generate_signing_key, push_update, sign_model
+from gateway.model_updates.signing import build_update, generate_signing_key, push_update, sign_model
 from gateway.model_updates.store import ModelStore
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
 from tests.test_detector_contract import DAY, GATEWAY, HOUR, NET3, NET3_P, SITE, T0, water_stream
 from tests.test_model_updates import retained_status
-from tests.test_ota_models import INSUFFICIENT, push, reversion
+from tests.test_ota_models import INSUFFICIENT, WAIT_S, push, reversion
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "leak-mlp-net3"
@@ -57,10 +58,10 @@ def dataset(readings, path: Path) -> Path:
     ).save(path)
 
 
-def gateway_config(replay: Path, data_dir: Path, models: Path, public: Path, host: str):
+def gateway_config(replay: Path, data_dir: Path, models: Path, public: Path, host: str, prefix: str = PREFIX):
     sensors = "".join(f"  - {{id: {s}, quantity: {q}, driver: replay, column: '{c}'}}\n" for s, c, q, _ in SENSORS)
     text = (
-        f"site: {SITE}\ngateway: {GATEWAY}\nmqtt: {{host: {host}, topic_prefix: {PREFIX}}}\n"
+        f"site: {SITE}\ngateway: {GATEWAY}\nmqtt: {{host: {host}, topic_prefix: {prefix}}}\n"
         f"sources: {{replay: {{file: {replay}}}}}\nstorage: {{data_dir: {data_dir}}}\n"
         f"model_updates: {{enabled: true, public_key_file: {public}}}\nsensors:\n{sensors}models:\n"
         f"  - {{name: leak-ml, type: learned_leak, model_dir: {models}/{MODEL}, backend: onnxruntime}}\n"
@@ -73,65 +74,106 @@ def decided(outputs) -> list[Detection]:
     return [o for o in outputs if isinstance(o, Detection) and o.time_ms > STOP_MS]
 
 
-@pytest.fixture
-def signed_v2(tmp_path):
-    private, public = generate_signing_key(tmp_path / "keys")
-    v2 = reversion(REPO / "models" / MODEL, tmp_path / "models-v2" / MODEL, "2", shift=0.3)
-    sign_model(v2, private)
-    return v2, public
+class Site:
+    """One gateway's data dir and topics on the session's broker, its readings split at STOP_MS, signed v2."""
+
+    def __init__(self, services, tmp_path: Path, prefix: str):
+        self.services, self.tmp, self.prefix = services, tmp_path, prefix
+        private, self.public = generate_signing_key(tmp_path / "keys")
+        self.v2 = reversion(REPO / "models" / MODEL, tmp_path / "models-v2" / MODEL, "2", shift=0.3)
+        sign_model(self.v2, private)
+        self.readings = list(water_stream(days=4))
+        self.before = dataset([r for r in self.readings if r.time_ms <= STOP_MS], tmp_path / "before.npz")
+        self.after = dataset([r for r in self.readings if r.time_ms >= STOP_MS], tmp_path / "after.npz")
+        self.data_dir = tmp_path / "data"
+        self.topics = T.Topics(prefix, SITE, GATEWAY)
+
+    def gateway(self, replay: Path) -> GatewayRunner:
+        cfg = gateway_config(replay, self.data_dir, REPO / "models", self.public, self.services.mqtt_host, self.prefix)
+        return GatewayRunner.from_config(cfg, mqtt_port=self.services.mqtt_port, resume=True)
+
+    def run_to_the_stop(self, on_reading=None) -> None:
+        """The first run, stopped cleanly at STOP_MS (its checkpoint saved then)."""
+        stop = threading.Event()
+
+        def each(reading):
+            if on_reading is not None:
+                on_reading(reading)
+            if reading.time_ms >= STOP_MS:
+                stop.set()
+
+        self.gateway(self.before).run(stop=stop, on_reading=each, drain_timeout_s=0)
+
+    def checkpoint_version(self) -> tuple:
+        head = json.loads((self.data_dir / FOLDER / "leak-ml.json").read_text())["header"]
+        return head["model_name"], head["model_version"]
+
+    def clear_update(self) -> None:
+        settings = MqttSettings(self.services.mqtt_host, self.services.mqtt_port, client_id=f"{self.prefix}-clear")
+        push_update(settings, {update_topic(self.topics, MODEL): status_topic(self.topics)}, b"")
+
+    def check_went_on(self, restarted: GatewayRunner, outputs) -> None:
+        """Its checkpoint taken back, v2 deciding as a gateway that never stopped would, with no warm-up."""
+        assert ModelStore(self.data_dir / "models").pointer(MODEL).current == "2"
+        counters = restarted.checkpoints.counters()
+        assert (counters["checkpoints_restored"], counters["checkpoints_ignored"]) == (1, 0), counters
+        assert counters["checkpoint_readings_skipped"] == 1  # the one reading of STOP_MS the first run had seen
+        got = decided(outputs)
+        assert got and all(d.model_version == "2" for d in got)
+        # A gateway that never stopped (v2 keeps the state, so: one that ran v2 all along).
+        cfg = gateway_config(self.before, self.tmp / "ref", self.tmp / "models-v2", self.public, "127.0.0.1")
+        detectors = build_detectors(cfg)
+        reference = decided([o for r in self.readings for d in detectors for o in d.update(r)] + detectors[0].flush())
+        assert reference[0].label != INSUFFICIENT  # the model had its three days: the test can fail
+        assert got[0].label != INSUFFICIENT, "the restarted gateway warmed up again"
+        assert [(d.window_end_ms, d.label) for d in got] == [(d.window_end_ms, d.label) for d in reference]
+        assert [d.score for d in got] == pytest.approx([d.score for d in reference], abs=1e-4)
 
 
-def test_a_gateway_restarted_after_a_model_update_restores_its_checkpoint_and_does_not_warm_up(
-    services, signed_v2, tmp_path
-):
-    v2, public = signed_v2
-    readings = list(water_stream(days=4))
-    before = dataset([r for r in readings if r.time_ms <= STOP_MS], tmp_path / "before.npz")
-    after = dataset([r for r in readings if r.time_ms >= STOP_MS], tmp_path / "after.npz")
-    data_dir = tmp_path / "data"
-    topics = T.Topics(PREFIX, SITE, GATEWAY)
-    settings = MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"{PREFIX}-push")
+def test_a_gateway_restarted_after_a_model_update_restores_its_checkpoint_and_does_not_warm_up(services, tmp_path):
+    site = Site(services, tmp_path, PREFIX)
+    reports: list = []
 
-    def start(replay: Path) -> GatewayRunner:
-        cfg = gateway_config(replay, data_dir, REPO / "models", public, services.mqtt_host)
-        return GatewayRunner.from_config(cfg, mqtt_port=services.mqtt_port, resume=True)
-
-    # ---- the first run: v2 arrives at UPDATE_MS, a clean stop at STOP_MS ----
-    first, stop, reports = start(before), threading.Event(), []
-
-    def during_the_first_run(reading):
+    def update_at(reading):  # v2 arrives while the first run goes on
         if reading.time_ms >= UPDATE_MS and not reports:
-            retained_status(services, topics)  # the receiver is up
-            reports.append(push(services, topics, v2, MODEL, "2"))
-        if reading.time_ms >= STOP_MS:
-            stop.set()
+            retained_status(services, site.topics)  # the receiver is up
+            reports.append(push(services, site.topics, site.v2, MODEL, "2"))
 
     try:
-        first.run(stop=stop, on_reading=during_the_first_run, drain_timeout_s=0)
+        site.run_to_the_stop(update_at)
         assert reports and reports[0]["outcome"] == "applied", reports
-        head = json.loads((data_dir / FOLDER / "leak-ml.json").read_text())["header"]
-        assert (head["model_name"], head["model_version"]) == (MODEL, "2")  # saved at the stop, with v2
-
-        # ---- the restart: v2 is installed, the checkpoint says v2 ----
-        second, outputs = start(after), []
-        second.run(on_output=outputs.append, drain_timeout_s=0)
+        assert site.checkpoint_version() == (MODEL, "2")  # saved at the stop, with v2
+        restarted, outputs = site.gateway(site.after), []  # v2 is installed, the checkpoint says v2
+        restarted.run(on_output=outputs.append, drain_timeout_s=0)
     finally:
-        push_update(settings, {update_topic(topics, MODEL): status_topic(topics)}, b"")  # clear the retained update
-    assert ModelStore(data_dir / "models").pointer(MODEL).current == "2"
-    counters = second.checkpoints.counters()
-    assert (counters["checkpoints_restored"], counters["checkpoints_ignored"]) == (1, 0), counters
-    assert counters["checkpoint_readings_skipped"] == 1  # the one reading of STOP_MS the first run had seen
+        site.clear_update()
+    site.check_went_on(restarted, outputs)
 
-    got = decided(outputs)
-    assert got and all(d.model_version == "2" for d in got)
-    # A gateway that never stopped (v2 keeps the state, so: one that ran v2 all along).
-    never_stopped = gateway_config(before, tmp_path / "ref", tmp_path / "models-v2", public, services.mqtt_host)
-    detectors = build_detectors(never_stopped)
-    reference = decided([o for r in readings for d in detectors for o in d.update(r)] + detectors[0].flush())
-    assert reference[0].label != INSUFFICIENT  # the model had its three days: the test can fail
-    assert got[0].label != INSUFFICIENT, "the restarted gateway warmed up again"
-    assert [(d.window_end_ms, d.label) for d in got] == [(d.window_end_ms, d.label) for d in reference]
-    assert [d.score for d in got] == pytest.approx([d.score for d in reference], abs=1e-4)
+
+def test_an_update_pushed_while_the_gateway_was_off_is_taken_on_top_of_its_checkpoint(services, tmp_path):
+    """The retained v2 reaches the gateway as it starts again, with its v1 checkpoint: state restored, then v2."""
+    site = Site(services, tmp_path, PREFIX + "-off")
+    site.run_to_the_stop()
+    assert site.checkpoint_version() == (MODEL, "1")
+    store = ModelStore(site.data_dir / "models")
+    settings = MqttSettings(services.mqtt_host, services.mqtt_port, client_id=f"{site.prefix}-push")
+    try:
+        body = build_update(site.v2)[1]
+        push_update(settings, {update_topic(site.topics, MODEL): status_topic(site.topics)}, body)  # nobody is on
+        restarted, outputs = site.gateway(site.after), []
+        later = list(restarted.sources[0])
+
+        def once_updated():  # a live sensor's first reading comes after the update was taken
+            deadline = time.monotonic() + WAIT_S
+            while (store.pointer(MODEL) is None or store.pointer(MODEL).current != "2") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            yield from later
+
+        restarted.sources = [once_updated()]
+        restarted.run(on_output=outputs.append, drain_timeout_s=0)
+    finally:
+        site.clear_update()
+    site.check_went_on(restarted, outputs)
 
 
 # ---- the store: a model update between two saves, and one before the first reading --------------------

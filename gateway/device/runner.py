@@ -184,7 +184,8 @@ class GatewayRunner:
         self.source_backoff = source_backoff or Backoff()
         self.supervised: list[SupervisedSource] = []  # the sources as run() restarts them, with their counters
         self._stop: threading.Event = threading.Event()
-        self.detectors_lock = threading.Lock()  # held while feeding detectors; a model update waits for it
+        # Held while feeding detectors (a model update waits for it); re-entrant: held across the start below.
+        self.detectors_lock = threading.RLock()
         self._next_tick = 0.0
         self._next_status = 0.0
         self._on_output: Callable[[Detection | Alert], None] | None = None
@@ -236,14 +237,14 @@ class GatewayRunner:
         updates = None
         try:
             self.publisher.start()  # in the try: if it fails, close() still releases the outbox
-            # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
-            updates = model_updates.start_for_config(
-                self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
-            )
-            # Once the installed model updates are in service (a checkpoint saved with v2 is v2's), and before
-            # an update arriving now is handed over: a resumed run restores the matching checkpoints.
+            # Signed model updates over MQTT, if the config enables them (docs/model-updates.md). Holding the
+            # lock, so that an update arriving now is handed over only after the checkpoints are restored, and
+            # those are read once the installed updates are in service (a checkpoint saved with v2 is v2's).
             with self.detectors_lock:
-                self.checkpoints.begin(resume if self.resume else None)
+                updates = model_updates.start_for_config(
+                    self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
+                )
+                self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching ones
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
