@@ -7,27 +7,25 @@ orphaned. The ``CheckpointStore`` sits between the runner and its detectors:
 - every reading goes through ``update(reading)``, which feeds each detector and, when
   ``storage.checkpoint_every_min`` of data time have passed since the last save (and
   at least ``MIN_SAVE_INTERVAL_S`` of wall time: a fast replay does not write a file
-  per step), first saves every detector. ``save()`` at a clean stop too.
-- one file per detector, ``<data_dir>/checkpoints/<model>.json``, written atomically
-  (a temp file in the same folder, fsync, rename, fsync of the folder). Its header
-  says the format, the detector class, the config model, the exported model's name
-  and version (None for a rule-based detector; ``estimator``: the model a detector
-  reads, as calibration drift its virtual sensor), a hash of the model's config section
-  and the data time of the last reading seen; then the detector's ``state()``, where
-  each sensor's stream stood (``positions``) and the latest output times (``emitted``).
-- ``begin(resume)`` at start (only when the run resumes, as ``frugalsense run`` does)
-  reads the files; at the first reading each detector whose checkpoint matches takes
-  its state back. A checkpoint that is corrupt, of another detector, model, version or
-  config, or older than ``storage.checkpoint_max_age_days`` before the first reading
-  is logged with the reason, counted (``checkpoints_ignored``) and left: that detector
-  starts afresh. Nothing here ever stops the gateway.
+  per step), first saves every detector; so does the first reading after a model update (a
+  crash then never leaves only the replaced version's checkpoint). ``save()`` at a clean stop.
+- one file per detector, ``<data_dir>/checkpoints/<model>.json``, written atomically (a temp file in
+  the same folder, fsync, rename, fsync of the folder). Its header says the format, the detector class,
+  the config model, the exported model's name and version (None for a rule-based detector;
+  ``estimator``: the model a detector reads, as calibration drift its virtual sensor), a hash of the
+  model's config section and the data time of the last reading seen; then the detector's ``state()``,
+  where each sensor's stream stood (``positions``) and the latest output times (``emitted``).
+- ``begin(resume)`` at start (only when the run resumes, as ``frugalsense run`` does), once the installed
+  model updates are in service, puts each matching checkpoint's state back. One corrupt, of another
+  detector, model, version (the one in service now) or config, or older than ``checkpoint_max_age_days``
+  before the first reading (the detector is reset then) is logged with the reason, counted
+  (``checkpoints_ignored``) and left: that detector starts afresh. Nothing here ever stops the gateway.
 
-A replay resumed after a crash starts again at the file's first reading; a restored
-detector skips every reading its checkpoint already covers (``positions``: per sensor,
-the latest data time and how many readings carried it), so nothing is counted twice.
-Its outputs after the checkpoint were stored by the run that crashed; the outbox's
-resume marks drop them, told how many of the detector's outputs at a mark's time came
-before the checkpoint (``emitted``), since those are not made again.
+A replay resumed after a crash starts again at the file's first reading; a restored detector skips
+every reading its checkpoint already covers (``positions``: per sensor, the latest data time and how
+many readings carried it), so nothing is counted twice. Its outputs after the checkpoint were stored
+by the run that crashed; the outbox's resume marks drop them, told how many of the detector's outputs
+at a mark's time came before the checkpoint (``emitted``), since those are not made again.
 
 >>> from edge.contracts import Reading
 >>> from edge.detectors import AqiDetector
@@ -152,7 +150,8 @@ class CheckpointStore:
         self._positions: dict[str, list[int]] = {}  # sensor -> [latest data time, readings at that time]
         self._emitted: list[dict[str, list[int]]] = [{} for _ in detectors]  # "alerts"/"detections" -> [time, n]
         self._skips: list[dict[str, list[int]]] = [{} for _ in detectors]  # sensor -> [time, count, seen]
-        self._pending: dict[int, dict] | None = None  # detector index -> its checkpoint, until the first reading
+        self._pending: dict[int, tuple[dict, dict, dict]] | None = None  # restored in begin(), until a reading
+        self._models = [_model_of(d) for d in detectors]  # the models in service at the last save
         self._resume: Any = None
         self._last_ms: int | None = None
         self._due_ms: int | None = None
@@ -177,8 +176,12 @@ class CheckpointStore:
 
     # ---- start -----------------------------------------------------------------------------------------
     def begin(self, resume: Any) -> None:
-        """Read the checkpoints if this run resumes (``resume``: the runner's outbox marks), else none."""
-        self._resume = resume
+        """Restore the checkpoints that match if this run resumes (``resume``: the outbox marks), else none.
+
+        Called holding the lock model updates take: one arriving later is handed over as to a
+        detector that never stopped. The first reading counts it restored, or too old.
+        """
+        self._resume, self._models = resume, [_model_of(d) for d in self.detectors]  # the models now in service
         if resume is None:
             return
         self._pending = {}
@@ -189,12 +192,21 @@ class CheckpointStore:
             if not path.exists():
                 continue
             try:
-                self._pending[i] = self._read(path, i)
+                doc = self._read(path, i)
             except CheckpointError as exc:
                 self._ignore(path, str(exc))
+                continue
+            try:
+                skips = {s: [_whole(p[0]), _whole(p[1]), 0] for s, p in doc["positions"].items()}
+                emitted = {k: [_whole(v[0]), _whole(v[1])] for k, v in doc["emitted"].items() if k in _STREAMS}
+                detector.restore(doc["state"])
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                detector.reset()
+                self._ignore(path, f"its state does not fit the detector: {exc}")
+                continue
+            self._pending[i] = (doc, skips, emitted)
 
     def _read(self, path: Path, i: int) -> dict:
-        detector = self.detectors[i]
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -202,16 +214,7 @@ class CheckpointStore:
         if not isinstance(doc, dict) or not isinstance(doc.get("header"), dict):
             raise CheckpointError("no header: not a checkpoint")
         head = doc["header"]
-        want = {
-            "format": FORMAT,
-            "detector": type(detector).__name__,
-            "model": detector.model,
-            "model_name": detector.model_name,
-            "model_version": detector.model_version,
-            "estimator": _estimator(detector),
-            "config_hash": self.hashes[i],
-        }
-        for key, value in want.items():
+        for key, value in self._identity(i).items():
             if head.get(key) != value:
                 raise CheckpointError(f"saved for {key} {head.get(key)!r}, this gateway runs {value!r}")
         last = head.get("last_time_ms")
@@ -228,20 +231,13 @@ class CheckpointStore:
 
     def _restore_pending(self, first_ms: int) -> None:
         pending, self._pending = self._pending or {}, None
-        for i, doc in pending.items():
+        for i, (doc, skips, emitted) in pending.items():
             detector, path = self.detectors[i], self.path(self.detectors[i])
             last = doc["header"]["last_time_ms"]
             if first_ms - last > self.max_age_ms:
+                detector.reset()
                 age_h = (first_ms - last) / 3_600_000
                 self._ignore(path, f"too old: its last reading is {age_h:.1f} h before the first one of this run")
-                continue
-            try:
-                skips = {s: [_whole(p[0]), _whole(p[1]), 0] for s, p in doc["positions"].items()}
-                emitted = {k: [_whole(v[0]), _whole(v[1])] for k, v in doc["emitted"].items() if k in _STREAMS}
-                detector.restore(doc["state"])
-            except (ValueError, TypeError, IndexError, KeyError) as exc:
-                detector.reset()
-                self._ignore(path, f"its state does not fit the detector: {exc}")
                 continue
             self._skips[i], self._emitted[i] = skips, emitted
             self._tell_resume(detector, emitted)
@@ -268,6 +264,8 @@ class CheckpointStore:
             self._due_ms = t + self.every_ms
         elif t >= self._due_ms and time.monotonic() >= self._next_save_s:
             self.save()  # before this reading: every output of the earlier ones is already stored
+        elif self._models_changed():
+            self.save()  # a model update was applied: a checkpoint of the old version could not be restored
         if self._last_ms is None or t > self._last_ms:
             self._last_ms = t
         position = self._positions.get(reading.sensor)
@@ -283,6 +281,9 @@ class CheckpointStore:
             if outputs:
                 self._count(i, outputs)
             yield outputs
+
+    def _models_changed(self) -> bool:
+        return any(_model_of(d) != saved for d, saved in zip(self.detectors, self._models, strict=True))
 
     def _count(self, i: int, outputs: list[Output]) -> None:
         emitted = self._emitted[i]
@@ -301,6 +302,7 @@ class CheckpointStore:
             return  # no reading yet: nothing a checkpoint could add to the one on disk
         self._due_ms = self._last_ms + self.every_ms
         self._next_save_s = time.monotonic() + MIN_SAVE_INTERVAL_S
+        self._models = [_model_of(d) for d in self.detectors]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -315,21 +317,27 @@ class CheckpointStore:
             else:
                 self.saved += 1
 
-    def _document(self, i: int) -> dict:
+    def _identity(self, i: int) -> dict:
+        """What a checkpoint's header must say to be this detector's, as it runs now."""
         detector = self.detectors[i]
         return {
+            "format": FORMAT,
+            "detector": type(detector).__name__,
+            "model": detector.model,
+            "model_name": detector.model_name,
+            "model_version": detector.model_version,
+            "estimator": _estimator(detector),
+            "config_hash": self.hashes[i],
+        }
+
+    def _document(self, i: int) -> dict:
+        return {
             "header": {
-                "format": FORMAT,
-                "detector": type(detector).__name__,
-                "model": detector.model,
-                "model_name": detector.model_name,
-                "model_version": detector.model_version,
-                "estimator": _estimator(detector),
-                "config_hash": self.hashes[i],
+                **self._identity(i),
                 "last_time_ms": self._last_ms,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
-            "state": detector.state(),
+            "state": self.detectors[i].state(),
             "positions": self._positions,
             "emitted": self._emitted[i],
         }
@@ -366,6 +374,11 @@ def _covered(skips: dict[str, list[int]], reading: Reading) -> bool:
             return True
     del skips[reading.sensor]  # past the checkpoint on this sensor: every later reading is new
     return False
+
+
+def _model_of(detector: Detector) -> tuple:
+    """What a checkpoint header says of the models a detector runs (a model update changes it)."""
+    return detector.model_name, detector.model_version, _estimator(detector)
 
 
 def _estimator(detector: Detector) -> list | None:

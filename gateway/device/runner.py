@@ -184,7 +184,8 @@ class GatewayRunner:
         self.source_backoff = source_backoff or Backoff()
         self.supervised: list[SupervisedSource] = []  # the sources as run() restarts them, with their counters
         self._stop: threading.Event = threading.Event()
-        self.detectors_lock = threading.Lock()  # held while feeding detectors; a model update waits for it
+        # Held while feeding detectors (a model update waits for it); re-entrant: held across the start below.
+        self.detectors_lock = threading.RLock()
         self._next_tick = 0.0
         self._next_status = 0.0
         self._on_output: Callable[[Detection | Alert], None] | None = None
@@ -228,7 +229,6 @@ class GatewayRunner:
         self._on_output = on_output
         self._stop = stop if stop is not None else threading.Event()
         resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
-        self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching checkpoints
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
         ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
@@ -237,10 +237,14 @@ class GatewayRunner:
         updates = None
         try:
             self.publisher.start()  # in the try: if it fails, close() still releases the outbox
-            # Signed model updates over MQTT, if the config enables them (docs/model-updates.md).
-            updates = model_updates.start_for_config(
-                self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
-            )
+            # Signed model updates over MQTT, if the config enables them (docs/model-updates.md). Holding the
+            # lock, so that an update arriving now is handed over only after the checkpoints are restored, and
+            # those are read once the installed updates are in service (a checkpoint saved with v2 is v2's).
+            with self.detectors_lock:
+                updates = model_updates.start_for_config(
+                    self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
+                )
+                self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching ones
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
