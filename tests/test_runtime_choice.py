@@ -72,11 +72,11 @@ def test_auto_takes_the_first_file_of_the_precision_whose_runtime_is_installed(
 
 
 def test_auto_without_the_preferred_file_takes_the_next_and_says_why(tmp_path, never_timed, caplog):
-    copy = _model_without(tmp_path, "onnx_float")
+    copy = _model_without(tmp_path, "numpy")
     with caplog.at_level("INFO", logger="edge.runtime"):
         model = load_model(ModelManifest.read(copy))
-    assert (model.format, model.name) == ("numpy", "numpy")
-    assert "numpy on numpy" in caplog.text and "onnx_float: not in the model directory" in caplog.text
+    assert (model.format, model.name) == ("onnx_float", "onnxruntime")
+    assert "onnx_float on onnxruntime" in caplog.text and "numpy: not in the model directory" in caplog.text
 
 
 @pytest.mark.parametrize(
