@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from itertools import combinations
 from pathlib import Path
 
@@ -69,6 +71,17 @@ def test_auto_takes_the_first_file_of_the_precision_whose_runtime_is_installed(
     assert f"backend auto with precision {precision}" in model.choice
     # The same inputs, the same pick: loading again never lands elsewhere.
     assert load_model(manifest, precision=precision).format == model.format
+
+
+def test_a_float_model_on_auto_never_imports_another_runtime():
+    """Asking whether onnxruntime or LiteRT is installed imports it (~30 MB): numpy-first must not ask."""
+    code = (
+        "import sys; from edge.runtime import load_model; from edge.runtime.manifest import ModelManifest; "
+        f"m = load_model(ModelManifest.read({str(LEAK_MODEL)!r})); "
+        "print(m.format, sorted(x for x in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime') if x in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["numpy", "[]"]
 
 
 def test_auto_without_the_preferred_file_takes_the_next_and_says_why(tmp_path, never_timed, caplog):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 
 import numpy as np
 
@@ -52,6 +52,24 @@ __all__ = [
     "load_model",
     "probe_seconds",
 ]
+
+
+class _Installed(Collection[str]):
+    """The runtimes installed here, each checked only when asked about.
+
+    Asking whether onnxruntime or LiteRT is installed imports it (about 30 MB of a
+    gateway's memory), so a model that runs on numpy must not ask.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        check = _AVAILABLE.get(name) if isinstance(name, str) else None
+        return bool(check and check())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(available_backends())
+
+    def __len__(self) -> int:
+        return len(available_backends())
 
 
 def available_backends() -> list[str]:
@@ -104,7 +122,7 @@ def load_model(
         manifest.formats,
         backend,
         precision,
-        available_backends(),
+        _Installed(),
         formats,
         model=f"model {manifest.name} v{manifest.version} in {manifest.root}",
     )
