@@ -171,7 +171,7 @@ class LearnedLeakDetector(ModelDetector):
             "sums": sj.numbers(self.sums_),
             "counts": sj.numbers(self.counts_),
             "day": self.day_,
-            "today": sj.numbers(self.today_),
+            "today": sj.packed(self.today_),
             "alarm_in_day": self.alarm_in_day_,
             "alert": sj.alert_pair(self.alert_),
             "late_readings": self.late_readings_,

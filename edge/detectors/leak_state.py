@@ -2,7 +2,7 @@
 
 ``LeakFeatureState`` (edge/features/leak_features.py) keeps the days that make the
 zone's expected patterns and the residual tail the rolling windows read. Saved, they
-are plain lists (NaN as null); restored, today's expected patterns are computed again
+are packed float64 arrays (``state_json.packed``); restored, today's expected patterns are computed again
 from the same days, exactly as ``start_day`` computed them before the restart.
 
 >>> import numpy as np
@@ -25,10 +25,10 @@ def features_state(fs: LeakFeatureState) -> dict:
     """The days kept (channels, weekday, accepted, night flow), the residual tail and the day being fed."""
     return {
         "days": [
-            {"channels": sj.numbers(d.channels), "weekday": d.weekday, "accepted": d.accepted, "mnf": sj.number(d.mnf)}
+            {"channels": sj.packed(d.channels), "weekday": d.weekday, "accepted": d.accepted, "mnf": sj.number(d.mnf)}
             for d in fs.days_
         ],
-        "tail": sj.numbers(fs.tail_),
+        "tail": sj.packed(fs.tail_),
         "day_start_ms": fs.day_start_ms_,
     }
 

@@ -3,7 +3,10 @@
 A checkpoint must survive ``json.dumps(..., allow_nan=False)``: JSON has no NaN, so a
 float that may be missing is written ``null`` (``number`` / ``numbers``) and read back
 as NaN (``real``, ``array``); an infinity is written as the string ``"inf"`` or
-``"-inf"``. Numpy arrays become nested lists. Reading back checks every type and shape
+``"-inf"``. Small numpy arrays become nested lists; a large one (a day of a zone's
+channels) is ``packed``: its float64 bytes, little-endian, in base64, with its shape, so
+a save holds one string instead of a Python float per value (a learned leak
+detector's 28 baseline days: 6.6 MB of lists against about 2 MB packed). Reading back checks every type and shape
 and raises ValueError naming the field, so a corrupt checkpoint is refused with a reason
 instead of half-restoring a detector.
 
@@ -11,6 +14,9 @@ instead of half-restoring a detector.
 [[1.5, None], ['inf', 2.0]]
 >>> array([[1.5, None], ["inf", 2.0]], (2, 2), "today").tolist()
 [[1.5, nan], [inf, 2.0]]
+>>> p = packed(np.array([[1.5, np.nan], [np.inf, 2.0]]))
+>>> p["shape"], array(p, (2, 2), "today").tolist()
+([2, 2], [[1.5, nan], [inf, 2.0]])
 >>> array([1.0, 2.0], (3,), "sums")
 Traceback (most recent call last):
 ...
@@ -23,6 +29,7 @@ ValueError: bin must be a whole number, got '12'
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,6 +62,12 @@ def numbers(values: Any) -> list:
     out[np.isposinf(a)] = "inf"
     out[np.isneginf(a)] = "-inf"
     return out.tolist()
+
+
+def packed(values: Any) -> dict:
+    """A float array as ``{"float64_le": base64 of its bytes, "shape": [...]}``: NaN and infinities kept as they are."""
+    a = np.ascontiguousarray(values, dtype="<f8")
+    return {"float64_le": base64.b64encode(a.tobytes()).decode("ascii"), "shape": list(a.shape)}
 
 
 def alert_pair(alert: tuple[str, int] | None) -> list | None:
@@ -138,7 +151,9 @@ def alert(value: Any, what: str) -> tuple[str, int] | None:
 
 
 def array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """A float array written by ``numbers``, of exactly ``shape``."""
+    """A float array written by ``numbers`` or ``packed``, of exactly ``shape``."""
+    if isinstance(value, dict):
+        return _unpacked(value, shape, what)
     try:
         a = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -146,6 +161,21 @@ def array(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
     if a.shape != shape:
         raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
     return a
+
+
+def _unpacked(value: dict, shape: tuple[int, ...], what: str) -> np.ndarray:
+    data, saved = value.get("float64_le"), value.get("shape")
+    if not isinstance(data, str) or not isinstance(saved, list):
+        raise ValueError(f"{what} must be a list of numbers or a packed array (float64_le, shape)")
+    if tuple(saved) != shape:
+        raise ValueError(f"{what} has shape {tuple(saved)}, expected {shape}")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise ValueError(f"{what}: its packed bytes are not base64") from None
+    if len(raw) != 8 * math.prod(shape):
+        raise ValueError(f"{what}: {len(raw)} packed bytes, {8 * math.prod(shape)} expected for shape {shape}")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(shape)
 
 
 __all__ = [
@@ -160,6 +190,7 @@ __all__ = [
     "number",
     "numbers",
     "optional",
+    "packed",
     "real",
     "text",
 ]
