@@ -27,6 +27,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class CalibrationResult:
     metrics: dict
     out_dir: Path
     files: list[Path]
+    fitted: Any = None  # training.air.calibration_fit.Fitted: every candidate's models and predictions
 
 
 def _pick(table: CalibrationTable, name: str, what: str) -> str:
@@ -141,7 +143,7 @@ def train_calibration(
     metrics = fitted.metrics(train_days, name, unit, resampled or {})
     fitted.export(out, name, unit)
     files = write_outputs(out, metrics, fitted, name)
-    return CalibrationResult(metrics, out, files)
+    return CalibrationResult(metrics, out, files, fitted)
 
 
 __all__ = [
