@@ -111,6 +111,7 @@ def section(results) -> str:
     from training.air.calibration_report import candidate_table, month_table
 
     lines = [BEGIN, "", "_Written by `python -m scripts.gen_calibration_doc`; do not edit by hand._", ""]
+    lines += summary(results)
     for title, args, m in results:
         q = m["data_quality"]
         shown = " ".join(a if " " not in a and "/" not in a else f"'{Path(a).name}'" for a in args)
@@ -147,6 +148,28 @@ def section(results) -> str:
             "",
         ]
     return "\n".join([*lines, END])
+
+
+def summary(results) -> list[str]:
+    """One row per dataset: the export's test R2 against the baselines, and whether the targets hold."""
+
+    def test_r2(m, name):
+        return next(r["test"]["r2"] for r in m["candidates"] if r["name"] == name)
+
+    lines = [
+        "| dataset | exported | test R2 | linear | raw sensor | constant | export >= linear | export >= raw |"
+        " best on test (not used to choose) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for title, _, m in results:
+        best = max((r for r in m["candidates"] if r["kind"] == "candidate"), key=lambda r: r["test"]["r2"])
+        raw = m["raw_sensor"]["r2"]
+        lines.append(
+            f"| {title} | {m['chosen']} | {m['r2']} | {m['linear_baseline']['r2']} | {raw} | "
+            f"{test_r2(m, 'constant')} | {'yes' if m['r2'] >= m['linear_baseline']['r2'] else 'no'} | "
+            f"{'yes' if m['r2'] >= raw else 'no'} | {best['name']} {best['test']['r2']} |"
+        )
+    return [*lines, ""]
 
 
 def write_doc(text: str, doc: Path = DOC) -> None:
