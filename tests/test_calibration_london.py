@@ -23,14 +23,16 @@ pytestmark = pytest.mark.skipif(
 ARGS = ["--target", "ref_pm25", "--features", "sps30_pm25,sht45_rh,sht45_temp", "--train-days", "30"]
 
 
+def run(out, args):
+    assert main(["train", "air-calibration", "--csv", str(PATH), *args, "--unit", "ug/m3", "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
 @pytest.fixture(scope="module", params=["hourly", "15min"])
 def london(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"london-{request.param}")
     extra = ["--resample", "60"] if request.param == "hourly" else []
-    assert (
-        main(["train", "air-calibration", "--csv", str(PATH), *ARGS, *extra, "--unit", "ug/m3", "--out", str(out)]) == 0
-    )
-    return request.param, json.loads((out / "metrics.json").read_text()), out
+    return request.param, run(out, [*ARGS, *extra]), out
 
 
 def reference_rows():
@@ -59,6 +61,16 @@ def test_negative_reference_values_and_gaps_are_counted_and_kept(london):
         assert q["step_minutes"] == 60 and q["negative_reference"] > 0 and q["resampled_periods_dropped"]
     assert q["negative_reference_train"] + q["negative_reference_test"] <= q["negative_reference"]
     assert q["gaps_over_one_hour"] > 0 and "kept" in q["negative_reference_policy"]
+
+
+def test_without_the_enclosure_temperature_hourly_reaches_the_target(tmp_path):
+    """RH only (docs/air.md: over one month temperature tracks the season): R2 >= 0.2, above raw and constant."""
+    m = run(tmp_path / "no-t", [a.replace(",sht45_temp", "") for a in ARGS] + ["--resample", "60"])
+    rows = {r["name"]: r for r in m["candidates"]}
+    assert m["features"] == ["sps30_pm25", "sht45_rh"]
+    assert m["r2"] >= 0.2 and m["r2"] >= m["linear_baseline"]["r2"]
+    assert m["r2"] > m["raw_sensor"]["r2"] and m["r2"] > rows["constant"]["test"]["r2"]
+    assert m["r2"] > rows["epa_correction"]["test"]["r2"]
 
 
 def test_the_manifest_says_how_to_compute_the_inputs(london):
