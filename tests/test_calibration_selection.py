@@ -142,3 +142,13 @@ def test_the_exported_file_computes_the_calibration_from_raw_readings(pm_run):
         assert check["runtime"] is None or check["mean_abs_error"] <= 0.02 * span, (fmt, check)
     expected = result.fitted.test_predictions[result.metrics["chosen"]][-200:]
     assert np.allclose(got[:, 0], expected, atol=1e-3 * max(1.0, float(np.ptp(expected))))
+
+
+def test_a_mistyped_role_column_is_refused_with_a_suggestion(tmp_path):
+    from training.air.calibration_csv import CalibrationCsvError
+
+    table = site(24, seed=10, response=lambda s, rng: s + rng.normal(0, 1, len(s)))
+    with pytest.raises(CalibrationCsvError, match="no numeric humidity column 'rhh'.*did you mean 'rh'"):
+        train_calibration(table, "ref", tmp_path, ["raw", "temp", "rh"], train_days=16, humidity="rhh")
+    with pytest.raises(CalibrationCsvError, match="'temp' is not one of the --features"):
+        train_calibration(table, "ref", tmp_path, ["raw", "rh"], train_days=16, temperature="temp")
