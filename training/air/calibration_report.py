@@ -22,12 +22,12 @@ def candidate_table(metrics: dict) -> list[str]:
     return lines
 
 
-def month_table(metrics: dict) -> list[str]:
-    """Markdown: test R2 (MAE) per calendar month for every row."""
-    months = sorted({m for r in metrics["candidates"] for m in r["test"]["by_month"]})
+def month_table(metrics: dict, split: str = "test") -> list[str]:
+    """Markdown: R2 (MAE) per calendar month of ``split`` (``test`` or ``validation``) for every row."""
+    months = sorted({m for r in metrics["candidates"] for m in r[split]["by_month"]})
     lines = ["| candidate | " + " | ".join(months) + " |", "|---|" + "---|" * len(months)]
     for r in metrics["candidates"]:
-        cells = [r["test"]["by_month"].get(m) for m in months]
+        cells = [r[split]["by_month"].get(m) for m in months]
         lines.append(f"| {r['name']} | " + " | ".join(f"{c['r2']} ({c['mae']})" if c else "" for c in cells) + " |")
     return lines
 
@@ -113,6 +113,10 @@ def _report(m: dict, plots: list[Path]) -> str:
             "Test R2 (MAE) by calendar month:",
             "",
             *month_table(m),
+            "",
+            "Validation R2 (MAE) by calendar month:",
+            "",
+            *month_table(m, "validation"),
             "",
             *[f"![{p.stem}]({p.name})" for p in plots],
             "",
