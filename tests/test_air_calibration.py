@@ -106,7 +106,8 @@ def test_trains_on_the_first_days_and_writes_model_metrics_and_report(tmp_path, 
     assert 25 * 24 * 0.7 < metrics["n_train"] <= 25 * 24
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["files"]) == {"onnx_float", "onnx_int8", "tflite_int8", "numpy", "parity"}
-    assert manifest["input"]["features"] == metrics["features"]
+    assert manifest["calibration"]["inputs"] == metrics["features"]  # the raw inputs; the model takes their terms
+    assert manifest["input"]["features"] == [t["name"] for t in manifest["calibration"]["terms"]]
     for plot in ("predicted_vs_reference.png", "residuals_by_month.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG" and plot in (out / "report.md").read_text()
     printed = capsys.readouterr().out

@@ -1,9 +1,13 @@
 """`frugalsense train air-calibration`: retrain a low-cost sensor calibration from a co-location CSV with a reference.
 
-Trains on the first N days (time order), evaluates on the rest, and writes into
---out the exported model (float and int8 ONNX, int8 TFLite, numpy, manifest),
-metrics.json (r2, mae, rmse, n_train, n_test, and the same for a linear baseline)
-and report.md with its plots. Reads the UCI "Air Quality" shape (';', decimal
+Trains on the first N days (time order), evaluates on the rest. Fits several
+candidates (raw sensor, scale-and-offset, linear baseline, linear/ridge/Huber on
+physical terms, monotone gradient boosting, MLP), chooses on the last 25 % of the
+training days (never the test period) and exports the best on that validation: never
+worse there than the raw sensor or the linear baseline. Writes into --out the model
+(float and int8 ONNX, int8 TFLite, numpy, manifest with a 'calibration' section),
+metrics.json (every candidate on validation and test, by month) and report.md with
+its plots. Reads the UCI "Air Quality" shape (';', decimal
 commas, Date and Time columns, -200 = missing) and plain CSV (',' and one date-time
 column).
 """
@@ -44,6 +48,14 @@ def register(subparsers) -> None:
         metavar="N",
         help="days, from the first usable row, that train; the rest test (default 30)",
     )
+    p.add_argument(
+        "--resample", type=float, metavar="MINUTES", help="average into periods of MINUTES first (e.g. 60 for hourly)"
+    )
+    p.add_argument("--signal", metavar="COLUMN", help="the sensor's own reading (default: best correlated input)")
+    p.add_argument("--temperature", metavar="COLUMN", help="temperature input (default: a column named T or *temp*)")
+    p.add_argument("--humidity", metavar="COLUMN", help="relative humidity input (default: RH or *humid*)")
+    p.add_argument("--unit", default="", help="the target's unit, written into the manifest (e.g. ug/m3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every fit (default 0)")
     p.add_argument("--timezone", default="UTC", help="time zone of times written without an offset (default UTC)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the model, metrics.json and report.md go")
     p.set_defaults(func=run)
@@ -56,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.cli import UserError
     from training.air.calibration import train_calibration
     from training.air.calibration_csv import CalibrationCsvError, read_calibration_csv
+    from training.air.calibration_data import resample
 
     try:
         ZoneInfo(args.timezone)
@@ -64,13 +77,34 @@ def run(args: argparse.Namespace) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     try:
         table = read_calibration_csv(args.csv, missing=args.missing, tz=args.timezone)
-        result = train_calibration(table, args.target, args.out, features=features, train_days=args.train_days)
+        dropped = None
+        if args.resample:
+            table, dropped = resample(table, args.resample)
+        result = train_calibration(
+            table,
+            args.target,
+            args.out,
+            features=features,
+            train_days=args.train_days,
+            seed=args.seed,
+            signal=args.signal,
+            temperature=args.temperature,
+            humidity=args.humidity,
+            unit=args.unit,
+            resampled=dropped,
+        )
     except CalibrationCsvError as exc:
         raise UserError(str(exc)) from None
     m, b = result.metrics, result.metrics["linear_baseline"]
     print(f"{m['target']} from {', '.join(m['features'])}")
     print(f"  trained on {m['n_train']} rows (first {m['train_days']:g} days), tested on {m['n_test']}")
-    print(f"  calibration      r2 {m['r2']:.3f}  mae {m['mae']:.3f}  rmse {m['rmse']:.3f}")
+    print("  candidate          validation r2   test r2   test mae")
+    for r in m["candidates"]:
+        flag = "  <- exported" if r["name"] == m["chosen"] else ""
+        print(
+            f"  {r['name']:<18} {r['validation']['r2']:>13.3f} {r['test']['r2']:>9.3f} {r['test']['mae']:>10.3f}{flag}"
+        )
+    print(f"  calibration      r2 {m['r2']:.3f}  mae {m['mae']:.3f}  rmse {m['rmse']:.3f}  ({m['chosen']})")
     print(f"  linear baseline  r2 {b['r2']:.3f}  mae {b['mae']:.3f}  rmse {b['rmse']:.3f}")
     print(
         f"  written to {result.out_dir}: model files, metrics.json, report.md, "
