@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,9 +32,14 @@ UCI_HEADER = "Date;Time;CO(GT);PT08.S1(CO);NO2(GT);PT08.S4(NO2);T;RH;AH;;"
 
 
 def shared_data(name: str) -> Path | None:
-    """``../shared/data/<name>`` next to the repository (or next to the checkout holding a worktree)."""
-    for base in (ROOT.parent, ROOT.parent.parent):
-        path = base / "shared" / "data" / name
+    """``../shared/data/<name>`` next to the repository (or next to the checkout holding a worktree).
+
+    ``FRUGALSENSE_SHARED_DATA`` names the folder instead, for a clone kept elsewhere.
+    """
+    folders = [Path(os.environ["FRUGALSENSE_SHARED_DATA"])] if os.environ.get("FRUGALSENSE_SHARED_DATA") else []
+    folders += [base / "shared" / "data" for base in (ROOT.parent, ROOT.parent.parent)]
+    for folder in folders:
+        path = folder / name
         if path.is_file():
             return path
     return None

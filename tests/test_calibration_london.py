@@ -18,7 +18,8 @@ from scripts.gen_calibration_doc import LONDON, shared_data
 
 PATH = shared_data(LONDON)
 pytestmark = pytest.mark.skipif(
-    PATH is None, reason=f"the real co-location ../shared/data/{LONDON} is not next to this checkout"
+    PATH is None,
+    reason=f"the real co-location ../shared/data/{LONDON} is not next to this checkout (set FRUGALSENSE_SHARED_DATA)",
 )
 ARGS = ["--target", "ref_pm25", "--features", "sps30_pm25,sht45_rh,sht45_temp", "--train-days", "30"]
 
