@@ -1,0 +1,67 @@
+"""The shipped PM2.5 calibration of the demo's air site (``make train-air-calibration``): seeded, deterministic.
+
+A simulated co-location (``training.air.simulation``, no injected faults): the site's
+optical PM2.5 with its humidity artefact, its humidity and temperature sensors, next
+to the true PM2.5 as the reference. ``train air-calibration``'s selection
+(``training.air.calibration``) fits and chooses on the first 30 days and exports to
+``models/air-pm25-calibration``; the gateway applies it with model type
+``calibration`` (docs/air-models.md, "Calibration on the gateway").
+
+``co_location_table(days, seed)`` is the table it trains on; the demo scores the shipped
+model on another seed of the same site.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from training.air.calibration_csv import CalibrationTable
+from training.air.sensors import NO_FAULTS
+from training.air.simulation import simulate_air_site
+
+NAME = "air-pm25-calibration"
+INPUTS = ["pm25", "humidity", "temperature"]  # the site's sensor columns, the model's raw inputs
+REFERENCE = "ref_pm25"
+
+
+def co_location_table(days: int = 45, seed: int = 11) -> CalibrationTable:
+    """The simulated site's raw PM2.5, humidity and temperature next to the true PM2.5 (10-minute slots)."""
+    site = simulate_air_site(days=days, seed=seed, faults=NO_FAULTS)
+    columns = {name: np.asarray(site.sensors[name], dtype=np.float64) for name in INPUTS}
+    columns[REFERENCE] = np.asarray(site.truth["pm25"], dtype=np.float64)
+    return CalibrationTable(site.time_ms.astype(np.int64), columns, source=f"simulated air site (seed {seed})")
+
+
+def train_shipped(out: Path, days: int = 45, seed: int = 11) -> dict:
+    """Train and export the shipped calibration to ``out``; returns its metrics."""
+    from training.air.calibration import train_calibration
+
+    result = train_calibration(
+        co_location_table(days, seed),
+        REFERENCE,
+        out,
+        INPUTS,
+        train_days=30,
+        seed=0,
+        signal="pm25",
+        temperature="temperature",
+        humidity="humidity",
+        unit="ug/m3",
+    )
+    return result.metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the shipped calibration (``--out`` its folder) and print its test R2 against the raw sensor's."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("models") / NAME, help="model folder to write")
+    args = parser.parse_args(argv)
+    m = train_shipped(args.out)
+    print(f"{args.out}: {m['chosen']} test R2 {m['r2']:.3f} (raw sensor {m['raw_sensor']['r2']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
