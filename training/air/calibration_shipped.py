@@ -14,6 +14,7 @@ model on another seed of the same site.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,9 @@ def train_shipped(out: Path, days: int = 45, seed: int = 11) -> dict:
         humidity="humidity",
         unit="ug/m3",
     )
+    path = Path(out) / "manifest.json"  # named like its folder, as every shipped model (model updates name it)
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**manifest, "name": NAME}, indent=2) + "\n", encoding="utf-8")
     return result.metrics
 
 
