@@ -151,3 +151,16 @@ def test_a_new_version_reading_other_inputs_is_refused(tmp_path):
         det.check_model(b)
     b.manifest = manifest  # type: ignore[attr-defined]
     assert det.check_model(b) is None
+
+
+def test_a_line_node_may_print_a_raw_resistance_or_voltage_for_a_calibration():
+    from gateway.config import load_config_text
+
+    NODE = "/dev/serial/by-id/usb-mox-node"
+    cfg = load_config_text(
+        "site: s\ngateway: g\nmqtt: {host: 127.0.0.1}\nsensors:\n"
+        f"  - {{id: CO-mox, quantity: resistance, driver: line, port: {NODE}, key: rs, node_unit: kohm}}\n"
+        f"  - {{id: CO-v, quantity: voltage, driver: line, port: {NODE}, key: v, node_unit: mV}}\n",
+        "mox.yaml",
+    )
+    assert [(s.quantity, s.unit) for s in cfg.sensors] == [("resistance", "ohm"), ("voltage", "V")]
