@@ -164,3 +164,29 @@ def test_a_line_node_may_print_a_raw_resistance_or_voltage_for_a_calibration():
         "mox.yaml",
     )
     assert [(s.quantity, s.unit) for s in cfg.sensors] == [("resistance", "ohm"), ("voltage", "V")]
+
+
+def test_drift_model_must_name_a_calibration_drift_model_and_its_copy_runs_in_the_applier(tmp_path, capsys):
+    from gateway.cli import main
+    from gateway.config import load_config
+
+    text = (
+        "site: s\ngateway: g\nmqtt: {host: 127.0.0.1}\nsources: {replay: {file: none.npz}}\nsensors:\n"
+        + "".join(
+            f"  - {{id: {sid}, quantity: {QUANTITY[name][0]}, driver: replay}}\n" for name, sid in SENSORS.items()
+        )
+        + "  - {id: PM-ref, quantity: pm25, driver: replay}\n"
+        "models:\n  - {name: drift, type: calibration_drift, sensor: PM25-sds, reference: PM-ref}\n"
+        f"  - name: pm25-cal\n    type: calibration\n    model_dir: {MODEL}\n"
+        "    inputs: {pm25: PM25-sds, humidity: RH-node, temperature: T-node}\n    drift_model: drift\n"
+    )
+    good = tmp_path / "good.yaml"
+    good.write_text(text)
+    [_, cal] = [m.build_detector(cfg) for cfg in [load_config(good)] for m in cfg.models]
+    assert isinstance(cal.drift, CalibrationDriftDetector) and cal.drift.reference == "PM-ref"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("drift_model: drift", "drift_model: drfit"))
+    assert main(["config", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    line = next(n for n, x in enumerate(text.splitlines(), 1) if "drift_model" in x)
+    assert f"{bad}:{line}: models[1].drift_model: no model of type calibration_drift named 'drfit'" in err, err
