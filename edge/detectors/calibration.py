@@ -200,7 +200,12 @@ class CalibrationApplier(ModelDetector):
             latest[role] = (sj.integer(t, "time"), value, Quality(q).value)
         last = sj.optional(sj.field(state, "last_step_ms", owner), sj.integer, "last_step_ms")
         drift = sj.field(state, "drift", owner)
-        if self.drift is not None and drift is not None:
+        if (drift is None) != (self.drift is None):
+            raise ValueError(
+                f"{owner}: drift state {'missing' if drift is None else 'given'}, but this applier "
+                f"{'watches' if self.drift is not None else 'watches no'} drift model"
+            )
+        if self.drift is not None:
             self.drift.restore(drift)
         self.latest_, self.last_step_ms_ = latest, last
 
