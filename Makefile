@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
 EXTRAS := edge,gateway,training,dev
 
-.PHONY: setup demo test lint clean services train-air train-leak train chaos bench-outbox bench soak
+.PHONY: setup demo test lint clean services train-air train-air-calibration train-leak train chaos bench-outbox bench soak
 
 setup: $(STAMP) services
 
@@ -59,6 +59,11 @@ soak: setup
 train-air: $(STAMP)
 	$(BIN)/python -m training.air.train --out models
 
+# The demo air site's PM2.5 calibration (models/air-pm25-calibration, model type calibration): a seeded
+# simulated co-location through train air-calibration's selection; one BLAS thread, the same files each time.
+train-air-calibration: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m training.air.calibration_shipped --out models/air-pm25-calibration
+
 # Leak models (leak-mlp-net3, leak-mlp-net3-presence): simulate Net3 and Net1 scenarios, train,
 # export to models/leak-*/, evaluate against MNF, write cards and reports (about 10 min on 2 cores).
 # One BLAS thread: the same seeds then give the same files.
@@ -66,7 +71,7 @@ train-leak: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m training.leak.train --shipped --models models
 
 # Every shipped model.
-train: train-air train-leak
+train: train-air train-air-calibration train-leak
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info

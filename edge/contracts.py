@@ -73,12 +73,16 @@ QUANTITY_UNITS: dict[str, str] = {
     "pm25": "ug/m3",
     "pm10": "ug/m3",
     "pm25_corrected": "ug/m3",
+    "pm25_calibrated": "ug/m3",  # a co-location calibration applied on the gateway (model type calibration)
     "no2": "ug/m3",
     "o3": "ug/m3",
     "temperature": "degC",
     "humidity": "%",
     "cell_count": "count",
     "wind_speed": "m/s",  # weather input of the NO2 virtual sensor (dilution ~ 1/wind)
+    "no2_calibrated": "ug/m3",  # a calibration of a raw NO2 signal, applied on the gateway
+    "resistance": "ohm",  # raw metal-oxide sensor resistance, a calibration's input
+    "voltage": "V",  # raw electrochemical or metal-oxide sensor output voltage, a calibration's input
 }
 
 

@@ -41,7 +41,7 @@ def test_shipped_air_config_validates_with_driver_defaults():
     assert by_id["NO2-node"].baudrate == 115200 and by_id["NO2-node"].node_unit == "ppb"
     assert by_id["T-node"].node_unit is None and by_id["CC-centre"].k == 11
     assert by_id["PM25c-pms"].correction == "piecewise"
-    assert [m.type for m in config.models] == ["eaqi"]
+    assert [m.type for m in config.models] == ["eaqi", "calibration"]
 
 
 def test_shipped_air_config_builds_sources_and_detector(tmp_path):
@@ -58,7 +58,8 @@ def test_shipped_air_config_builds_sources_and_detector(tmp_path):
     )
     assert len(cells) == 1 and [z.mode for z in cells[0].zones] == [None, "vehicle"]  # one file, read once
     assert [type(s).__name__ for s in build_sources(config)] == ["CellCountSource", "SerialSource"]
-    [detector] = build_detectors(config)
+    detector, calibration = build_detectors(config)
+    assert calibration.inputs == {"pm25": "PM25-sds", "humidity": "RH-node", "temperature": "T-node"}
     assert isinstance(detector, AqiDetector) and detector.model == config.models[0].name
     assert detector.sensors == [("PM25c-sds", "pm25_corrected"), ("PM10-sds", "pm10"), ("NO2-node", "no2")]
 

@@ -124,6 +124,21 @@ CASES = {
         "      wind_speed: WS",
         ["models[0].sensors.wind_speed", "no sensor with id 'WS' in sensors"],
     ),
+    "calibration": (
+        AIR,
+        f"""\
+  - name: pm25-cal
+    type: calibration
+    model_dir: {MODELS / "air-pm25-calibration"}
+    inputs:
+      pm25: PM25
+      humidity: RH
+      temperature: T
+""",
+        ["RH"],
+        "      humidity: RH",
+        ["models[0].inputs.humidity", "no sensor with id 'RH' in sensors"],
+    ),
     "calibration_drift": (
         AIR,
         """\
@@ -243,3 +258,14 @@ def test_the_service_refuses_what_validation_refuses_with_the_same_words(tmp_pat
     ran = capsys.readouterr().err
     assert validated and validated in ran and "Traceback" not in ran
     assert not (tmp_path / "data").exists()  # refused before the outbox was opened
+
+
+def test_a_calibration_input_of_the_manifest_left_unmapped_is_refused_at_the_model(tmp_path, capsys):
+    sensors, model, _, _, _ = CASES["calibration"]
+    text = config_text(sensors, model.replace("      humidity: RH\n", ""))
+    config = tmp_path / "cal.yaml"
+    config.write_text(text)
+    assert main(["config", "validate", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{config}:{line_of(text, '  - name: pm25-cal')}: models[0] (pm25-cal): "), err
+    assert "reads pm25, humidity, temperature; no sensor is given for humidity" in err

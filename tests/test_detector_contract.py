@@ -72,6 +72,11 @@ sensors:
     backend: numpy
     sensors: {{cell_count: CC, wind_speed: WS, temperature: T, humidity: RH}}
   - {{name: drift, type: calibration_drift, sensor: NO2, calibration_days: 3, smoothing_days: 1}}
+  - name: pm25-cal
+    type: calibration
+    model_dir: ../models/air-pm25-calibration
+    backend: numpy
+    inputs: {{pm25: PM25, humidity: RH, temperature: T}}
 """
 
 
@@ -127,6 +132,7 @@ STREAMS: dict[str, Callable[[], Iterator[Reading]]] = {
     "sensor_fault": air_stream,
     "no2_virtual": air_stream,
     "calibration_drift": drift_stream,
+    "calibration": air_stream,
 }
 
 
@@ -163,14 +169,21 @@ def test_is_a_detector_of_its_kind_and_emits_only_that_kind(case):
     assert isinstance(detector, Detector) and detector.kind
     assert detector.kind == MODEL_TYPES[model_type].detection_kind
     assert outputs, f"{model_type}: the contract stream gave no output"
-    assert {o.kind for o in outputs} == {detector.kind}
+    derived = [o for o in outputs if isinstance(o, Reading)]  # a calibration's readings, of its virtual sensor
+    assert {o.sensor for o in derived} <= {getattr(detector, "sensor", None)}
+    assert {o.kind for o in outputs if not isinstance(o, Reading)} == (
+        {detector.kind} if len(derived) < len(outputs) else set()
+    )
 
 
 def test_outputs_validate_and_carry_who_and_which_model(case):
     _, detector, outputs = case
     for out in outputs:
-        assert isinstance(out, Detection | Alert)
         out.validate()
+        if isinstance(out, Reading):
+            assert (out.site, out.gateway) == (SITE, GATEWAY)
+            continue
+        assert isinstance(out, Detection | Alert)
         assert (out.site, out.gateway, out.model_version) == (SITE, GATEWAY, detector.model_version)
         assert out.model == detector.model or out.model.startswith(f"{detector.model}.")  # per-sensor series
 
@@ -237,4 +250,5 @@ def test_a_new_version_of_the_same_model_is_taken_and_named_in_the_outputs(case,
     detector.use_model(load_model(verify(ModelManifest.read(copy)), "numpy"))
     detector.reset()
     outputs = run(detector, STREAMS[model_type]())
-    assert outputs and {o.model_version for o in outputs} == {"99"}
+    assert outputs and detector.model_version == "99"
+    assert {o.model_version for o in outputs if not isinstance(o, Reading)} <= {"99"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,10 @@ def test_demo_command_prints_alert_and_counts(tmp_path, capsys, leak_run):
     assert "readings published 13440, in InfluxDB 13440 -> all landed" in out
     assert "ALERT leak-2026-03-11 at 2026-03-11 04:00 UTC, 15.0 h after the leak began" in out  # MNF
     assert "ALERT leak-20260310T1330 at 2026-03-10 15:30 UTC, 2.5 h after the leak began" in out  # learned
+    # the air site's calibration model: its calibrated PM2.5 landed in InfluxDB and beats the raw sensor
+    [calibration] = [line for line in out.splitlines() if "PM2.5 calibration (pm25-cal" in line]
+    r2, raw_r2 = (float(w) for w in re.findall(r"R2 (-?[0-9.]+)", calibration))
+    assert "readings in InfluxDB" in calibration and r2 > raw_r2, calibration
 
 
 @pytest.mark.parametrize("bad", ["mqqt", "sensors_typo"])

@@ -185,6 +185,11 @@ MINIMAL = {
         "{cell_count: CC, wind_speed: WS, temperature: T, humidity: RH}}",
     ),
     "calibration_drift": ([("NO2", "no2")], "{name: m, type: calibration_drift, sensor: NO2}"),
+    "calibration": (
+        [("PM25", "pm25"), ("RH", "humidity"), ("T", "temperature")],
+        "{name: m, type: calibration, model_dir: ../models/air-pm25-calibration, backend: numpy, inputs: "
+        "{pm25: PM25, humidity: RH, temperature: T}}",
+    ),
 }
 
 
@@ -225,7 +230,14 @@ def test_every_model_type_announces_its_kind_to_home_assistant(model_type):
     state_topic = f"frugalsense/reg/gw-reg/detections/{cls.detection_kind}"
     messages = dict(discovery_messages(minimal_config(model_type)))
     entities = cls.ha_entities(state_topic)
-    assert entities
+    if not entities:  # a type that publishes readings (calibration): its virtual sensor is announced as a sensor
+        model = minimal_config(model_type).models[0]
+        published = model.published_sensors()
+        assert published
+        for sensor, quantity in published:
+            body = json.loads(messages[f"homeassistant/sensor/gw-reg/{sensor}/config"])
+            assert body["state_topic"] == f"frugalsense/reg/gw-reg/readings/{sensor}" and quantity in body["name"]
+        return
     for component, object_id, _ in entities:
         body = json.loads(messages[f"homeassistant/{component}/gw-reg/{object_id}/config"])
         assert body["state_topic"] == state_topic and body["unique_id"].endswith(f"_{object_id}")

@@ -69,6 +69,13 @@ CASES = {
         T0 + 30 * HOUR,
     ),
     "no2_virtual": ("air-no2-virtual", NO2V, lambda: air_stream(days=2), T0 + 30 * HOUR),
+    "calibration": (  # its outputs are calibrated Readings of its virtual sensor, not Detections
+        "air-pm25-calibration",
+        "  - {{name: pm25-cal, type: calibration, backend: onnxruntime, model_dir: {models}/air-pm25-calibration,\n"
+        "      inputs: {{pm25: PM25, humidity: RH, temperature: T}}}}\n",
+        lambda: air_stream(days=1),
+        T0 + 12 * HOUR,
+    ),
     "calibration_drift": (  # the NO2 virtual sensor, and the drift detector's own copy of it as its reference
         "air-no2-virtual",
         NO2V + "  - {{name: drift, type: calibration_drift, sensor: NO2, estimate_from: no2v,\n"
@@ -222,8 +229,10 @@ def gateway(services, fleet, tmp_path, request):
 
 
 def decisions(outputs, after_ms: int = 0) -> dict:
-    """(kind, model, window end) -> the Detection, for the detections that scored (not insufficient data)."""
-    return {
+    """(kind, model, window end) -> the Detection, for the detections that scored (not insufficient data);
+    a calibration's Readings by (sensor, time)."""
+    derived = {(o.sensor, o.time_ms): o for o in outputs if isinstance(o, Reading) and o.time_ms >= after_ms}
+    return derived | {
         (o.kind, o.model, o.window_end_ms): o
         for o in outputs
         if isinstance(o, Detection) and o.label != INSUFFICIENT and o.time_ms >= after_ms
@@ -240,9 +249,11 @@ def split(readings: list[Reading], at_ms: int) -> tuple[list[Reading], list[Read
     return readings[:cut], readings[cut:]
 
 
-def compared(d: Detection):
+def compared(d: Detection | Reading):
     """What must match between gateways: the drift detector's daily statistic (its label also depends on the
-    calibration days, estimated by the old version here), else the label and score."""
+    calibration days, estimated by the old version here), a calibrated value, else the label and score."""
+    if isinstance(d, Reading):
+        return round(float(d.value or 0.0), 4)
     return d.explanation["statistic"] if d.kind == "calibration" else (d.label, round(d.score, 5))
 
 
@@ -270,7 +281,9 @@ def test_update_is_applied_and_the_next_decision_comes_from_the_new_version(
     assert listener.receiver.state()[name]["version"] == "2" and store.pointer(name).current == "2"
 
     after = run(detectors, rest, flush=True)
-    assert after and all(o.model_version == "2" for o in after if o.kind != "calibration")
+    assert after and all(
+        o.model_version == "2" for o in after if not isinstance(o, Reading) and o.kind != "calibration"
+    )
     new = reference(config(model_type, version_folder(fleet, model_type, "v2", tmp_path)), first + rest, at_ms)
     old = reference(config(model_type, REPO / "models"), first + rest, at_ms)
     got = decisions(after)
@@ -302,5 +315,5 @@ def test_version_failing_the_smoke_test_is_rolled_back_and_the_old_one_keeps_dec
     after = run(detectors, rest, flush=True)
     old = reference(config(model_type, REPO / "models"), first + rest, at_ms)
     got = decisions(after)
-    assert got and all(o.model_version == "1" for o in after)
+    assert got and all(o.model_version == "1" for o in after if not isinstance(o, Reading))
     assert [compared(d) for d in got.values()] == [compared(old[k]) for k in got]

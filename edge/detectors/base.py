@@ -2,7 +2,11 @@
 
 A detector is streaming: ``update(reading)`` consumes one Reading and returns the
 Detections and Alerts of every window that closed before it; ``flush()`` decides the
-window still open when the sources end. Its ``kind`` names what it detects ("leak",
+window still open when the sources end. A detector that derives a measurement (a
+calibration applied on the gateway, ``edge.detectors.calibration``) returns it as a
+``Reading`` among its outputs, of its own virtual sensor: the gateway publishes it on
+that sensor's readings topic, like a measured one (MQTT ``readings``, InfluxDB
+``reading``), never as a detection. Its ``kind`` names what it detects ("leak",
 "aqi", ...) and is the ``kind`` of everything it emits. A detector that runs an
 exported model (itself, or through a detector it reads, like the drift detector's
 estimator) names it in ``model_name``, scores with ``model_runtime`` and takes a verified
@@ -35,7 +39,7 @@ from typing import Any, ClassVar
 
 from edge.contracts import Alert, AlertState, Detection, Reading, Severity, check_id
 
-Output = Detection | Alert
+Output = Detection | Alert | Reading
 log = logging.getLogger(__name__)
 
 

@@ -285,7 +285,8 @@ class CalibrationDriftDetector(Detector):
             "direction": self.test_.direction,
         }
         detection = self._detection(start, end, DRIFTING if alarm else STABLE, self.test_.statistic, explanation)
-        return [detection] + self._persist(alarm, smoothed, detection)
+        outputs: list[Output] = [detection]
+        return outputs + list(self._persist(alarm, smoothed, detection))
 
     def _persist(self, alarm: bool, smoothed: float, detection: Detection) -> list[Alert]:
         cal = self.calibration_

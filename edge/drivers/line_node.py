@@ -16,6 +16,8 @@ Traceback (most recent call last):
 edge.drivers.base.DecodeError: line 'no2=nan': no2 is not a finite number
 >>> round(to_canonical("no2", "ppb", 10.0), 2)
 19.13
+>>> to_canonical("resistance", "kohm", 42.5), to_canonical("voltage", "mV", 250.0)
+(42500.0, 0.25)
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def _gas_conversions(m: float) -> dict[str, Conversion]:
 CONVERSIONS: dict[str, dict[str, Conversion]] = {
     **{gas: _gas_conversions(m) for gas, m in _MOLAR_MASS.items()},
     "temperature": {"degF": lambda v: (v - 32) * 5 / 9, "K": lambda v: v - 273.15},
+    # raw signals of metal-oxide / electrochemical sensors, the inputs of a calibration model
+    "resistance": {"kohm": lambda v: v * 1e3, "Mohm": lambda v: v * 1e6},
+    "voltage": {"mV": lambda v: v / 1e3},
 }
 
 

@@ -196,6 +196,7 @@ AIR_SENSORS = {
     "WIND-met": "wind_speed",
     "CC-centre": "cell_count",
 }
+CALIBRATED_SENSOR = "pm25-cal"  # the virtual sensor of the calibration model, next to PM25-sds
 
 
 def _air_config(water_config, services, dataset_path: Path, root: Path) -> dict:
@@ -231,6 +232,15 @@ def _air_config(water_config, services, dataset_path: Path, root: Path) -> dict:
                 "model_dir": str(models / "air-no2-virtual"),
                 "backend": "numpy",
                 "sensors": inputs(("cell_count", "wind_speed", "temperature", "humidity")),
+            },
+            # the shipped co-location calibration (make train-air-calibration) applied to the raw SDS011
+            {
+                "name": CALIBRATED_SENSOR,
+                "type": "calibration",
+                "model_dir": str(models / "air-pm25-calibration"),
+                "backend": "numpy",
+                "inputs": inputs(("pm25", "humidity", "temperature")),
+                "quantity": "pm25_calibrated",
             },
         ],
         "mqtt": {
@@ -318,6 +328,8 @@ def _air_site(water_config, services, root: Path) -> bool:
             f"over {len(est)} hours, mean {est.mean():.0f} ug/m3"
         )
 
+    _say_calibration(site, rows(f'SELECT value FROM "reading" WHERE {where} AND "sensor" = \'{CALIBRATED_SENSOR}\''))
+
     injected = []
     for column, codes in site.faults.items():
         sensor = next(s for s, q in AIR_SENSORS.items() if q == column)
@@ -343,6 +355,30 @@ def _air_site(water_config, services, root: Path) -> bool:
         + (f" ({', '.join(sorted({label for _, label in eaqi}))})" if eaqi else "")
     )
     return landed_ok
+
+
+def _say_calibration(site, landed: list) -> None:
+    """One line: R2 of the calibrated PM2.5 found in InfluxDB against the true PM2.5, next to the raw sensor's."""
+    import numpy as np
+
+    index = {int(t): i for i, t in enumerate(site.time_ms)}
+    pairs = [(value, index[int(t)]) for t, value in landed if int(t) in index and value is not None]
+    if not pairs:
+        say(f"      PM2.5 calibration ({CALIBRATED_SENSOR}): NO CALIBRATED READING IN InfluxDB")
+        return
+    value, i = np.array(pairs).T
+    i = i.astype(int)
+    clean = site.faults["pm25"][i] == 0  # scored where the SDS011 measured (no injected fault): what it can fix
+    true, raw, value = site.truth["pm25"][i][clean], site.sensors["pm25"][i][clean], value[clean]
+
+    def r2(est):
+        ok = np.isfinite(est)
+        return 1 - np.sum((true[ok] - est[ok]) ** 2) / np.sum((true[ok] - true[ok].mean()) ** 2)
+
+    say(
+        f"      PM2.5 calibration ({CALIBRATED_SENSOR}, model type calibration): {len(pairs)} readings in InfluxDB, "
+        f"R2 {r2(value):.2f} against the true PM2.5 where the SDS011 had no fault (raw SDS011 R2 {r2(raw):.2f})"
+    )
 
 
 def _keep_running(services) -> None:

@@ -287,7 +287,7 @@ class CheckpointStore:
 
     def _count(self, i: int, outputs: list[Output]) -> None:
         emitted = self._emitted[i]
-        for out in outputs:
+        for out in (o for o in outputs if not isinstance(o, Reading)):  # a derived Reading: not alerts/detections
             key = "alerts" if isinstance(out, Alert) else "detections"
             last = emitted.get(key)
             if last is None or out.time_ms > last[0]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 
+from edge.contracts import QUANTITY_UNITS
 from gateway.config import GatewayConfig, ModelBase
 from gateway.config.schema.ha_entities import object_id as _object_id
 from gateway.protocol import topics as T
@@ -56,6 +57,10 @@ HA_QUANTITIES: dict[str, tuple[str | None, str]] = {
     "temperature": ("temperature", "°C"),
     "humidity": ("humidity", "%"),
     "cell_count": (None, "count"),
+    "pm25_calibrated": ("pm25", "µg/m³"),
+    "no2_calibrated": ("nitrogen_dioxide", "µg/m³"),
+    "resistance": (None, "Ω"),
+    "voltage": ("voltage", "V"),
 }
 
 
@@ -118,18 +123,23 @@ def discovery_messages(config: GatewayConfig) -> list[tuple[str, bytes]]:
         available=False,
     )
 
-    for sensor in config.sensors:
-        device_class, unit = HA_QUANTITIES.get(sensor.quantity, (None, sensor.unit))
+    # The config's sensors, then the virtual ones a model publishes readings for (a calibration's).
+    sensors = [(s.id, s.quantity, s.unit) for s in config.sensors]
+    for model in config.models:
+        published = getattr(model, "published_sensors", None)
+        sensors += [(sid, q, QUANTITY_UNITS[q]) for sid, q in (published() if published else [])]
+    for sensor_id, quantity, sensor_unit in sensors:
+        device_class, unit = HA_QUANTITIES.get(quantity, (None, sensor_unit))
         body = {
-            "name": f"{sensor.id} {sensor.quantity}",
-            "state_topic": topics.readings(sensor.id),
+            "name": f"{sensor_id} {quantity}",
+            "state_topic": topics.readings(sensor_id),
             "value_template": "{{ value_json.readings[-1][1] }}",
             "unit_of_measurement": unit,
             "state_class": "measurement",
         }
         if device_class:
             body["device_class"] = device_class
-        add("sensor", _object_id(sensor.id), body)
+        add("sensor", _object_id(sensor_id), body)
 
     # One set of entities per detection kind, told by the model type that detects it (mnf and learned_leak
     # announce the same leak entities: Home Assistant sees one leak, whichever detector decides it).

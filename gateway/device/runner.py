@@ -220,8 +220,9 @@ class GatewayRunner:
     ) -> RunSummary:
         """Stream every source to its end (or until ``stop``), then wait up to ``drain_timeout_s`` for delivery.
 
-        ``on_reading`` sees every reading, ``on_output`` every detection and alert this run publishes
-        (the summary only counts them).
+        ``on_reading`` sees every reading of the sources, ``on_output`` every detection and alert this run
+        publishes (the summary only counts them); a Reading a detector derives (a calibration's) is published
+        on its sensor's readings topic and counted with the readings.
 
         Never waits for the broker to start: with the broker down the outbox fills.
         """
@@ -331,6 +332,11 @@ class GatewayRunner:
     def _publish_outputs(self, outputs, summary: RunSummary, resume: _Resume) -> None:
         topics = self.publisher.topics
         for out in outputs:
+            if isinstance(out, Reading):  # a model's derived reading (a calibration): published as a reading
+                if not resume.stored(topics.readings(out.sensor), out.time_ms):
+                    summary.readings += 1
+                    self._store(summary, partial(self.publisher.add_reading, out))
+                continue
             if isinstance(out, Alert):
                 if resume.stored(topics.alerts, out.time_ms):
                     continue

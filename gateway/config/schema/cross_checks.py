@@ -158,6 +158,19 @@ def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
             for role, name in model["sensors"].items():
                 if role in _AIR_INPUTS and isinstance(name, str):
                     check(("models", m, "sensors", role), name, role)
+        if kind == "calibration" and isinstance(model.get("inputs"), dict):
+            for role, name in model["inputs"].items():
+                if isinstance(name, str) and name not in sensors:
+                    check(("models", m, "inputs", role), name, None)
+            drift = model.get("drift_model")
+            if isinstance(drift, str) and (models.get(drift) or {}).get("type") != "calibration_drift":
+                issues.append(
+                    CrossIssue(
+                        ("models", m, "drift_model"),
+                        f"no model of type calibration_drift named {drift!r} in models",
+                        suggest(drift, [n for n, x in models.items() if x.get("type") == "calibration_drift"]),
+                    )
+                )
         if kind != "calibration_drift" or not isinstance(model.get("sensor"), str):
             continue
         if model["sensor"] not in sensors:

@@ -12,6 +12,7 @@ from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 # The driver and model modules fill the registries when imported: before the unions below are built.
 import gateway.config.schema.air_sensors  # noqa: F401 - registers its sensor drivers before the union is built
+import gateway.config.schema.calibration_model  # noqa: F401 - registers model type calibration
 import gateway.config.schema.models  # noqa: F401 - registers the model types before the union is built
 from gateway.config.schema.base import Section, tagged_union
 from gateway.config.schema.cross_checks import cross_section_issues
