@@ -310,7 +310,7 @@ def test_demo_air_site_goes_through_mqtt_and_influxdb(services, tmp_path, capsys
     water = load_gateway_config(str(REPO / "firmware_configs" / "net3-demo.yaml"))
     assert _air_site(water, services, tmp_path)
     out = capsys.readouterr().out
-    assert "readings published 18107, in InfluxDB 18107 -> all landed" in out  # 16128 measured + 1979 calibrated
+    assert "readings published 18107 (16128 measured + 1979 calibrated), in InfluxDB 18107 -> all landed" in out
     agree = int(out.split("agrees with the simulation on ")[1].split("%")[0])
     assert agree >= 85
     assert "fault-PM25-sds-20260119T1750 fan_failure" in out  # the injected fan failure, raised as an alert

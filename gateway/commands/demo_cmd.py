@@ -292,9 +292,10 @@ def _air_site(water_config, services, root: Path) -> bool:
     landed = rows(f'SELECT count("quality") FROM "reading" WHERE {where}')
     landed = landed[0][1] if landed else 0
     landed_ok = landed == summary.readings and summary.all_acknowledged
+    derived = summary.readings - expected  # the calibration model's readings, published next to the sensors'
     say(
-        f"      readings published {summary.readings}, in InfluxDB {landed}"
-        f" -> {'all landed' if landed_ok else 'MISSING SOME'}"
+        f"      readings published {summary.readings} ({expected} measured + {derived} calibrated),"
+        f" in InfluxDB {landed} -> {'all landed' if landed_ok else 'MISSING SOME'}"
     )
 
     truth = {
