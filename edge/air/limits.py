@@ -25,6 +25,12 @@ PHYSICAL_RANGE: dict[str, tuple[float | None, float | None]] = {
     "temperature": (-90.0, 90.0),
     "cell_count": (0.0, None),
     "wind_speed": (0.0, None),
+    # A calibration's estimate, like the reference it was fitted to, may dip below zero at low
+    # concentrations (instrument noise); clipping it would bias the clean hours upwards.
+    "pm25_calibrated": (None, None),
+    "no2_calibrated": (None, None),
+    "resistance": (0.0, None),  # a metal-oxide sensor's resistance, ohm
+    "voltage": (None, None),  # a sensor's output voltage may be differential
     "flow": (None, None),  # signed: a meter may see flow out of the zone
     "pressure": (None, None),  # head may be negative above a pump suction
 }
