@@ -38,7 +38,7 @@ FORMAT_PRECISION = {"onnx_float": "float", "numpy": "float", "tflite_int8": "int
 # backend auto: the files of each precision in the order tried, with the runtime each needs.
 AUTO_ORDER: dict[str, tuple[tuple[str, str], ...]] = {
     # float: numpy first. The same float network, no runtime library in memory: a gateway's peak RSS is
-    # 69.6 MB on numpy against 98 MB on onnxruntime for the same CPU per site-hour (docs/benchmarks.md,
+    # 70.8 MB on numpy against 101.3 MB on onnxruntime for the same CPU per site-hour (docs/benchmarks.md,
     # footprint). onnx_float stays for a config that names backend: onnxruntime.
     "float": (("numpy", "numpy"), ("onnx_float", "onnxruntime")),
     "int8": (("tflite_int8", "litert"), ("onnx_int8", "onnxruntime")),
