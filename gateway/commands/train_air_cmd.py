@@ -10,6 +10,12 @@ metrics.json (every candidate on validation and test, by month) and report.md wi
 its plots. Reads the UCI "Air Quality" shape (';', decimal
 commas, Date and Time columns, -200 = missing) and plain CSV (',' and one date-time
 column).
+
+With --update MODEL_DIR it recalibrates a calibration already exported from a short,
+recent co-location (7 days is typical): it keeps the model's shape and re-estimates
+its zero and span (or refits its own terms) when that does better than the current
+version on the last days of the co-location, and writes the next version into
+MODEL_DIR (or --out) with update.md, update.json and update.png (before and after).
 """
 
 from __future__ import annotations
@@ -33,7 +39,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--csv", required=True, metavar="FILE", help="the co-location CSV")
     p.add_argument(
-        "--target", required=True, metavar="COLUMN", help="the reference column to reproduce, e.g. 'NO2(GT)'"
+        "--update",
+        metavar="MODEL_DIR",
+        help="recalibrate this exported calibration from the CSV (a recent co-location) and write its next version",
+    )
+    p.add_argument(
+        "--target",
+        metavar="COLUMN",
+        help="the reference column to reproduce, e.g. 'NO2(GT)' (with --update: the model's own by default)",
     )
     p.add_argument(
         "--features",
@@ -44,9 +57,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--train-days",
         type=float,
-        default=30.0,
+        default=None,
         metavar="N",
-        help="days, from the first usable row, that train; the rest test (default 30)",
+        help="days, from the first usable row, that train; the rest test (default 30; with --update every row)",
     )
     p.add_argument(
         "--resample", type=float, metavar="MINUTES", help="average into periods of MINUTES first (e.g. 60 for hourly)"
@@ -57,7 +70,12 @@ def register(subparsers) -> None:
     p.add_argument("--unit", default="", help="the target's unit, written into the manifest (e.g. ug/m3)")
     p.add_argument("--seed", type=int, default=0, help="seed of every fit (default 0)")
     p.add_argument("--timezone", default="UTC", help="time zone of times written without an offset (default UTC)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the model, metrics.json and report.md go")
+    p.add_argument("--version", metavar="V", help="with --update: the new version (default: the current one + 1)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the model, metrics.json and report.md go (with --update: MODEL_DIR by default)",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,17 +93,25 @@ def run(args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         raise UserError(f"unknown time zone {args.timezone!r}: use an IANA name like 'Europe/Rome' or 'UTC'") from None
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    if args.update is None:
+        missing = [flag for flag, value in (("--target", args.target), ("--out", args.out)) if value is None]
+        if missing:
+            raise UserError(f"train air-calibration needs {' and '.join(missing)} (or --update MODEL_DIR)")
+    elif args.version is not None and not args.version.strip():
+        raise UserError("--version must not be empty")
     try:
         table = read_calibration_csv(args.csv, missing=args.missing, tz=args.timezone)
         dropped = None
         if args.resample:
             table, dropped = resample(table, args.resample)
+        if args.update is not None:
+            return _update(args, table, features)
         result = train_calibration(
             table,
             args.target,
             args.out,
             features=features,
-            train_days=args.train_days,
+            train_days=30.0 if args.train_days is None else args.train_days,
             seed=args.seed,
             signal=args.signal,
             temperature=args.temperature,
@@ -110,4 +136,54 @@ def run(args: argparse.Namespace) -> int:
         f"  written to {result.out_dir}: model files, metrics.json, report.md, "
         + ", ".join(p.name for p in result.files if p.suffix == ".png")
     )
+    return 0
+
+
+def _update(args: argparse.Namespace, table, features) -> int:
+    """Recalibrate --update MODEL_DIR from the table and say what was written."""
+    from gateway.cli import UserError
+    from training.air.calibration_previous import PreviousModelError
+    from training.air.calibration_update import update_calibration
+
+    try:
+        result = update_calibration(
+            table,
+            args.update,
+            args.out,
+            target=args.target,
+            features=features,
+            train_days=args.train_days,
+            seed=args.seed,
+            version=args.version,
+        )
+    except PreviousModelError as exc:
+        raise UserError(str(exc)) from None
+    m = result.metrics
+    first, last = (p[:16] for p in m["co_location_period"])
+    print(
+        f"{m['model']} v{m['from_version']}: recalibrating {m['target']} "
+        f"from {m['n_co_location']} rows ({first} .. {last})"
+    )
+    print("  update           validation r2  validation mae  co-location r2" + ("   test r2" if m["n_test"] else ""))
+    for r in m["updates"]:
+        flag = "  <- chosen" if r["name"] == m["chosen"] else ("  (reference)" if r["kind"] == "reference" else "")
+        test = f" {r['test']['r2']:>9.3f}" if m["n_test"] else ""
+        v = r["validation"]
+        print(f"  {r['name']:<16} {v['r2']:>13.3f} {v['mae']:>15.3f} {r['co_location']['r2']:>15.3f}{test}{flag}")
+    b, a = m["before"]["validation"], m["after"]["validation"]
+    print(
+        f"  validation days: before (v{m['from_version']}) r2 {b['r2']:.3f} mae {b['mae']:.3f}; "
+        f"after ({m['chosen']}) r2 {a['r2']:.3f} mae {a['mae']:.3f}"
+    )
+    if result.written:
+        print(f"  written v{m['version']} to {result.out_dir}: model files, update.md, update.json, update.png")
+        print(
+            f"  next: frugalsense model sign {result.out_dir} --key KEY; "
+            f"frugalsense model push {result.out_dir} --to SITE/GATEWAY"
+        )
+    else:
+        print(
+            f"  kept v{m['from_version']}: no update beats it on the validation days; nothing written but "
+            f"the report ({result.out_dir}/update.md)"
+        )
     return 0

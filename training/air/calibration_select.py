@@ -85,36 +85,44 @@ def evaluate(time_ms, y, p) -> dict:
     return {**score(y, p), "by_month": by_month(time_ms, y, p)}
 
 
-def _best(rows: list[dict]) -> tuple[dict, list[dict]]:
+def _best(rows: list[dict], baselines: tuple[str, ...] = BASELINES) -> tuple[dict, list[dict]]:
     """(best eligible row, eligible rows): eligible = exportable and not worse on validation than any baseline."""
     usable = [r for r in rows if r["exportable"] and np.isfinite(r["validation"]["r2"])]
     if not usable:
         raise ValueError("no exportable candidate has a validation score")
-    floor = max((r["validation"]["r2"] for r in usable if r["name"] in BASELINES), default=-np.inf)
+    floor = max((r["validation"]["r2"] for r in usable if r["name"] in baselines), default=-np.inf)
     eligible = [r for r in usable if r["validation"]["r2"] >= floor]
     return min(eligible, key=lambda r: (-r["validation"]["r2"], r["rank"])), eligible
 
 
-def choose(rows: list[dict]) -> dict:
+def choose(rows: list[dict], baselines: tuple[str, ...] = BASELINES) -> dict:
     """The simplest eligible row within one standard error of the best; see the module doc.
 
     Eligible: exportable, and on validation at least as good as every baseline
-    (raw sensor, scale-and-offset, linear). Without ``se_vs_best`` (no bootstrap
-    run), the best eligible row; equal R2 goes to the lowest ``rank``.
+    (raw sensor, scale-and-offset, linear; a recalibration passes its own). Without
+    ``se_vs_best`` (no bootstrap run), the best eligible row; equal R2 goes to the
+    lowest ``rank``.
     """
-    best, eligible = _best(rows)
+    best, eligible = _best(rows, baselines)
     top = best["validation"]["r2"]
     close = [r for r in eligible if round(top - r["validation"]["r2"], 4) <= r["validation"].get("se_vs_best", 0.0)]
     return min(close, key=lambda r: r["rank"])
 
 
-def annotate_se(rows: list[dict], y: np.ndarray, preds: dict, days: np.ndarray, seed: int = 0) -> None:
+def annotate_se(
+    rows: list[dict],
+    y: np.ndarray,
+    preds: dict,
+    days: np.ndarray,
+    seed: int = 0,
+    baselines: tuple[str, ...] = BASELINES,
+) -> None:
     """Write into each exportable row's validation the day-block bootstrap SE of R2(best) - R2(row).
 
     Days are resampled with replacement (:data:`BOOTSTRAP` times, seeded), keeping each
     day's hours together, since neighbouring hours' errors are not independent.
     """
-    best, _ = _best(rows)
+    best, _ = _best(rows, baselines)
     groups = [np.flatnonzero(days == d) for d in np.unique(days)]
     rng = np.random.default_rng(seed)
     diffs: dict[str, list[float]] = {n: [] for n in preds}
@@ -132,11 +140,11 @@ def annotate_se(rows: list[dict], y: np.ndarray, preds: dict, days: np.ndarray, 
             r["validation"]["se_vs_best"] = round(float(np.std(diffs[r["name"]])), 4)
 
 
-def why(chosen: dict, rows: list[dict]) -> str:
+def why(chosen: dict, rows: list[dict], baselines: tuple[str, ...] = BASELINES) -> str:
     """One sentence: what won validation, against which baselines, and what the SE rule did."""
     by_name = {r["name"]: r for r in rows}
-    best, _ = _best(rows)
-    against = ", ".join(f"{n} {by_name[n]['validation']['r2']}" for n in BASELINES if n in by_name)
+    best, _ = _best(rows, baselines)
+    against = ", ".join(f"{n} {by_name[n]['validation']['r2']}" for n in baselines if n in by_name)
     v = chosen["validation"]
     if chosen is best:
         text = f"{chosen['name']} has the best validation R2 ({v['r2']}) of the eligible candidates"
