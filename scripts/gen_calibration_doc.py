@@ -101,11 +101,11 @@ def runs(work: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def run_all(keep: Path | None = None) -> list[tuple[str, list[str], dict]]:
-    """Run every dataset through the CLI; (title, args, metrics)."""
+def run_all(keep: Path | None = None) -> tuple[list[tuple[str, list[str], dict]], list[tuple[str, dict]]]:
+    """Run every dataset through the CLI; (title, args, metrics) per dataset, (title, schedule) per London set."""
     from gateway.cli import main
 
-    results = []
+    results, schedules = [], []
     with tempfile.TemporaryDirectory(prefix="calibration-doc-") as tmp:
         base = keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
@@ -114,18 +114,70 @@ def run_all(keep: Path | None = None) -> list[tuple[str, list[str], dict]]:
             if main(["train", "air-calibration", *args, "--out", str(out)]) != 0:
                 raise SystemExit(f"train air-calibration failed on {title}")
             results.append((title, args, json.loads((out / "metrics.json").read_text())))
-    return results
+            if title.startswith("London") and "--resample" in args:
+                schedules.append((title, london_schedule(args, out, base / f"schedule{n}")))
+    return results, schedules
 
 
-def section(results) -> str:
+def london_schedule(args: list[str], first_model: Path, work: Path) -> dict:
+    """7 days of co-location every 30 days after the first 30, replayed on the run's own CSV and resampling."""
+    from training.air.calibration_csv import read_calibration_csv
+    from training.air.calibration_data import resample
+    from training.air.recalibration_schedule import replay_schedule
+
+    table = read_calibration_csv(args[args.index("--csv") + 1])
+    table, _ = resample(table, float(args[args.index("--resample") + 1]))
+    return replay_schedule(table, first_model, work)
+
+
+def schedule_section(schedules) -> list[str]:
+    """Markdown: per London set, each period's update and the scores side by side."""
+    if not schedules:
+        return []
+    lines = [
+        "### Recalibrating London on a schedule: 7 days of co-location every 30 days",
+        "",
+        "`training.air.recalibration_schedule`: after the first calibration (days 0-30), days 30-37 and 60-67 "
+        "are co-locations for `train air-calibration --update` (its own code); the days after each are scored "
+        "for the calibration in use, the first calibration left alone and the raw SPS30. The schedule is fixed; "
+        "the last column shows what every update would have scored there (not used to choose).",
+        "",
+        "| dataset | co-location days | update chosen | version | scored days | R2 in use | R2 first only "
+        "| R2 raw | each update on the scored days |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for title, r in schedules:
+        for p in r["periods"]:
+            each = ", ".join(f"{k} {v}" for k, v in p["each_update_after"].items())
+            lines.append(
+                f"| {title} | {p['co_location_days'][0]:g}-{p['co_location_days'][1]:g} | {p['update']} | "
+                f"v{p['version']} | {p['scored_days'][0]:g}-{p['scored_days'][1]:g} | {p['scheduled']['r2']} | "
+                f"{p['first_only']['r2']} | {p['raw_sensor']['r2']} | {each} |"
+            )
+        q = r["pooled"]
+        lines.append(
+            f"| {title}, all scored days | | | | | {q['scheduled']['r2']} | {q['first_only']['r2']} | "
+            f"{q['raw_sensor']['r2']} | |"
+        )
+    lines += ["", "Why each update was chosen:", ""]
+    lines += [
+        f"- {title}, days {p['co_location_days'][0]:g}-{p['co_location_days'][1]:g}: {p['why']}."
+        for title, r in schedules
+        for p in r["periods"]
+    ]
+    return [*lines, ""]
+
+
+def section(results, schedules=()) -> str:
     """The markdown written between the markers."""
     from training.air.calibration_report import candidate_table, month_table
 
     lines = [BEGIN, "", "_Written by `python -m scripts.gen_calibration_doc`; do not edit by hand._", ""]
     lines += summary(results)
+    lines += schedule_section(schedules)
     for title, args, m in results:
         q = m["data_quality"]
-        shown = " ".join(a if " " not in a and "/" not in a else f"'{Path(a).name}'" for a in args)
+        shown = " ".join(f"'{Path(a).name}'" if Path(a).is_file() else a for a in args)
         lines += [
             f"### {title}",
             "",
@@ -199,8 +251,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the model directories in DIR")
     args = parser.parse_args(argv)
-    results = run_all(args.keep)
-    write_doc(section(results))
+    results, schedules = run_all(args.keep)
+    write_doc(section(results, schedules))
     for title, _, m in results:
         print(f"{title}: exported {m['chosen']} test r2 {m['r2']} (linear {m['linear_baseline']['r2']})")
     return 0

@@ -80,3 +80,25 @@ def test_the_manifest_says_how_to_compute_the_inputs(london):
     assert manifest["calibration"]["inputs"] == ["sps30_pm25", "sht45_rh", "sht45_temp"]
     assert manifest["calibration"]["target"] == "ref_pm25" and manifest["calibration"]["unit"] == "ug/m3"
     assert manifest["calibration"]["candidate"] == m["chosen"]
+
+
+def test_the_recalibration_schedule_replays_deterministically_and_never_uses_the_scored_days(london, tmp_path):
+    """7 days every 30 days (training/air/recalibration_schedule.py): what docs/air-models.md reports."""
+    from training.air.calibration_csv import read_calibration_csv
+    from training.air.calibration_data import resample
+    from training.air.recalibration_schedule import replay_schedule
+
+    kind, _, first = london
+    if kind != "hourly":
+        pytest.skip("the schedule is reported for the hourly set")
+    table, _ = resample(read_calibration_csv(PATH), 60)
+    runs = [replay_schedule(table, first, tmp_path / f"run{n}") for n in range(2)]
+    assert runs[0] == runs[1]
+    r = runs[0]
+    assert [p["co_location_days"] for p in r["periods"]] == [[30, 37], [60, 67]]
+    for p in r["periods"]:
+        update = json.loads((tmp_path / "run0" / f"update{r['periods'].index(p) + 1}" / "update.json").read_text())
+        assert update["co_location_period"][1] < update["test_period"][0]  # chosen on the co-location alone
+        assert p["each_update_after"][p["update"]] == p["scheduled"]["r2"]  # the one in use is the one chosen
+        if p["update"] == "keep":
+            assert p["scheduled"] == p["first_only"]
