@@ -13,8 +13,7 @@ edge/contracts.py), ``json.loads`` gives it back.
 ...     model_name, model_version = "air-pm25-calibration", "2"
 >>> r = Refit("pm25-cal", "../models/air-pm25-calibration", ["PM25-sds"], Running())
 >>> print(advice("pm25-cal", [r]))  # doctest: +NORMALIZE_WHITESPACE
-Refit calibration pm25-cal (model air-pm25-calibration v2 in ../models/air-pm25-calibration): co-locate PM25-sds
-with a reference for 7 days, run 'frugalsense train air-calibration --update ../models/air-pm25-calibration
+Refit calibration pm25-cal (model air-pm25-calibration v2): co-locate PM25-sds with a reference for 7 days, run 'frugalsense train air-calibration --update ../models/air-pm25-calibration
 --csv co-location.csv', then 'frugalsense model sign' and 'frugalsense model push' the new version.
 >>> import json; json.loads(refit_list([r])[0])
 {'model': 'pm25-cal', 'manifest': 'air-pm25-calibration', 'version': '2', 'model_dir': '../models/air-pm25-calibration'}
@@ -69,7 +68,7 @@ def advice(sensor: str, refits: list[Refit], room: int = MAX_MESSAGE) -> str:
         )
         return _fit(text, room)
     full = " ".join(
-        f"Refit calibration {r.model} (model {r.running.model_name} v{r.running.model_version} in {r.model_dir}): "
+        f"Refit calibration {r.model} (model {r.running.model_name} v{r.running.model_version}): "
         f"co-locate {', '.join(r.co_locate)} with a reference for {CO_LOCATION_DAYS} days, run "
         f"'frugalsense train air-calibration --update {r.model_dir} --csv {CSV}', then 'frugalsense model sign' "
         "and 'frugalsense model push' the new version."
