@@ -1,4 +1,4 @@
-"""The calibration loop on the gateway: calibrated readings feed the drift test and the EAQI, the alert says what to refit.
+"""The calibration loop on the gateway: calibrated readings feed the drift test and the EAQI; the alert says what to do.
 
 A PM2.5 calibration (the shipped model) publishes its virtual sensor ``pm25-cal``; a
 calibration_drift model watches that sensor against a reference, an eaqi takes it as its
@@ -46,7 +46,7 @@ SENSORS += [("T-node", "temperature", "degC")]
 
 
 def stream(days: int = 16) -> list[Reading]:
-    """10-minute readings: a reference PM, the raw optical one next to it (true, then 3x high), humidity, temperature."""
+    """10-minute readings: a reference PM, the raw optical one next to it (true, then 3x high), RH, temperature."""
     rng = np.random.default_rng(3)
     out = []
     for k in range(144 * days):
@@ -286,9 +286,8 @@ def test_the_alert_names_the_calibration_the_version_running_and_the_commands(tm
     updates = {START + DAY: new_version(tmp_path, "2")} if version == "2" else {}
     out = fed(build_detectors(load(text())), stream(days=10), updates=updates)
     [raised] = alerts(out)
-    assert raised.message.startswith(
-        "Sensor pm25-cal: its daily median residual to the reference has moved from "
-    ), raised.message
+    first_part = "Sensor pm25-cal: its daily median residual to the reference has moved from "
+    assert raised.message.startswith(first_part), raised.message
     assert raised.message.endswith(
         f"since its calibration period 2026-01-01..2026-01-03: recalibration needed. Refit calibration pm25-cal "
         f"(model {NAME} v{version}): co-locate PM25-sds with a reference for 7 days, run 'frugalsense train "

@@ -13,8 +13,9 @@ edge/contracts.py), ``json.loads`` gives it back.
 ...     model_name, model_version = "air-pm25-calibration", "2"
 >>> r = Refit("pm25-cal", "../models/air-pm25-calibration", ["PM25-sds"], Running())
 >>> print(advice("pm25-cal", [r]))  # doctest: +NORMALIZE_WHITESPACE
-Refit calibration pm25-cal (model air-pm25-calibration v2): co-locate PM25-sds with a reference for 7 days, run 'frugalsense train air-calibration --update ../models/air-pm25-calibration
---csv co-location.csv', then 'frugalsense model sign' and 'frugalsense model push' the new version.
+Refit calibration pm25-cal (model air-pm25-calibration v2): co-locate PM25-sds with a reference for 7 days,
+run 'frugalsense train air-calibration --update ../models/air-pm25-calibration --csv co-location.csv', then
+'frugalsense model sign' and 'frugalsense model push' the new version.
 >>> import json; json.loads(refit_list([r])[0])
 {'model': 'pm25-cal', 'manifest': 'air-pm25-calibration', 'version': '2', 'model_dir': '../models/air-pm25-calibration'}
 >>> print(advice("NO2-node", []))  # doctest: +NORMALIZE_WHITESPACE
