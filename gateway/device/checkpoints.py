@@ -229,7 +229,11 @@ class CheckpointStore:
             self.save()  # a model update was applied: a checkpoint of the old version could not be restored
         if self._last_ms is None or t > self._last_ms:
             self._last_ms = t
-        self._advance(reading)
+        position = self._positions.get(reading.sensor)  # _advance, inlined: this runs for every reading
+        if position is None or t > position[0]:
+            self._positions[reading.sensor] = [t, 1]
+        elif t == position[0]:
+            position[1] += 1
         derived: list[tuple[int, Reading]] | None = None
         for i, detector in enumerate(self.detectors):
             if self._skips[i] and _covered(self._skips[i], reading):
