@@ -222,6 +222,13 @@ def test_a_restart_in_the_middle_feeds_each_derived_reading_once(tmp_path, produ
         assert skipped == 3 * split
 
 
+def test_the_calibrations_checkpoint_follows_its_drift_models_section():
+    """The applier's state holds its drift copy's: another drift section makes its checkpoint another config's."""
+    config, other = load(text()), load(text().replace("threshold: 3.0", "threshold: 4.0"))
+    assert config_hash(config, "pm25-cal") != config_hash(other, "pm25-cal")
+    assert config_hash(config, "aq") == config_hash(other, "aq")
+
+
 def _replay(readings, path: Path) -> Path:
     times = sorted({r.time_ms // 600_000 * 600_000 for r in readings})
     row = {t: i for i, t in enumerate(times)}

@@ -9,20 +9,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+_COPIES = ("estimate_from", "drift_model")  # keys naming a model whose detector a detector copies
+
 
 def config_hash(config: Any, model: str) -> str:
     """A short hash of what the config says about ``model`` (its section, the site's identity and time zone).
 
-    A detector that reads another model's detector (calibration drift ``estimate_from``)
-    hashes that section too. An unknown name (a detector built by hand) hashes to "".
+    A detector that runs its own copy of another model's detector (calibration drift's
+    ``estimate_from``, a calibration's ``drift_model``, and so on down) hashes those
+    sections too: its saved state holds the copy's. An unknown name (a detector built by
+    hand) hashes to "".
     """
     sections = {m.name: m for m in getattr(config, "models", [])}
     if model not in sections:
         return ""
-    related = [sections[model]]
-    other = getattr(sections[model], "estimate_from", None)
-    if other in sections:
-        related.append(sections[other])
+    related, names = [], [model]
+    while names:
+        section = sections.get(names.pop(0))
+        if section is not None and section not in related:
+            related.append(section)
+            names += [getattr(section, key, None) for key in _COPIES]
     blob = json.dumps(
         {
             "site": config.site,
