@@ -23,7 +23,8 @@ def config_hash(config: Any, model: str) -> str:
     sections = {m.name: m for m in getattr(config, "models", [])}
     if model not in sections:
         return ""
-    related, names = [], [model]
+    related: list[Any] = []
+    names: list[str | None] = [model]
     while names:
         section = sections.get(names.pop(0))
         if section is not None and section not in related:
