@@ -46,12 +46,21 @@ BINS_PER_WINDOW = {24: 24, 1: 12}
 MIN_COVERAGE = 0.75
 HOUR_MS = 3_600_000
 
-# A sensor's quantity -> the pollutant whose scale applies. Corrected PM2.5 is PM2.5.
-POLLUTANT_OF_QUANTITY = {"pm25": "pm25", "pm25_corrected": "pm25", "pm10": "pm10", "no2": "no2", "o3": "o3"}
+# A sensor's quantity -> the pollutant whose scale applies. Corrected or calibrated PM2.5 is PM2.5 (a gateway
+# calibration's virtual sensor, model type calibration), calibrated NO2 is NO2.
+POLLUTANT_OF_QUANTITY = {
+    "pm25": "pm25",
+    "pm25_corrected": "pm25",
+    "pm25_calibrated": "pm25",
+    "pm10": "pm10",
+    "no2": "no2",
+    "no2_calibrated": "no2",
+    "o3": "o3",
+}
 
 
 def pollutant_of(quantity: str) -> str:
-    """The pollutant whose EAQI scale applies to a sensor's quantity (corrected PM2.5 is PM2.5)."""
+    """The pollutant whose EAQI scale applies to a sensor's quantity (corrected or calibrated PM2.5 is PM2.5)."""
     try:
         return POLLUTANT_OF_QUANTITY[quantity]
     except KeyError:

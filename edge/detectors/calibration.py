@@ -14,6 +14,11 @@ sensor ``sensor`` at the newest input's time:
   detector named in ``drift`` (its own copy, fed the same readings, as calibration
   drift runs its own copy of a virtual sensor) has its ``recalibration_needed`` alert
   open; a step with a ``bad`` or ``unknown`` input is skipped.
+- a drift detector watching this applier's own virtual sensor (``drift.sensor ==
+  sensor``) is also fed every calibrated Reading, after it is decided, as the gateway
+  feeds it to the published drift model: ``suspect`` then follows the staleness of the
+  calibrated output itself, and a new calibration version that brings it back lets the
+  alert clear. A drift detector watching a raw input sees the raw readings only.
 - a new version of the model (``use_model``) must read the same raw inputs; its terms
   may change (they travel with it), the state is kept.
 
@@ -46,7 +51,8 @@ import numpy as np
 from edge.air.calibration_features import check_spec, compute_terms
 from edge.contracts import QUANTITY_UNITS, Quality, Reading, check_id
 from edge.detectors import state_json as sj
-from edge.detectors.base import Detector, ModelDetector, ModelSwapError, Output
+from edge.detectors.base import ModelDetector, ModelSwapError, Output
+from edge.detectors.drift import CalibrationDriftDetector
 
 DEFAULT_WINDOW_MS = 120_000
 _SKIP = (Quality.BAD, Quality.UNKNOWN)
@@ -98,7 +104,7 @@ class CalibrationApplier(ModelDetector):
         backend: str = "auto",
         precision: str = "float",
         window_ms: int = DEFAULT_WINDOW_MS,
-        drift: Detector | None = None,
+        drift: CalibrationDriftDetector | None = None,
     ) -> None:
         super().__init__(site, gateway, model=model)
         self.sensor = check_id("sensor", sensor)
@@ -107,6 +113,7 @@ class CalibrationApplier(ModelDetector):
         self.quantity, self.unit = quantity, QUANTITY_UNITS[quantity]
         self.window_ms = window_ms
         self.drift = drift
+        self.watches_output = drift is not None and drift.sensor == self.sensor  # fed its own calibrated readings
         self.runtime_ = load_calibration_model(model_dir, backend, precision)
         self.model_version = self.runtime_.manifest.version
         self.spec = calibration_section(self.runtime_.manifest)
@@ -123,7 +130,7 @@ class CalibrationApplier(ModelDetector):
     @property
     def drift_open(self) -> bool:
         """Whether the drift detector's ``recalibration_needed`` alert is open now."""
-        return self.drift is not None and getattr(self.drift, "alert_", None) is not None
+        return self.drift is not None and self.drift.alert_ is not None
 
     def reset(self) -> None:
         """Forget the latest inputs and the last step (and the drift copy's history)."""
@@ -174,7 +181,10 @@ class CalibrationApplier(ModelDetector):
         calibrated = float(self.calibrate(raw)[0])
         suspect = Quality.SUSPECT in qualities or self.drift_open
         quality = Quality.SUSPECT if suspect else Quality.OK
-        out.append(Reading(newest, self.site, self.gateway, self.sensor, self.quantity, calibrated, self.unit, quality))
+        made = Reading(newest, self.site, self.gateway, self.sensor, self.quantity, calibrated, self.unit, quality)
+        if self.drift is not None and self.watches_output:
+            self.drift.update(made)  # its outputs, as the raw readings', are published by its own model entry
+        out.append(made)
         return out
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:

@@ -25,7 +25,16 @@ calibration mean as reference. The defaults were chosen on simulated sites
 of catching slow drifts late. When its cumulative excess passes ``threshold`` an
 Alert of kind ``calibration`` (label ``recalibration_needed``) is raised; it clears
 when the smoothed statistic has been back within one spread for ``clear_after``
-days (e.g. after the sensor was recalibrated upstream).
+days (e.g. after the sensor was recalibrated upstream, or a new version of the
+calibration it watches went into service).
+
+``refits`` says what the alert asks for (edge/detectors/recalibration.py): a detector
+built from a gateway config is given the calibration models it concerns (those whose
+``drift_model`` it is, whose virtual sensor it watches, or that read its sensor), and
+its raised message then ends with which one to refit, with the model version running
+and the commands, or, with none, to recalibrate the sensor; the explanation carries
+the same as a ``refit`` list. ``None`` (a detector built by hand): the message stops at
+"recalibration needed".
 
 >>> ph = PageHinkley(delta=0.5, threshold=4.0)
 >>> [ph.update(z) for z in [0.2, -0.3, 0.1, 1.5, 1.8, 2.0, 1.9]]
@@ -47,6 +56,7 @@ from edge.contracts import Alert, AlertState, Detection, Quality, Reading, Sever
 from edge.detectors.base import Detector, Output
 from edge.detectors.drift_state import Calibration, drift_state, restored_drift
 from edge.detectors.page_hinkley import PageHinkley
+from edge.detectors.recalibration import MAX_MESSAGE, Refit, advice, refit_list
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +131,7 @@ class CalibrationDriftDetector(Detector):
         self.min_sigma = min_sigma
         self.clear_after = clear_after
         self.test_ = PageHinkley(delta, threshold)
+        self.refits: list[Refit] | None = None  # what to refit, if the config said (module doc)
         self.reset()
 
     # -- the estimator's model -------------------------------------------------------------
@@ -298,16 +309,16 @@ class CalibrationDriftDetector(Detector):
             self.calm_days_ = 0
             moved = cal.mean + smoothed * cal.sigma
             unit = f" {self.unit_}" if self.unit_ else ""
-            return [
-                self._alert(
-                    AlertState.RAISED,
-                    detection,
-                    Severity.WARNING,
-                    f"Sensor {self.sensor}: its daily {self.statistic_name} has moved from "
-                    f"{cal.mean:.1f} to {moved:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
-                    f"period {cal.first_day}..{cal.last_day}: recalibration needed",
-                )
-            ]
+            message = (
+                f"Sensor {self.sensor}: its daily {self.statistic_name} has moved from "
+                f"{cal.mean:.1f} to {moved:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
+                f"period {cal.first_day}..{cal.last_day}: recalibration needed"
+            )
+            extra = {}
+            if self.refits is not None:
+                message += ". " + advice(self.sensor, self.refits, room=MAX_MESSAGE - len(message) - 2)
+                extra = {"refit": refit_list(self.refits)}
+            return [self._alert(AlertState.RAISED, detection, Severity.WARNING, message, extra)]
         self.calm_days_ = self.calm_days_ + 1 if abs(smoothed) < 1.0 else 0
         if self.calm_days_ >= self.clear_after:
             alert = self._alert(
@@ -333,7 +344,9 @@ class CalibrationDriftDetector(Detector):
         severity = Severity.WARNING if label == DRIFTING else Severity.INFO
         return self.detection(end, label, score, severity, start, end, explanation)
 
-    def _alert(self, state: AlertState, detection: Detection, severity: Severity, message: str) -> Alert:
+    def _alert(
+        self, state: AlertState, detection: Detection, severity: Severity, message: str, extra: dict | None = None
+    ) -> Alert:
         assert self.alert_ is not None  # an alert is only built while one is raised
         alert_id, since = self.alert_
         return self.alert(
@@ -345,7 +358,7 @@ class CalibrationDriftDetector(Detector):
             detection.score,
             message,
             since_ms=since,
-            explanation=detection.explanation,
+            explanation={**detection.explanation, **extra} if extra else detection.explanation,
         )
 
 

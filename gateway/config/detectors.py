@@ -3,13 +3,16 @@
 ``frugalsense run`` (``gateway.device.runner.build_detectors``), ``config validate``,
 ``flash`` and ``doctor`` all call ``build_detectors``: a config that validates is one
 whose detectors start. Building verifies and loads each model's files; no detector is
-run. Every model that cannot be built is reported at its line, all at once.
+run. Every model that cannot be built is reported at its line, all at once. Each
+calibration drift detector is then told the calibration models it concerns
+(``gateway/config/refits.py``): its ``recalibration_needed`` alert names them.
 """
 
 from __future__ import annotations
 
 from edge.detectors import Detector
 from gateway.config.problems import ConfigError, Problem
+from gateway.config.refits import tell_refits
 from gateway.config.schema import GatewayConfig, format_path
 from gateway.config.schema.model_base import MissingInputs
 
@@ -25,6 +28,7 @@ def build_detectors(config: GatewayConfig) -> list[Detector]:
             problems.append(model_problem(config, index, exc))
     if problems:
         raise ConfigError(problems)
+    tell_refits(config, detectors)
     return detectors
 
 

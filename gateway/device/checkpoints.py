@@ -21,6 +21,14 @@ orphaned. The ``CheckpointStore`` sits between the runner and its detectors:
   before the first reading (the detector is reset then) is logged with the reason, counted
   (``checkpoints_ignored``) and left: that detector starts afresh. Nothing here ever stops the gateway.
 
+A Reading a detector derives (a calibration's virtual sensor) is fed, in the same ``update``, to every
+other detector (never back to its producer), one level deep: what a detector derives from a derived
+reading is published, not fed on (no loop, however the models are wired). Derived readings are
+positions like any sensor's (saved with the step that made them: a save comes between two readings),
+so a restored detector skips the derived readings its checkpoint holds, even if their producer starts
+afresh and makes them again. A producer restored while a consumer starts afresh does not make its
+readings before the checkpoint again: that consumer, like any fresh one, learns from what comes.
+
 A replay resumed after a crash starts again at the file's first reading; a restored detector skips
 every reading its checkpoint already covers (``positions``: per sensor, the latest data time and how
 many readings carried it), so nothing is counted twice. Its outputs after the checkpoint were stored
@@ -49,11 +57,8 @@ at a mark's time came before the checkpoint (``emitted``), since those are not m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +66,7 @@ from typing import Any
 
 from edge.contracts import Alert, Reading
 from edge.detectors import Detector, Output
+from gateway.device.checkpoint_files import config_hash, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -72,51 +78,6 @@ LOGGED_ERRORS = 10
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with the reason (logged, counted, ignored)."""
-
-
-def config_hash(config: Any, model: str) -> str:
-    """A short hash of what the config says about ``model`` (its section, the site's identity and time zone).
-
-    A detector that reads another model's detector (calibration drift ``estimate_from``)
-    hashes that section too. An unknown name (a detector built by hand) hashes to "".
-    """
-    sections = {m.name: m for m in getattr(config, "models", [])}
-    if model not in sections:
-        return ""
-    related = [sections[model]]
-    other = getattr(sections[model], "estimate_from", None)
-    if other in sections:
-        related.append(sections[other])
-    blob = json.dumps(
-        {
-            "site": config.site,
-            "gateway": config.gateway,
-            "timezone": str(config.timezone),
-            "models": [m.model_dump(mode="json") for m in related],
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def write_atomic(path: Path, data: str) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 class _NoMarks:
@@ -268,19 +229,48 @@ class CheckpointStore:
             self.save()  # a model update was applied: a checkpoint of the old version could not be restored
         if self._last_ms is None or t > self._last_ms:
             self._last_ms = t
-        position = self._positions.get(reading.sensor)
+        position = self._positions.get(reading.sensor)  # _advance, inlined: this runs for every reading
         if position is None or t > position[0]:
             self._positions[reading.sensor] = [t, 1]
         elif t == position[0]:
             position[1] += 1
+        derived: list[tuple[int, Reading]] | None = None
         for i, detector in enumerate(self.detectors):
             if self._skips[i] and _covered(self._skips[i], reading):
                 self.skipped += 1
                 continue
             outputs = detector.update(reading)
-            if outputs:
+            if outputs:  # most readings make no output: nothing more to do for them
                 self._count(i, outputs)
+                made = [(i, o) for o in outputs if isinstance(o, Reading)]
+                if made:
+                    derived = made if derived is None else derived + made
             yield outputs
+        if derived:
+            yield from self._feed_derived(derived)
+
+    def _advance(self, reading: Reading) -> None:
+        """Where ``reading``'s sensor stream now stands: its latest data time and how many readings carry it."""
+        t, position = reading.time_ms, self._positions.get(reading.sensor)
+        if position is None or t > position[0]:
+            self._positions[reading.sensor] = [t, 1]
+        elif t == position[0]:
+            position[1] += 1
+
+    def _feed_derived(self, derived: list[tuple[int, Reading]]) -> Iterator[list[Output]]:
+        """Each derived reading to every detector but its producer; what they derive is not fed on."""
+        for producer, reading in derived:
+            self._advance(reading)
+            for i, detector in enumerate(self.detectors):
+                if i == producer:
+                    continue
+                if self._skips[i] and _covered(self._skips[i], reading):
+                    self.skipped += 1
+                    continue
+                outputs = detector.update(reading)
+                if outputs:
+                    self._count(i, outputs)
+                yield outputs
 
     def _models_changed(self) -> bool:
         return any(_model_of(d) != saved for d, saved in zip(self.detectors, self._models, strict=True))

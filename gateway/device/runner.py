@@ -13,6 +13,11 @@ goes on where the outbox left off: readings, detections and alerts at or before 
 latest data time already stored on their stream are fed to the detectors (to rebuild
 their state) but not published again. A detector restored from its checkpoint
 (``gateway/device/checkpoints.py``) skips the readings that checkpoint already holds.
+
+A Reading a detector derives (a calibration's virtual sensor) is published as a reading
+of its sensor and, through the checkpoint store in the same step, fed to every other
+detector: a calibration_drift or an eaqi may watch the calibrated sensor. One level only
+(see checkpoints.py); a detector's ``flush()`` at the end of the sources feeds nothing.
 """
 
 from __future__ import annotations
@@ -222,7 +227,7 @@ class GatewayRunner:
 
         ``on_reading`` sees every reading of the sources, ``on_output`` every detection and alert this run
         publishes (the summary only counts them); a Reading a detector derives (a calibration's) is published
-        on its sensor's readings topic and counted with the readings.
+        on its sensor's readings topic, counted with the readings and fed to the other detectors.
 
         Never waits for the broker to start: with the broker down the outbox fills.
         """
@@ -323,7 +328,8 @@ class GatewayRunner:
         else:
             summary.resumed += 1
         with self.detectors_lock:  # a model update's hand-over waits for the reading in progress
-            # each detector's outputs, skipping what its restored checkpoint already holds
+            # each detector's outputs, skipping what its restored checkpoint already holds; then those of the
+            # other detectors fed a derived Reading (their outputs come after the Reading's: stream order)
             batches = list(self.checkpoints.update(reading))
         for outputs in batches:
             if outputs:

@@ -5,8 +5,10 @@ The model (``frugalsense train air-calibration``) reads the raw inputs its manif
 one. The calibrated value is published as a reading of ``quantity`` for the virtual
 sensor named like the model (``readings/<name>``, next to the raw sensor's), quality
 ``suspect`` while the ``drift_model`` (a calibration_drift model of this config) has
-its ``recalibration_needed`` alert open. See edge/detectors/calibration.py and
-docs/air-models.md ("Calibration on the gateway").
+its ``recalibration_needed`` alert open. The virtual sensor counts as a sensor of its
+quantity for the other models of the config: a calibration_drift may watch it (against
+a reference of the raw quantity, e.g. pm25), an eaqi may take it as its PM2.5 or NO2
+input. See edge/detectors/calibration.py and docs/air-models.md ("Calibration on the gateway").
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from gateway.config.schema.model_base import GatewayView, MissingInputs, ModelBa
 from gateway.config.schema.models import Precision, Runtime, _runs_precision
 from gateway.config.schema.types import FilePath, Identifier, fail, whole
 
-# Quantities a calibration may publish (their units in edge/contracts.py).
-CALIBRATED = ("pm25_calibrated", "no2_calibrated")
+# Quantities a calibration may publish (their units in edge/contracts.py) -> the raw quantity each one estimates:
+# a drift test compares a calibrated sensor with a reference of that quantity.
+CALIBRATED = {"pm25_calibrated": "pm25", "no2_calibrated": "no2"}
 
 
 def _calibrated(value: object) -> str:

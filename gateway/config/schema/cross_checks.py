@@ -8,6 +8,7 @@ from typing import NamedTuple
 from edge.air.eaqi import POLLUTANT_OF_QUANTITY
 from edge.contracts import QUANTITY_UNITS
 from gateway.config.schema.air_sensors import LineSensor, Pms5003Sensor, Sds011Sensor
+from gateway.config.schema.calibration_model import CALIBRATED, CalibrationModel
 from gateway.config.schema.models import _AIR_INPUTS
 from gateway.config.schema.sensors import ModbusRtuSensor
 from gateway.config.schema.types import describe, format_path, suggest
@@ -121,6 +122,7 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
                         "(driver: line, quantity: humidity)",
                     )
                 )
+    readable = {**virtual_sensors(data), **sensors}  # a calibration's virtual sensor is a pollutant sensor too
     for m, model in _entries(data, "models"):
         if model.get("type") != "eaqi" or not isinstance(model.get("sensors"), list):
             continue
@@ -128,10 +130,10 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
             if not isinstance(name, str):
                 continue
             loc = ("models", m, "sensors", s)
-            if name not in sensors:
-                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, sensors)))
+            if name not in readable:
+                issues.append(CrossIssue(loc, f"no sensor with id {name!r} in sensors", suggest(name, readable)))
             elif (
-                quantity := sensors[name].get("quantity")
+                quantity := readable[name].get("quantity")
             ) in QUANTITY_UNITS and quantity not in POLLUTANT_OF_QUANTITY:
                 issues.append(
                     CrossIssue(
@@ -142,7 +144,7 @@ def _air_issues(data: dict, sensors: dict[str, dict], where: Callable[[tuple], s
 
 
 def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
-    """Air-model inputs name existing sensors of the right quantity; a drift estimate names a no2_virtual model."""
+    """Air-model inputs name existing sensors of the right quantity; so do a drift test's sensor and reference."""
     issues = []
     models = {item.get("name"): item for _, item in _entries(data, "models") if isinstance(item.get("name"), str)}
 
@@ -171,20 +173,86 @@ def _air_model_issues(data: dict, sensors: dict[str, dict]) -> list[CrossIssue]:
                         suggest(drift, [n for n, x in models.items() if x.get("type") == "calibration_drift"]),
                     )
                 )
-        if kind != "calibration_drift" or not isinstance(model.get("sensor"), str):
-            continue
-        if model["sensor"] not in sensors:
-            check(("models", m, "sensor"), model["sensor"], None)
-        quantity = sensors.get(model["sensor"], {}).get("quantity")
-        if isinstance(model.get("reference"), str) and quantity in QUANTITY_UNITS:
-            check(("models", m, "reference"), model["reference"], quantity)
-        estimate = model.get("estimate_from")
-        if isinstance(estimate, str) and (models.get(estimate) or {}).get("type") != "no2_virtual":
+        if kind == "calibration_drift" and isinstance(model.get("sensor"), str):
+            issues += _drift_issues(m, model, sensors, models, virtual_sensors(data))
+    return issues
+
+
+def virtual_sensors(data: dict) -> dict[str, dict]:
+    """The calibration models' virtual sensors, as sensor entries (id, quantity): they publish readings like one."""
+    default = CalibrationModel.model_fields["quantity"].default
+    return {
+        item["name"]: {"id": item["name"], "quantity": item.get("quantity", default), "calibration": item}
+        for _, item in _entries(data, "models")
+        if item.get("type") == "calibration" and isinstance(item.get("name"), str)
+    }
+
+
+def _drift_issues(m: int, model: dict, sensors: dict, models: dict, virtual: dict) -> list[CrossIssue]:
+    """A drift test's sensor (measured or a calibration's virtual one), its reference and estimate of that quantity."""
+    issues, sensor, loc = [], model["sensor"], ("models", m)
+    watched = sensors.get(sensor) or virtual.get(sensor)
+    if watched is None:
+        known = {**sensors, **virtual}
+        return [CrossIssue((*loc, "sensor"), f"no sensor with id {sensor!r} in sensors", suggest(sensor, known))]
+    quantity = watched.get("quantity")
+    raw = CALIBRATED.get(quantity, quantity)  # a calibrated sensor is compared with the raw quantity it estimates
+    what = f"sensor {sensor!r} ({quantity}" + (f", calibrated {raw})" if raw != quantity else ")")
+    reference = model.get("reference")
+    if isinstance(reference, str) and quantity in QUANTITY_UNITS:
+        if reference in virtual:
             issues.append(
                 CrossIssue(
-                    ("models", m, "estimate_from"),
+                    (*loc, "reference"),
+                    f"{reference!r} is a calibration's virtual sensor; the reference of {what} must be a "
+                    f"co-located reference sensor measuring {raw}",
+                )
+            )
+        elif reference not in sensors:
+            issues.append(
+                CrossIssue(
+                    (*loc, "reference"), f"no sensor with id {reference!r} in sensors", suggest(reference, sensors)
+                )
+            )
+        elif (got := sensors[reference].get("quantity")) in QUANTITY_UNITS and got != raw:
+            issues.append(
+                CrossIssue(
+                    (*loc, "reference"),
+                    f"sensor {reference!r} measures {got}; the reference of {what} must measure {raw}",
+                )
+            )
+    estimate = model.get("estimate_from")
+    if isinstance(estimate, str):
+        if (models.get(estimate) or {}).get("type") != "no2_virtual":
+            issues.append(
+                CrossIssue(
+                    (*loc, "estimate_from"),
                     f"no model of type no2_virtual named {estimate!r} in models",
                     suggest(estimate, [n for n, x in models.items() if x.get("type") == "no2_virtual"]),
+                )
+            )
+        elif raw in QUANTITY_UNITS and raw != "no2":
+            issues.append(
+                CrossIssue((*loc, "estimate_from"), f"model {estimate!r} estimates no2; {what} is not an NO2 sensor")
+            )
+    return issues
+
+
+def _own_drift_issues(data: dict, virtual: dict) -> list[CrossIssue]:
+    """A calibration's drift copy sees the raw readings and its own output: it cannot watch another's output."""
+    issues = []
+    drifts = {x.get("name"): x for _, x in _entries(data, "models") if x.get("type") == "calibration_drift"}
+    for m, model in _entries(data, "models"):
+        watched = (
+            (drifts.get(model.get("drift_model")) or {}).get("sensor") if model.get("type") == "calibration" else None
+        )
+        if isinstance(watched, str) and watched in virtual and watched != model.get("name"):
+            issues.append(
+                CrossIssue(
+                    ("models", m, "drift_model"),
+                    f"{model['drift_model']!r} watches {watched!r}, the output of another calibration; this "
+                    f"calibration's copy of it would never see those readings: name a drift model watching "
+                    f"{model.get('name')!r} or one of its raw inputs",
                 )
             )
     return issues
@@ -217,6 +285,7 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
     issues += _shared_line_issues(data, where)
     issues += _air_issues(data, sensors, where)
     issues += _air_model_issues(data, sensors)
+    issues += _own_drift_issues(data, virtual_sensors(data))
 
     for m, model in _entries(data, "models"):
         for t, term in _entries(model, "inputs"):  # a learned leak model's sensor -> element mapping

@@ -62,6 +62,10 @@ class ModelBase(Section):
         """The detector this entry runs on the gateway ``config`` describes."""
         raise NotImplementedError(f"model type {type(self).__name__} builds no detector")
 
+    def published_sensors(self) -> list[tuple[str, str]]:
+        """The virtual sensors this model publishes readings for, (id, quantity): none but a calibration's."""
+        return []
+
     @classmethod
     def ha_entities(cls, state_topic: str) -> list[HaEntity]:
         """The Home Assistant entities reading this kind's detections (default: one sensor showing the label)."""

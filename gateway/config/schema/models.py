@@ -101,7 +101,8 @@ class EaqiModel(ModelBase):
     type: Literal["eaqi"]
     detector: ClassVar[type[Detector]] = AqiDetector
     detection_kind: ClassVar[str] = AqiDetector.kind
-    sensors: list[Identifier] = Field(min_length=1)  # pm25, pm25_corrected, pm10, no2 or o3 sensors
+    # pm25, pm25_corrected, pm10, no2 or o3 sensors, or a calibration's virtual sensor (pm25/no2_calibrated)
+    sensors: list[Identifier] = Field(min_length=1)
     alert_from: Annotated[str, BeforeValidator(_one_of(EAQI_BANDS))] = "poor"  # the band that raises an alert
     raise_after: whole(1, 48) = 2  # hours in a row at a higher band before it counts
     clear_after: whole(1, 48) = 3  # hours in a row at a lower band before it counts
@@ -116,8 +117,9 @@ class EaqiModel(ModelBase):
         }
 
     def build_detector(self, config: GatewayView) -> AqiDetector:
-        """An AQI detector over the named pollutant sensors (each with its quantity)."""
+        """An AQI detector over the named pollutant sensors (each with its quantity), virtual ones included."""
         quantities = {s.id: s.quantity for s in config.sensors}
+        quantities.update(p for m in config.models for p in m.published_sensors())
         return AqiDetector(config.site, config.gateway, model=self.name, **self.detector_params(quantities))
 
 
@@ -253,9 +255,9 @@ class CalibrationDriftModel(ModelBase):
     type: Literal["calibration_drift"]
     detector: ClassVar[type[Detector]] = CalibrationDriftDetector
     detection_kind: ClassVar[str] = CalibrationDriftDetector.kind
-    sensor: Identifier
-    reference: Identifier | None = None  # a co-located reference sensor of the same quantity
-    estimate_from: Identifier | None = None  # or the name of a no2_virtual model of this config
+    sensor: Identifier  # a sensor, or a calibration's virtual sensor (its calibrated output is then watched)
+    reference: Identifier | None = None  # a co-located reference sensor of the same quantity (calibrated: the raw)
+    estimate_from: Identifier | None = None  # or the name of a no2_virtual model of this config (an NO2 sensor)
     calibration_days: whole(3, 90) = 21
     smoothing_days: whole(1, 30) = 7
     delta: number(0) = 1.5  # daily shift (in calibration spreads) tolerated without counting
