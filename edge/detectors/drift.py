@@ -307,11 +307,11 @@ class CalibrationDriftDetector(Detector):
                 return []
             self.alert_ = (f"recal-{self.sensor}-{detection.explanation['day']}", detection.window_start_ms)
             self.calm_days_ = 0
-            moved = cal.mean + smoothed * cal.sigma
+            today = detection.explanation["statistic"]  # the day's own statistic, not the clipped z
             unit = f" {self.unit_}" if self.unit_ else ""
             message = (
                 f"Sensor {self.sensor}: its daily {self.statistic_name} has moved from "
-                f"{cal.mean:.1f} to {moved:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
+                f"{cal.mean:.1f} to {today:.1f}{unit} ({smoothed:+.1f} sigma) since its calibration "
                 f"period {cal.first_day}..{cal.last_day}: recalibration needed"
             )
             extra = {}
