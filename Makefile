@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalsense-installed
-EXTRAS := edge,gateway,training,dev
+EXTRAS := edge,gateway,notify,training,dev
 
 .PHONY: setup demo test lint clean services train-air train-air-calibration train-leak train chaos bench-outbox bench soak
 
