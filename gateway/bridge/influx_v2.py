@@ -25,14 +25,28 @@ class InfluxV2Writer:
 
     api = "v2"
 
-    def __init__(self, url: str, bucket: str, *, org: str = ANY_ORG, token: str | None = None, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        bucket: str,
+        *,
+        org: str = ANY_ORG,
+        token: str | None = None,
+        ca_file: str | None = None,
+        timeout_s: float = 10.0,
+    ):
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.org = org
         # retries=False is the client's default for synchronous writes: say it, since
         # a hidden retry loop here would hold the writer thread without the bridge knowing.
         self._client = InfluxDBClient(
-            url=self.url, token=token or "", org=org, timeout=int(timeout_s * 1000), retries=False
+            url=self.url,
+            token=token or "",
+            org=org,
+            timeout=int(timeout_s * 1000),
+            retries=False,
+            ssl_ca_cert=ca_file,
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
@@ -74,6 +88,13 @@ class InfluxV2Writer:
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
+
+    def ping(self) -> bool:
+        """``/ping`` answers without a token when the server is up (InfluxDB 1.8+, 2.x, VictoriaMetrics)."""
+        try:
+            return bool(self._client.ping())
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
 
     def close(self) -> None:
         self._client.close()

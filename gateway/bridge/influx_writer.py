@@ -4,14 +4,21 @@ Debian's and Raspberry Pi OS's ``influxdb`` is 1.6: it has no ``/api/v2/write``
 (field notes), so the v1 endpoint is the one every gateway owner can count on; the
 v2 writer (``gateway.bridge.influx_v2``) serves InfluxDB 1.8+, 2.x, 3.x and Cloud.
 ``make_influx_writer`` is the one switch between them.
-Errors are sorted into *retryable* (server down, 5xx, timeouts: keep the batch and
-try again) and *rejected* (4xx: the data itself is wrong; retrying cannot help).
+Errors are sorted into *retryable* (server down, 5xx, timeouts, a refused login: keep
+the batch and try again) and *rejected* (other 4xx: the data itself is wrong; retrying
+cannot help).
+
+With authentication on, the user and password go in an ``Authorization: Basic`` header
+(InfluxDB 1.x reads it as it reads ``u=``/``p=``), never in a URL that a proxy or a log
+could keep. ``ca_file`` is the CA that signed an ``https://`` server's certificate.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -30,6 +37,7 @@ def make_influx_writer(
     token: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    ca_file: str | None = None,
     timeout_s: float = 10.0,
 ) -> InfluxWriter:
     """The writer for ``api`` ("v1": ``/write?db=database``; "v2": ``/api/v2/write`` to ``bucket``).
@@ -45,11 +53,13 @@ def make_influx_writer(
     ValueError: unknown InfluxDB API 'v3': use v1 (InfluxDB 1.x /write) or v2 (/api/v2/write: ...)
     """
     if api == "v1":
-        return InfluxV1Writer(url, database, username=username, password=password, timeout_s=timeout_s)
+        return InfluxV1Writer(url, database, username=username, password=password, ca_file=ca_file, timeout_s=timeout_s)
     if api == "v2":
         from gateway.bridge.influx_v2 import ANY_ORG, InfluxV2Writer  # influxdb-client only when asked for
 
-        return InfluxV2Writer(url, bucket or database, org=org or ANY_ORG, token=token, timeout_s=timeout_s)
+        return InfluxV2Writer(
+            url, bucket or database, org=org or ANY_ORG, token=token, ca_file=ca_file, timeout_s=timeout_s
+        )
     raise ValueError(
         f"unknown InfluxDB API {api!r}: use v1 (InfluxDB 1.x /write) or "
         "v2 (/api/v2/write: InfluxDB 1.8+, 2.x, 3.x, Cloud)"
@@ -74,20 +84,25 @@ class InfluxV1Writer:
         *,
         username: str | None = None,
         password: str | None = None,
+        ca_file: str | None = None,
         timeout_s: float = 10.0,
         retention_policy: str | None = None,
     ):
         self.url = url.rstrip("/")
         self.database = database
+        self.username = username
         self.timeout_s = timeout_s
         params = {"db": database, "precision": PRECISION}
         if retention_policy:
             params["rp"] = retention_policy
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if username:
-            params["u"], params["p"] = username, password or ""
-        self._auth = {k: params[k] for k in ("u", "p") if k in params}
+            login = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {login}"
         parsed = urllib.parse.urlsplit(self.url)
         self._scheme, self._netloc = parsed.scheme, parsed.netloc
+        # None: the system's CAs for https (and nothing for http).
+        self._tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self._write_path = f"{parsed.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
@@ -117,9 +132,11 @@ class InfluxV1Writer:
 
     def _post(self, body: bytes) -> tuple[int, str]:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self._netloc, timeout=self.timeout_s)
-        self._conn.request("POST", self._write_path, body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
+            if self._scheme == "https":
+                self._conn = http.client.HTTPSConnection(self._netloc, timeout=self.timeout_s, context=self._tls)
+            else:
+                self._conn = http.client.HTTPConnection(self._netloc, timeout=self.timeout_s)
+        self._conn.request("POST", self._write_path, body=body, headers=self._headers)
         response = self._conn.getresponse()
         detail = response.read().decode(errors="replace")[:300]
         if response.will_close:
@@ -136,6 +153,19 @@ class InfluxV1Writer:
         with self._lock:
             self._drop_connection()
 
+    def ping(self) -> bool:
+        """``/ping`` answers 204 without a login when the server is up."""
+        try:
+            request = urllib.request.Request(f"{self.url}/ping", method="GET")
+            with urllib.request.urlopen(request, timeout=min(self.timeout_s, 2.0), context=self._tls) as response:
+                return response.status == 204
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            return False
+
+    def check_login(self) -> None:
+        """Ask something only a valid login may ask (SHOW DATABASES); WriteError with status 401 if refused."""
+        self._query("SHOW DATABASES")
+
     def query(self, q: str) -> list[dict]:
         """Run an InfluxQL query; return the list of series of the first statement."""
         result = self._query(q)
@@ -145,24 +175,30 @@ class InfluxV1Writer:
         return statement.get("series", [])
 
     def _query(self, q: str, method: str = "GET") -> dict:
-        params = {"q": q, "db": self.database, "epoch": PRECISION, **self._auth}
+        params = {"q": q, "db": self.database, "epoch": PRECISION}
         data = None
         url = f"{self.url}/query"
         if method == "POST":
             data = urllib.parse.urlencode(params).encode()
         else:
             url = f"{url}?{urllib.parse.urlencode(params)}"
-        request = urllib.request.Request(url, data=data, method=method)
+        headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._tls) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise WriteError(
                 f"InfluxDB {self.url} answered {exc.code} to a query: {exc.read().decode(errors='replace')[:300]}",
-                retryable=exc.code >= 500,
+                retryable=is_retryable_status(exc.code),
                 status=exc.code,
             ) from None
         except (urllib.error.URLError, OSError) as exc:
-            raise WriteError(
-                f"InfluxDB {self.url} unreachable: {getattr(exc, 'reason', exc)}", retryable=True
-            ) from None
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise WriteError(
+                    f"InfluxDB {self.url}: its certificate is not trusted ({reason.verify_message}): "
+                    "give the CA that signed it with --influx-ca FILE",
+                    retryable=False,
+                ) from None
+            raise WriteError(f"InfluxDB {self.url} unreachable: {reason}", retryable=True) from None

@@ -164,6 +164,18 @@ class Bridge:
         self.client.disconnect()
         self.client.loop_stop()
 
+    # --- what the metrics endpoint reads (gateway.bridge.metrics) ---------
+
+    @property
+    def connected(self) -> bool:
+        """True while the broker connection is up."""
+        return self._connected.is_set()
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet acknowledged to the broker (waiting, being written, or acked soon)."""
+        return self.counters["messages"] - self.counters["acked_written"] - self.counters["acked_undecodable"]
+
     def wait_idle(self, quiet_s: float = 1.0, timeout_s: float = 60.0) -> bool:
         """True once nothing arrived for ``quiet_s`` and every message taken is written and acknowledged."""
         deadline = time.monotonic() + timeout_s
@@ -215,6 +227,7 @@ class Bridge:
         except payloads.PayloadError as exc:
             self._deadletter(message.topic, message.payload, exc.reason, str(exc))
             client.ack(message.mid, message.qos)
+            self.counters["acked_undecodable"] += 1  # its own key: only this thread counts it
             return
         with self._arrived:
             wake = not self._pending
@@ -279,6 +292,7 @@ class Bridge:
             while self._acks:
                 mid, qos = self._acks.popleft()
                 self.client.ack(mid, qos)
+                self.counters["acked_written"] += 1
 
     def _take_batch(self) -> list[_Pending]:
         """The next write: up to ``batch_points`` points, ended early by a pause in arrivals.

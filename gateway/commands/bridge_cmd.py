@@ -1,4 +1,4 @@
-"""`frugalsense bridge`: run the MQTT -> InfluxDB bridge until stopped."""
+"""`frugalsense bridge`: run the MQTT -> InfluxDB bridge until stopped, with its metrics endpoint if asked."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import argparse
 import signal
 import threading
 
-from gateway.commands.mqtt_options import add_mqtt_options, env_value, mqtt_settings
+from gateway.commands.influx_options import add_influx_options
+from gateway.commands.mqtt_options import add_mqtt_options
 from gateway.protocol import topics as T
 
 
 def register(subparsers) -> None:
-    """Add `frugalsense bridge` and its MQTT and InfluxDB options."""
+    """Add `frugalsense bridge` and its MQTT, InfluxDB and metrics options."""
     p = subparsers.add_parser(
         "bridge",
         help="write what gateways publish into InfluxDB",
         description="Subscribe to every gateway under the topic prefix and write readings, "
         "detections, alerts and status into InfluxDB (v1 /write, or v2 "
         "/api/v2/write). A message is acknowledged to the broker only after its "
-        "points are written.",
+        "points are written. Exit code 2 when an option, the broker or the InfluxDB login is wrong.",
     )
     mqtt = add_mqtt_options(
         p,
@@ -34,49 +35,76 @@ def register(subparsers) -> None:
         "($share/NAME/...): each message goes to one of them",
     )
     mqtt.add_argument("--prefix", default=T.DEFAULT_PREFIX)
-    influx = p.add_argument_group("InfluxDB")
-    influx.add_argument(
-        "--influx-api",
-        choices=("v1", "v2"),
-        default="v1",
-        help="v1: /write?db= (InfluxDB 1.x, as Debian ships it); v2: /api/v2/write with "
-        "influxdb-client (InfluxDB 1.8+, 2.x, 3.x, Cloud)",
-    )
-    influx.add_argument("--influx-url", default="http://127.0.0.1:8086")
-    influx.add_argument("--database", default="frugalsense", help="v1 database (and the v2 bucket if none given)")
-    influx.add_argument("--bucket", default=None, help="v2 bucket (InfluxDB 1.8: DATABASE/RETENTION_POLICY)")
-    influx.add_argument("--org", default=None, help="v2 organisation (InfluxDB 1.8 ignores it)")
-    influx.add_argument(
-        "--token-env",
+    add_influx_options(p)
+    metrics = p.add_argument_group("metrics")
+    metrics.add_argument(
+        "--metrics-port",
+        type=int,
         default=None,
-        metavar="VAR",
-        help="environment variable holding the v2 API token (InfluxDB 1.8: USER:PASSWORD)",
+        metavar="N",
+        help="serve Prometheus metrics on http://HOST:N/metrics and a health check on /healthz "
+        "(0: a free port, printed at start)",
     )
+    metrics.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics server listens on")
     p.add_argument("--stats-every", type=float, default=60.0, metavar="S", help="log counters every S seconds")
     p.set_defaults(func=run)
+
+
+def check_influxdb(args: argparse.Namespace, writer, log) -> None:
+    """A wrong login or an untrusted certificate stops the bridge at once; a server that is down does not."""
+    from gateway.bridge.influx_writer import InfluxV1Writer
+    from gateway.bridge.writer_base import WriteError
+    from gateway.cli import UserError
+    from gateway.commands.influx_options import login_problem
+
+    if not isinstance(writer, InfluxV1Writer):
+        if not writer.ping():
+            log.warning("InfluxDB %s does not answer yet: messages wait with the broker until it does", writer.url)
+        return
+    try:
+        writer.check_login()
+    except WriteError as exc:
+        problem = login_problem(args, exc)
+        if problem or not exc.retryable:
+            raise UserError(problem or str(exc)) from None
+        log.warning("%s: messages wait with the broker until it answers", exc)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bridge until SIGTERM or Ctrl-C, logging its counters every --stats-every seconds."""
     import logging
 
-    from gateway.bridge.influx_writer import make_influx_writer
+    from gateway.bridge.metrics import BridgeMetrics
     from gateway.bridge.service import Bridge, SubscriptionRefused
     from gateway.cli import UserError
+    from gateway.commands.influx_options import make_writer
+    from gateway.commands.mqtt_options import mqtt_settings
     from gateway.protocol.mqtt_client import BrokerUnreachable
 
     log = logging.getLogger("frugalsense.bridge")
-    if args.influx_api == "v1" and (args.bucket or args.org or args.token_env):
-        raise UserError("--bucket, --org and --token-env are for --influx-api v2; v1 uses --database")
     settings = mqtt_settings(args)
-    token = env_value(args.token_env, "the InfluxDB token")
-    writer = make_influx_writer(
-        args.influx_api, args.influx_url, database=args.database, bucket=args.bucket, org=args.org, token=token
-    )
+    writer = make_writer(args)
+    check_influxdb(args, writer, log)
+    metrics = BridgeMetrics() if args.metrics_port is not None else None
     try:
-        bridge = Bridge(settings, writer, prefix=args.prefix, share_group=args.share_group).start()
+        bridge = Bridge(
+            settings, metrics.watch(writer) if metrics else writer, prefix=args.prefix, share_group=args.share_group
+        ).start()
     except (ValueError, BrokerUnreachable, SubscriptionRefused) as exc:
+        writer.close()
         raise UserError(str(exc)) from None
+    server = None
+    if metrics:
+        metrics.attach(bridge)
+        try:
+            server = metrics.serve(args.metrics_host, args.metrics_port)
+        except OSError as exc:
+            bridge.stop()
+            writer.close()
+            raise UserError(
+                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
+            ) from None
+        log.info("metrics on %s/metrics, health on %s/healthz", server.url, server.url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info(
@@ -94,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if server:
+            server.close()
         bridge.stop()
         writer.close()
     return 0
