@@ -10,6 +10,10 @@ from gateway.commands.influx_options import add_influx_options
 from gateway.commands.mqtt_options import add_mqtt_options
 from gateway.protocol import topics as T
 
+# Exit code when the broker does not answer at start: systemd restarts the bridge (its unit keeps
+# exit 2, a wrong option or login, from restarting).
+BROKER_AWAY = 3
+
 
 def register(subparsers) -> None:
     """Add `frugalsense bridge` and its MQTT, InfluxDB and metrics options."""
@@ -19,7 +23,8 @@ def register(subparsers) -> None:
         description="Subscribe to every gateway under the topic prefix and write readings, "
         "detections, alerts and status into InfluxDB (v1 /write, or v2 "
         "/api/v2/write). A message is acknowledged to the broker only after its "
-        "points are written. Exit code 2 when an option, the broker or the InfluxDB login is wrong.",
+        "points are written. Exit code 2 when an option or the InfluxDB login is wrong, 3 when the "
+        "broker does not answer.",
     )
     mqtt = add_mqtt_options(
         p,
@@ -90,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         bridge = Bridge(
             settings, metrics.watch(writer) if metrics else writer, prefix=args.prefix, share_group=args.share_group
         ).start()
-    except (ValueError, BrokerUnreachable, SubscriptionRefused) as exc:
+    except BrokerUnreachable as exc:
+        writer.close()
+        raise UserError(str(exc), code=BROKER_AWAY) from None
+    except (ValueError, SubscriptionRefused) as exc:
         writer.close()
         raise UserError(str(exc)) from None
     server = None
