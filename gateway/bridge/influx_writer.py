@@ -109,7 +109,13 @@ class InfluxV1Writer:
 
     def ensure_database(self) -> None:
         """CREATE DATABASE is idempotent in InfluxDB 1.x; run it once at start-up."""
-        self._query(f'CREATE DATABASE "{self.database}"', method="POST")
+        self.execute(f'CREATE DATABASE "{self.database}"')
+
+    def execute(self, statements: str) -> None:
+        """Run InfluxQL that changes something (CREATE, ALTER, DROP, SELECT INTO; several with ``;``) by POST."""
+        for statement in self._query(statements, method="POST").get("results", []):
+            if "error" in statement:
+                raise WriteError(f"InfluxQL error: {statement['error']}", retryable=False)
 
     def write(self, lines: list[str]) -> None:
         if not lines:
