@@ -1,4 +1,4 @@
-"""Writes line protocol through InfluxDB's v2 API (``/api/v2/write``) with influxdb-client.
+"""Writes line protocol through InfluxDB's v2 API (``/api/v2/write``) with influxdb-client, and reads Flux.
 
 For InfluxDB 1.8+ (bucket ``db/rp``, token ``user:password``), 2.x, 3.x, Cloud, and
 servers that speak the same endpoint (VictoriaMetrics). The client's ``WriteApi`` is
@@ -88,6 +88,22 @@ class InfluxV2Writer:
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
+
+    def flux(self, query: str) -> list[dict]:
+        """Run a Flux query (``/api/v2/query``); the values of every record of every table it returns."""
+        try:
+            tables = self._client.query_api().query(query, org=self.org)
+        except ApiException as exc:
+            detail = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+            raise WriteError(
+                f"InfluxDB {self.url} answered {exc.status} to a Flux query on bucket {self.bucket!r}: "
+                f"{detail[:300].strip()}",
+                retryable=is_retryable_status(exc.status or 0),
+                status=exc.status,
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
+        return [record.values for table in tables for record in table.records]
 
     def ping(self) -> bool:
         """``/ping`` answers without a token when the server is up (InfluxDB 1.8+, 2.x, VictoriaMetrics)."""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-DEFAULT_URL = "http://127.0.0.1:8086"
-DEFAULT_DATABASE = "frugalsense"
+from gateway.commands.influx_options import add_influx_options
 
 
 def register(subparsers) -> None:
@@ -16,7 +14,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="render a site report (PNG + HTML) from InfluxDB: readings with alerts, night flow, EAQI",
-        description="Read one site's readings, alerts and night-flow decisions between T1 and T2 from InfluxDB 1.x "
+        description="Read one site's readings, alerts and night-flow decisions between T1 and T2 from InfluxDB "
+        "(1.x with InfluxQL; --influx-api v2: 2.x, 3.x, Cloud or 1.8+ with Flux) "
         "and write <site>-report.png and <site>-report.html to DIR. Times are ISO 8601 "
         "(2026-03-01 or 2026-03-01T06:00), UTC unless they carry an offset. "
         "Exit code 0 when the report is written, 2 if there is nothing to report or InfluxDB cannot "
@@ -26,10 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--from", dest="start", required=True, metavar="T1", help="start of the period")
     p.add_argument("--to", dest="end", required=True, metavar="T2", help="end of the period")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the PNG and HTML")
-    p.add_argument("--influx-url", default=DEFAULT_URL, metavar="URL", help=f"InfluxDB 1.x (default {DEFAULT_URL})")
-    p.add_argument("--database", default=DEFAULT_DATABASE, metavar="DB", help=f"default {DEFAULT_DATABASE}")
-    p.add_argument("--username", default=None, help="InfluxDB user, if authentication is on")
-    p.add_argument("--password-env", default=None, metavar="VAR", help="environment variable holding its password")
+    add_influx_options(p)
     p.set_defaults(func=run)
 
 
@@ -48,26 +44,32 @@ def parse_time(text: str, option: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Read the site from InfluxDB and write its report; exit code 2 if there is nothing to report."""
-    from gateway.bridge.influx_writer import InfluxV1Writer, WriteError
+    from gateway.bridge.writer_base import WriteError
     from gateway.cli import UserError
+    from gateway.commands.influx_options import login_problem, make_writer
     from gateway.tools.site_report import ReportError, fetch_site, write_report
 
     start_ms, end_ms = parse_time(args.start, "--from"), parse_time(args.end, "--to")
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if password is None:
-            raise UserError(f"--password-env: environment variable {args.password_env} is not set")
-    reader = InfluxV1Writer(args.influx_url, args.database, username=args.username, password=password)
+    reader = make_writer(args)
     try:
-        data = fetch_site(reader.query, args.site, start_ms, end_ms)
+        if args.influx_api == "v2":
+            from gateway.tools.site_report_flux import fetch_site_flux
+
+            data = fetch_site_flux(reader.flux, args.bucket or args.database, args.site, start_ms, end_ms)
+        else:
+            data = fetch_site(reader.query, args.site, start_ms, end_ms)
         png, page = write_report(data, args.out)
     except ReportError as exc:
         raise UserError(f"report: {exc}") from None
     except WriteError as exc:
-        raise UserError(f"report: {exc} (check --influx-url and --database)") from None
+        hint = "check --influx-url and " + ("--bucket and --org" if args.influx_api == "v2" else "--database")
+        if args.influx_api == "v2" and exc.status in (400, 404):
+            hint = "this server does not answer Flux on /api/v2/query: InfluxDB before 1.8 reads with --influx-api v1"
+        raise UserError(f"report: {login_problem(args, exc) or exc} ({hint})") from None
     except OSError as exc:
         raise UserError(f"report: cannot write to {args.out}: {exc.strerror or exc}") from None
+    finally:
+        reader.close()
     raised = sum(a["state"] == "raised" for a in data.alerts)
     print(f"{png}\n{page}\n  {len(data.series)} series, {raised} alert(s) raised, {len(data.nights)} night decisions")
     return 0

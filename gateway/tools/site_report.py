@@ -79,10 +79,26 @@ def _rows(series: dict) -> list[dict]:
     return [dict(zip(series["columns"], values, strict=True)) for values in series.get("values", [])]
 
 
-def fetch_site(query: Query, site: str, start_ms: int, end_ms: int) -> SiteData:
-    """Readings (averaged per interval), alerts and night-flow decisions of ``site`` in ``[start_ms, end_ms]``."""
+def check_period(start_ms: int, end_ms: int) -> None:
+    """ReportError unless the period starts before it ends."""
     if end_ms <= start_ms:
         raise ReportError(f"the period ends ({_iso(end_ms)}) before it starts ({_iso(start_ms)})")
+
+
+def no_data_error(site: str, start_ms: int, end_ms: int, known: list[str]) -> ReportError:
+    """The error for a site with nothing in the period, naming the sites the database does have."""
+    return ReportError(
+        f"no data for site {site!r} between {_iso(start_ms)} and {_iso(end_ms)} "
+        f"(sites in this database: {', '.join(known) or 'none'})"
+    )
+
+
+def fetch_site(query: Query, site: str, start_ms: int, end_ms: int) -> SiteData:
+    """Readings (averaged per interval), alerts and night-flow decisions of ``site`` in ``[start_ms, end_ms]``.
+
+    InfluxQL (InfluxDB 1.x); ``site_report_flux.fetch_site_flux`` asks the same in Flux.
+    """
+    check_period(start_ms, end_ms)
     where = f"\"site\" = '{_quote(site)}' AND time >= {start_ms}ms AND time <= {end_ms}ms"
     data = SiteData(site, start_ms, end_ms, interval_for(start_ms, end_ms))
     for s in query(
@@ -111,10 +127,7 @@ def fetch_site(query: Query, site: str, start_ms: int, end_ms: int) -> SiteData:
         known = sorted(
             {row["value"] for s in query('SHOW TAG VALUES FROM "reading" WITH KEY = "site"') for row in _rows(s)}
         )
-        raise ReportError(
-            f"no data for site {site!r} between {_iso(start_ms)} and {_iso(end_ms)} "
-            f"(sites in this database: {', '.join(known) or 'none'})"
-        )
+        raise no_data_error(site, start_ms, end_ms, known)
     return data
 
 
