@@ -151,6 +151,8 @@ def test_setup_over_https_with_a_login_and_the_rights_it_needs(tmp_path, capsys)
         bridge = [*common, "--influx-user", "bridge", "--influx-password-file", str(secure.bridge_password_file)]
         assert main([*bridge, "--retention", "10d"]) == 2
         err = capsys.readouterr().err
-        assert "user 'bridge' may not do this" in err and "GRANT it WRITE (bridge) or ALL (influx setup)" in err
+        assert (
+            "user 'bridge' may not do this" in err and "GRANT it WRITE (bridge) or admin rights (influx setup)" in err
+        )
     finally:
         secure.server.stop()

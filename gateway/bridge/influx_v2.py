@@ -63,6 +63,7 @@ class InfluxV2Writer:
                 f"InfluxDB {self.url} answered {status} for bucket {self.bucket!r}: {detail}",
                 retryable=is_retryable_status(status),
                 status=status,
+                detail=detail,
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None

@@ -133,7 +133,10 @@ class InfluxV1Writer:
                         raise WriteError(f"InfluxDB {self.url} unreachable: {exc}", retryable=True) from None
         if status >= 300:
             raise WriteError(
-                f"InfluxDB {self.url} answered {status}: {detail}", retryable=is_retryable_status(status), status=status
+                f"InfluxDB {self.url} answered {status}: {detail}",
+                retryable=is_retryable_status(status),
+                status=status,
+                detail=detail,
             )
 
     def _post(self, body: bytes) -> tuple[int, str]:
@@ -144,7 +147,7 @@ class InfluxV1Writer:
                 self._conn = http.client.HTTPConnection(self._netloc, timeout=self.timeout_s)
         self._conn.request("POST", self._write_path, body=body, headers=self._headers)
         response = self._conn.getresponse()
-        detail = response.read().decode(errors="replace")[:300]
+        detail = response.read().decode(errors="replace")[:300].strip()
         if response.will_close:
             self._drop_connection()
         return response.status, detail
@@ -194,10 +197,12 @@ class InfluxV1Writer:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._tls) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300].strip()
             raise WriteError(
-                f"InfluxDB {self.url} answered {exc.code} to a query: {exc.read().decode(errors='replace')[:300]}",
+                f"InfluxDB {self.url} answered {exc.code} to a query: {detail}",
                 retryable=is_retryable_status(exc.code),
                 status=exc.code,
+                detail=detail,
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc

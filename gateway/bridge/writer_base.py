@@ -15,10 +15,11 @@ INFLUX_APIS = ("v1", "v2")
 class WriteError(RuntimeError):
     """A write InfluxDB refused or never answered; ``retryable`` says whether trying again later can help."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None):
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, detail: str = ""):
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.detail = detail  # what the server said, if it answered
 
 
 def is_retryable_status(status: int) -> bool:

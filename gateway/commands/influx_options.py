@@ -135,19 +135,20 @@ def make_writer(args: argparse.Namespace):
 
 def login_problem(args: argparse.Namespace, exc) -> str | None:
     """A refused login (401/403) as a sentence naming the options to fix; None for other errors."""
+    said = f"{exc.status} {exc.detail}".strip()
     if exc.status == 401 and not args.influx_user:
         return (
-            f"InfluxDB {args.influx_url} wants a login ({exc}): give --influx-user and "
+            f"InfluxDB {args.influx_url} wants a login (it answered {said}): give --influx-user and "
             f"--influx-password-file FILE or {PASSWORD_ENV}"
         )
     if exc.status == 401:
         return (
-            f"InfluxDB {args.influx_url} refused user {args.influx_user!r} ({exc}): check --influx-user "
-            f"and the password in {password_source(args)}"
+            f"InfluxDB {args.influx_url} refused user {args.influx_user!r} (it answered {said}): "
+            f"check --influx-user and the password in {password_source(args)}"
         )
     if exc.status == 403:
         return (
-            f"InfluxDB {args.influx_url}: user {args.influx_user!r} may not do this ({exc}): "
-            f"GRANT it WRITE (bridge) or ALL (influx setup) ON database {args.database}"
+            f"InfluxDB {args.influx_url}: user {args.influx_user!r} may not do this (it answered {said}): "
+            f"GRANT it WRITE (bridge) or admin rights (influx setup) on database {args.database}"
         )
     return None
