@@ -29,6 +29,7 @@ scrape time.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Iterable
@@ -74,6 +75,23 @@ def measurement_of(line: str) -> str:
     return "".join(out)
 
 
+def count_measurements(lines: list[str]) -> collections.Counter[str]:
+    """Points per measurement in a batch: up to the first comma (C speed), unless a name needs unescaping.
+
+    Every point the bridge writes has tags, so the text before the first comma is its measurement;
+    a head with a space or a backslash (no tags, or an escaped name) sends the batch the slow way.
+
+    >>> dict(count_measurements(["reading,s=a v=1 1", "reading,s=b v=2 1", "alert,s=a v=1 1"]))
+    {'reading': 2, 'alert': 1}
+    >>> dict(count_measurements(["bare v=1 1", "bare v=2 2"]))
+    {'bare': 2}
+    """
+    heads = collections.Counter(line.split(",", 1)[0] for line in lines)
+    if any(" " in head or "\\" in head for head in heads):
+        return collections.Counter(map(measurement_of, lines))
+    return heads
+
+
 class BridgeMetrics:
     """The bridge's metrics registry, the state ``/healthz`` decides on, and the server that shows both."""
 
@@ -117,11 +135,7 @@ class BridgeMetrics:
 
     def wrote(self, lines: list[str], seconds: float) -> None:
         self.write_duration.observe(seconds)
-        counts: dict[str, int] = {}
-        for line in lines:
-            name = measurement_of(line)
-            counts[name] = counts.get(name, 0) + 1
-        for name, n in counts.items():
+        for name, n in count_measurements(lines).items():
             self.points_written.labels(measurement=name).inc(n)
         with self._lock:
             self._last_ok_at, self._last_failure = time.monotonic(), None
