@@ -7,6 +7,7 @@ import configparser
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -363,4 +364,13 @@ def test_systemd_analyze_verify_accepts_the_units(name, tmp_path):
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(tmp_path / name)], capture_output=True, text=True, env=env
     )
+    # verify exits 0 even on an unknown key or a bad value: it only warns, on stderr.
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    assert exposure and float(exposure[1]) <= 2.0, security.stdout[-2000:]  # systemd: "OK" up to 2.0
