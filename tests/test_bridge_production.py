@@ -182,6 +182,19 @@ def test_login_mistakes_are_one_line_each(services, secure, tmp_path, capsys, mo
     assert "certificate is not trusted" in (err := capsys.readouterr().err) and "--influx-ca FILE" in err
 
 
+def test_report_and_influx_setup_take_the_same_login(secure, tmp_path, capsys):
+    login = ["--influx-ca", str(secure.ca), "--influx-user", BRIDGE, "--influx-password-file"]
+    login.append(str(secure.bridge_password_file))
+    argv = ["report", "--site", "nowhere", "--from", "2026-03-01", "--to", "2026-03-02", "--out", str(tmp_path)]
+    assert main([*argv, "--influx-url", secure.url, *login]) == 2
+    assert "no data for site 'nowhere'" in capsys.readouterr().err  # logged in, over TLS, and asked
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("nope")
+    wrong.chmod(0o600)
+    assert main([*argv, "--influx-url", secure.url, *login[:-1], str(wrong)]) == 2
+    assert f"refused user '{BRIDGE}'" in capsys.readouterr().err
+
+
 # ---- metrics and /healthz -----------------------------------------------------------------
 
 
