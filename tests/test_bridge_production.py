@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.bridge.influx_writer import InfluxV1Writer
 from gateway.bridge.metrics import BridgeMetrics
 from gateway.bridge.service import Bridge
+from gateway.bridge.writer_base import WriteError
 from gateway.cli import build_parser, main
 from gateway.commands.influx_options import PASSWORD_ENV, make_writer
 from gateway.local_services.process import http_request
@@ -55,6 +56,17 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def scrape_registry(metrics: BridgeMetrics) -> dict[tuple[str, tuple], float]:
+    """The same samples as ``scrape``, straight from the registry (no server)."""
+    from prometheus_client import generate_latest
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
         for sample in family.samples
     }
 
@@ -264,6 +276,20 @@ def test_healthz_says_503_and_why_while_influxdb_is_down_and_the_backlog_grows(s
     assert bridge.wait_idle(quiet_s=0.5, timeout_s=60)
     assert poll(lambda: healthz(url) == (200, "ok"))
     assert scrape(url)[("frugalsense_bridge_backlog_messages", ())] == 0
+
+
+def test_data_the_database_refuses_is_counted_but_leaves_the_bridge_healthy(services):
+    """A field type conflict (400) is the data's fault, dead-lettered by the bridge: no reason for a 503."""
+    metrics = BridgeMetrics()
+    writer = metrics.watch(InfluxV1Writer(services.influx_url, f"metrics_refused_{next(_n)}"))
+    writer.ensure_database()
+    writer.write(["reading,site=x,sensor=F-1 value=1 1700000000000"])
+    with pytest.raises(WriteError) as refused:
+        writer.write(['reading,site=x,sensor=F-1 value="text" 1700000001000'])
+    assert refused.value.status == 400 and not refused.value.retryable
+    assert metrics.influxdb_state() == (True, True, "")
+    samples = {k: v for k, v in scrape_registry(metrics).items() if k[0].endswith("write_failures_total")}
+    assert samples == {("frugalsense_bridge_write_failures_total", (("reason", "400"),)): 1.0}
 
 
 def test_healthz_says_503_while_the_broker_is_away(services, metered):

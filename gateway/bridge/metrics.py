@@ -18,7 +18,8 @@ metric                                                    type       what
 ========================================================  =========  ===================================
 
 ``/healthz`` answers 200 ``ok`` only when the broker link is up and InfluxDB is fine
-(the last write succeeded; with no write for ``PROBE_AFTER_S``, ``/ping`` answers), else
+(the last write succeeded, or was refused for its data alone, which the bridge dead-letters;
+with no write for ``PROBE_AFTER_S``, ``/ping`` answers), else
 503 with the reasons, one line for a technician, e.g.
 ``mqtt: not connected to 10.0.0.5:8883; influxdb: last write failed: ... answered 401``.
 
@@ -144,7 +145,10 @@ class BridgeMetrics:
         self.write_duration.observe(seconds)
         self.write_failures.labels(reason="unreachable" if exc.status is None else str(exc.status)).inc()
         with self._lock:
-            self._last_failure = exc
+            if exc.retryable:  # the server is away or refuses the login: not healthy until a write succeeds
+                self._last_failure = exc
+            else:  # it answered and refused the data itself, which the bridge dead-letters: the server is fine
+                self._last_ok_at, self._last_failure = time.monotonic(), None
 
     # --- read at scrape time and by /healthz --------------------------------
 
