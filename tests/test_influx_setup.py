@@ -136,6 +136,29 @@ def test_the_continuous_querys_select_summarises_what_the_bridge_wrote(services,
     assert sorted(t[0] for t in tags) == ["gateway", "quantity", "sensor", "site", "unit"]
 
 
+def test_influxd_runs_the_continuous_query_on_its_own_schedule(services, capsys):
+    """With a one-minute interval influxd runs the query at the next minute boundary: no --backfill, no hand."""
+    db = f"setup_cq_live_{next(_n)}"
+    assert main(setup(services, db, "--downsample", "1m:1d")) == 0
+    assert "CHANGE create continuous query reading_1m" in capsys.readouterr().out
+    minute = int(time.time() * 1000) // 60_000 * 60_000
+    points = [(minute - 120_000 + k * 10_000, 10.0 + k) for k in range(12)]  # the two minutes before this one
+    services.influx_write(
+        db, [f"reading,site=s,gateway=g,sensor=F-1,quantity=flow,unit=L/s value={v} {t}" for t, v in points]
+    )
+
+    def summaries():
+        return rows(services, f'SELECT mean, min, max, count FROM "{db}"."rollup_1m"."reading_1m"')
+
+    want = [[minute - 120_000, 12.5, 10.0, 15.0, 6], [minute - 60_000, 18.5, 16.0, 21.0, 6]]
+    # Polled, not slept: influxd checks its queries every second and runs this one once a minute
+    # (a run that saw half the write is redone a minute later: RESAMPLE FOR 2d).
+    deadline = time.monotonic() + 150
+    while summaries() != want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert summaries() == want
+
+
 def test_setup_over_https_with_a_login_and_the_rights_it_needs(tmp_path, capsys):
     secure = start_secure_influx(tmp_path / "influx", database="frugalsense")
     try:
