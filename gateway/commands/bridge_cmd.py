@@ -50,7 +50,9 @@ def register(subparsers) -> None:
         help="serve Prometheus metrics on http://HOST:N/metrics and a health check on /healthz "
         "(0: a free port, printed at start)",
     )
-    metrics.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics server listens on")
+    metrics.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="HOST", help="address the metrics server listens on (127.0.0.1)"
+    )
     p.add_argument("--stats-every", type=float, default=60.0, metavar="S", help="log counters every S seconds")
     p.set_defaults(func=run)
 
