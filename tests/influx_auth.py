@@ -97,10 +97,14 @@ def start_secure_influx(root: Path, database: str = "frugalsense") -> SecureSetu
     (root / "ca.crt").write_bytes(ca.cert.public_bytes(Encoding.PEM))
     server = SecureInfluxDB(root, root / "influx.crt", root / "influx.key", root / "ca.crt")
     server.start(20)
-    server.query(f"CREATE USER {ADMIN} WITH PASSWORD '{ADMIN_PASSWORD}' WITH ALL PRIVILEGES", user=None)
-    server.query(f'CREATE DATABASE "{database}"')
-    server.query(f"CREATE USER {BRIDGE} WITH PASSWORD '{BRIDGE_PASSWORD}'")
-    server.query(f'GRANT ALL ON "{database}" TO {BRIDGE}')
+    try:
+        server.query(f"CREATE USER {ADMIN} WITH PASSWORD '{ADMIN_PASSWORD}' WITH ALL PRIVILEGES", user=None)
+        server.query(f'CREATE DATABASE "{database}"')
+        server.query(f"CREATE USER {BRIDGE} WITH PASSWORD '{BRIDGE_PASSWORD}'")
+        server.query(f'GRANT ALL ON "{database}" TO {BRIDGE}')
+    except BaseException:
+        server.stop()
+        raise
     password_file = root / "bridge.pass"
     write_private_file(password_file, BRIDGE_PASSWORD + "\n")
     return SecureSetup(server, root / "ca.crt", password_file, database)

@@ -76,6 +76,10 @@ def healthz(url: str) -> tuple[int, str]:
     return status, body.decode().strip()
 
 
+# Tests that take only ``secure`` start a service of their own: mark them like the conftest's fixtures.
+needs_influxd = pytest.mark.services
+
+
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
     """InfluxDB 1.x with authentication on and HTTPS only, a bridge user with rights on ``frugalsense``."""
@@ -147,6 +151,7 @@ def test_bridge_command_logs_in_over_https_and_serves_its_health(services, secur
     assert proc.returncode == 0, "".join(out)
 
 
+@needs_influxd
 def test_password_from_the_environment_logs_in(secure, monkeypatch):
     args = build_parser().parse_args(
         ["bridge", "--influx-url", secure.url, "--influx-ca", str(secure.ca), "--influx-user", BRIDGE]
@@ -194,6 +199,7 @@ def test_login_mistakes_are_one_line_each(services, secure, tmp_path, capsys, mo
     assert "certificate is not trusted" in (err := capsys.readouterr().err) and "--influx-ca FILE" in err
 
 
+@needs_influxd
 def test_report_and_influx_setup_take_the_same_login(secure, tmp_path, capsys):
     login = ["--influx-ca", str(secure.ca), "--influx-user", BRIDGE, "--influx-password-file"]
     login.append(str(secure.bridge_password_file))

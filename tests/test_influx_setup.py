@@ -159,6 +159,7 @@ def test_influxd_runs_the_continuous_query_on_its_own_schedule(services, capsys)
     assert summaries() == want
 
 
+@pytest.mark.services  # starts its own InfluxDB with authentication and HTTPS
 def test_setup_over_https_with_a_login_and_the_rights_it_needs(tmp_path, capsys):
     secure = start_secure_influx(tmp_path / "influx", database="frugalsense")
     try:
