@@ -398,6 +398,20 @@ def test_the_notify_unit_runs_the_documented_command():
     )
 
 
+def test_the_example_environment_file_holds_options_the_bridge_takes():
+    """systemd splits an unbraced $FRUGALSENSE_BRIDGE_ARGS at spaces: those words must parse as bridge options."""
+    env = dict(
+        line.split("=", 1)
+        for line in (UNITS / "bridge.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    args = build_parser().parse_args(["bridge", *env["FRUGALSENSE_BRIDGE_ARGS"].split()])
+    assert args.mqtt_password_env in env and PASSWORD_ENV in env  # every secret the options name is in the file
+    assert args.influx_user and not args.influx_password_file and args.metrics_port == 9108
+    unit = read_unit(UNITS / "frugalsense-bridge.service")["Service"]
+    assert unit["ExecStart"].endswith(" bridge $FRUGALSENSE_BRIDGE_ARGS")
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze on this machine")
 @pytest.mark.parametrize("name", UNIT_NAMES)
 def test_systemd_analyze_verify_accepts_the_units(name, tmp_path):
