@@ -25,7 +25,7 @@ from gateway.bridge.service import Bridge
 from gateway.bridge.writer_base import WriteError
 from gateway.cli import build_parser, main
 from gateway.commands.influx_options import PASSWORD_ENV, make_writer
-from gateway.local_services.process import http_request
+from gateway.local_services.process import free_port, http_request
 from gateway.local_services.victoriametrics import VictoriaMetrics
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import MqttSettings
@@ -296,6 +296,19 @@ def test_data_the_database_refuses_is_counted_but_leaves_the_bridge_healthy(serv
     assert metrics.influxdb_state() == (True, True, "")
     samples = {k: v for k, v in scrape_registry(metrics).items() if k[0].endswith("write_failures_total")}
     assert samples == {("frugalsense_bridge_write_failures_total", (("reason", "400"),)): 1.0}
+
+
+def test_an_idle_v2_bridge_asks_the_server_itself(vm_services):
+    """No write yet: InfluxDB is "fine" only if /ping answers (VictoriaMetrics' does; nobody's does not)."""
+    from gateway.bridge.influx_v2 import InfluxV2Writer
+
+    metrics = BridgeMetrics()
+    metrics.watch(InfluxV2Writer(vm_services.vm_url, "fleet"))
+    assert metrics.influxdb_state() == (True, True, "")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    metrics.watch(InfluxV2Writer(nobody, "fleet"))
+    assert metrics.influxdb_state() == (False, False, f"{nobody} does not answer /ping")
+    assert metrics.health() == (False, f"mqtt: not connected to the broker; influxdb: {nobody} does not answer /ping")
 
 
 def test_healthz_says_503_while_the_broker_is_away(services, metered):
