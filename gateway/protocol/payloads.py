@@ -39,6 +39,7 @@ from edge.contracts import (
     check_time,
 )
 from gateway.protocol import topics as T
+from gateway.protocol.alert_commands import AlertCommand, command_from_body  # its errors are ValueErrors
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 5000
@@ -152,7 +153,7 @@ MAX_PAST_MS = 10 * 365 * 24 * 3600 * 1000
 
 def decode(
     prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-) -> list[Reading] | Detection | Alert | GatewayStatus:
+) -> list[Reading] | Detection | Alert | GatewayStatus | AlertCommand:
     """Decode and validate one message; raise PayloadError with a reason otherwise.
 
     With ``now_ms`` (the bridge passes its clock), data times more than a day ahead or
@@ -181,7 +182,7 @@ def _check_times(decoded, now_ms: int) -> None:
             raise PayloadError("time_out_of_range", f"time {t} ms is more than 10 years in the past")
 
 
-def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection | Alert | GatewayStatus:
+def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection | Alert | GatewayStatus | AlertCommand:
     try:
         parts = T.parse_topic(prefix, topic)
     except T.TopicError as exc:
@@ -215,6 +216,8 @@ def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection
             return _decode_detection(parts, body)
         if parts.channel == T.ALERTS:
             return _decode_alert(parts, body)
+        if parts.channel == T.ALERT_COMMANDS:
+            return command_from_body(parts.site, parts.gateway, body)
         return _decode_status(parts, body)
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -254,7 +257,7 @@ _INF, _NINF = math.inf, -math.inf
 
 def decode_batch(
     prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-) -> ReadingBatch | Detection | Alert | GatewayStatus:
+) -> ReadingBatch | Detection | Alert | GatewayStatus | AlertCommand:
     """``decode``, except that a readings message stays one ``ReadingBatch`` (the bridge's hot path).
 
     The same checks, the same reasons and messages; only no Reading object per row.
