@@ -162,6 +162,11 @@ def publish_once(settings, topic: str, payload: bytes, timeout_s: float) -> int:
         with answered:
             answered.wait_for(lambda: "connack" in got or "gone" in got, timeout_s)
         connack = got.get("connack")
+        if connack is None and "gone" in got:
+            raise UserError(
+                f"the {where} hung up before answering the connection: a TLS port spoken to without "
+                "--mqtt-ca-file, or a plain one with it?"
+            )
         if connack is None:
             raise UserError(f"the {where} did not answer the connection within {timeout_s:.0f} s")
         if connack.is_failure:  # type: ignore[attr-defined]
