@@ -373,6 +373,13 @@ def test_make_certs_script_writes_private_keys_and_keeps_the_ca(tmp_path):
     ):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
     assert "pattern write frugalsense/%u/#" in (out / "broker" / "acl").read_text()
+    # An operator login, kept across runs like the gateways; one without an '@' is refused.
+    with_operator = subprocess.run(argv + ["--operator", "m.dupont@net3"], capture_output=True, text=True, cwd=ROOT)
+    assert with_operator.returncode == 0, with_operator.stderr
+    assert stat.S_IMODE((out / "operators" / "m.dupont@net3" / "mqtt.pass").stat().st_mode) == 0o600
+    assert "user m.dupont@net3\ntopic write frugalsense/+/+/alert-commands" in (out / "broker" / "acl").read_text()
+    bad_operator = subprocess.run(argv + ["--operator", "net3"], capture_output=True, text=True, cwd=ROOT)
+    assert bad_operator.returncode == 2 and "needs an '@'" in bad_operator.stderr
     assert "listener 8883" in (out / "broker" / "mosquitto-tls.conf").read_text()
     # Adding a gateway later keeps the CA (and so every certificate already out there).
     again = subprocess.run(argv[:-4] + ["--gateway", "net3/gw-03"], capture_output=True, text=True, cwd=ROOT)
@@ -380,6 +387,8 @@ def test_make_certs_script_writes_private_keys_and_keeps_the_ca(tmp_path):
     assert (out / "ca.pem").read_bytes() == ca_before
     assert (out / "gateways" / "net3" / "gw-03" / "client.pem").exists()
     assert "net3/gw-01:" in (out / "broker" / "passwd").read_text()  # earlier users kept
+    assert "m.dupont@net3:" in (out / "broker" / "passwd").read_text()
+    assert "user m.dupont@net3" in (out / "broker" / "acl").read_text()
     bad = subprocess.run(argv[:-4] + ["--gateway", "net3/gw/04"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--gateway must be SITE/GATEWAY" in bad.stderr
 
