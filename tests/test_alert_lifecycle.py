@@ -17,6 +17,7 @@ from gateway.bridge.influx_writer import InfluxV1Writer
 from gateway.bridge.service import Bridge
 from gateway.cli import main
 from gateway.device.publisher import GatewayPublisher
+from gateway.local_services.process import free_port
 from gateway.local_services.services import LocalServices
 from gateway.protocol import topics as T
 from gateway.protocol.alert_commands import decode_command, encode_command
@@ -118,7 +119,10 @@ def test_by_defaults_to_the_login_and_mistakes_are_one_line(services, lane, caps
     with pytest.raises(SystemExit):  # argparse: a comment without its text
         main(["alert", "comment", *on_gw01(), *mqtt(services, prefix)])
     assert "--text" in capsys.readouterr().err
-    unused_port = str(services.mqtt_port + 17)
+    # Nobody subscribed (no bridge on this prefix): the broker says so, and so does the command.
+    code, _, err = alert_cmd(capsys, "ack", *on_gw01(), *mqtt(services, f"{prefix}-nobody"))
+    assert code == 1 and "nobody is subscribed to" in err and "it is not stored" in err
+    unused_port = str(free_port())  # nothing listens there
     code, _, err = alert_cmd(capsys, "ack", *on_gw01(), "--mqtt-host", "127.0.0.1", "--mqtt-port", unused_port)
     assert code == 2 and f"cannot reach the MQTT broker 127.0.0.1:{unused_port}" in err
 
@@ -151,7 +155,7 @@ def test_alert_list_shows_each_alert_with_its_lifecycle(services, lane, capsys):
     raised_cleared = ["2026-03-02", "02:00", "2026-03-03", "01:00"]
     nobody_acted = ["-"] * 4  # acknowledged by, assignee, resolved, comment
     assert burst.split() == [BURST, "net3", "gw-01", "burst", "critical", *raised_cleared, *nobody_acted]
-    assert summary == f"2 alert(s) shown; 1 of 2 in database {db} open"
+    assert summary == f"2 alert(s) shown; 1 of 2 in database {db} open; times UTC"
 
     code, out, _ = alert_cmd(capsys, "list", "--open", "--site", "net3", *influx(services, db))
     assert code == 0 and [line.split()[0] for line in out.splitlines()[1:-1]] == [LEAK]

@@ -362,5 +362,5 @@ def run_list(args: argparse.Namespace) -> int:
     for line in table(shown):
         print(line.rstrip())
     opened = sum(a.open for a in found)
-    print(f"{len(shown)} alert(s) shown; {opened} of {len(found)} in {scope} open")
+    print(f"{len(shown)} alert(s) shown; {opened} of {len(found)} in {scope} open; times UTC")
     return 0
