@@ -15,8 +15,9 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.commands import command_group
 from gateway.commands.mqtt_options import add_mqtt_options, mqtt_settings
@@ -25,6 +26,7 @@ from gateway.protocol import topics as T
 
 SEVERITY_ORDER = ("info", "warning", "critical")
 COMMENT_WIDTH = 60  # the last column of the table; a longer comment is cut with "..."
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason 0x10: accepted, but no subscription matched
 
 
 def register(subparsers) -> None:
@@ -57,7 +59,7 @@ def register(subparsers) -> None:
         p.add_argument("--prefix", default=T.DEFAULT_PREFIX, help="MQTT topic prefix (default %(default)s)")
         p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for the broker")
         add_mqtt_options(p, client_id=f"frugalsense-alert-{os.getpid()}")
-        p.set_defaults(func=run_change, action=action)
+        p.set_defaults(func=run_change, action=action, assignee=None)  # --to sets it on assign
 
     p = alerts.add_parser(
         "list",
@@ -95,7 +97,7 @@ def run_change(args: argparse.Namespace) -> int:
             by,
             int(time.time() * 1000),
             text=args.text or None,
-            assignee=getattr(args, "assignee", None),
+            assignee=args.assignee,
         )
     except AlertCommandError as exc:
         raise UserError(str(exc)) from None
@@ -114,9 +116,6 @@ def run_change(args: argparse.Namespace) -> int:
     return 0
 
 
-NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason 0x10: accepted, but no subscription matched
-
-
 def _login_name() -> str | None:
     try:
         return getpass.getuser()
@@ -132,7 +131,7 @@ def publish_once(settings, topic: str, payload: bytes, timeout_s: float) -> int:
     where = f"MQTT broker {settings.host}:{settings.port}"
     client = make_client(settings)
     answered = threading.Condition()
-    got: dict[str, object] = {}
+    got: dict[str, Any] = {}  # paho's ReasonCode of the CONNACK, the PUBACK, a disconnect
 
     def on_connect(c, userdata, flags, reason_code, properties=None):
         with answered:
@@ -169,7 +168,7 @@ def publish_once(settings, topic: str, payload: bytes, timeout_s: float) -> int:
             )
         if connack is None:
             raise UserError(f"the {where} did not answer the connection within {timeout_s:.0f} s")
-        if connack.is_failure:  # type: ignore[attr-defined]
+        if connack.is_failure:
             raise UserError(
                 f"the {where} refused the login {settings.username or '(none)'}: {connack} "
                 "(check --mqtt-username and --mqtt-password-file / --mqtt-password-env)"
@@ -180,13 +179,13 @@ def publish_once(settings, topic: str, payload: bytes, timeout_s: float) -> int:
         puback = got.get("puback")
         if puback is None:
             raise UserError(f"the {where} did not acknowledge the command within {timeout_s:.0f} s: it may be lost")
-        if puback.is_failure:  # type: ignore[attr-defined]
+        if puback.is_failure:
             raise UserError(
                 f"the {where} refused the command on {topic}: {puback}. Only operator logins may send alert "
                 f"commands: {settings.username or 'this client'} is not one (the broker ACL lists operators, "
                 "docs/security.md)"
             )
-        return int(puback.value)  # type: ignore[attr-defined]
+        return int(puback.value)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -211,7 +210,6 @@ class AlertLifecycle:
     assignee: str | None = None
     resolved: tuple[str, int] | None = None
     comment: tuple[str, str] | None = None  # (text, by) of the last change that carried a text
-    changes: list[dict] = field(default_factory=list)
 
     @property
     def open(self) -> bool:
@@ -255,7 +253,6 @@ def lifecycles(alert_rows: list[dict], state_rows: list[dict]) -> list[AlertLife
             a.cleared_ms = row["time"]
     for row in sorted(state_rows, key=lambda r: r["time"]):
         a = of(row)
-        a.changes.append(row)
         action, by = row.get("action"), row.get("by") or "?"
         if action == "ack":
             a.acked = (by, row["time"])
