@@ -300,7 +300,7 @@ def table(alerts: list[AlertLifecycle]) -> list[str]:
     for a in alerts:
         comment = "-"
         if a.comment:
-            text, by = a.comment
+            text, by = " ".join(a.comment[0].split()), a.comment[1]  # one line per alert, whatever was typed
             text = text if len(text) <= COMMENT_WIDTH else text[: COMMENT_WIDTH - 3] + "..."
             comment = f'"{text}" ({by})'
         rows.append(
