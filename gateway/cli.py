@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "gateway.commands.doctor_cmd",
     "gateway.commands.status_cmd",
     "gateway.commands.report_cmd",
+    "gateway.commands.alert_cmd",
     "gateway.commands.model_cmd",
     "gateway.commands.train_air_cmd",
     "gateway.commands.train_cmd",

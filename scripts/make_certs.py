@@ -9,6 +9,7 @@ Run it on a trusted workstation, keep ``ca.key`` offline, copy each folder where
     fleet/broker/                              -> the broker: broker.pem/.key, passwd, acl, mosquitto-tls.conf
     fleet/bridge/mqtt.pass                     -> the bridge host (user frugalsense-bridge)
     fleet/gateways/<site>/<gateway>/           -> that gateway: ca.pem, mqtt.pass, client.pem/.key
+    fleet/operators/<login>/                   -> that operator (--operator m.dupont@net3): ca.pem, mqtt.pass
 
 Running it again with more ``--gateway`` adds them and keeps the CA, the broker
 certificate and every password already made. Secrets are written with mode 0600.
@@ -29,6 +30,7 @@ from gateway.security.broker import (
     BrokerSecurity,
     acl_text,
     gateway_user,
+    operator_user,
     write_password_file,
 )
 from gateway.security.certs import issue_certificate, load_pair, make_ca, write_pair
@@ -69,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also make a client certificate per gateway (CN = SITE/GATEWAY) and a listener for them",
     )
+    p.add_argument(
+        "--operator",
+        action="append",
+        default=[],
+        metavar="LOGIN",
+        help="an operator who may act on alerts, a login with an '@' like m.dupont@net3 (repeat)",
+    )
     p.add_argument("--prefix", default=T.DEFAULT_PREFIX, help="MQTT topic prefix (default %(default)s)")
     p.add_argument("--bridge-user", default=DEFAULT_BRIDGE_USER)
     p.add_argument(
@@ -83,6 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ca-name", default="frugalsense fleet CA")
     args = p.parse_args(argv)
+    for login in args.operator:
+        try:
+            operator_user(login)
+        except ValueError as exc:
+            p.error(f"--operator: {exc}")
     args.gateways = []
     for item in args.gateway:
         site, _, gateway = item.partition("/")
@@ -141,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             write_pair(issue_certificate(ca, user), folder / "client.pem", folder / "client.key")
         print(f"gateway {user}: {folder}")
 
+    for login in args.operator:
+        folder = out / "operators" / login
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "ca.pem", folder / "ca.pem")
+        password_of(folder / "mqtt.pass")
+        print(f"operator {login}: {folder}")
+
     # The broker's password file is rebuilt from every user made so far, this run or before.
     users = {args.bridge_user: password_of(out / "bridge" / "mqtt.pass")}
     fleet = []
@@ -148,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         site, gateway = pass_file.parent.parent.name, pass_file.parent.name
         users[gateway_user(site, gateway)] = read_secret_file(pass_file)
         fleet.append((site, gateway))
+    operators = [pass_file.parent.name for pass_file in sorted(out.glob("operators/*/mqtt.pass"))]
+    users |= {login: read_secret_file(out / "operators" / login / "mqtt.pass") for login in operators}
     write_password_file(broker / "passwd", users)
     (broker / "acl").write_text(
-        acl_text(args.prefix, args.bridge_user, home_assistant=fleet if args.home_assistant else ())
+        acl_text(
+            args.prefix, args.bridge_user, home_assistant=fleet if args.home_assistant else (), operators=operators
+        )
     )
     installed = Path(args.install_dir)
     security = BrokerSecurity(

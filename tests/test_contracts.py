@@ -242,13 +242,14 @@ def _doc_json_blocks() -> list[dict]:
 
 def test_documented_payload_examples_decode():
     blocks = _doc_json_blocks()
-    readings_ex, detection_ex, alert_ex, status_ex, deadletter_ex = blocks
+    readings_ex, detection_ex, alert_ex, status_ex, alert_command_ex, deadletter_ex = blocks
     t = T.Topics(PREFIX, "net3", "gw-01")
     for topic, body in [
         (t.readings("F-lake"), readings_ex),
         (t.detections("leak"), detection_ex),
         (t.alerts, alert_ex),
         (t.status, status_ex),
+        (t.alert_commands, alert_command_ex),
     ]:
         payloads.decode(PREFIX, topic, json.dumps(body).encode())
     assert set(deadletter_ex) == {"v", "reason", "detail", "topic", "payload", "encoding", "bytes"}
@@ -267,6 +268,17 @@ def test_documented_line_protocol_example_matches():
     example = re.search(r"One reading is one point:\n\n```\n(.*?)\n```", text, flags=re.S).group(1)
     r = reading(sensor="P-15", quantity="pressure", value=42.5, unit="m")
     assert influx_points.to_line_protocol(r) == [example]
+
+
+def test_documented_alert_state_example_is_the_documented_command():
+    text = DOC.read_text()
+    line = re.search(
+        r"`frugalsense alert list` reads `alert` and `alert_state` together:\n\n```\n(.*?)\n```", text
+    ).group(1)
+    command = payloads.decode(
+        PREFIX, T.Topics(PREFIX, "net3", "gw-01").alert_commands, json.dumps(_doc_json_blocks()[4]).encode()
+    )
+    assert influx_points.to_line_protocol(command) == [line]
 
 
 def test_documented_measurements_match_code():

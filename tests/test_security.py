@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "frugalsense"
 BRIDGE_USER = "frugalsense-bridge"
 GW1, GW2 = gateway_user("net3", "gw-01"), gateway_user("net3", "gw-02")
-PASSWORDS = {GW1: "pw-gw-01", GW2: "pw-gw-02", BRIDGE_USER: "pw-bridge"}
+OPERATOR, NOTIFIER = "m.dupont@net3", "frugalsense-notify"
+PASSWORDS = {GW1: "pw-gw-01", GW2: "pw-gw-02", BRIDGE_USER: "pw-bridge", OPERATOR: "pw-op", NOTIFIER: "pw-notify"}
 NOT_AUTHORIZED = 135  # MQTT v5 reason code 0x87
 
 
@@ -55,7 +56,9 @@ class Fleet:
         # A certificate that looks right but comes from another CA.
         write_pair(issue_certificate(make_ca("intruder CA"), GW1), root / "intruder.pem", root / "intruder.key")
         # gw-01 announces itself to Home Assistant; gw-02 does not.
-        (root / "acl").write_text(acl_text(PREFIX, BRIDGE_USER, home_assistant=[("net3", "gw-01")]))
+        (root / "acl").write_text(
+            acl_text(PREFIX, BRIDGE_USER, home_assistant=[("net3", "gw-01")], operators=[OPERATOR])
+        )
         write_password_file(root / "passwd", PASSWORDS)
         self.security = BrokerSecurity(
             ca_file=self.ca,
@@ -370,6 +373,13 @@ def test_make_certs_script_writes_private_keys_and_keeps_the_ca(tmp_path):
     ):
         assert stat.S_IMODE((out / secret).stat().st_mode) == 0o600, secret
     assert "pattern write frugalsense/%u/#" in (out / "broker" / "acl").read_text()
+    # An operator login, kept across runs like the gateways; one without an '@' is refused.
+    with_operator = subprocess.run(argv + ["--operator", "m.dupont@net3"], capture_output=True, text=True, cwd=ROOT)
+    assert with_operator.returncode == 0, with_operator.stderr
+    assert stat.S_IMODE((out / "operators" / "m.dupont@net3" / "mqtt.pass").stat().st_mode) == 0o600
+    assert "user m.dupont@net3\ntopic write frugalsense/+/+/alert-commands" in (out / "broker" / "acl").read_text()
+    bad_operator = subprocess.run(argv + ["--operator", "net3"], capture_output=True, text=True, cwd=ROOT)
+    assert bad_operator.returncode == 2 and "needs an '@'" in bad_operator.stderr
     assert "listener 8883" in (out / "broker" / "mosquitto-tls.conf").read_text()
     # Adding a gateway later keeps the CA (and so every certificate already out there).
     again = subprocess.run(argv[:-4] + ["--gateway", "net3/gw-03"], capture_output=True, text=True, cwd=ROOT)
@@ -377,6 +387,8 @@ def test_make_certs_script_writes_private_keys_and_keeps_the_ca(tmp_path):
     assert (out / "ca.pem").read_bytes() == ca_before
     assert (out / "gateways" / "net3" / "gw-03" / "client.pem").exists()
     assert "net3/gw-01:" in (out / "broker" / "passwd").read_text()  # earlier users kept
+    assert "m.dupont@net3:" in (out / "broker" / "passwd").read_text()
+    assert "user m.dupont@net3" in (out / "broker" / "acl").read_text()
     bad = subprocess.run(argv[:-4] + ["--gateway", "net3/gw/04"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--gateway must be SITE/GATEWAY" in bad.stderr
 
@@ -405,3 +417,46 @@ def test_home_assistant_discovery_only_for_the_gateways_own_node(fleet):
     finally:
         gw1.close()
         gw2.close()
+
+
+# ---- alert commands: operators only --------------------------------------------------------
+
+
+def test_only_operators_send_alert_commands_and_the_bridge_and_notifier_get_them(fleet, spy):
+    """``pattern deny <prefix>/%u/alert-commands`` beats the gateway's ``pattern write <prefix>/%u/#``."""
+    commands = own(GW1, "alert-commands")
+    notifier = Client(fleet, "notifier", user=NOTIFIER, password=PASSWORDS[NOTIFIER])
+    gw = Client(fleet, "gw-01-commands", user=GW1, password=PASSWORDS[GW1])  # it also has its HA user block
+    gw311 = Client(fleet, "gw-01-commands-311", user=GW1, password=PASSWORDS[GW1], protocol=mqtt.MQTTv311)
+    operator = Client(fleet, "operator", user=OPERATOR, password=PASSWORDS[OPERATOR])
+    assert notifier.connect() == 0 and gw.connect() == 0 and gw311.connect() == 0 and operator.connect() == 0
+    try:
+        assert notifier.subscribe(f"{PREFIX}/+/+/alert-commands") == [1]
+        assert gw.publish(commands, b"forged by the gateway") == NOT_AUTHORIZED
+        assert gw311.publish(commands, b"forged, v3.1.1") == 0  # acknowledged, then dropped
+        assert gw.publish(own(GW1, "alerts"), b"its own alert") == 0  # the rest of its prefix: still its own
+        assert operator.publish(own(GW1, "readings/F-lake"), b"forged by the operator") == NOT_AUTHORIZED
+        assert operator.publish(own(GW2, "alert-commands"), b"ack by the operator") == 0
+        assert operator.publish(commands, b"comment by the operator") == 0
+        assert notifier.wait(lambda: len(notifier.received) == 2)
+        assert spy.wait(lambda: (commands, b"comment by the operator") in spy.received)
+        assert notifier.publish(commands, b"forged by the notifier") == NOT_AUTHORIZED
+        # The v3.1.1 gateway's later message is in, so its forged command would be too.
+        assert gw311.publish(own(GW1, "status"), b"marker") == 0
+        assert spy.wait(lambda: (own(GW1, "status"), b"marker") in spy.received)
+    finally:
+        for client in (notifier, gw, gw311, operator):
+            client.close()
+    assert notifier.received == [
+        (own(GW2, "alert-commands"), b"ack by the operator"),
+        (commands, b"comment by the operator"),
+    ]
+    assert [t for t, _ in spy.received if t.endswith("alert-commands")] == [own(GW2, "alert-commands"), commands]
+    assert (own(GW1, "readings/F-lake"), b"forged by the operator") not in spy.received
+
+
+def test_an_operator_login_must_not_look_like_a_site():
+    with pytest.raises(ValueError, match="needs an '@'"):
+        acl_text(PREFIX, operators=["net3"])  # pattern write frugalsense/%u/# would open all of site net3 to it
+    with pytest.raises(ValueError, match="without '/'"):
+        acl_text(PREFIX, operators=["ops/marie@x"])

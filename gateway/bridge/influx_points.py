@@ -19,6 +19,7 @@ from functools import lru_cache
 from influxdb_client import Point, WritePrecision
 
 from edge.contracts import Alert, Detection, Quality, Reading
+from gateway.protocol.alert_commands import AlertCommand
 from gateway.protocol.payloads import GatewayStatus, ReadingBatch
 
 PRECISION = "ms"
@@ -27,7 +28,8 @@ READING = "reading"
 DETECTION = "detection"
 ALERT = "alert"
 GATEWAY_STATUS = "gateway_status"
-MEASUREMENTS = (READING, DETECTION, ALERT, GATEWAY_STATUS)
+ALERT_STATE = "alert_state"
+MEASUREMENTS = (READING, DETECTION, ALERT, GATEWAY_STATUS, ALERT_STATE)
 
 
 def reading_point(r: Reading) -> Point:
@@ -117,6 +119,33 @@ def status_point(s: GatewayStatus, received_ms: int) -> Point:
     return p
 
 
+def alert_state_point(c: AlertCommand) -> Point:
+    """The ``alert_state`` point of one operator's change to an alert (schema fixed: dashboards read it).
+
+    Tags site, gateway, alert_id, action; fields ``by`` always, ``text`` and ``assignee`` when given.
+    The action is a tag, so an ack and a comment sent in the same millisecond are two points:
+
+    >>> from gateway.protocol.alert_commands import AlertCommand
+    >>> c = AlertCommand("net3", "gw-01", "leak-07", "assign", "m.dupont", 1_772_870_000_000, assignee="crew 2")
+    >>> alert_state_point(c).to_line_protocol()
+    'alert_state,action=assign,alert_id=leak-07,gateway=gw-01,site=net3 assignee="crew 2",by="m.dupont" 1772870000000'
+    """
+    p = (
+        Point(ALERT_STATE)
+        .tag("site", c.site)
+        .tag("gateway", c.gateway)
+        .tag("alert_id", c.alert_id)
+        .tag("action", c.action)
+        .field("by", c.by)
+        .time(c.time_ms, WritePrecision.MS)
+    )
+    if c.text:
+        p.field("text", c.text)
+    if c.assignee:
+        p.field("assignee", c.assignee)
+    return p
+
+
 def _explanation_fields(p: Point, explanation: dict) -> None:
     # Prefixed so an explanation key can never overwrite a contract field.
     for key, value in explanation.items():
@@ -124,7 +153,7 @@ def _explanation_fields(p: Point, explanation: dict) -> None:
 
 
 def to_points(obj, received_ms: int = 0) -> list[Point]:
-    """Points for one decoded payload (a list of readings, a detection, an alert, a status)."""
+    """Points for one decoded payload (a list of readings, a detection, an alert, a status, an alert command)."""
     if isinstance(obj, Reading):
         return [reading_point(obj)]
     if isinstance(obj, list):
@@ -135,6 +164,8 @@ def to_points(obj, received_ms: int = 0) -> list[Point]:
         return [alert_point(obj)]
     if isinstance(obj, GatewayStatus):
         return [status_point(obj, received_ms)]
+    if isinstance(obj, AlertCommand):
+        return [alert_state_point(obj)]
     raise TypeError(f"no InfluxDB mapping for {type(obj).__name__}")
 
 
@@ -208,7 +239,7 @@ def batch_lines(batch: ReadingBatch) -> list[str]:
 
 
 def to_line_protocol(obj, received_ms: int = 0) -> list[str]:
-    """Line-protocol lines of whatever a decoded message is (readings, batch, detection, alert, status)."""
+    """Line-protocol lines of whatever a decoded message is (readings, batch, detection, alert, status, command)."""
     if isinstance(obj, ReadingBatch):
         return batch_lines(obj)
     if isinstance(obj, list):

@@ -3,9 +3,13 @@
     <prefix>/<site>/<gateway>/alert-commands     QoS 1, not retained: one change to one alert
 
 A change is sent by ``frugalsense alert ack|assign|comment|resolve`` (or any operator
-tool the broker's ACL lets publish there; gateways and the bridge may only read it).
-The notifier stops repeating and escalating an acknowledged or resolved alert; the
-bridge stores every change as an ``alert_state`` point. The payload is JSON:
+tool the broker's ACL lets publish there). The topic sits under the gateway's prefix,
+which the gateway may otherwise write: the ACL's ``pattern deny <prefix>/%u/alert-commands``
+takes it back from the gateway (Mosquitto applies deny lines before grants; checked
+against the real broker in tests/test_security.py), only operators write it, and the
+bridge and the notifier read it (gateway/security/broker.py). The notifier stops
+repeating and escalating an acknowledged or resolved alert; the bridge stores every
+change as an ``alert_state`` point. The payload is JSON:
 
     {"v": 1, "alert_id": "leak-20260310T1330", "action": "ack", "by": "m.dupont",
      "time_ms": 1773149400000, "text": "crew on site", "assignee": null}
@@ -28,9 +32,10 @@ import json
 from dataclasses import dataclass
 
 from edge.contracts import ContractError, check_id
+from gateway.protocol import topics as T
 
-CHANNEL = "alert-commands"
-QOS = 1
+CHANNEL = T.ALERT_COMMANDS
+QOS = T.QOS[CHANNEL][0]
 VERSION = 1
 ACTIONS = ("ack", "assign", "comment", "resolve")
 MAX_TEXT = 500  # a comment, as an alert's message: a person's sentence, not a log
@@ -103,14 +108,28 @@ def decode_command(prefix: str, topic: str, payload: bytes) -> AlertCommand:
         raise AlertCommandError(f"alert command: not JSON ({exc})") from None
     if not isinstance(body, dict) or body.get("v") != VERSION:
         raise AlertCommandError(f"alert command: expected a JSON object with v={VERSION}")
+    return command_from_body(levels[1], levels[2], body)
+
+
+def command_from_body(site: str, gateway: str, body: dict) -> AlertCommand:
+    """The command a decoded JSON object of version 1 holds, for the gateway of its topic.
+
+    The bridge's decoder (gateway/protocol/payloads.py) parses the JSON and checks ``v``
+    as it does for every payload, then calls this.
+
+    >>> command_from_body("net3", "gw-01", {"v": 1, "alert_id": "a-1", "action": "resolve", "time_ms": 0})
+    Traceback (most recent call last):
+    ...
+    gateway.protocol.alert_commands.AlertCommandError: alert command: missing field 'by'
+    """
     if body.get("action") not in ACTIONS:
         raise AlertCommandError(
             f"alert command: action must be one of {', '.join(ACTIONS)}, got {body.get('action')!r}"
         )
     try:
         return AlertCommand(
-            levels[1],
-            levels[2],
+            site,
+            gateway,
             body["alert_id"],
             body["action"],
             body["by"],
@@ -129,6 +148,7 @@ __all__ = [
     "CHANNEL",
     "AlertCommand",
     "AlertCommandError",
+    "command_from_body",
     "command_subscription",
     "command_topic",
     "decode_command",

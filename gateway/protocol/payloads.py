@@ -1,8 +1,7 @@
 """MQTT payload encoding (compact JSON with a schema version) and strict decoding.
 
-Site, gateway, sensor and detection kind travel in the topic, not the payload: the
-broker's ACL vouches for the topic (a gateway may publish only under its own
-prefix), and the bytes are not repeated in every message.
+Site, gateway, sensor and detection kind travel in the topic, not the payload: the broker's ACL vouches for the
+topic (a gateway publishes only under its own prefix, its alert-commands come from operators), bytes not repeated.
 
 >>> from edge.contracts import Reading
 >>> rs = [Reading(1_772_409_600_000, "net3", "gw-01", "P-15", "pressure", 42.5, "m"),
@@ -39,6 +38,7 @@ from edge.contracts import (
     check_time,
 )
 from gateway.protocol import topics as T
+from gateway.protocol.alert_commands import AlertCommand, command_from_body  # its errors are ValueErrors
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 5000
@@ -150,9 +150,7 @@ MAX_FUTURE_MS = 24 * 3600 * 1000
 MAX_PAST_MS = 10 * 365 * 24 * 3600 * 1000
 
 
-def decode(
-    prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-) -> list[Reading] | Detection | Alert | GatewayStatus:
+def decode(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None) -> list[Reading] | Message:
     """Decode and validate one message; raise PayloadError with a reason otherwise.
 
     With ``now_ms`` (the bridge passes its clock), data times more than a day ahead or
@@ -181,7 +179,7 @@ def _check_times(decoded, now_ms: int) -> None:
             raise PayloadError("time_out_of_range", f"time {t} ms is more than 10 years in the past")
 
 
-def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection | Alert | GatewayStatus:
+def _decode(prefix: str, topic: str, payload: bytes) -> Decoded:
     try:
         parts = T.parse_topic(prefix, topic)
     except T.TopicError as exc:
@@ -215,6 +213,8 @@ def _decode(prefix: str, topic: str, payload: bytes) -> ReadingBatch | Detection
             return _decode_detection(parts, body)
         if parts.channel == T.ALERTS:
             return _decode_alert(parts, body)
+        if parts.channel == T.ALERT_COMMANDS:
+            return command_from_body(parts.site, parts.gateway, body)
         return _decode_status(parts, body)
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -247,14 +247,14 @@ class ReadingBatch:
         return [row[0] for row in self.rows]
 
 
+Message = Detection | Alert | GatewayStatus | AlertCommand  # what one message decodes to, besides readings
+Decoded = ReadingBatch | Message
 _QUALITIES = frozenset(str(q) for q in Quality)
 _OK, _UNKNOWN = str(Quality.OK), str(Quality.UNKNOWN)
 _INF, _NINF = math.inf, -math.inf
 
 
-def decode_batch(
-    prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None
-) -> ReadingBatch | Detection | Alert | GatewayStatus:
+def decode_batch(prefix: str, topic: str, payload: bytes, *, now_ms: int | None = None) -> Decoded:
     """``decode``, except that a readings message stays one ``ReadingBatch`` (the bridge's hot path).
 
     The same checks, the same reasons and messages; only no Reading object per row.

@@ -4,6 +4,7 @@
     <prefix>/<site>/<gateway>/readings/<sensor>   QoS 1: a batch of readings of one sensor
     <prefix>/<site>/<gateway>/detections/<kind>   QoS 1: one detector decision
     <prefix>/<site>/<gateway>/alerts              QoS 1: an alert raised or cleared
+    <prefix>/<site>/<gateway>/alert-commands      QoS 1: an operator's change to one of its alerts (not the gateway's)
     <prefix>/deadletter                           QoS 1: what the bridge could not use, with the reason
 
 >>> t = Topics("frugalsense", "net3", "gw-01")
@@ -29,10 +30,20 @@ STATUS = "status"
 READINGS = "readings"
 DETECTIONS = "detections"
 ALERTS = "alerts"
+# Under the gateway's prefix, yet written by operators only: the broker ACL denies it to the
+# gateway itself (gateway/security/broker.py); gateway/protocol/alert_commands.py is its codec.
+ALERT_COMMANDS = "alert-commands"
 DEADLETTER = "deadletter"
 
 # channel -> (qos, retained)
-QOS = {STATUS: (1, True), READINGS: (1, False), DETECTIONS: (1, False), ALERTS: (1, False), DEADLETTER: (1, False)}
+QOS = {
+    STATUS: (1, True),
+    READINGS: (1, False),
+    DETECTIONS: (1, False),
+    ALERTS: (1, False),
+    ALERT_COMMANDS: (1, False),
+    DEADLETTER: (1, False),
+}
 
 # Channels that carry a last level naming the sensor or detection kind.
 _NAMED = {READINGS, DETECTIONS}
@@ -44,7 +55,7 @@ class TopicError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TopicParts:
-    """The levels of a parsed topic; ``name`` is the sensor or detection kind, None on status and alerts."""
+    """The levels of a parsed topic; ``name`` is the sensor or detection kind, None on the other channels."""
 
     site: str
     gateway: str
@@ -78,6 +89,10 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.base}/{ALERTS}"
 
+    @property
+    def alert_commands(self) -> str:
+        return f"{self.base}/{ALERT_COMMANDS}"
+
 
 def deadletter_topic(prefix: str) -> str:
     """Where the bridge puts messages it cannot use."""
@@ -85,20 +100,23 @@ def deadletter_topic(prefix: str) -> str:
 
 
 def bridge_subscriptions(prefix: str) -> tuple[str, ...]:
-    """What the bridge subscribes to: the four channels it writes to InfluxDB, nothing else.
+    """What the bridge subscribes to: the five channels it writes to InfluxDB, nothing else.
 
     Not ``<prefix>/+/+/#``: other channels under a gateway (signed model updates and
     their status) are not data for the database, and the bridge must not dead-letter
     them; nor does it see its own ``<prefix>/deadletter``.
 
     >>> bridge_subscriptions("frugalsense")
-    ('frugalsense/+/+/status', 'frugalsense/+/+/readings/+', 'frugalsense/+/+/detections/+', 'frugalsense/+/+/alerts')
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ('frugalsense/+/+/status', 'frugalsense/+/+/readings/+', 'frugalsense/+/+/detections/+',
+     'frugalsense/+/+/alerts', 'frugalsense/+/+/alert-commands')
     """
     return (
         f"{prefix}/+/+/{STATUS}",
         f"{prefix}/+/+/{READINGS}/+",
         f"{prefix}/+/+/{DETECTIONS}/+",
         f"{prefix}/+/+/{ALERTS}",
+        f"{prefix}/+/+/{ALERT_COMMANDS}",
     )
 
 
@@ -112,7 +130,7 @@ def parse_topic(prefix: str, topic: str) -> TopicParts:
         if len(rest) != 1:
             raise TopicError(f"topic {topic!r} is not in the {prefix} topic tree")
         name = rest[0]
-    elif channel in (STATUS, ALERTS) and not rest:
+    elif channel in (STATUS, ALERTS, ALERT_COMMANDS) and not rest:
         name = None
     else:
         raise TopicError(f"topic {topic!r} is not in the {prefix} topic tree")

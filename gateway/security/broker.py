@@ -2,18 +2,27 @@
 
 A gateway's MQTT user is ``<site>/<gateway>`` (its password user, or the Common Name
 of its client certificate), so one ACL line gives every gateway its own topic prefix
-and nothing else: ``pattern write frugalsense/%u/#``. The bridge's user reads every
-gateway and writes the dead-letter topic; the model publisher sends signed updates.
+and nothing else: ``pattern write frugalsense/%u/#``, less the alert commands there
+(``pattern deny``: Mosquitto checks deny lines before grants), which only operators
+send. The bridge's user reads every gateway and writes the dead-letter topic; the
+notifier reads alerts and alert commands; the model publisher sends signed updates.
 
 >>> print(acl_text("frugalsense", "frugalsense-bridge"))  # doctest: +NORMALIZE_WHITESPACE
 # frugalsense broker ACL: anything not granted here is refused.
-# A gateway (user "<site>/<gateway>") may publish only under its own prefix.
+# A gateway (user "<site>/<gateway>") may publish only under its own prefix,
+# but not the alert commands there: only operators send those.
 pattern write frugalsense/%u/#
+pattern deny frugalsense/%u/alert-commands
 <BLANKLINE>
 # The bridge reads every gateway and reports what it cannot use.
 user frugalsense-bridge
 topic read frugalsense/#
 topic write frugalsense/deadletter
+<BLANKLINE>
+# The notifier reads the alerts and the operators' changes to them.
+user frugalsense-notify
+topic read frugalsense/+/+/alerts
+topic read frugalsense/+/+/alert-commands
 <BLANKLINE>
 # Signed model updates: a gateway reads only its own updates; the model publisher sends them.
 pattern read frugalsense/%u/model-update/#
@@ -36,6 +45,7 @@ from gateway.protocol import topics as T
 from gateway.security.secrets import write_private_file
 
 DEFAULT_BRIDGE_USER = "frugalsense-bridge"
+DEFAULT_NOTIFIER_USER = "frugalsense-notify"
 MQTTS_PORT = 8883  # the registered port for MQTT over TLS
 
 
@@ -58,28 +68,87 @@ def gateway_user(site: str, gateway: str) -> str:
     return f"{site}/{gateway}"
 
 
+def operator_user(name: str) -> str:
+    """An operator's MQTT login, checked: it must hold an ``@``, which no site id can.
+
+    Every login gets the gateway pattern ``<prefix>/%u/#``: an operator called ``net3``
+    would write every gateway of site ``net3``. With an ``@`` that pattern matches no
+    gateway's topics.
+
+    >>> operator_user("m.dupont@net3")
+    'm.dupont@net3'
+    >>> operator_user("net3")
+    Traceback (most recent call last):
+    ...
+    ValueError: operator login 'net3' needs an '@' (e.g. m.dupont@net3): without one it could be a site id, \
+and the gateway ACL pattern would let it write that site's gateways
+    """
+    if not isinstance(name, str) or not 3 <= len(name) <= 100 or any(c in name for c in "/+#: \t\r\n"):
+        raise ValueError(f"operator login {name!r} must be 3-100 characters without '/', '+', '#', ':' or spaces")
+    if "@" not in name:
+        raise ValueError(
+            f"operator login {name!r} needs an '@' (e.g. m.dupont@net3): without one it could be a site id, "
+            "and the gateway ACL pattern would let it write that site's gateways"
+        )
+    return name
+
+
 def acl_text(
     prefix: str = T.DEFAULT_PREFIX,
     bridge_user: str = DEFAULT_BRIDGE_USER,
     home_assistant: Iterable[tuple[str, str]] = (),
     ha_prefix: str = "homeassistant",
+    operators: Iterable[str] = (),
+    notifier_user: str = DEFAULT_NOTIFIER_USER,
 ) -> str:
     """The broker ACL; ``home_assistant`` lists the (site, gateway) pairs that announce themselves to Home Assistant.
 
     Discovery topics are ``<ha_prefix>/<component>/<gateway>/<object>/config`` (gateway/device/ha_discovery.py):
     outside the gateway's own prefix, so each such gateway gets its own line for its node id.
+    ``operators`` are the logins that may act on alerts (``frugalsense alert``, see ``operator_user``).
     """
+    commands = f"{prefix}/+/+/{T.ALERT_COMMANDS}"
     return f"""\
 # frugalsense broker ACL: anything not granted here is refused.
-# A gateway (user "<site>/<gateway>") may publish only under its own prefix.
+# A gateway (user "<site>/<gateway>") may publish only under its own prefix,
+# but not the alert commands there: only operators send those.
 pattern write {prefix}/%u/#
+pattern deny {prefix}/%u/{T.ALERT_COMMANDS}
 
 # The bridge reads every gateway and reports what it cannot use.
 user {bridge_user}
 topic read {prefix}/#
 topic write {T.deadletter_topic(prefix)}
 
-{_model_update_lines(prefix)}{_home_assistant_lines(home_assistant, ha_prefix)}"""
+# The notifier reads the alerts and the operators' changes to them.
+user {notifier_user}
+topic read {prefix}/+/+/{T.ALERTS}
+topic read {commands}
+
+{_model_update_lines(prefix)}{_operator_lines(operators, prefix)}{_home_assistant_lines(home_assistant, ha_prefix)}"""
+
+
+def _operator_lines(operators: Iterable[str], prefix: str) -> str:
+    """Each operator acknowledges, assigns, comments and resolves any gateway's alerts, and reads them.
+
+    >>> print(_operator_lines(["m.dupont@net3"], "frugalsense"))  # doctest: +NORMALIZE_WHITESPACE
+    <BLANKLINE>
+    # Operators act on alerts (frugalsense alert ack|assign|comment|resolve) and read them.
+    user m.dupont@net3
+    topic write frugalsense/+/+/alert-commands
+    topic read frugalsense/+/+/alert-commands
+    topic read frugalsense/+/+/alerts
+    """
+    names = [operator_user(name) for name in operators]
+    lines = (
+        ["\n# Operators act on alerts (frugalsense alert ack|assign|comment|resolve) and read them.\n"] if names else []
+    )
+    for name in names:
+        lines.append(
+            f"user {name}\ntopic write {prefix}/+/+/{T.ALERT_COMMANDS}\n"
+            f"topic read {prefix}/+/+/{T.ALERT_COMMANDS}\ntopic read {prefix}/+/+/{T.ALERTS}\n"
+        )
+    return "".join(lines)
 
 
 def _home_assistant_lines(gateways: Iterable[tuple[str, str]], ha_prefix: str) -> str:
