@@ -14,6 +14,7 @@ from gateway.config.schema.base import Section, tag_of
 from gateway.config.schema.types import (
     Identifier,
     Quantity,
+    SilentMinutes,
     Text,
     _one_of,
     _text,
@@ -31,6 +32,8 @@ class SensorBase(Section):
     id: Identifier
     quantity: Quantity
     unit: Text | None = None  # filled with the canonical unit of the quantity
+    # Minutes without a reading before this sensor is said silent; overrides alerts.silent_after_min (0: never).
+    silent_after_min: SilentMinutes | None = None
 
     @field_validator("unit")
     @classmethod

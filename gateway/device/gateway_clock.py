@@ -1,0 +1,90 @@
+"""The gateway's clock: what "now" is when the gateway judges time that passed without data.
+
+A detector's time is the data's: it moves only when a reading comes. Whoever must notice
+that readings stopped (gateway/device/silent_sensors.py) needs a clock that moves on its
+own. Live sources stamp readings with the wall clock, so that is the gateway's clock
+there (``WallClock``). A replay is read faster than real time (``sources.replay.speed``, 0:
+as fast as it can), so its clock follows the data instead (``StreamClock``): the latest
+data time seen, plus the wall time since then times ``speed`` (a paced replay whose every
+sensor pauses still sees time pass; an unpaced one is at its latest reading). Same file,
+same outputs, whatever the machine's speed. Tests pass a ``ManualClock`` they advance.
+
+>>> clock = StreamClock(speed=0)
+>>> clock.saw(1_772_409_600_000); clock.saw(1_772_409_000_000); clock.now_ms()  # never backwards
+1772409600000
+>>> ticks = iter([100.0, 130.0])
+>>> paced = StreamClock(speed=60, monotonic=lambda: next(ticks))
+>>> paced.saw(1_772_409_600_000); paced.now_ms() - 1_772_409_600_000  # 30 s of wall time at 60x: 30 min
+1800000
+>>> manual = ManualClock(1_772_409_600_000); manual.advance_min(16); manual.now_ms() - 1_772_409_600_000
+960000
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class GatewayClock(Protocol):
+    """A clock in the data's milliseconds; ``saw`` tells it each reading's time as it arrives."""
+
+    def now_ms(self) -> int: ...
+
+    def saw(self, time_ms: int) -> None: ...
+
+
+class WallClock:
+    """Live sources: the wall clock, as the drivers stamp readings."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def saw(self, time_ms: int) -> None:
+        """Readings do not move the wall clock."""
+
+
+class StreamClock:
+    """A replay: the latest data time seen, moved on by wall time since then times ``speed`` (0: not moved)."""
+
+    def __init__(self, speed: float = 0.0, monotonic: Callable[[], float] = time.monotonic):
+        self.speed = speed
+        self._monotonic = monotonic
+        self._latest: int | None = None
+        self._at = 0.0  # monotonic time of the latest reading
+
+    def now_ms(self) -> int:
+        if self._latest is None:
+            return 0  # before the first reading the replay has no time: nothing can be judged yet
+        if self.speed <= 0:
+            return self._latest
+        return self._latest + int((self._monotonic() - self._at) * 1000 * self.speed)
+
+    def saw(self, time_ms: int) -> None:
+        if self._latest is None or time_ms > self._latest:
+            self._latest, self._at = time_ms, self._monotonic()
+
+
+class ManualClock:
+    """A clock a test sets and advances (thread-safe: a test thread moves it while the gateway reads it)."""
+
+    def __init__(self, time_ms: int):
+        self._time_ms = time_ms
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._time_ms
+
+    def saw(self, time_ms: int) -> None:
+        """A manual clock moves only when told."""
+
+    def advance_min(self, minutes: float) -> None:
+        with self._lock:
+            self._time_ms += int(minutes * 60_000)
+
+    def set_ms(self, time_ms: int) -> None:
+        with self._lock:
+            self._time_ms = time_ms
