@@ -1,4 +1,4 @@
-"""Silent-sensor alerts: a sensor with no reading for ``silent_after_min`` raises ``sensor_silent``, cleared when it is back.
+"""Silent-sensor alerts: no reading for ``silent_after_min`` raises ``sensor_silent``, cleared when readings are back.
 
 A window with a missing sensor makes a detector say ``insufficient_data``; that is a
 decision about data, not a call to a technician. When a sensor stops entirely no data
@@ -28,13 +28,16 @@ resume marks drop the alerts already sent (gateway/device/runner.py).
 >>> (raised,) = watch.tick(t0 + 16 * 60_000)
 >>> raised.alert_id, str(raised.state), raised.since_ms == t0
 ('silent-F-in-20260302T000000', 'raised', True)
->>> raised.message
-'Sensor F-in (flow, Modbus RTU on /dev/ttyUSB0) has sent no reading since 2026-03-02 00:00 UTC (16 min): check its power, cable and connector'
+>>> print(raised.message.replace(": ", ":\n"))
+Sensor F-in (flow, Modbus RTU on /dev/ttyUSB0) has sent no reading since 2026-03-02 00:00 UTC (16 min):
+check its power, cable and connector
 >>> watch.tick(t0 + 60 * 60_000)  # still silent: still the one alert
 []
->>> watch.update(Reading(t0 + 61 * 60_000, "net3", "gw-01", "F-in", "flow", None, "L/s", Quality.UNKNOWN), t0 + 61 * 60_000)
+>>> t = t0 + 61 * 60_000
+>>> watch.update(Reading(t, "net3", "gw-01", "F-in", "flow", None, "L/s", Quality.UNKNOWN), t)  # not a reading here
 []
->>> (cleared,) = watch.update(Reading(t0 + 70 * 60_000, "net3", "gw-01", "F-in", "flow", 12.0, "L/s"), t0 + 70 * 60_000)
+>>> t = t0 + 70 * 60_000
+>>> (cleared,) = watch.update(Reading(t, "net3", "gw-01", "F-in", "flow", 12.0, "L/s"), t)
 >>> cleared.alert_id == raised.alert_id, str(cleared.state)
 (True, 'cleared')
 """
@@ -220,12 +223,7 @@ class SilentSensors:
                 reading_ms, open_id, since = entry.get("reading_ms"), entry.get("alert_id"), entry.get("since_ms")
                 if sensor is None:  # no longer watched (config changed): close what it left open
                     if isinstance(open_id, str) and isinstance(since, int):
-                        gone = _Sensor(
-                            Watched(name, "?", 60_000, "no longer watched"), alert_id=open_id, since_ms=since
-                        )
-                        out.append(self._alert(gone, now_ms, AlertState.CLEARED, f"Sensor {name} is no longer "
-                                               "watched for silence (the config changed): its alert is closed", 0.0))  # fmt: skip
-                        self.changed = True
+                        out.append(self._unwatched(name, open_id, since, now_ms))
                     continue
                 if isinstance(reading_ms, int):
                     sensor.reading_ms = reading_ms
@@ -238,6 +236,12 @@ class SilentSensors:
             "silent sensors restored from %s%s", self.path, f": still silent {', '.join(opened)}" if opened else ""
         )
         return out
+
+    def _unwatched(self, name: str, open_id: str, since_ms: int, now_ms: int) -> Alert:
+        gone = _Sensor(Watched(name, "?", 60_000, "no longer watched"), alert_id=open_id, since_ms=since_ms)
+        message = f"Sensor {name} is no longer watched for silence (the config changed): its alert is closed"
+        self.changed = True
+        return self._alert(gone, now_ms, AlertState.CLEARED, message, 0.0)
 
     def state(self, now_ms: int) -> dict:
         sensors = {}
