@@ -28,7 +28,7 @@ resume marks drop the alerts already sent (gateway/device/runner.py).
 >>> (raised,) = watch.tick(t0 + 16 * 60_000)
 >>> raised.alert_id, str(raised.state), raised.since_ms == t0
 ('silent-F-in-20260302T000000', 'raised', True)
->>> print(raised.message.replace(": ", ":\n"))
+>>> print(raised.message.replace(": check", ":" + chr(10) + "check"))
 Sensor F-in (flow, Modbus RTU on /dev/ttyUSB0) has sent no reading since 2026-03-02 00:00 UTC (16 min):
 check its power, cable and connector
 >>> watch.tick(t0 + 60 * 60_000)  # still silent: still the one alert
