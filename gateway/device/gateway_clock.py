@@ -8,6 +8,7 @@ as fast as it can), so its clock follows the data instead (``StreamClock``): the
 data time seen, plus the wall time since then times ``speed`` (a paced replay whose every
 sensor pauses still sees time pass; an unpaced one is at its latest reading). Same file,
 same outputs, whatever the machine's speed. Tests pass a ``ManualClock`` they advance.
+``ReplayPacer`` is the other side: it holds a replay's readings back to ``speed`` times real time.
 
 >>> clock = StreamClock(speed=0)
 >>> clock.saw(1_772_409_600_000); clock.saw(1_772_409_000_000); clock.now_ms()  # never backwards
@@ -88,3 +89,24 @@ class ManualClock:
     def set_ms(self, time_ms: int) -> None:
         with self._lock:
             self._time_ms = time_ms
+
+
+class ReplayPacer:
+    """Holds readings back to ``speed`` times real time, counted from the first one it is shown."""
+
+    def __init__(self, speed: float, idle: Callable[[], bool], tick_s: float = 0.2):
+        self.speed, self.tick_s = speed, tick_s
+        self.idle = idle  # called while waiting; returns True to stop waiting
+        self._origin: tuple[float, int] | None = None
+
+    def wait_for(self, time_ms: int) -> None:
+        if self.speed <= 0:
+            return
+        if self._origin is None:
+            self._origin = (time.monotonic(), time_ms)
+            return
+        due = self._origin[0] + (time_ms - self._origin[1]) / 1000.0 / self.speed
+        while (left := due - time.monotonic()) > 0:
+            time.sleep(min(left, self.tick_s))
+            if self.idle():
+                return
