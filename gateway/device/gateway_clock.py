@@ -74,9 +74,11 @@ class ManualClock:
     def __init__(self, time_ms: int):
         self._time_ms = time_ms
         self._lock = threading.Lock()
+        self.reads = 0  # how often it was read: a test waits for the gateway to have looked after a move
 
     def now_ms(self) -> int:
         with self._lock:
+            self.reads += 1
             return self._time_ms
 
     def saw(self, time_ms: int) -> None:

@@ -197,6 +197,7 @@ class GatewayRunner:
         mqtt_port: int | None = None,
         resume: bool = False,
         outbox_sync: str = SYNC_FULL,
+        clock: GatewayClock | None = None,
     ) -> GatewayRunner:
         """Build the runner; this opens (and locks) the outbox, which ``run()`` closes at its end."""
         topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
@@ -206,7 +207,7 @@ class GatewayRunner:
             topics, settings, readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config, sync=outbox_sync)
         )
         speed = config.sources.replay.speed if config.sources.replay else 0.0
-        return cls(config, publisher, sources, detectors, resume=resume, speed=speed)
+        return cls(config, publisher, sources, detectors, resume=resume, speed=speed, clock=clock)
 
     def run(
         self,
