@@ -124,7 +124,7 @@ class StorageConfig(Section):
 
 
 class AlertsConfig(Section):
-    """Alerts the gateway raises itself, besides its models': a sensor gone silent (``sensor_silent``)."""
+    """Alerts the gateway raises itself, besides its models': a sensor gone silent (`sensor_silent`)."""
 
     # A sensor with no reading for more than this many minutes, on the gateway's clock, raises a
     # sensor_silent alert, cleared when its readings come back ('unknown' readings do not count).
