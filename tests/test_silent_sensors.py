@@ -150,7 +150,7 @@ def node_line():
 
 
 class Node:
-    """A line node on the pty's master side: prints ``no2=20`` every 0.1 s while talking, ``no2=99`` when told to stop."""
+    """A line node on the pty's master side: ``no2=20`` every 0.1 s while talking, ``no2=99`` as its last line."""
 
     def __init__(self, master: int):
         self.master, self.talking, self.done = master, threading.Event(), threading.Event()
