@@ -280,3 +280,21 @@ def test_the_health_of_a_status_costs_little_to_collect(tmp_path):
     cost_us = (time.perf_counter() - started) / 200 * 1e6
     print(f"health sample: {cost_us:.0f} us per status message ({sorted(health)})")
     assert set(health) >= set(HEALTH_FIELDS) - {"soc_temp_c"}
+
+
+def test_the_documented_status_with_health_decodes_and_a_health_that_is_not_numbers_is_refused():
+    import re
+
+    from gateway.protocol import payloads
+    from gateway.protocol import topics as T
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "contracts.md").read_text()
+    (example,) = [b for b in re.findall(r"```jsonc\n(.*?)```", doc, flags=re.S) if '"health"' in b]
+    topic = T.Topics("frugalsense", "net3", "gw-01").status
+    status = payloads.decode("frugalsense", topic, json.dumps(json.loads(example)).encode())
+    assert set(status.health) == set(HEALTH_FIELDS) and status.source_states == {"serial": "online"}
+    for bad in ({"health": {"rss_mb": "84"}}, {"health": {"rss_mb": True}}, {"source_states": {"serial": "asleep"}}):
+        body = json.dumps({"v": 1, "state": "online", "time": T0, **bad}).encode()
+        with pytest.raises(payloads.PayloadError) as refused:
+            payloads.decode("frugalsense", topic, body)
+        assert refused.value.reason == "invalid"
