@@ -298,3 +298,33 @@ def test_the_documented_status_with_health_decodes_and_a_health_that_is_not_numb
         with pytest.raises(payloads.PayloadError) as refused:
             payloads.decode("frugalsense", topic, body)
         assert refused.value.reason == "invalid"
+
+
+def test_silent_after_min_is_checked_at_its_line_with_did_you_mean_and_against_the_sensor_s_own_pace(tmp_path):
+    from gateway.config import ConfigError
+
+    path = tmp_path / "air.yaml"
+    path.write_text("""\
+site: city-centre
+gateway: gw-01
+sensors:
+  - {id: PM25-sds, quantity: pm25, driver: sds011, port: /dev/serial/by-id/usb-1a86-if00-port0,
+     interval_s: 10, work_s: 60, sleep_s: 240}
+  - {id: NO2-node, quantity: no2, driver: line, port: /dev/serial/by-id/usb-Espressif-if00, interval_s: 600,
+     silent_after_min: 15}
+  - {id: CC-centre, quantity: cell_count, driver: cell_counts, file: cells.csv, cells: [C-1], silent_after_min: 0.5}
+mqtt: {host: 127.0.0.1}
+alerts: {silent_after_min: 5}
+""")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    text = str(refused.value)
+    assert "air.yaml:7: sensors[1].silent_after_min: 15 min is too short for sensor 'NO2-node'" in text
+    assert "use at least 21" in text
+    assert "air.yaml:8: sensors[2].silent_after_min: must be 0 (never) or a number of minutes from 1 to 10080" in text
+    assert "air.yaml:10: alerts.silent_after_min: 5 min is too short for sensor 'PM25-sds'" in text
+    assert "give that sensor its own silent_after_min (line 4)" in text
+    path.write_text(path.read_text().replace("alerts: {silent_after_min: 5}", "alerts: {silent_aftr_min: 15}"))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert "air.yaml:10: alerts.silent_aftr_min: unknown key, did you mean 'silent_after_min'?" in str(refused.value)

@@ -43,6 +43,15 @@ class SensorBase(Section):
             raise fail(f"{unit!r} is not the unit of {quantity}: use {QUANTITY_UNITS[quantity]!r} (or leave unit out)")
         return unit
 
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        """The longest a working sensor of this driver stays without a reading, in seconds (None: not known).
+
+        ``settings`` are the entry's keys with the driver's defaults filled in, as numbers; used to refuse a
+        ``silent_after_min`` that would call a working sensor silent (gateway/config/schema/cross_checks.py).
+        """
+        return None
+
     @model_validator(mode="after")
     def _fill_unit(self) -> SensorBase:
         if self.unit is None:
@@ -131,6 +140,10 @@ class ModbusRtuSensor(SensorBase):
     register_unit: Text | None = Field(default=None, validate_default=True)  # unit the device reports; default: unit
     timeout_s: number(0.05, 10) = 1.0  # no answer within this: the reading is 'unknown'
     poll_s: number(0.5, 86400) = 10.0  # one read of every sensor on this port per poll_s
+
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        return settings["poll_s"] + settings["timeout_s"]  # one poll of every sensor on the port per poll_s
 
     @field_validator("quantity")
     @classmethod
