@@ -328,3 +328,23 @@ alerts: {silent_after_min: 5}
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     assert "air.yaml:10: alerts.silent_aftr_min: unknown key, did you mean 'silent_after_min'?" in str(refused.value)
+
+
+def test_the_soc_temperature_is_the_soc_s_thermal_zone_where_there_is_one_and_absent_otherwise(tmp_path):
+    from gateway.device.health import HealthProbe
+
+    def zone(name: str, kind: str, millidegrees: str) -> None:
+        (tmp_path / "thermal" / name).mkdir(parents=True)
+        (tmp_path / "thermal" / name / "type").write_text(kind + "\n")
+        (tmp_path / "thermal" / name / "temp").write_text(millidegrees + "\n")
+
+    zone("thermal_zone0", "gpu-thermal", "39000")
+    zone("thermal_zone1", "cpu-thermal", "48312")  # a Raspberry Pi's SoC
+    zone("thermal_zone2", "broken", "not a number")
+    probe = HealthProbe(tmp_path, thermal_root=tmp_path / "thermal")
+    started = time.perf_counter()
+    health = probe.sample({})
+    print(f"health sample with a thermal zone: {(time.perf_counter() - started) * 1e6:.0f} us")
+    assert health["soc_temp_c"] == 48.3 and list(health) == [n for n in HEALTH_FIELDS if n in health]
+    (tmp_path / "thermal" / "thermal_zone1" / "temp").unlink()  # unreadable now: absent, not an error
+    assert "soc_temp_c" not in probe.sample({})
