@@ -70,7 +70,7 @@ def _wait(condition, timeout_s: float = TIMEOUT_S) -> bool:
 
 
 def test_a_replayed_sensor_that_stops_raises_one_sensor_silent_cleared_once_and_it_lands_in_influxdb(
-    services, tmp_path
+    services, tmp_path, capsys
 ):
     zone().save(tmp_path / "zone.npz")
     (tmp_path / "gw.yaml").write_text(REPLAY.format(port=services.mqtt_port, prefix="quiet1"))
@@ -133,6 +133,12 @@ def test_a_replayed_sensor_that_stops_raises_one_sensor_silent_cleared_once_and_
     assert checks["health"].status == OK and "RSS" in checks["health"].detail and "free disk" in checks["health"].detail
     assert checks["source replay"].detail.startswith("ended, readings 240")
     assert checks["silent sensors"].status == OK and checks["silent sensors"].detail == "none of 2 watched"
+    from gateway.commands.status_cmd import _print_statuses
+
+    capsys.readouterr()
+    _print_statuses(config, {"net3/gw-quiet": body})  # what `frugalsense status` prints of it
+    printed = capsys.readouterr().out
+    assert "    health rss_mb" in printed and "    source replay                ended" in printed
 
     # Run again over the same file, resuming (what `frugalsense run` does after a crash): nothing is raised twice.
     again = GatewayRunner.from_config(config, resume=True).run(drain_timeout_s=20)
