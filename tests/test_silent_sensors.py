@@ -354,3 +354,30 @@ def test_the_soc_temperature_is_the_soc_s_thermal_zone_where_there_is_one_and_ab
     assert health["soc_temp_c"] == 48.3 and list(health) == [n for n in HEALTH_FIELDS if n in health]
     (tmp_path / "thermal" / "thermal_zone1" / "temp").unlink()  # unreadable now: absent, not an error
     assert "soc_temp_c" not in probe.sample({})
+
+
+def test_a_wall_clock_set_at_boot_makes_no_sensor_silent_and_loses_no_open_alert(tmp_path):
+    from edge.contracts import Reading
+    from gateway.device.silent_sensors import SilentSensors, Watched
+
+    watched = [Watched("F-in", "flow", 15 * 60_000, "Modbus RTU on /dev/ttyUSB0, address 1")]
+    watch = SilentSensors("net3", "gw-01", watched, tmp_path / FILE_NAME)
+    watch.begin(resume=False)
+    hour = 3_600_000
+    assert watch.update(Reading(T0, "net3", "gw-01", "F-in", "flow", 40.0, "L/s"), T0, steady_ms=1_000) == []
+    assert watch.tick(T0 + 3 * hour, steady_ms=61_000) == []  # NTP moved the wall clock 3 h; 1 min passed
+    (raised,) = watch.tick(T0 + 3 * hour + 16 * 60_000, steady_ms=17 * 60_000)
+    watch.save(T0 + 3 * hour + 16 * 60_000)
+
+    # Restarted before NTP sets the clock (it is a day behind the saved state): the open alert is kept.
+    again = SilentSensors("net3", "gw-01", watched, tmp_path / FILE_NAME)
+    again.begin(resume=True, follows_data=False)
+    assert again.tick(T0 - 24 * hour, steady_ms=5) == [] and again.counters()["sensors_silent"] == 1
+    assert again.tick(T0 - 23 * hour, steady_ms=hour) == []  # still silent: still the one alert
+    (cleared,) = again.update(Reading(T0 - 23 * hour, "net3", "gw-01", "F-in", "flow", 41.0, "L/s"), T0 - 23 * hour)
+    assert cleared.alert_id == raised.alert_id and cleared.state == AlertState.CLEARED
+
+    # A replay's clock behind the saved state is a replay started again: the state is not its past.
+    replay = SilentSensors("net3", "gw-01", watched, tmp_path / FILE_NAME)
+    replay.begin(resume=True, follows_data=True)
+    assert replay.tick(T0 - 24 * hour) == [] and replay.counters()["sensors_silent"] == 0

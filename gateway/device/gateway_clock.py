@@ -30,18 +30,31 @@ from typing import Protocol
 
 
 class GatewayClock(Protocol):
-    """A clock in the data's milliseconds; ``saw`` tells it each reading's time as it arrives."""
+    """A clock in the data's milliseconds; ``saw`` tells it each reading's time as it arrives.
+
+    ``steady_ms`` is what durations are measured on: it never jumps (the wall clock of a Pi does,
+    when NTP sets it after boot). ``follows_data``: the clock is the data's (a replay's).
+    """
+
+    follows_data: bool
 
     def now_ms(self) -> int: ...
+
+    def steady_ms(self) -> int: ...
 
     def saw(self, time_ms: int) -> None: ...
 
 
 class WallClock:
-    """Live sources: the wall clock, as the drivers stamp readings."""
+    """Live sources: the wall clock, as the drivers stamp readings; durations on the monotonic clock."""
+
+    follows_data = False
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def steady_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
 
     def saw(self, time_ms: int) -> None:
         """Readings do not move the wall clock."""
@@ -49,6 +62,8 @@ class WallClock:
 
 class StreamClock:
     """A replay: the latest data time seen, moved on by wall time since then times ``speed`` (0: not moved)."""
+
+    follows_data = True
 
     def __init__(self, speed: float = 0.0, monotonic: Callable[[], float] = time.monotonic):
         self.speed = speed
@@ -63,6 +78,9 @@ class StreamClock:
             return self._latest
         return self._latest + int((self._monotonic() - self._at) * 1000 * self.speed)
 
+    def steady_ms(self) -> int:
+        return self.now_ms()  # the data's time never goes back (saw keeps the latest)
+
     def saw(self, time_ms: int) -> None:
         if self._latest is None or time_ms > self._latest:
             self._latest, self._at = time_ms, self._monotonic()
@@ -70,6 +88,8 @@ class StreamClock:
 
 class ManualClock:
     """A clock a test sets and advances (thread-safe: a test thread moves it while the gateway reads it)."""
+
+    follows_data = False
 
     def __init__(self, time_ms: int):
         self._time_ms = time_ms
@@ -79,6 +99,10 @@ class ManualClock:
     def now_ms(self) -> int:
         with self._lock:
             self.reads += 1
+            return self._time_ms
+
+    def steady_ms(self) -> int:
+        with self._lock:  # not counted in reads: the gateway reads now_ms first, once per look
             return self._time_ms
 
     def saw(self, time_ms: int) -> None:

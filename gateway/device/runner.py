@@ -247,7 +247,7 @@ class GatewayRunner:
                     self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
                 )
                 self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching ones
-                self.silence.begin(self.resume)
+                self.silence.begin(self.resume, follows_data=self.clock.follows_data)
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
@@ -305,7 +305,7 @@ class GatewayRunner:
         self._next_tick = now + TICK_S
         self._store(summary, self.publisher.flush_due)
         if self._watching:  # the clock moves without readings: a sensor may have gone silent
-            self._publish_silences(self.silence.tick(self.clock.now_ms()), summary)
+            self._publish_silences(self.silence.tick(self.clock.now_ms(), self.clock.steady_ms()), summary)
         if now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
             self._store(summary, lambda: self._publish_status(summary))
@@ -330,7 +330,7 @@ class GatewayRunner:
         silences: list[Alert] = []
         if self._watching:
             self.clock.saw(reading.time_ms)
-            silences = self.silence.update(reading, self.clock.now_ms())
+            silences = self.silence.update(reading, self.clock.now_ms(), self.clock.steady_ms())
         with self.detectors_lock:  # a model update's hand-over waits for the reading in progress
             # each detector's outputs, skipping what its restored checkpoint already holds; then those of the
             # other detectors fed a derived Reading (their outputs come after the Reading's: stream order)

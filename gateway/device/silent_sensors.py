@@ -78,7 +78,7 @@ class Watched:
 @dataclass
 class _Sensor:
     watched: Watched
-    heard_ms: int | None = None  # gateway clock at its last reading (or at the start, if none since)
+    heard_ms: int | None = None  # steady clock at its last reading (or at the start, if none since)
     reading_ms: int | None = None  # the last reading's own time
     alert_id: str | None = None  # the open alert, if silent
     since_ms: int = 0
@@ -90,8 +90,10 @@ class SilentSensors:
     def __init__(self, site: str, gateway: str, watched: list[Watched], path: Path | None = None):
         self.site, self.gateway, self.path = site, gateway, path
         self._sensors = {w.sensor: _Sensor(w) for w in watched}
-        self._next_due: int | None = None  # no silence can be due before this clock time
+        self._next_due: int | None = None  # no silence can be due before this steady clock time
+        self._started_ms = 0  # the clock when the watch started
         self._saved: dict | None = None  # read by begin(), used at the first clock time
+        self._follows_data = False  # the clock is a replay's: a saved state from later is not this run's past
         self.changed = False  # an alert changed since the last save
         self.raised = self.cleared = self.save_errors = 0
 
@@ -100,51 +102,57 @@ class SilentSensors:
         return [s.watched for s in self._sensors.values()]
 
     # ---- the stream --------------------------------------------------------------------------------------------
-    def update(self, reading: Reading, now_ms: int) -> list[Alert]:
-        """A reading arrived at ``now_ms``: clear its sensor's silence, then raise what is due."""
-        out = self._start(now_ms)
+    def update(self, reading: Reading, now_ms: int, steady_ms: int | None = None) -> list[Alert]:
+        """A reading arrived at ``now_ms``: clear its sensor's silence, then raise what is due.
+
+        Silence is measured on ``steady_ms`` (the clock's steady time, ``now_ms`` if not given): a wall
+        clock set at boot (a Pi has no battery clock) must not make every sensor silent at once.
+        """
+        steady = now_ms if steady_ms is None else steady_ms
+        out = self._start(now_ms, steady)
         sensor = self._sensors.get(reading.sensor)
         if sensor is not None and reading.quality is not Quality.UNKNOWN:
             if sensor.alert_id is not None:
                 out.append(self._clear(sensor, reading, now_ms))
-            sensor.heard_ms, sensor.reading_ms = now_ms, reading.time_ms
-        if self._next_due is not None and now_ms > self._next_due:
-            out += self._due(now_ms)
+            sensor.heard_ms, sensor.reading_ms = steady, reading.time_ms
+        if self._next_due is not None and steady > self._next_due:
+            out += self._due(now_ms, steady)
         return out
 
-    def tick(self, now_ms: int) -> list[Alert]:
+    def tick(self, now_ms: int, steady_ms: int | None = None) -> list[Alert]:
         """The clock moved without a reading: raise the silences now due."""
-        out = self._start(now_ms)
-        if self._next_due is not None and now_ms > self._next_due:
-            out += self._due(now_ms)
+        steady = now_ms if steady_ms is None else steady_ms
+        out = self._start(now_ms, steady)
+        if self._next_due is not None and steady > self._next_due:
+            out += self._due(now_ms, steady)
         return out
 
-    def _start(self, now_ms: int) -> list[Alert]:
+    def _start(self, now_ms: int, steady: int) -> list[Alert]:
         if self._next_due is not None or now_ms <= 0:
             return []  # started already, or a replay clock before its first reading
         out = self._restore(now_ms) if self._saved is not None else []
         for sensor in self._sensors.values():
-            sensor.heard_ms = now_ms  # the gateway was not listening before: each sensor gets its full time
-        self._next_due = now_ms
+            sensor.heard_ms = steady  # the gateway was not listening before: each sensor gets its full time
+        self._next_due, self._started_ms = steady, now_ms
         return out
 
-    def _due(self, now_ms: int) -> list[Alert]:
+    def _due(self, now_ms: int, steady: int) -> list[Alert]:
         out, next_due = [], None
         for sensor in self._sensors.values():
             if sensor.alert_id is not None or sensor.heard_ms is None:
                 continue
             due = sensor.heard_ms + sensor.watched.after_ms
-            if now_ms > due:
+            if steady > due:
                 out.append(self._raise(sensor, now_ms))
             elif next_due is None or due < next_due:
                 next_due = due
-        self._next_due = now_ms if next_due is None else next_due  # None: every sensor silent already
+        self._next_due = steady if next_due is None else next_due  # None: every sensor silent already
         return out
 
     # ---- the alerts --------------------------------------------------------------------------------------------
     def _raise(self, sensor: _Sensor, now_ms: int) -> Alert:
         w = sensor.watched
-        since = sensor.reading_ms if sensor.reading_ms is not None else sensor.heard_ms or now_ms
+        since = sensor.reading_ms if sensor.reading_ms is not None else self._started_ms
         sensor.alert_id, sensor.since_ms = alert_id(w.sensor, since), since
         silent_min = (now_ms - since) / 60_000
         last = (
@@ -199,8 +207,12 @@ class SilentSensors:
         )
 
     # ---- across restarts ---------------------------------------------------------------------------------------
-    def begin(self, resume: bool) -> None:
-        """Read the saved state (when the run resumes, as ``frugalsense run`` does); used at the first clock time."""
+    def begin(self, resume: bool, *, follows_data: bool = False) -> None:
+        """Read the saved state (when the run resumes, as ``frugalsense run`` does); used at the first clock time.
+
+        ``follows_data``: the clock is a replay's, so a state saved later than its first time is not used.
+        """
+        self._follows_data = follows_data
         if not resume or self.path is None or not self.path.exists():
             return
         try:
@@ -213,7 +225,7 @@ class SilentSensors:
 
     def _restore(self, now_ms: int) -> list[Alert]:
         saved, self._saved = self._saved or {}, None
-        if not isinstance(saved.get("clock_ms"), int) or saved["clock_ms"] > now_ms:
+        if not isinstance(saved.get("clock_ms"), int) or (self._follows_data and saved["clock_ms"] > now_ms):
             log.info("%s is from later than this run's first reading (a replay started again): not used", self.path)
             return []
         out = []
