@@ -18,6 +18,11 @@ A Reading a detector derives (a calibration's virtual sensor) is published as a 
 of its sensor and, through the checkpoint store in the same step, fed to every other
 detector: a calibration_drift or an eaqi may watch the calibrated sensor. One level only
 (see checkpoints.py); a detector's ``flush()`` at the end of the sources feeds nothing.
+
+Sensors that stop sending raise ``sensor_silent`` alerts (gateway/device/silent_sensors.py), judged
+at every reading and every tick on the gateway's clock (gateway/device/gateway_clock.py: the wall
+clock for live sources, the data's for a replay; a test injects its own). The status message, with
+each source's state and the gateway's health, is gateway/device/status_report.py's.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ decision about data, not a call to a technician. When a sensor stops entirely no
 time moves for it and no detector is ever asked, so this is the gateway's own watch,
 not a detector: it judges silence on the gateway's clock (gateway/device/gateway_clock.py:
 the wall clock for live sources, the data's for a replay), which the runner gives it at
-every reading and at every tick of its loop. An ``unknown`` reading (what a serial source
+every reading and at every tick of its loop; durations are measured on the clock's steady time
+(a Pi without a battery clock sets its wall clock after boot: that jump is not silence). An ``unknown`` reading (what a serial source
 says for a device that stopped answering) is not a reading here: the sensor is silent.
 
 One alert per silence: ``raised`` once the sensor has been silent for more than its
