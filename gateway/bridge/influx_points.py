@@ -96,11 +96,17 @@ def alert_point(a: Alert) -> Point:
 def status_point(s: GatewayStatus, received_ms: int) -> Point:
     """The ``gateway_status`` point of one status message (at ``received_ms`` when it carries no time).
 
-    One float field per counter, and one per source counter named ``<source>:<counter>``:
+    One float field per counter, one per source counter named ``<source>:<counter>``, a string
+    field ``<source>:state`` per source state, and one float field per health number named
+    ``health:<name>``:
 
     >>> st = GatewayStatus("net3", "gw-01", "online", 1_772_409_600_000, {"alerts": 1}, {"replay": {"restarts": 2}})
     >>> status_point(st, 0).to_line_protocol()
     'gateway_status,gateway=gw-01,site=net3 alerts=1,online=1i,replay:restarts=2,state="online" 1772409600000'
+    >>> st = GatewayStatus("net3", "gw-01", "online", 1_772_409_600_000, source_states={"replay": "restarting"},
+    ...                    health={"rss_mb": 41.5, "outbox_backlog": 3})
+    >>> status_point(st, 0).to_line_protocol().split(" ")[1]  # the fields
+    'health:outbox_backlog=3,health:rss_mb=41.5,online=1i,replay:state="restarting",state="online"'
     """
     p = (
         Point(GATEWAY_STATUS)
@@ -116,6 +122,10 @@ def status_point(s: GatewayStatus, received_ms: int) -> Point:
     for source, counters in s.sources.items():
         for name, value in counters.items():
             p.field(f"{source}:{name}", float(value))
+    for source, state in s.source_states.items():
+        p.field(f"{source}:state", state)
+    for name, value in s.health.items():
+        p.field(f"health:{name}", float(value))
     return p
 
 

@@ -124,6 +124,10 @@ def _print_statuses(config, statuses: dict[str, dict]) -> int:
         print(line)
         for key in sorted(counters):
             print(f"    {key:<28} {counters[key]}")
+        for key, value in (status.get("health") or {}).items():  # in the gateway's order (status_payload.py)
+            print(f"    {'health ' + key:<28} {value}")
+        for source, state in sorted((status.get("source_states") or {}).items()):
+            print(f"    {'source ' + source:<28} {state}")
     return 0 if statuses.get(me, {}).get("state") == "online" or (len(statuses) > 1 and me not in statuses) else 1
 
 

@@ -343,9 +343,9 @@ class GatewayPublisher:
     def publish_alert(self, alert: Alert) -> None:
         self._store(self._message(self.topics.alerts, payloads.encode_alert(alert), ALERT, data_time_ms=alert.time_ms))
 
-    def publish_status(self, counters: dict | None = None, sources: dict | None = None) -> None:
-        """Store a status message with ``counters`` (the publisher's own if None) and per-source counters."""
-        body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot(), sources)
+    def publish_status(self, counters: dict | None = None, sources: dict | None = None, **more: dict) -> None:
+        """Store a status: ``counters`` (the publisher's if None), per-source counters, ``more`` (status_payload.py)."""
+        body = payloads.encode_status("online", _now_ms(), counters or self.counters_snapshot(), sources, **more)
         self._store(self._message(self.topics.status, body, STATUS))
 
     def _own_counters(self) -> dict[str, int]:

@@ -18,6 +18,11 @@ A Reading a detector derives (a calibration's virtual sensor) is published as a 
 of its sensor and, through the checkpoint store in the same step, fed to every other
 detector: a calibration_drift or an eaqi may watch the calibrated sensor. One level only
 (see checkpoints.py); a detector's ``flush()`` at the end of the sources feeds nothing.
+
+Sensors that stop sending raise ``sensor_silent`` alerts (gateway/device/silent_sensors.py), judged
+at every reading and every tick on the gateway's clock (gateway/device/gateway_clock.py: the wall
+clock for live sources, the data's for a replay; a test injects its own). The status message, with
+each source's state and the gateway's health, is gateway/device/status_report.py's.
 """
 
 from __future__ import annotations
@@ -48,12 +53,15 @@ from gateway.config.schema import (
 )
 from gateway.device import ha_discovery
 from gateway.device.checkpoints import CheckpointStore
+from gateway.device.gateway_clock import GatewayClock, ReplayPacer, StreamClock, WallClock
 from gateway.device.outbox import SYNC_FULL, Mark, Outbox, OutboxError, outbox_path
 from gateway.device.publisher import GatewayPublisher
 from gateway.device.run_summary import RunSummary
+from gateway.device.silent_sensors import FILE_NAME as SILENT_FILE
+from gateway.device.silent_sensors import SilentSensors, watched_from_config
 from gateway.device.source_merge import merge_sources
 from gateway.device.source_supervisor import Backoff, SupervisedSource
-from gateway.device.status_file import write_status
+from gateway.device.status_report import StatusReport
 from gateway.model_updates import listener as model_updates
 from gateway.protocol import topics as T
 from gateway.protocol.mqtt_client import settings_from_config
@@ -117,27 +125,6 @@ def open_outbox(config: GatewayConfig, *, sync: str = SYNC_FULL) -> Outbox:
     )
 
 
-class _Pacer:
-    """Holds readings back to ``speed`` times real time, counted from the first one it is shown."""
-
-    def __init__(self, speed: float, idle: Callable[[], bool]):
-        self.speed = speed
-        self.idle = idle  # called while waiting; returns True to stop waiting
-        self._origin: tuple[float, int] | None = None
-
-    def wait_for(self, time_ms: int) -> None:
-        if self.speed <= 0:
-            return
-        if self._origin is None:
-            self._origin = (time.monotonic(), time_ms)
-            return
-        due = self._origin[0] + (time_ms - self._origin[1]) / 1000.0 / self.speed
-        while (left := due - time.monotonic()) > 0:
-            time.sleep(min(left, TICK_S))
-            if self.idle():
-                return
-
-
 class _Resume:
     """Says which items a previous run already stored, from the outbox's per-stream marks.
 
@@ -177,6 +164,7 @@ class GatewayRunner:
         resume: bool = False,
         speed: float = 0.0,
         source_backoff: Backoff | None = None,
+        clock: GatewayClock | None = None,
     ):
         self.config = config
         self.publisher = publisher
@@ -187,6 +175,15 @@ class GatewayRunner:
         self.resume = resume
         self.speed = speed
         self.source_backoff = source_backoff or Backoff()
+        # Silent sensors (gateway/device/silent_sensors.py), judged on the gateway's clock: the wall clock for
+        # live sources, the data's for a replay (chosen in run(), when the sources are final), or the one given.
+        self.clock: GatewayClock = clock or WallClock()
+        self._clock_given = clock is not None
+        data_dir = config.resolve_path(config.storage.data_dir)
+        self.silence = SilentSensors(config.site, config.gateway, watched_from_config(config), data_dir / SILENT_FILE)
+        self._watching = bool(self.silence.watched)
+        extra = [self.checkpoints.counters] + ([self.silence.counters] if self._watching else [])
+        self.status = StatusReport(data_dir, publisher, extra)
         self.supervised: list[SupervisedSource] = []  # the sources as run() restarts them, with their counters
         self._stop: threading.Event = threading.Event()
         # Held while feeding detectors (a model update waits for it); re-entrant: held across the start below.
@@ -194,6 +191,7 @@ class GatewayRunner:
         self._next_tick = 0.0
         self._next_status = 0.0
         self._on_output: Callable[[Detection | Alert], None] | None = None
+        self._resume = _Resume({})
 
     @classmethod
     def from_config(
@@ -204,6 +202,7 @@ class GatewayRunner:
         mqtt_port: int | None = None,
         resume: bool = False,
         outbox_sync: str = SYNC_FULL,
+        clock: GatewayClock | None = None,
     ) -> GatewayRunner:
         """Build the runner; this opens (and locks) the outbox, which ``run()`` closes at its end."""
         topics = T.Topics(config.mqtt.topic_prefix, config.site, config.gateway)
@@ -213,7 +212,7 @@ class GatewayRunner:
             topics, settings, readings_batch=config.mqtt.readings_batch, outbox=open_outbox(config, sync=outbox_sync)
         )
         speed = config.sources.replay.speed if config.sources.replay else 0.0
-        return cls(config, publisher, sources, detectors, resume=resume, speed=speed)
+        return cls(config, publisher, sources, detectors, resume=resume, speed=speed, clock=clock)
 
     def run(
         self,
@@ -234,11 +233,13 @@ class GatewayRunner:
         summary = RunSummary()
         self._on_output = on_output
         self._stop = stop if stop is not None else threading.Event()
-        resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
+        resume = self._resume = _Resume(self.publisher.outbox.marks() if self.resume else {})
+        if not self._clock_given and any(isinstance(s, ReplaySource) for s in self.sources):
+            self.clock = StreamClock(self.speed)
         if self.publisher.outbox.replayed:
             log.info("outbox: %d messages from a previous run are sent first", self.publisher.outbox.replayed)
         ha_discovery.announce_on_connect(self.publisher, self.config)  # Home Assistant discovery, if enabled
-        pacer = _Pacer(self.speed, idle=lambda: self._tick(summary))
+        pacer = ReplayPacer(self.speed, idle=lambda: self._tick(summary), tick_s=TICK_S)
         self._next_status = time.monotonic() + STATUS_EVERY_S
         updates = None
         try:
@@ -251,6 +252,7 @@ class GatewayRunner:
                     self.config, self.publisher.settings, self.detectors, lock=self.detectors_lock
                 )
                 self.checkpoints.begin(resume if self.resume else None)  # a resumed run restores matching ones
+                self.silence.begin(self.resume, follows_data=self.clock.follows_data)
             for reading in self._readings(summary):
                 if reading is None:  # every source is quiet: periodic work still gets done
                     self._tick(summary)
@@ -268,6 +270,7 @@ class GatewayRunner:
                 if time.monotonic() >= self._next_tick:
                     self._tick(summary)
             self.checkpoints.save()  # a clean stop, before flush decides a window the sources may still fill
+            self.silence.save(self.clock.now_ms())
             if not self._stop.is_set():
                 self._flush_detectors(summary, resume)  # the sources ended: decide their last window
             self.publisher.flush()
@@ -306,6 +309,8 @@ class GatewayRunner:
         now = time.monotonic()
         self._next_tick = now + TICK_S
         self._store(summary, self.publisher.flush_due)
+        if self._watching:  # the clock moves without readings: a sensor may have gone silent
+            self._publish_silences(self.silence.tick(self.clock.now_ms(), self.clock.steady_ms()), summary)
         if now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
             self._store(summary, lambda: self._publish_status(summary))
@@ -327,6 +332,10 @@ class GatewayRunner:
                 self._outbox_error(summary, exc)
         else:
             summary.resumed += 1
+        silences: list[Alert] = []
+        if self._watching:
+            self.clock.saw(reading.time_ms)
+            silences = self.silence.update(reading, self.clock.now_ms(), self.clock.steady_ms())
         with self.detectors_lock:  # a model update's hand-over waits for the reading in progress
             # each detector's outputs, skipping what its restored checkpoint already holds; then those of the
             # other detectors fed a derived Reading (their outputs come after the Reading's: stream order)
@@ -334,6 +343,14 @@ class GatewayRunner:
         for outputs in batches:
             if outputs:
                 self._publish_outputs(outputs, summary, resume)
+        if silences:
+            self._publish_silences(silences, summary)
+
+    def _publish_silences(self, alerts: list[Alert], summary: RunSummary) -> None:
+        """Silent-sensor alerts, then their state on disk (after the outbox: a crash between repeats, never loses)."""
+        if alerts:
+            self._publish_outputs(alerts, summary, self._resume)
+            self.silence.save(self.clock.now_ms())
 
     def _publish_outputs(self, outputs, summary: RunSummary, resume: _Resume) -> None:
         topics = self.publisher.topics
@@ -371,27 +388,7 @@ class GatewayRunner:
             log.error("%s", exc)
 
     def _publish_status(self, summary: RunSummary) -> None:
-        """The status message (counters and per-source counters), and the same in the data dir for ``doctor``."""
-        counters = self._counters(summary)
-        sources: dict[str, dict[str, int | float]] = {}
-        for source in self.supervised:
-            sources.update(source.counters())
-        try:
-            write_status(
-                self.config.resolve_path(self.config.storage.data_dir),
-                {"time": int(time.time() * 1000), "counters": counters, "sources": sources},
-            )
-        except OSError as exc:  # the outbox says more if the disk is the problem; the status still goes out
-            log.warning("cannot keep the last status for doctor: %s", exc)
-        self.publisher.publish_status(counters, sources)
-
-    def _counters(self, summary: RunSummary) -> dict[str, int | float]:
-        return {
-            **self.publisher.counters_snapshot(),
-            "readings_rejected": sum(summary.rejected.values()),
-            "readings_resumed": summary.resumed,
-            "detections": summary.detections,
-            "alerts": summary.alerts,
-            "outbox_errors": summary.outbox_errors,
-            **self.checkpoints.counters(),
-        }
+        """The status message (gateway/device/status_report.py); the silent sensors' state is saved with it."""
+        self.status.publish(summary, self.supervised)
+        if self._watching:
+            self.silence.save(self.clock.now_ms())

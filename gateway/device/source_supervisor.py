@@ -14,7 +14,9 @@ nothing is given twice and nothing is skipped. A live source is simply started a
 Each supervised source has a name (``replay``, ``serial``, ``modbus <port>``,
 ``cell_counts <file>``) and ``counters()``: its own failures, restarts and readings,
 and what the source itself counts (frames, checksums, timeouts, per serial port).
-They go into the gateway's status message (``sources``) and ``doctor``.
+They go into the gateway's status message (``sources``) and ``doctor``, with its ``state``
+(``source_states``): ``online``, ``restarting`` (waiting to, after a failure), ``failed`` (given
+up) or ``ended`` (a replay or file read to its end).
 
 >>> class Flaky:
 ...     def __init__(self): self.runs = 0
@@ -27,8 +29,8 @@ They go into the gateway's status message (``sources``) and ``doctor``.
 >>> s = SupervisedSource(Flaky(), "flaky", Backoff(first_s=0.0))
 >>> [x for batch in s.batches() for x in batch]
 ['a', 'a', 'b']
->>> s.counters()
-{'flaky': {'readings': 3, 'failures': 1, 'restarts': 1, 'gave_up': 0}}
+>>> s.counters(), s.state
+({'flaky': {'readings': 3, 'failures': 1, 'restarts': 1, 'gave_up': 0}}, 'ended')
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class SupervisedSource:
         self.failures = 0
         self.restarts = 0
         self.gave_up = False
+        self.state = "online"  # status_payload.SOURCE_STATES: online, restarting (waiting to), failed (given up), ended
         self._after: tuple[int, int] | None = None  # the last delivered time, and how many readings carried it
 
     def __iter__(self) -> Iterator:
@@ -124,17 +127,19 @@ class SupervisedSource:
         in_a_row = 0
         while True:
             delivered_before = self.readings
+            self.state = "online"
             try:
                 for batch in self._start():
                     if batch:
                         yield batch  # returns once the consumer took it: delivered
                         self._delivered(batch)
+                self.state = "ended"
                 return
             except Exception as exc:  # a broken source must not take the gateway down
                 self.failures += 1
                 in_a_row = 1 if self.readings > delivered_before else in_a_row + 1
                 if in_a_row > self.backoff.give_up_after:
-                    self.gave_up = True
+                    self.gave_up, self.state = True, "failed"
                     log.error(
                         "source %s failed %d times in a row without a reading (%s: %s); given up, the other "
                         "sources go on. Fix the cause and restart the gateway",
@@ -145,6 +150,7 @@ class SupervisedSource:
                     )
                     return
                 wait = self.backoff.delay(in_a_row, self._rng)
+                self.state = "restarting"
                 log.warning(
                     "source %s failed (%s: %s); restarting it in %.1f s (failure %d in a row)",
                     self.name,

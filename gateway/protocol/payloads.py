@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -35,10 +35,10 @@ from edge.contracts import (
     Quality,
     Reading,
     Severity,
-    check_time,
 )
 from gateway.protocol import topics as T
 from gateway.protocol.alert_commands import AlertCommand, command_from_body  # its errors are ValueErrors
+from gateway.protocol.status_payload import GatewayStatus, decode_status_body, encode_status
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 5000
@@ -52,19 +52,6 @@ class PayloadError(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayStatus:
-    """Availability and health of one gateway, retained on its status topic."""
-
-    site: str
-    gateway: str
-    state: str  # "online" | "offline"
-    time_ms: int | None = None  # absent in the will: the broker sends it, not the gateway
-    counters: dict[str, int | float] = field(default_factory=dict)
-    # Per source (replay, serial, serial <port>, modbus <port>...): failures, restarts, the drivers' counters.
-    sources: dict[str, dict[str, int | float]] = field(default_factory=dict)
 
 
 # --- encoding -----------------------------------------------------------------
@@ -118,26 +105,6 @@ def encode_alert(a: Alert) -> bytes:
             "explanation": a.explanation,
         }
     ).encode()
-
-
-def encode_status(
-    state: str, time_ms: int | None = None, counters: dict | None = None, sources: dict | None = None
-) -> bytes:
-    """A gateway status message: ``online``/``offline``, with its time, counters and per-source counters when given.
-
-    ``sources`` is optional within schema version 1: older readers ignore it (docs/contracts.md).
-
-    >>> encode_status("online", 1_772_409_600_000, {"alerts": 1}, {"serial ttyS0": {"frames_ok": 12}})
-    b'{"v":1,"state":"online","time":1772409600000,"counters":{"alerts":1},"sources":{"serial ttyS0":{"frames_ok":12}}}'
-    """
-    body: dict = {"v": SCHEMA_VERSION, "state": state}
-    if time_ms is not None:
-        body["time"] = time_ms
-    if counters:
-        body["counters"] = counters
-    if sources:
-        body["sources"] = sources
-    return _dumps(body).encode()
 
 
 # --- decoding -----------------------------------------------------------------
@@ -215,7 +182,7 @@ def _decode(prefix: str, topic: str, payload: bytes) -> Decoded:
             return _decode_alert(parts, body)
         if parts.channel == T.ALERT_COMMANDS:
             return command_from_body(parts.site, parts.gateway, body)
-        return _decode_status(parts, body)
+        return decode_status_body(parts.site, parts.gateway, body)
     except (ContractError, KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise PayloadError("invalid", detail) from None
@@ -370,31 +337,20 @@ def _decode_alert(parts: T.TopicParts, body: dict) -> Alert:
     ).validate()
 
 
-def _decode_status(parts: T.TopicParts, body: dict) -> GatewayStatus:
-    state = body["state"]
-    if state not in ("online", "offline"):
-        raise ValueError(f"status state must be online or offline, got {state!r}")
-    time_ms = body.get("time")
-    if time_ms is not None:
-        check_time("status", time_ms)
-    counters = body.get("counters", {})
-    if not _numbers_by_name(counters):
-        raise ValueError("status counters must map names to finite numbers")
-    sources = body.get("sources", {})
-    if not isinstance(sources, dict) or not all(
-        isinstance(name, str) and name and _numbers_by_name(c) for name, c in sources.items()
-    ):
-        raise ValueError("status sources must map source names to counters (names to finite numbers)")
-    return GatewayStatus(parts.site, parts.gateway, state, time_ms, counters, sources)
-
-
-def _numbers_by_name(counters) -> bool:
-    return isinstance(counters, dict) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in counters.values()
-    )
-
-
 def _number(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
+
+
+__all__ = [
+    "GatewayStatus",
+    "PayloadError",
+    "ReadingBatch",
+    "decode",
+    "decode_batch",
+    "encode_alert",
+    "encode_detection",
+    "encode_readings",
+    "encode_status",
+]

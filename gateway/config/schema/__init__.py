@@ -46,6 +46,7 @@ from gateway.config.schema.models import (
     SensorFaultModel,
 )
 from gateway.config.schema.sections import (
+    AlertsConfig,
     HomeAssistantConfig,
     ModelUpdatesConfig,
     MqttConfig,
@@ -85,6 +86,7 @@ __all__ = [
     "FilePath",
     "GatewayConfig",
     "GatewayView",
+    "AlertsConfig",
     "HomeAssistantConfig",
     "Identifier",
     "InflowTerm",

@@ -69,6 +69,12 @@ class _FanPmSensor(_AirSerialSensor):
     humidity_sensor: Identifier | None = None  # pm25_corrected: the humidity sensor (a line node) to correct with
     correction: Annotated[str, BeforeValidator(_one_of(PM_CORRECTIONS))] = DEFAULT_PM_CORRECTION
 
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        if settings["sleep_s"] > 0:  # asleep, then warming up: no reading in between
+            return settings["sleep_s"] + settings["warmup_s"] + settings["interval_s"]
+        return settings["interval_s"]
+
     @model_validator(mode="after")
     def _consistent(self) -> _FanPmSensor:
         if self.quantity == "pm25_corrected" and self.humidity_sensor is None:
@@ -125,6 +131,10 @@ class LineSensor(_AirSerialSensor):
     interval_s: number(1, 86400) = 60.0  # how often the node prints; silent for 2.5 of these = 'unknown'
     key: Annotated[str, BeforeValidator(_line_key)] | None = None  # the key the node prints; default: the quantity
     node_unit: Text | None = Field(default=None, validate_default=True)  # e.g. ppb; default: the canonical unit
+
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        return settings["interval_s"]
 
     @field_validator("node_unit")
     @classmethod

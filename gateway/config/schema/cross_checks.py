@@ -10,7 +10,7 @@ from edge.contracts import QUANTITY_UNITS
 from gateway.config.schema.air_sensors import LineSensor, Pms5003Sensor, Sds011Sensor
 from gateway.config.schema.calibration_model import CALIBRATED, CalibrationModel
 from gateway.config.schema.models import _AIR_INPUTS
-from gateway.config.schema.sensors import ModbusRtuSensor
+from gateway.config.schema.sensors import SENSOR_DRIVERS, ModbusRtuSensor
 from gateway.config.schema.types import describe, format_path, suggest
 
 
@@ -258,6 +258,44 @@ def _own_drift_issues(data: dict, virtual: dict) -> list[CrossIssue]:
     return issues
 
 
+# A sensor is said silent only after at least this many of its longest quiet times: one late reading is not silence.
+QUIET_TIMES = 2
+
+
+def _silence_issues(data: dict, where: Callable[[tuple], str]) -> list[CrossIssue]:
+    """A ``silent_after_min`` (the sensor's, else ``alerts``') that would call a working sensor silent."""
+    alerts = data.get("alerts")
+    default = alerts.get("silent_after_min") if isinstance(alerts, dict) else None
+    issues = []
+    for i, item in _entries(data, "sensors"):
+        own = item.get("silent_after_min")
+        minutes, loc = (own, ("sensors", i, "silent_after_min")) if own is not None else (default, None)
+        cls = SENSOR_DRIVERS.get(item.get("driver"))  # type: ignore[arg-type]  # None: not a driver, skipped
+        if not _is_number(minutes) or not minutes or cls is None:
+            continue
+        settings = {k: item.get(k, f.default) for k, f in cls.model_fields.items()}
+        try:
+            quiet = cls.quiet_s(settings)
+        except (KeyError, TypeError):  # a malformed setting: its own check reports it
+            continue
+        if quiet is None or minutes * 60 > QUIET_TIMES * quiet:
+            continue
+        needed = int(QUIET_TIMES * quiet // 60) + 1  # whole minutes, more than QUIET_TIMES quiet times
+        message = (
+            f"{minutes:g} min is too short for sensor {item.get('id')!r}: it may go {quiet:g} s without a reading "
+            f"when it works (its interval, poll or sleep), so it would be said silent; use at least {needed}"
+        )
+        if loc is None:
+            loc = ("alerts", "silent_after_min")
+            message += f", or give that sensor its own silent_after_min ({where(('sensors', i))})"
+        issues.append(CrossIssue(loc, message))
+    return issues
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path) -> list[CrossIssue]:
     """Checks that span sections, on plain (possibly invalid) config data.
 
@@ -286,6 +324,7 @@ def cross_section_issues(data: dict, where: Callable[[tuple], str] = format_path
     issues += _air_issues(data, sensors, where)
     issues += _air_model_issues(data, sensors)
     issues += _own_drift_issues(data, virtual_sensors(data))
+    issues += _silence_issues(data, where)
 
     for m, model in _entries(data, "models"):
         for t, term in _entries(model, "inputs"):  # a learned leak model's sensor -> element mapping

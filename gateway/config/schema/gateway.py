@@ -18,6 +18,7 @@ from gateway.config.schema.base import Section, tagged_union
 from gateway.config.schema.cross_checks import cross_section_issues
 from gateway.config.schema.model_base import MODEL_TYPES, ModelBase
 from gateway.config.schema.sections import (
+    AlertsConfig,
     HomeAssistantConfig,
     ModelUpdatesConfig,
     MqttConfig,
@@ -48,6 +49,7 @@ class GatewayConfig(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     model_updates: ModelUpdatesConfig = Field(default_factory=ModelUpdatesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     _path: Path | None = PrivateAttr(default=None)
     # The file's name as given and the line of each key path, for messages after validation.

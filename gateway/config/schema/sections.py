@@ -13,6 +13,7 @@ from gateway.config.schema.types import (
     CONTEXT_PATH,
     FilePath,
     Identifier,
+    SilentMinutes,
     Text,
     _client_id,
     _env_var,
@@ -120,6 +121,15 @@ class StorageConfig(Section):
     # On start a checkpoint older than this, in data time, than the first reading is ignored:
     # the detector warms up again instead of going on from a stale state.
     checkpoint_max_age_days: whole(1, 365) = 7
+
+
+class AlertsConfig(Section):
+    """Alerts the gateway raises itself, besides its models': a sensor gone silent (`sensor_silent`)."""
+
+    # A sensor with no reading for more than this many minutes, on the gateway's clock, raises a
+    # sensor_silent alert, cleared when its readings come back ('unknown' readings do not count).
+    # A sensor's own silent_after_min overrides it. Absent or 0: no sensor is watched.
+    silent_after_min: SilentMinutes | None = None
 
 
 class HomeAssistantConfig(Section):

@@ -14,6 +14,7 @@ from gateway.config.schema.base import Section, tag_of
 from gateway.config.schema.types import (
     Identifier,
     Quantity,
+    SilentMinutes,
     Text,
     _one_of,
     _text,
@@ -31,6 +32,8 @@ class SensorBase(Section):
     id: Identifier
     quantity: Quantity
     unit: Text | None = None  # filled with the canonical unit of the quantity
+    # Minutes without a reading before this sensor is said silent; overrides alerts.silent_after_min (0: never).
+    silent_after_min: SilentMinutes | None = None
 
     @field_validator("unit")
     @classmethod
@@ -39,6 +42,15 @@ class SensorBase(Section):
         if unit is not None and quantity is not None and unit != QUANTITY_UNITS[quantity]:
             raise fail(f"{unit!r} is not the unit of {quantity}: use {QUANTITY_UNITS[quantity]!r} (or leave unit out)")
         return unit
+
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        """The longest a working sensor of this driver stays without a reading, in seconds (None: not known).
+
+        ``settings`` are the entry's keys with the driver's defaults filled in, as numbers; used to refuse a
+        ``silent_after_min`` that would call a working sensor silent (gateway/config/schema/cross_checks.py).
+        """
+        return None
 
     @model_validator(mode="after")
     def _fill_unit(self) -> SensorBase:
@@ -128,6 +140,10 @@ class ModbusRtuSensor(SensorBase):
     register_unit: Text | None = Field(default=None, validate_default=True)  # unit the device reports; default: unit
     timeout_s: number(0.05, 10) = 1.0  # no answer within this: the reading is 'unknown'
     poll_s: number(0.5, 86400) = 10.0  # one read of every sensor on this port per poll_s
+
+    @classmethod
+    def quiet_s(cls, settings: dict) -> float | None:
+        return settings["poll_s"] + settings["timeout_s"]  # one poll of every sensor on the port per poll_s
 
     @field_validator("quantity")
     @classmethod

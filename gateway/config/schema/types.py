@@ -122,6 +122,20 @@ def number(low: float, high: float | None = None, low_open: bool = False) -> Any
     return Annotated[float, BeforeValidator(check)]
 
 
+MAX_SILENT_MIN = 7 * 24 * 60  # a week: a sensor read less often than that is not watched for silence
+
+
+def _silent_minutes(value: object) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not (value == 0 or 1 <= value <= MAX_SILENT_MIN):  # type: ignore[operator]  # ok: a number
+        raise fail(f"must be 0 (never) or a number of minutes from 1 to {MAX_SILENT_MIN}, got {describe(value)}")
+    return float(value)  # type: ignore[arg-type]  # ok: a number
+
+
+#: Minutes without a reading before a sensor is said silent (``sensor_silent`` alert); 0: never.
+SilentMinutes = Annotated[float, BeforeValidator(_silent_minutes)]
+
+
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
