@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.commands import command_group
+from gateway.commands.influx_options import add_influx_options, check_ca, influx_login, login_problem
 from gateway.commands.mqtt_options import add_mqtt_options, mqtt_settings
-from gateway.commands.report_cmd import DEFAULT_DATABASE, DEFAULT_URL
 from gateway.protocol import topics as T
 
 SEVERITY_ORDER = ("info", "warning", "critical")
@@ -70,10 +70,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--site", default=None, help="only this site")
     p.add_argument("--open", action="store_true", help="only alerts neither cleared by the gateway nor resolved")
-    p.add_argument("--influx-url", default=DEFAULT_URL, metavar="URL", help=f"InfluxDB 1.x (default {DEFAULT_URL})")
-    p.add_argument("--database", default=DEFAULT_DATABASE, metavar="DB", help=f"default {DEFAULT_DATABASE}")
-    p.add_argument("--username", default=None, help="InfluxDB user, if authentication is on")
-    p.add_argument("--password-env", default=None, metavar="VAR", help="environment variable holding its password")
+    add_influx_options(p, v2=False)  # the bridge's and the report's InfluxDB login and TLS options
     p.set_defaults(func=run_list)
 
 
@@ -339,17 +336,15 @@ def run_list(args: argparse.Namespace) -> int:
             where = f" WHERE site = '{check_id('site', args.site)}'"  # an id: no quote can reach the query
         except ContractError as exc:
             raise UserError(f"--site: {exc}") from None
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if password is None:
-            raise UserError(f"--password-env: environment variable {args.password_env} is not set")
-    reader = InfluxV1Writer(args.influx_url, args.database, username=args.username, password=password)
+    check_ca(args)
+    user, password = influx_login(args)
+    reader = InfluxV1Writer(args.influx_url, args.database, username=user, password=password, ca_file=args.influx_ca)
     try:
         raised = _rows(reader.query(f"SELECT * FROM {ALERT}{where}"))
         changes = _rows(reader.query(f"SELECT * FROM {ALERT_STATE}{where}"))
     except WriteError as exc:
-        raise UserError(f"alert list: {exc} (check --influx-url and --database)") from None
+        said = login_problem(args, exc) if exc.status in (401, 403) else None
+        raise UserError(f"alert list: {said or exc} (check --influx-url and --database)") from None
     found = lifecycles(raised, changes)
     shown = [a for a in found if a.open] if args.open else found
     scope = f"site {args.site}" if args.site else f"database {args.database}"
