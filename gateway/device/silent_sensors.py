@@ -6,8 +6,9 @@ time moves for it and no detector is ever asked, so this is the gateway's own wa
 not a detector: it judges silence on the gateway's clock (gateway/device/gateway_clock.py:
 the wall clock for live sources, the data's for a replay), which the runner gives it at
 every reading and at every tick of its loop; durations are measured on the clock's steady time
-(a Pi without a battery clock sets its wall clock after boot: that jump is not silence). An ``unknown`` reading (what a serial source
-says for a device that stopped answering) is not a reading here: the sensor is silent.
+(a Pi without a battery clock sets its wall clock after boot: that jump is not silence). An
+``unknown`` reading (what a serial source says for a device that stopped answering) is not a
+reading here: the sensor is silent.
 
 One alert per silence: ``raised`` once the sensor has been silent for more than its
 time, ``cleared`` (same ``alert_id``) at its first reading back. The id names the sensor
