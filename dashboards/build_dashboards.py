@@ -13,7 +13,10 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 
-DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
+# The uid dashboards/provisioning/datasources/frugalsense.yaml gives the data source: a provisioned dashboard
+# is not passed through the import dialog, so an ${DS_...} input would stay unresolved there.
+DS_UID = "frugalsense-influxdb"
+DS = {"type": "influxdb", "uid": DS_UID}
 SITE = '"site" =~ /^$site$/'
 EAQI = {  # Good/Fair/Moderate/Poor/Very poor/Extremely poor upper bounds (field notes)
     "pm25": [10, 20, 25, 50, 75],
@@ -33,6 +36,7 @@ def thresholds(bounds):
 
 
 panels = []
+Y_SHIFT = [0]  # rows inserted above a section push its hard-coded y down by this much
 
 
 def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None, extra=None):
@@ -43,7 +47,7 @@ def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None,
         "type": kind,
         "description": description,
         "datasource": DS,
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "gridPos": {"x": x, "y": y + Y_SHIFT[0], "w": w, "h": h},
         "targets": [{"refId": "A", "datasource": DS, "rawQuery": True, "query": query, "resultFormat": fmt}],
         "fieldConfig": {"defaults": {}, "overrides": []},
         "options": {},
@@ -68,7 +72,7 @@ def row(title, y):
             "type": "row",
             "title": title,
             "collapsed": False,
-            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "gridPos": {"x": 0, "y": y + Y_SHIFT[0], "w": 24, "h": 1},
             "panels": [],
         }
     )
@@ -101,6 +105,46 @@ panel(
     "Messages waiting on each gateway for the broker. A backlog that grows means the uplink or the broker is down.",
     unit="short",
 )
+# Gateway health (issue 17 part 4): float fields "health:<name>" of gateway_status, one series per gateway.
+HEALTH = [  # field, title, unit, what a technician reads in it
+    ("cpu_percent", "CPU", "percent", "CPU use of the gateway process (%)."),
+    ("rss_mb", "Memory (RSS)", "decmbytes", "Resident memory of the gateway process (MB)."),
+    ("disk_free_mb", "Free disk on the data dir", "decmbytes", "Free space where the outbox and logs live (MB)."),
+    ("soc_temp_c", "SoC temperature", "celsius", "System-on-chip temperature where the board exposes it (°C)."),
+    ("outbox_backlog", "Outbox backlog (health)", "short", "Messages waiting in the outbox for the broker."),
+    ("outbox_oldest_age_s", "Oldest outbox message age", "s", "Age of the oldest message still waiting (s)."),
+]
+row("Fleet: gateway health", 8)
+panel(
+    "Gateway health now (last values)",
+    "table",
+    "SELECT "
+    + ", ".join(f'last("health:{field}") AS "{title}"' for field, title, _, _ in HEALTH)
+    + f' FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
+    "table",
+    0,
+    9,
+    24,
+    6,
+    "One row per gateway: the last health it reported. When it was last heard from is in the "
+    "'Gateways: online now' table above.",
+    extra={"transformations": [{"id": "merge", "options": {}}]},
+)
+for i, (field, title, unit, note) in enumerate(HEALTH):
+    panel(
+        title,
+        "timeseries",
+        f'SELECT max("health:{field}") FROM "gateway_status" WHERE {SITE} AND $timeFilter '
+        'GROUP BY time($__interval), "site", "gateway" fill(none)',
+        "time_series",
+        8 * (i % 3),
+        15 + 7 * (i // 3),
+        8,
+        7,
+        note + " One line per gateway.",
+        unit=unit,
+    )
+Y_SHIFT[0] = 21
 row("Water: leaks", 8)
 panel(
     "Leak alerts by zone",
@@ -110,9 +154,22 @@ panel(
     "table",
     0,
     9,
-    24,
+    12,
     7,
     "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated.",
+)
+panel(
+    "Alert lifecycle: recent actions",
+    "table",
+    'SELECT "site", "alert_id", "action", "by", "assignee", "text" AS "comment" FROM "alert_state" '
+    f"WHERE {SITE} AND $timeFilter ORDER BY time DESC",
+    "table",
+    12,
+    9,
+    12,
+    7,
+    "What people did to alerts, newest first: acknowledged, assigned, commented or resolved, by whom, "
+    "to which assignee, with the comment. The first row of an alert is its last action.",
 )
 panel(
     "Estimated leak flow by zone",
@@ -194,17 +251,22 @@ panel(
     extra={"transformations": [{"id": "merge", "options": {}}]},
 )
 
+row("Alerts: every kind", 42)
+panel(
+    "Alerts of every kind",
+    "table",
+    'SELECT "kind", "alert_id", "state", "severity", "message" FROM "alert" '
+    f"WHERE {SITE} AND $timeFilter ORDER BY time DESC",
+    "table",
+    0,
+    43,
+    24,
+    7,
+    "Every alert raised or cleared, newest first, whatever its kind: leak, sensor_silent (a sensor that "
+    "stopped sending), air quality...",
+)
+
 dashboard = {
-    "__inputs": [
-        {
-            "name": "DS_INFLUXDB",
-            "label": "InfluxDB (frugalsense)",
-            "description": "InfluxDB 1.x, database frugalsense, InfluxQL",
-            "type": "datasource",
-            "pluginId": "influxdb",
-            "pluginName": "InfluxDB",
-        }
-    ],
     "__requires": [
         {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
         {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"},
@@ -425,6 +487,60 @@ chart(
     6,
     16,
     6,
+    4,
+)
+
+# Gateway health, the alert lifecycle and alerts of every kind (same panels as the Grafana dashboard).
+chart(
+    "Table",
+    "Gateway health now (last values)",
+    "The last health each gateway reported.",
+    flux_filter("gateway_status", [f"health:{field}" for field, *_ in HEALTH], FLUX_SITE)
+    + "  |> last()\n"
+    '  |> pivot(rowKey: ["site", "gateway"], columnKey: ["_field"], valueColumn: "_value")\n'
+    "  |> group()",
+    0,
+    20,
+    12,
+    4,
+)
+for i, (field, title, unit, note) in enumerate(HEALTH):
+    chart(
+        "Xy",
+        title,
+        note,
+        flux_filter("gateway_status", [f"health:{field}"], FLUX_SITE)
+        + "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
+        4 * (i % 3),
+        24 + 4 * (i // 3),
+        4,
+        4,
+        ylabel=unit,
+    )
+chart(
+    "Table",
+    "Alert lifecycle: recent actions",
+    "What people did to alerts (ack, assign, comment, resolve), by whom, newest first.",
+    flux_filter("alert_state", ["by", "assignee", "text"], FLUX_SITE)
+    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+    "  |> group()\n"
+    '  |> sort(columns: ["_time"], desc: true)',
+    0,
+    32,
+    12,
+    4,
+)
+chart(
+    "Table",
+    "Alerts of every kind",
+    "Every alert raised or cleared, whatever its kind (leak, sensor_silent, ...), newest first.",
+    flux_filter("alert", ["severity", "message"], FLUX_SITE)
+    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+    "  |> group()\n"
+    '  |> sort(columns: ["_time"], desc: true)',
+    0,
+    36,
+    12,
     4,
 )
 
