@@ -597,9 +597,16 @@ text += yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
 FLUX_TEXT = text
 
 
+# The copy Grafana's dashboard provider loads (provisioning/dashboards/frugalsense.yaml): the whole
+# provisioning/ folder installs as /etc/grafana/provisioning, so the dashboard has to be inside it.
+PROVISIONED = HERE / "provisioning" / "dashboards" / "frugalsense" / "frugalsense-operations.json"
+
+
 def main() -> None:
-    """Write both dashboard files next to this script."""
+    """Write both dashboard files next to this script, and the Grafana one where provisioning loads it."""
     (HERE / "grafana-frugalsense.json").write_text(GRAFANA_TEXT)
+    PROVISIONED.parent.mkdir(parents=True, exist_ok=True)
+    PROVISIONED.write_text(GRAFANA_TEXT)
     (HERE / "influxdb2-template.yml").write_text(FLUX_TEXT)
 
 
