@@ -496,8 +496,7 @@ chart(
     "Table",
     "Gateway health now (last values)",
     "The last health each gateway reported.",
-    flux_filter("gateway_status", [f"health:{field}" for field, *_ in HEALTH], FLUX_SITE)
-    + "  |> last()\n"
+    flux_filter("gateway_status", [f"health:{field}" for field, *_ in HEALTH], FLUX_SITE) + "  |> last()\n"
     '  |> pivot(rowKey: ["site", "gateway"], columnKey: ["_field"], valueColumn: "_value")\n'
     "  |> group()",
     0,

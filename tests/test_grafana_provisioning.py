@@ -1,4 +1,4 @@
-"""Grafana provisioning (dashboards/provisioning/): its files against Grafana's schema, and its alert rules on real data.
+"""Grafana provisioning (dashboards/provisioning/): its files against Grafana's schema, its alert rules on real data.
 
 Grafana itself is not installed here, so the files are checked against the JSON Schemas in
 dashboards/provisioning/schema/ (each says which Grafana source file it follows), then
