@@ -129,6 +129,12 @@ def test_the_provider_folder_holds_the_dashboard_and_its_datasources_exist():
     assert used and used <= datasource_uids(), used
     assert "${" not in board.read_text()  # Grafana expands no variables in a provisioned dashboard
     assert {r.get("dashboardUid") for r in alert_rules().values()} == {dashboard["uid"]}
+    titles = {p["id"]: p["title"] for p in dashboard["panels"]}
+    linked = {uid: titles.get(r["panelId"]) for uid, r in alert_rules().items()}  # Grafana links the alert there
+    assert linked == {
+        "frugalsense-leak-raised": "Leak alerts by zone",
+        "frugalsense-gateway-silent": "Gateways: online now (time = last seen)",
+    }
 
 
 def test_the_policy_sends_to_a_provisioned_contact_point():
