@@ -7,13 +7,19 @@ checks the committed files are what this writes, then runs every InfluxQL query 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # dashboards/ is a folder of scripts, not a package: its modules import by name
 
-DS = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
+from health_fields import HEALTH  # noqa: E402
+from influxdb2_template import FLUX_TEXT  # noqa: E402
+
+# The uid dashboards/provisioning/datasources/frugalsense.yaml gives the data source: a provisioned dashboard
+# is not passed through the import dialog, so an ${DS_...} input would stay unresolved there.
+DS_UID = "frugalsense-influxdb"
+DS = {"type": "influxdb", "uid": DS_UID}
 SITE = '"site" =~ /^$site$/'
 EAQI = {  # Good/Fair/Moderate/Poor/Very poor/Extremely poor upper bounds (field notes)
     "pm25": [10, 20, 25, 50, 75],
@@ -33,6 +39,7 @@ def thresholds(bounds):
 
 
 panels = []
+Y_SHIFT = [0]  # rows inserted above a section push its hard-coded y down by this much
 
 
 def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None, extra=None):
@@ -43,7 +50,7 @@ def panel(title, kind, query, fmt, x, y, w, h, description, unit=None, thr=None,
         "type": kind,
         "description": description,
         "datasource": DS,
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "gridPos": {"x": x, "y": y + Y_SHIFT[0], "w": w, "h": h},
         "targets": [{"refId": "A", "datasource": DS, "rawQuery": True, "query": query, "resultFormat": fmt}],
         "fieldConfig": {"defaults": {}, "overrides": []},
         "options": {},
@@ -68,7 +75,7 @@ def row(title, y):
             "type": "row",
             "title": title,
             "collapsed": False,
-            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "gridPos": {"x": 0, "y": y + Y_SHIFT[0], "w": 24, "h": 1},
             "panels": [],
         }
     )
@@ -78,7 +85,8 @@ row("Fleet", 0)
 panel(
     "Gateways: online now (time = last seen)",
     "table",
-    'SELECT last("online") AS "online", last("state") AS "state" FROM "gateway_status" '
+    # One selector (last) and a plain field: the row's time is then that status's (two selectors give time 0).
+    'SELECT last("online") AS "online", "state" FROM "gateway_status" '
     f'WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
     "table",
     0,
@@ -101,6 +109,37 @@ panel(
     "Messages waiting on each gateway for the broker. A backlog that grows means the uplink or the broker is down.",
     unit="short",
 )
+row("Fleet: gateway health", 8)
+panel(
+    "Gateway health now (last values)",
+    "table",
+    "SELECT "
+    + ", ".join(f'last("health:{field}") AS "{title}"' for field, title, _, _ in HEALTH)
+    + f' FROM "gateway_status" WHERE {SITE} AND $timeFilter GROUP BY "site", "gateway"',
+    "table",
+    0,
+    9,
+    24,
+    6,
+    "One row per gateway: the last health it reported. When it was last heard from is in the "
+    "'Gateways: online now' table above.",
+    extra={"transformations": [{"id": "merge", "options": {}}]},
+)
+for i, (field, title, unit, note) in enumerate(HEALTH):
+    panel(
+        title,
+        "timeseries",
+        f'SELECT max("health:{field}") FROM "gateway_status" WHERE {SITE} AND $timeFilter '
+        'GROUP BY time($__interval), "site", "gateway" fill(none)',
+        "time_series",
+        8 * (i % 3),
+        15 + 7 * (i // 3),
+        8,
+        7,
+        note + " One line per gateway.",
+        unit=unit,
+    )
+Y_SHIFT[0] = 21
 row("Water: leaks", 8)
 panel(
     "Leak alerts by zone",
@@ -110,9 +149,22 @@ panel(
     "table",
     0,
     9,
-    24,
+    12,
     7,
     "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated.",
+)
+panel(
+    "Alert lifecycle: recent actions",
+    "table",
+    'SELECT "site", "alert_id", "action", "by", "assignee", "text" AS "comment" FROM "alert_state" '
+    f"WHERE {SITE} AND $timeFilter ORDER BY time DESC",
+    "table",
+    12,
+    9,
+    12,
+    7,
+    "What people did to alerts, newest first: acknowledged, assigned, commented or resolved, by whom, "
+    "to which assignee, with the comment. The first row of an alert is its last action.",
 )
 panel(
     "Estimated leak flow by zone",
@@ -194,17 +246,22 @@ panel(
     extra={"transformations": [{"id": "merge", "options": {}}]},
 )
 
+row("Alerts: every kind", 42)
+panel(
+    "Alerts of every kind",
+    "table",
+    'SELECT "kind", "alert_id", "state", "severity", "message" FROM "alert" '
+    f"WHERE {SITE} AND $timeFilter ORDER BY time DESC",
+    "table",
+    0,
+    43,
+    24,
+    7,
+    "Every alert raised or cleared, newest first, whatever its kind: leak, sensor_silent (a sensor that "
+    "stopped sending), air quality...",
+)
+
 dashboard = {
-    "__inputs": [
-        {
-            "name": "DS_INFLUXDB",
-            "label": "InfluxDB (frugalsense)",
-            "description": "InfluxDB 1.x, database frugalsense, InfluxQL",
-            "type": "datasource",
-            "pluginId": "influxdb",
-            "pluginName": "InfluxDB",
-        }
-    ],
     "__requires": [
         {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
         {"type": "datasource", "id": "influxdb", "name": "InfluxDB", "version": "1.0.0"},
@@ -256,234 +313,16 @@ dashboard = {
 GRAFANA_TEXT = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
 
 
-# ---- InfluxDB 2.x template (Flux) ----
-
-RANGE = "from(bucket: v.bucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n"
-
-
-def flux_filter(measure, fields, extra=""):
-    """The Flux lines that read ``fields`` of one measurement over the dashboard's time range."""
-    cond = " or ".join(f'r._field == "{x}"' for x in fields)
-    if len(fields) > 1:
-        cond = f"({cond})"
-    return RANGE + f'  |> filter(fn: (r) => r._measurement == "{measure}" and {cond}{extra})\n'
-
-
-FLUX_SITE = " and r.site == v.site"
-LINE_COLORS = [
-    {"id": "base", "name": "laser", "type": "scale", "hex": "#00C9FF"},
-    {"id": "c2", "name": "pool", "type": "scale", "hex": "#8F8AF4"},
-    {"id": "c3", "name": "comet", "type": "scale", "hex": "#A51414"},
-]
-flux_charts = []
-
-
-def chart(kind, name, note, query, x, y, w, h, **extra):
-    """Add an InfluxDB 2.x chart (``Xy`` line or ``Table``) with one Flux query."""
-    c = {
-        "kind": kind,
-        "name": name,
-        "note": note,
-        "noteOnEmpty": True,
-        "xPos": x,
-        "yPos": y,
-        "width": w,
-        "height": h,
-        "queries": [{"query": query}],
-    }
-    if kind == "Xy":
-        c.update(
-            {
-                "geom": "line",
-                "xCol": "_time",
-                "yCol": "_value",
-                "position": "overlaid",
-                "colors": LINE_COLORS,
-                "axes": [
-                    {"name": "x", "base": "10", "scale": "linear"},
-                    {"name": "y", "base": "10", "scale": "linear", "label": extra.pop("ylabel", "")},
-                ],
-            }
-        )
-    if kind == "Table":
-        c.update(
-            {
-                "decimalPlaces": 2,
-                "tableOptions": {"verticalTimeAxis": True},
-                "colors": [{"id": "base", "name": "laser", "type": "text", "hex": "#00C9FF"}],
-            }
-        )
-    c.update(extra)
-    flux_charts.append(c)
-
-
-chart(
-    "Table",
-    "Gateways: online now (time = last seen)",
-    "Last status of each gateway: online 1 / offline 0, and when it was received.",
-    flux_filter("gateway_status", ["online", "state"]) + "  |> last()\n"
-    '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-    "  |> group()\n"
-    '  |> keep(columns: ["_time", "site", "gateway", "online", "state"])',
-    0,
-    0,
-    6,
-    4,
-)
-chart(
-    "Xy",
-    "Outbox backlog",
-    "Messages waiting on each gateway for the broker; growing = uplink or broker down.",
-    flux_filter("gateway_status", ["outbox_backlog"])
-    + "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
-    6,
-    0,
-    6,
-    4,
-    ylabel="messages",
-)
-chart(
-    "Table",
-    "Leak alerts by zone",
-    "Every leak alert raised or cleared, with the leak flow the night-flow detector estimated (L/s).",
-    flux_filter("alert", ["message", "x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE)
-    + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-    '  |> group(columns: ["site"])\n'
-    '  |> keep(columns: ["_time", "site", "state", "alert_id", "x_excess_lps", "message"])',
-    0,
-    4,
-    12,
-    4,
-)
-chart(
-    "Xy",
-    "Estimated leak flow by zone",
-    "Night flow above the zone's baseline (L/s), one point per night.",
-    flux_filter("detection", ["x_excess_lps"], ' and r.kind == "leak"' + FLUX_SITE)
-    + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)',
-    0,
-    8,
-    6,
-    4,
-    ylabel="L/s",
-)
-chart(
-    "Xy",
-    "Minimum night flow vs baseline",
-    "The zone's minimum night flow each night and its baseline (L/s).",
-    flux_filter("detection", ["x_mnf_lps", "x_baseline_lps"], ' and r.kind == "leak"' + FLUX_SITE)
-    + '  |> group(columns: ["site", "_field"])\n  |> aggregateWindow(every: 1d, fn: mean, createEmpty: false)',
-    6,
-    8,
-    6,
-    4,
-    ylabel="L/s",
-)
-bands = {"pm25": "10/20/25/50/75", "pm10": "20/40/50/100/150", "no2": "40/90/120/230/340"}
-for i, (q, label) in enumerate([("pm25", "PM2.5"), ("pm10", "PM10"), ("no2", "NO2")]):
-    chart(
-        "Xy",
-        f"{label} by site (EAQI bands)",
-        f"Mean {label} in ug/m3 per site. EAQI bands (upper bounds of good/fair/moderate/poor/very poor): {bands[q]}.",
-        flux_filter("reading", ["value"], f' and r.quantity == "{q}"' + FLUX_SITE)
-        + '  |> group(columns: ["site"])\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)',
-        4 * i,
-        12,
-        4,
-        4,
-        ylabel="ug/m3",
-    )
-chart(
-    "Xy",
-    "Detections over time",
-    "Decisions per detector kind, and how many flagged a leak.",
-    flux_filter("detection", ["score"]) + "  |> filter(fn: (r) => r.site == v.site)\n"
-    '  |> group(columns: ["kind"])\n'
-    "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)",
-    0,
-    16,
-    6,
-    4,
-    ylabel="decisions",
-)
-flux_charts[-1]["queries"].append(
-    {
-        "query": flux_filter("detection", ["label"])
-        + '  |> filter(fn: (r) => r.site == v.site and r._value == "leak")\n'
-        '  |> group(columns: ["kind"])\n'
-        "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)"
-    }
-)
-chart(
-    "Table",
-    "Model versions deployed",
-    "Which model and version each gateway ran last (time = its latest decision).",
-    flux_filter("detection", ["score"]) + '  |> group(columns: ["site", "gateway", "model", "model_version"])\n'
-    "  |> last()\n"
-    "  |> group()\n"
-    '  |> keep(columns: ["_time", "site", "gateway", "model", "model_version", "_value"])',
-    6,
-    16,
-    6,
-    4,
-)
-
-docs = [
-    {
-        "apiVersion": "influxdata.com/v2alpha1",
-        "kind": "Variable",
-        "metadata": {"name": "frugalsense-bucket"},
-        "spec": {
-            "name": "bucket",
-            "description": "bucket the frugalsense bridge writes to (frugalsense bridge --influx-api v2 --bucket)",
-            "type": "constant",
-            "values": ["frugalsense"],
-        },
-    },
-    {
-        "apiVersion": "influxdata.com/v2alpha1",
-        "kind": "Variable",
-        "metadata": {"name": "frugalsense-site"},
-        "spec": {
-            "name": "site",
-            "description": "site shown in the water and air panels",
-            "type": "query",
-            "language": "flux",
-            "query": 'import "influxdata/influxdb/schema"\n\nschema.tagValues(bucket: "frugalsense", tag: "site")',
-        },
-    },
-    {
-        "apiVersion": "influxdata.com/v2alpha1",
-        "kind": "Dashboard",
-        "metadata": {"name": "frugalsense-operations"},
-        "spec": {
-            "name": "frugalsense operations",
-            "description": "Fleet status, leak alerts, air quality and detectors of frugalsense gateways "
-            "(schema: docs/contracts.md). Same panels as dashboards/grafana-frugalsense.json.",
-            "charts": flux_charts,
-        },
-    },
-]
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the Flux queries) as readable | blocks."""
-
-
-_Dumper.add_representer(
-    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
-)
-text = (
-    "# InfluxDB 2.x template (Flux): influx apply -f dashboards/influxdb2-template.yml --org <org>\n"
-    "# Checked for structure in tests/test_dashboards.py; no InfluxDB 2 server was available to run the queries.\n"
-)
-text += yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, explicit_start=True)
-FLUX_TEXT = text
+# The copy Grafana's dashboard provider loads (provisioning/dashboards/frugalsense.yaml): the whole
+# provisioning/ folder installs as /etc/grafana/provisioning, so the dashboard has to be inside it.
+PROVISIONED = HERE / "provisioning" / "dashboards" / "frugalsense" / "frugalsense-operations.json"
 
 
 def main() -> None:
-    """Write both dashboard files next to this script."""
+    """Write both dashboard files next to this script, and the Grafana one where provisioning loads it."""
     (HERE / "grafana-frugalsense.json").write_text(GRAFANA_TEXT)
+    PROVISIONED.parent.mkdir(parents=True, exist_ok=True)
+    PROVISIONED.write_text(GRAFANA_TEXT)
     (HERE / "influxdb2-template.yml").write_text(FLUX_TEXT)
 
 

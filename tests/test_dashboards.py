@@ -13,6 +13,7 @@ import json
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -150,8 +151,105 @@ EXPECTED = {
 }
 
 
+# ---- panels of measurements the demo does not write yet: points written here, in line protocol ----------
+# Issue 17's fixed schemas: alert_state (the alert lifecycle), gateway_status "health:*" fields, the
+# sensor_silent alert kind. Their own database, so the demo's counts above stay exact.
+
+HEALTH_FIELDS = ("cpu_percent", "rss_mb", "disk_free_mb", "soc_temp_c", "outbox_backlog", "outbox_oldest_age_s")
+
+
+@pytest.fixture(scope="module")
+def written_influx(services):
+    from gateway.bridge.influx_writer import InfluxV1Writer
+
+    writer = InfluxV1Writer(services.influx_url, "dashboard_written")
+    writer.execute('DROP DATABASE "dashboard_written"')
+    writer.ensure_database()
+    start = int(time.time() * 1000) - 3_600_000
+    lines = []
+    for gateway, base in (("gw-net3-01", 10.0), ("gw-lyon-02", 50.0)):
+        for minute in range(0, 60, 5):
+            health = ",".join(f"health:{f}={base + i + minute / 100}" for i, f in enumerate(HEALTH_FIELDS))
+            lines.append(
+                f'gateway_status,site=net3,gateway={gateway} online=1i,state="online",{health} '
+                f"{start + minute * 60_000}"
+            )
+    lines += [
+        f'alert,site=net3,gateway=gw-net3-01,kind=leak,alert_id=net3-leak-1,state=raised severity="high",'
+        f'message="Possible leak in zone net3" {start + 60_000}',
+        f"alert,site=net3,gateway=gw-net3-01,kind=sensor_silent,alert_id=net3-silent-J12,state=raised "
+        f'severity="warning",message="Sensor J12 silent for 30 min" {start + 120_000}',
+        f'alert_state,site=net3,gateway=gw-net3-01,alert_id=net3-leak-1,action=ack by="claire" {start + 180_000}',
+        f'alert_state,site=net3,gateway=gw-net3-01,alert_id=net3-leak-1,action=assign by="claire",'
+        f'assignee="marc" {start + 240_000}',
+        f'alert_state,site=net3,gateway=gw-net3-01,alert_id=net3-leak-1,action=comment by="marc",'
+        f'text="vanne fermée rue Pasteur" {start + 300_000}',
+    ]
+    writer.write(lines)
+    return SimpleNamespace(writer=writer, start_ms=start - 60_000, gateways={"gw-net3-01", "gw-lyon-02"})
+
+
+def _expect_lifecycle(r, d):
+    rows = _rows(r[0])
+    assert [row["action"] for row in rows] == ["comment", "assign", "ack"]  # newest first: the last action on top
+    assert rows[0]["comment"] == "vanne fermée rue Pasteur" and rows[0]["by"] == "marc"
+    assert rows[1]["assignee"] == "marc" and rows[2]["by"] == "claire" and rows[2]["assignee"] is None
+
+
+def _expect_health_now(r, d):
+    assert {t["gateway"] for t in _tags(r)} == d.gateways
+    for series in r:
+        (row,) = _rows(series)
+        assert all(isinstance(row[title], float) for title in ("CPU", "Memory (RSS)", "SoC temperature")), row
+
+
+def _health(index):
+    def check(r, d):
+        assert {t["gateway"] for t in _tags(r)} == d.gateways
+        values = [row["max"] for s in r for row in _rows(s)]
+        assert len(values) >= 2 and min(values) >= 10 + index  # one max per hour ($__interval) and gateway
+        assert max(values) == pytest.approx(50 + index + 0.55)  # gw-lyon-02's last point, 55 minutes in
+
+    return check
+
+
+def _expect_every_kind(r, d):
+    rows = _rows(r[0])
+    assert [row["kind"] for row in rows] == ["sensor_silent", "leak"]  # the silent sensor shows, newest first
+    assert rows[0]["message"].startswith("Sensor J12 silent")
+
+
+EXPECTED_WRITTEN = {
+    "Alert lifecycle: recent actions": _expect_lifecycle,
+    "Gateway health now (last values)": _expect_health_now,
+    "CPU": _health(0),
+    "Memory (RSS)": _health(1),
+    "Free disk on the data dir": _health(2),
+    "SoC temperature": _health(3),
+    "Outbox backlog (health)": _health(4),
+    "Oldest outbox message age": _health(5),
+    "Alerts of every kind": _expect_every_kind,
+}
+
+
+@pytest.mark.parametrize("title", sorted(EXPECTED_WRITTEN))
+def test_grafana_query_returns_the_written_series(written_influx, title):
+    end_ms = int(time.time() * 1000) + 60_000
+    query = substitute(grafana_queries()[title], written_influx.start_ms, end_ms)
+    result = written_influx.writer.query(query)
+    assert result, f"no series for {title!r}: {query}"
+    EXPECTED_WRITTEN[title](result, written_influx)
+
+
+def test_the_fleet_table_time_is_when_each_gateway_was_last_seen(written_influx):
+    end_ms = int(time.time() * 1000) + 60_000
+    query = substitute(grafana_queries()["Gateways: online now (time = last seen)"], written_influx.start_ms, end_ms)
+    last_status_ms = written_influx.start_ms + 60_000 + 55 * 60_000
+    assert {_rows(s)[0]["time"] for s in written_influx.writer.query(query)} == {last_status_ms}
+
+
 def test_every_grafana_query_has_an_expectation():
-    assert set(grafana_queries()) == set(EXPECTED)
+    assert set(grafana_queries()) == set(EXPECTED) | set(EXPECTED_WRITTEN)
 
 
 @pytest.mark.parametrize("title", sorted(EXPECTED))
@@ -190,9 +288,11 @@ def test_the_flux_template_is_a_dashboard_whose_queries_use_the_contract_schema(
     fields = {
         "reading": {"value", "quality"},
         "detection": {"score", "label", "x_excess_lps", "x_mnf_lps", "x_baseline_lps"},
-        "alert": {"alert_id", "message", "x_excess_lps"},
-        "gateway_status": {"online", "state", "outbox_backlog"},
+        "alert": {"alert_id", "message", "x_excess_lps", "severity"},
+        "gateway_status": {"online", "state", "outbox_backlog"} | {f"health:{f}" for f in HEALTH_FIELDS},
+        "alert_state": {"by", "assignee", "text"},  # issue 17's alert lifecycle
     }
+    dashboard_measurements = set(MEASUREMENTS) | {"alert_state"}
     seen_measurements = set()
     for chart in charts:
         assert chart["name"] and chart["queries"], chart
@@ -201,13 +301,13 @@ def test_the_flux_template_is_a_dashboard_whose_queries_use_the_contract_schema(
             assert flux.lstrip().startswith("from(bucket: v.bucket)"), chart["name"]
             assert "|> range(start: v.timeRangeStart, stop: v.timeRangeStop)" in flux, chart["name"]
             measurements = set(re.findall(r'r\._measurement == "([a-z_]+)"', flux))
-            assert len(measurements) == 1 and measurements <= set(MEASUREMENTS), chart["name"]
+            assert len(measurements) == 1 and measurements <= dashboard_measurements, chart["name"]
             measurement = measurements.pop()
             seen_measurements.add(measurement)
-            used = set(re.findall(r'r\._field == "([a-z0-9_]+)"', flux))
+            used = set(re.findall(r'r\._field == "([a-z0-9_:]+)"', flux))
             assert used and used <= fields[measurement], (chart["name"], used)
             assert flux.count("(") == flux.count(")"), chart["name"]
-    assert seen_measurements == set(MEASUREMENTS)
+    assert seen_measurements == dashboard_measurements
     grafana_titles = {t.split(" [")[0] for t in grafana_queries() if not t.startswith(("annotation", "variable"))}
     assert {c["name"] for c in charts} == grafana_titles  # the two dashboards show the same things
 
