@@ -13,13 +13,13 @@ sentence, and the dashboard link when the route has one.
 >>> title, body = render([Item("raised", leak, {})], "fr", "Europe/Paris", "https://grafana/d/x?var-site={site}")
 >>> print(title)
 [CRITIQUE] Fuite probable – net3-north
->>> print(body)
+>>> print(body)  # doctest: +ELLIPSIS
 Fuite probable à net3-north (passerelle gw-net3-01)
 Depuis : mar. 10 mars 2026 14:30 (Europe/Paris)
 Débit de fuite estimé : 141,9 L/s (21 % de l'entrée de la zone, 680,2 L/s)
 Capteurs les plus touchés : 173, 101, 141
 Gravité : critique – alerte leak-20260310T1330
-La passerelle dit : Possible leak of about 141.9 L/s since 2026-03-10 13:30 UTC (score 1.00); pressure dropped most at: 173, 101, 141
+La passerelle dit : Possible leak of about 141.9 L/s since 2026-03-10 13:30 UTC (score 1.00); pressure dropped ...
 Tableau de bord : https://grafana/d/x?var-site=net3-north
 >>> print(render([Item("repeat", leak, {"n": 2})], "en", "UTC", None)[0])
 [CRITICAL] Reminder 2, not acknowledged: Possible leak – net3-north
