@@ -18,6 +18,7 @@ after ``first_retry_s``, then twice as long each time up to ``max_retry_s``; aft
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from gateway.notify.config import Delivery
 from gateway.notify.lifecycle import alert_from_json
@@ -38,9 +39,11 @@ def retry_after_s(delivery: Delivery, attempts: int) -> float:
 class DeliveryWorker:
     """Sends what the outbox holds when it is due."""
 
-    def __init__(self, state: State, routing: Routing):
+    def __init__(self, state: State, routing: Routing, clock: Callable[[], int] | None = None):
         self.state = state
         self.routing = routing
+        # Read again right after a send, so ``sent_ms`` is when the service took it (the duplicate window's start).
+        self.clock = clock
 
     def send_due(self, now_ms: int) -> int:
         """Try every group due by ``now_ms`` once; how many messages went out."""
@@ -67,7 +70,8 @@ class DeliveryWorker:
         except Exception as exc:  # an Apprise plugin failing in its own way must not stop the worker
             ok, error = False, f"{type(exc).__name__}: {exc}"
         if ok:
-            self.state.mark(ids, "sent", now_ms, counts={"messages_sent": 1, "notifications_sent": len(ids)})
+            sent_ms = self.clock() if self.clock else now_ms
+            self.state.mark(ids, "sent", sent_ms, counts={"messages_sent": 1, "notifications_sent": len(ids)})
             return 1
         attempts = first.attempts + 1
         delivery = self.routing.rules.delivery

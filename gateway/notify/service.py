@@ -107,7 +107,7 @@ class Notifier:
         self._lock = lock_state_dir(self.state_dir)
         self.state = State.open(self.state_dir / STATE_FILE)
         self.lifecycle = Lifecycle(self.state, routing)
-        self.delivery = DeliveryWorker(self.state, routing)
+        self.delivery = DeliveryWorker(self.state, routing, clock)
         self.tick_s, self.status_every_s = tick_s, status_every_s
         self._rejected: dict[str, int] = {}
         self._stop, self._wake = threading.Event(), threading.Event()
