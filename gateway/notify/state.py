@@ -179,6 +179,7 @@ class State:
         group_site = "*" if summary and held_until_ms is not None else site
         prefix = f"{route}#{channel}|{group_site}|"
         with self.lock:
+            alone = held_until_ms is None and window_ms == 0  # no window: never grouped, even in the same ms
             if held_until_ms is not None:
                 due = held_until_ms
             else:
@@ -200,7 +201,7 @@ class State:
                     site,
                     alert_json,
                     json.dumps(extra),
-                    prefix + str(due),
+                    prefix + str(due) + (f"|{key}" if alone else ""),
                     due,
                     due,
                     now_ms,
@@ -242,11 +243,20 @@ class State:
         ]  # fmt: skip
 
     def mark(
-        self, ids: list[int], status: str, now_ms: int, *, next_try_ms: int | None = None, error: str | None = None
+        self,
+        ids: list[int],
+        status: str,
+        now_ms: int,
+        *,
+        next_try_ms: int | None = None,
+        error: str | None = None,
+        counts: dict[str, int] | None = None,
     ) -> None:
-        """Sent, dead, or (with ``next_try_ms``) one more failed attempt; committed at once."""
+        """Sent, dead, or (with ``next_try_ms``) one more failed attempt, and ``counts`` bumped; committed at once."""
         marks = ", ".join("?" for _ in ids)
         with self.transaction():
+            for name, by in (counts or {}).items():
+                self.bump(name, by)
             if status == "sent":
                 self.db.execute(f"UPDATE outbox SET status = 'sent', sent_ms = ? WHERE id IN ({marks})", (now_ms, *ids))
             else:
