@@ -157,6 +157,9 @@ class Delivery(Section):
     max_age_min: number(0, 30 * 24 * 60, low_open=True) = 24 * 60.0  # type: ignore[valid-type]
     first_retry_s: number(0, 3600, low_open=True) = 5.0  # type: ignore[valid-type]
     max_retry_s: number(0, 24 * 3600, low_open=True) = 600.0  # type: ignore[valid-type]
+    # Apprise waits 5.5 s between two sends to one service (its default for most services); the
+    # notifier groups bursts itself, and one slow channel would hold up every other route's pages.
+    min_send_interval_s: number(0, 60) = 1.0  # type: ignore[valid-type]
 
 
 class NotifyRules(Section):

@@ -84,7 +84,7 @@ class DeliveryWorker:
         retry_ms = now_ms + int(wait_s * 1000)
         self.state.mark(ids, "due", now_ms, next_try_ms=retry_ms, error=error, counts={"send_failures": 1})
         log.warning(
-            "route %s could not send via %s (attempt %d): %s; next try in %.0f s",
+            "route %s could not send via %s (attempt %d): %s; next try in %.1f s",
             route.name,
             channel.shown,
             attempts,

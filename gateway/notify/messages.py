@@ -89,6 +89,7 @@ _TEXT = {
         "drift": "Daily {sensor} statistic moved from {base} to {value}",
         "sensors": "Most affected sensors: {sensors}",
         "severity": "Severity: {severity} – alert {alert_id}",
+        "alert": "Alert {alert_id}",
         "says": "The gateway says: {message}",
         "link": "Dashboard: {link}",
         "repeat": "Reminder {n}, not acknowledged: ",
@@ -112,6 +113,7 @@ _TEXT = {
         "drift": "La statistique journalière de {sensor} est passée de {base} à {value}",
         "sensors": "Capteurs les plus touchés : {sensors}",
         "severity": "Gravité : {severity} – alerte {alert_id}",
+        "alert": "Alerte {alert_id}",
         "says": "La passerelle dit : {message}",
         "link": "Tableau de bord : {link}",
         "repeat": "Rappel {n}, non acquittée : ",
@@ -230,6 +232,8 @@ def _block(item: Item, language: str, timezone: str, link: str | None) -> list[s
         if sensors := _sensors(a):
             lines.append(t["sensors"].format(sensors=", ".join(sensors)))
         lines.append(t["severity"].format(severity=_SEVERITY[language][str(a.severity)], alert_id=a.alert_id))
+    else:
+        lines.append(t["alert"].format(alert_id=a.alert_id))
     if a.message:
         lines.append(t["says"].format(message=a.message))
     if url := link_for(link, a):

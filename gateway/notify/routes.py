@@ -151,6 +151,8 @@ def build_routing(rules: NotifyRules, doc: LoadedYaml, name: str, folder: Path) 
             if target is None:
                 problems.append(Problem(*where, f"Apprise cannot use this {scheme}:// URL: {why}"))
                 continue
+            for service in target:
+                service.request_rate_per_sec = rules.delivery.min_send_interval_s
             shown = target[0].url(privacy=True)
             channels[route.name].append(Channel(route.name, j, target, shown))
     if problems:

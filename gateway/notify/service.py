@@ -110,6 +110,7 @@ class Notifier:
         self.delivery = DeliveryWorker(self.state, routing, clock)
         self.tick_s, self.status_every_s = tick_s, status_every_s
         self._rejected: dict[str, int] = {}
+        self._status_lock = threading.Lock()
         self._stop, self._wake = threading.Event(), threading.Event()
         self._connected, self._subscribed = threading.Event(), threading.Event()
         self._worker = threading.Thread(target=self._work, name="notify-delivery", daemon=True)
@@ -130,6 +131,7 @@ class Notifier:
         self.client.loop_start()
         wait_connected(self.client, self.settings, self._connected, timeout_s)
         self._subscribed.wait(timeout_s)
+        self._write_status()  # status.json says "connected" once the subscriptions are in place
         return self
 
     def stop(self) -> None:
@@ -196,6 +198,8 @@ class Notifier:
                 self.delivery.send_due(now)
             except sqlite3.Error as exc:
                 log.error("state file error in the delivery worker (retrying): %s", exc)
+            except Exception:  # the worker must outlive a bug in one round
+                log.exception("delivery worker round failed (retrying)")
             if time.monotonic() >= next_status:
                 self._write_status()
                 next_status = time.monotonic() + self.status_every_s
@@ -205,6 +209,7 @@ class Notifier:
         return {
             "time_ms": wall_ms(),
             "connected": self._connected.is_set(),
+            "subscribed": self._subscribed.is_set(),  # messages published from then on are queued for us
             "subscriptions": list(self.subscriptions),
             **status_snapshot(self.state),
         }
@@ -214,6 +219,7 @@ class Notifier:
             text = json.dumps(self.status(), indent=1, sort_keys=True)
         except sqlite3.Error:
             return
-        tmp = self.state_dir / (STATUS_FILE + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.state_dir / STATUS_FILE)
+        with self._status_lock:
+            tmp = self.state_dir / (STATUS_FILE + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.state_dir / STATUS_FILE)
