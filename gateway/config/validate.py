@@ -120,10 +120,8 @@ def _without_explained_missing(problems: list[Problem]) -> list[Problem]:
 _MAPPING_TYPES = {"model_type", "model_attributes_type", "dict_type"}
 
 
-def _translate(
-    error: dict[str, Any], doc: LoadedYaml, name: str, root: type[BaseModel] = GatewayConfig
-) -> Problem:
-    """One pydantic error as a ``Problem`` at its line; ``root`` is the schema of the file (the notifier's has its own)."""
+def _translate(error: dict[str, Any], doc: LoadedYaml, name: str, root: type[BaseModel] = GatewayConfig) -> Problem:
+    """One pydantic error as a ``Problem`` at its line; ``root``: the schema of the file (the notifier has its own)."""
     loc, section = _locate(error["loc"], root)
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     suggestion = None
