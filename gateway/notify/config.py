@@ -57,7 +57,7 @@ def _names(value: object) -> list[str]:
 def _severity(value: object) -> str:
     if value not in SEVERITIES:
         raise fail(f"must be one of {', '.join(SEVERITIES)}; got {describe(value)}", suggest(value, SEVERITIES))
-    return value  # type: ignore[return-value]
+    return str(value)
 
 
 def _link(value: object) -> str:
@@ -249,7 +249,7 @@ def _validate(text: str, name: str) -> tuple[NotifyRules, LoadedYaml]:
         rules = NotifyRules.model_validate(doc.data)
     except ValidationError as exc:
         problems += _url_file_hints(
-            [translate_error(_without_url_union(e), doc, name, NotifyRules) for e in exc.errors()]
+            [translate_error(_without_url_union(dict(e)), doc, name, NotifyRules) for e in exc.errors()]
         )
     if rules is not None:
         problems += _cross_problems(rules, doc, name)

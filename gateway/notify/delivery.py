@@ -64,7 +64,12 @@ class DeliveryWorker:
             return 0
         route, channel = routes[first.route], channels[first.channel]
         items = [Item(n.event.split(":")[0], alert_from_json(n.alert_json), n.extra) for n in notices]
-        title, body = render(items, route.language, route.timezone, route.link or self.routing.rules.link)
+        try:
+            title, body = render(items, route.language, route.timezone, route.link or self.routing.rules.link)
+        except (ValueError, TypeError, KeyError) as exc:  # an explanation of an unexpected shape: say it plainly
+            log.warning("message for %s rendered plainly: %s", first.alert_key, exc)
+            title = f"{items[0].event}: {items[0].alert.kind} – {items[0].alert.site}"
+            body = "\n\n".join(f"{i.event} {i.alert.alert_id}: {i.alert.message}" for i in items)
         try:
             ok, error = channel.send(title, body), "the service did not take the message"
         except Exception as exc:  # an Apprise plugin failing in its own way must not stop the worker

@@ -34,6 +34,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.contracts import Alert
@@ -77,7 +78,7 @@ _SEVERITY = {
     "en": {"info": "info", "warning": "warning", "critical": "critical"},
     "fr": {"info": "info", "warning": "avertissement", "critical": "critique"},
 }
-_TEXT = {
+_TEXT: dict[str, dict[str, Any]] = {
     "en": {
         "at": "{what} at {site} (gateway {gateway})",
         "since": "Since: {when}",
@@ -180,7 +181,8 @@ def link_for(template: str | None, alert: Alert) -> str | None:
 
 def _figures(alert: Alert, language: str) -> list[str]:
     """What the explanation measures, when it carries it (keys the detectors in edge/detectors write)."""
-    t, e, n = _TEXT[language], alert.explanation, lambda v: number(float(v), language)
+    e: dict[str, Any] = alert.explanation
+    t, n = _TEXT[language], lambda v: number(float(v), language)
     lines = []
     if alert.kind == "leak" and "mnf_lps" in e and "baseline_lps" in e:  # night_flow.py
         lines.append(
@@ -203,7 +205,7 @@ def _figures(alert: Alert, language: str) -> list[str]:
 
 def _sensors(alert: Alert) -> list[str]:
     """The sensors that moved most: the learned leak model's pressure hint, the dominant air sensors, the one sensor."""
-    e = alert.explanation
+    e: dict[str, Any] = alert.explanation
     if alert.kind == "leak":
         return list(e["sensors"]) if "inflow_level_lps" in e and isinstance(e.get("sensors"), list) else []
     for key in ("dominant", "sensors"):

@@ -79,7 +79,7 @@ def quiet_until(route: Route, now_ms: int, severity: str) -> int | None:
         return None
     tz = ZoneInfo(q.timezone or route.timezone)
     local = datetime.fromtimestamp(now_ms / 1000, tz)
-    start, end = (time(*map(int, t.split(":"))) for t in (q.start, q.end))
+    start, end = (time(int(t[:2]), int(t[3:])) for t in (q.start, q.end))
     now_t = local.time()
     inside = start <= now_t < end if start < end else (now_t >= start or now_t < end)
     if not inside:

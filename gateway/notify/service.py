@@ -158,10 +158,10 @@ class Notifier:
         now = self.clock()
         try:
             if message.topic.endswith("/" + alert_commands.CHANNEL):
-                command = alert_commands.decode_command(self.prefix, message.topic, message.payload)
+                command = alert_commands.decode_command(self.prefix, message.topic, bytes(message.payload))
                 self.lifecycle.on_command(command, now)
             else:
-                decoded = payloads.decode(self.prefix, message.topic, message.payload, now_ms=now)
+                decoded = payloads.decode(self.prefix, message.topic, bytes(message.payload), now_ms=now)
                 if not isinstance(decoded, Alert):  # parse_topic only lets alerts through here; be sure
                     raise payloads.PayloadError("not_an_alert", f"{message.topic} is not an alerts topic")
                 self.lifecycle.on_alert(decoded, now)
