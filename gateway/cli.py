@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gateway.commands.demo_cmd",
     "gateway.commands.run_cmd",
     "gateway.commands.bridge_cmd",
+    "gateway.commands.notify_cmd",
     "gateway.commands.influx_cmd",
     "gateway.commands.services_cmd",
     "gateway.commands.simulate_cmd",

@@ -120,8 +120,9 @@ def _without_explained_missing(problems: list[Problem]) -> list[Problem]:
 _MAPPING_TYPES = {"model_type", "model_attributes_type", "dict_type"}
 
 
-def _translate(error: dict[str, Any], doc: LoadedYaml, name: str) -> Problem:
-    loc, section = _locate(error["loc"])
+def _translate(error: dict[str, Any], doc: LoadedYaml, name: str, root: type[BaseModel] = GatewayConfig) -> Problem:
+    """One pydantic error as a ``Problem`` at its line; ``root``: the schema of the file (the notifier has its own)."""
+    loc, section = _locate(error["loc"], root)
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     suggestion = None
     if kind == "config":
@@ -165,10 +166,10 @@ def _translate(error: dict[str, Any], doc: LoadedYaml, name: str) -> Problem:
     return Problem(name, doc.line_of(loc), format_path(loc), message, suggestion)
 
 
-def _locate(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+def _locate(loc: tuple, root: type[BaseModel] = GatewayConfig) -> tuple[tuple, type[BaseModel] | None]:
     """Drop the union tags pydantic puts in error paths; find the section holding the last key."""
     clean: list = []
-    annotation: Any = GatewayConfig
+    annotation: Any = root
     section: type[BaseModel] | None = None
     discriminated = False
     for part in loc:
@@ -224,3 +225,7 @@ def _tags(model: type[BaseModel]) -> set[str]:
         if typing.get_origin(field.annotation) is typing.Literal:
             tags.update(a for a in typing.get_args(field.annotation) if isinstance(a, str))
     return tags
+
+
+#: ``_translate`` for other config files validated the same way (the notifier's routing rules).
+translate_error = _translate
