@@ -34,10 +34,10 @@ lint: $(STAMP)
 test: setup lint
 	$(BIN)/python -m pytest
 
-# The chaos suite with 60 s outages (about 10 min); rewrites docs/chaos.json and docs/chaos.md.
+# The chaos suite with 60 s outages (about 14 min); rewrites docs/chaos.json, chaos.md and chaos-notify.json/.md.
 # `make test` runs the same scenarios with 5 s outages and writes its report under .run/chaos/.
 chaos: setup
-	FRUGALSENSE_CHAOS_OUTAGE_S=60 FRUGALSENSE_CHAOS_REPORT=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/test_chaos.py
+	FRUGALSENSE_CHAOS_OUTAGE_S=60 FRUGALSENSE_CHAOS_REPORT=$(CURDIR)/docs $(BIN)/python -m pytest -q tests/test_chaos.py tests/test_notify_chaos.py
 
 # What the outbox's fsync policy costs on this disk; rewrites docs/outbox-bench.json (~1 min).
 bench-outbox: $(STAMP)

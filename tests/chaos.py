@@ -948,7 +948,8 @@ Everything is real: Mosquitto 2 with persistence and InfluxDB 1.6 started by
 10 min, 8 sensors, two Minimum Night Flow detectors) paced so the stream lasts
 {lead_s(outage):g} s + the outage + {tail_s(outage):g} s, and a bridge process (`frugalsense bridge`,
 acknowledge after write, persistent session). Each scenario has its own topic prefix,
-database and outbox.
+database and outbox. The notifier's own rows (kill -9, SMTP down) are in
+[chaos-notify.md](chaos-notify.md).
 
 {table(rows)}
 
