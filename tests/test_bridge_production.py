@@ -408,7 +408,16 @@ def test_the_notify_unit_runs_the_documented_command():
     exec_start = read_unit(UNITS / "frugalsense-notify.service")["Service"]["ExecStart"]
     assert exec_start.endswith(
         "frugalsense notify --config /etc/frugalsense/notify.yaml --state-dir /var/lib/frugalsense-notify"
+        " $FRUGALSENSE_NOTIFY_ARGS"
     )
+    env = dict(
+        line.split("=", 1)
+        for line in (UNITS / "notify.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    words = exec_start.split(" notify ", 1)[1].replace("$FRUGALSENSE_NOTIFY_ARGS", env["FRUGALSENSE_NOTIFY_ARGS"])
+    args = build_parser().parse_args(["notify", *words.split()])
+    assert args.mqtt_host == "broker.example.net" and args.mqtt_password_env in env  # the secret it names is there
 
 
 def test_the_example_environment_file_holds_options_the_bridge_takes():
