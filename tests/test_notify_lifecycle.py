@@ -308,3 +308,22 @@ def test_a_due_notification_survives_a_restart(tmp_path, hooks):
     assert again.lifecycle.on_alert(LEAK, T0 + 1000) == "raises_again"  # the broker's redelivery: no new page
     assert again.at(T0 + 60_000) == 1 and again.at(T0 + 120_000) == 0
     assert len(hooks["A"].bodies) == 1
+
+
+def test_a_channel_that_is_down_is_probed_once_per_retry_not_once_per_waiting_message(tmp_path, hooks):
+    rules = """
+delivery: {first_retry_s: 1, max_retry_s: 1, max_attempts: 100}
+routes:
+  - {name: ops, match: {}, urls: ["json://127.0.0.1:PORT/hook"], group_window_s: 0}
+"""
+    hooks["A"].close()  # down: nothing listens on its port
+    port = hooks["A"].port
+    n = Notifier(tmp_path, rules.replace("PORT", str(port)), {})
+    for i in range(5):
+        n.lifecycle.on_alert(alert(alert_id=f"leak-w{i}", site=f"net3-s{i}"), T0)
+    assert [n.at(T0 + s * 1000) for s in range(4)] == [0] * 4  # four passes, one failed try each
+    assert n.state.counters()["send_failures"] == 4
+    hooks["A"] = Webhook(port)  # back on the same port: the next probe succeeds, the others follow
+    assert n.at(T0 + 4000) == 5
+    assert len(set(titles(hooks["A"]))) == 5  # each waiting alert once
+    assert n.state.outbox_counts() == {"sent": 5}

@@ -71,8 +71,8 @@ class Mailbox:
 class Webhook:
     """An HTTP server on 127.0.0.1 that stores the JSON body of every POST (Apprise ``json://``)."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
         self.bodies: list[dict] = []
         hook = self
 

@@ -8,7 +8,10 @@ close, since no e-mail or SMS service takes part in our transaction (docs/notify
 While a channel is down, Apprise's ``notify()`` answers False: the group is tried again
 after ``first_retry_s``, then twice as long each time up to ``max_retry_s``; after
 ``max_attempts`` tries, or once older than ``max_age_min``, it is a dead letter
-(``status = 'dead'``, counted in ``dead_letters``).
+(``status = 'dead'``, counted in ``dead_letters``). A channel that failed is not asked again
+for the other groups until that retry is due: one probe per channel while it is down, not
+one try per waiting message (a 60 s SMTP outage with 30 messages waiting cost 1695 failed
+tries before, measured in docs/chaos-notify.md; now one per retry interval).
 
 >>> from gateway.notify.config import Delivery
 >>> [retry_after_s(Delivery(first_retry_s=5, max_retry_s=60), n) for n in range(1, 7)]
@@ -44,13 +47,14 @@ class DeliveryWorker:
         self.routing = routing
         # Read again right after a send, so ``sent_ms`` is when the service took it (the duplicate window's start).
         self.clock = clock
+        self._down_until: dict[tuple[str, int], int] = {}  # (route, URL index) -> when to probe it again
 
     def send_due(self, now_ms: int) -> int:
         """Try every group due by ``now_ms`` once; how many messages went out."""
         sent = 0
         for group_key in self.state.due_groups(now_ms):
             notices = self.state.group(group_key)
-            if notices:
+            if notices and now_ms >= self._down_until.get((notices[0].route, notices[0].channel), 0):
                 sent += self._send(notices, now_ms)
         return sent
 
@@ -75,6 +79,7 @@ class DeliveryWorker:
         except Exception as exc:  # an Apprise plugin failing in its own way must not stop the worker
             ok, error = False, f"{type(exc).__name__}: {exc}"
         if ok:
+            self._down_until.pop((first.route, first.channel), None)
             sent_ms = self.clock() if self.clock else now_ms
             self.state.mark(ids, "sent", sent_ms, counts={"messages_sent": 1, "notifications_sent": len(ids)})
             return 1
@@ -87,6 +92,7 @@ class DeliveryWorker:
             return 0
         wait_s = retry_after_s(delivery, attempts)
         retry_ms = now_ms + int(wait_s * 1000)
+        self._down_until[(first.route, first.channel)] = retry_ms
         self.state.mark(ids, "due", now_ms, next_try_ms=retry_ms, error=error, counts={"send_failures": 1})
         log.warning(
             "route %s could not send via %s (attempt %d): %s; next try in %.1f s",
