@@ -48,6 +48,7 @@ class DeliveryWorker:
         # Read again right after a send, so ``sent_ms`` is when the service took it (the duplicate window's start).
         self.clock = clock
         self._down_until: dict[tuple[str, int], int] = {}  # (route, URL index) -> when to probe it again
+        self._failures: dict[tuple[str, int], int] = {}  # (route, URL index) -> failed tries in a row
 
     def send_due(self, now_ms: int) -> int:
         """Try every group due by ``now_ms`` once; how many messages went out."""
@@ -80,6 +81,7 @@ class DeliveryWorker:
             ok, error = False, f"{type(exc).__name__}: {exc}"
         if ok:
             self._down_until.pop((first.route, first.channel), None)
+            self._failures.pop((first.route, first.channel), None)
             sent_ms = self.clock() if self.clock else now_ms
             self.state.mark(ids, "sent", sent_ms, counts={"messages_sent": 1, "notifications_sent": len(ids)})
             return 1
@@ -90,9 +92,12 @@ class DeliveryWorker:
             why = f"{attempts} attempts" if not too_old else f"older than {delivery.max_age_min:g} min"
             self._dead(ids, now_ms, f"{error} ({why}) via {channel.shown}")
             return 0
-        wait_s = retry_after_s(delivery, attempts)
+        # The channel's own backoff: whichever waiting group probes it next, the waits keep doubling.
+        key = (first.route, first.channel)
+        self._failures[key] = self._failures.get(key, 0) + 1
+        wait_s = retry_after_s(delivery, max(attempts, self._failures[key]))
         retry_ms = now_ms + int(wait_s * 1000)
-        self._down_until[(first.route, first.channel)] = retry_ms
+        self._down_until[key] = retry_ms
         self.state.mark(ids, "due", now_ms, next_try_ms=retry_ms, error=error, counts={"send_failures": 1})
         log.warning(
             "route %s could not send via %s (attempt %d): %s; next try in %.1f s",
