@@ -41,6 +41,15 @@ def load_config(path: str | os.PathLike, *, build_detectors: bool = False) -> Ga
     (``gateway.config.detectors``: its model files verified and loaded, nothing run):
     ``config validate``, ``flash`` and ``doctor`` do. A file over 1 MB is refused unread.
     """
+    text, name = read_config_file(path)
+    return load_config_text(text, name, path=Path(path), build_detectors=build_detectors)
+
+
+def read_config_file(path: str | os.PathLike) -> tuple[str, str]:
+    """(text, name) of a YAML file a person wrote: unreadable, over 1 MB or not UTF-8 is a ``ConfigError``.
+
+    Gateway configs and the notifier's rules are read through here.
+    """
     name = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -51,13 +60,12 @@ def load_config(path: str | os.PathLike, *, build_detectors: bool = False) -> Ga
     if error := too_large(size):
         raise ConfigError([Problem(name, error.line, "", error.message)])
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig"), name
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
             [Problem(name, line, "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")]
         ) from None
-    return load_config_text(text, name, path=Path(path), build_detectors=build_detectors)
 
 
 def load_config_text(

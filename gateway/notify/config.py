@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, model_validator
 
 from edge.contracts import Severity
-from gateway.config.problems import ConfigError, ConfigUnreadable, Problem
+from gateway.config.problems import ConfigError, Problem
 from gateway.config.schema.base import Section
 from gateway.config.schema.types import (
     ClockTime,
@@ -36,8 +36,8 @@ from gateway.config.schema.types import (
     suggest,
     whole,
 )
-from gateway.config.validate import translate_error
-from gateway.config.yaml_lines import MAX_BYTES, LoadedYaml, YamlSyntaxError, load_yaml_text, too_large
+from gateway.config.validate import read_config_file, translate_error
+from gateway.config.yaml_lines import LoadedYaml, YamlSyntaxError, load_yaml_text
 
 SEVERITIES = tuple(str(s) for s in Severity)  # info, warning, critical: the order is the rank
 LANGUAGES = ("en", "fr")
@@ -210,21 +210,7 @@ def load_rules(path: str | os.PathLike) -> NotifyRules:
 
 def load_rules_with_lines(path: str | os.PathLike) -> tuple[NotifyRules, LoadedYaml]:
     """``load_rules``, with the lines of every key (the channels' problems are reported at them)."""
-    name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-            size = max(len(raw), os.fstat(f.fileno()).st_size)
-    except OSError as exc:
-        raise ConfigUnreadable([Problem(name, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
-    if error := too_large(size):
-        raise ConfigError([Problem(name, error.line, "", error.message)])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([Problem(name, line, "", "is not UTF-8 text; save the file as UTF-8")]) from None
-    return _validate(text, name)
+    return _validate(*read_config_file(path))
 
 
 def load_rules_text(text: str, name: str = "<notify.yaml>") -> NotifyRules:
